@@ -1,0 +1,33 @@
+"""chromaqpi: quantitative phase from chromatic defocus in one RGB brightfield image.
+
+Public API (heavy modules are imported lazily, on first use):
+
+- :class:`Microscope`, :func:`list_presets` -- the typed optical description;
+- :func:`simulate` -- polychromatic partially coherent brightfield forward model;
+- :func:`reconstruct`, :func:`list_methods` -- every phase-retrieval method behind one call;
+- :func:`load_model` -- learned models (safetensors + JSON).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Microscope": "chromaqpi.microscope",
+    "list_presets": "chromaqpi.microscope",
+    "simulate": "chromaqpi.optics.simulator",
+    "Simulator": "chromaqpi.optics.simulator",
+    "reconstruct": "chromaqpi.solvers.base",
+    "list_methods": "chromaqpi.solvers.base",
+    "load_model": "chromaqpi.models.registry",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'chromaqpi' has no attribute {name!r}")

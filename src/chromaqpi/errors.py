@@ -1,0 +1,21 @@
+"""Exceptions for user-facing problems (bad input, bad config, bad weights).
+
+The CLI prints these as one line and exits with status 2; anything else is a bug
+and keeps its traceback.
+"""
+
+
+class ChromaQPIError(Exception):
+    """A problem with the user's input, configuration or files (not a bug)."""
+
+
+class ConfigError(ChromaQPIError, ValueError):
+    """An invalid microscope, training or dataset configuration."""
+
+
+class InputError(ChromaQPIError, ValueError):
+    """An image or array the user handed us cannot be used (shape, dtype, NaN, ...)."""
+
+
+class WeightsError(ChromaQPIError):
+    """Missing, corrupt or mismatched model weights."""
