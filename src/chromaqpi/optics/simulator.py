@@ -1,0 +1,228 @@
+"""Polychromatic, partially coherent brightfield forward model (PHYSICS.md §1-3).
+
+For each spectral node ``(λ_k, z_k)`` the monochromatic image of the thin object
+``t_λ = exp(-a + iφ_λ)`` under Köhler illumination is the Abbe sum over source
+points in the shifted-pupil form
+
+``I_k = Σ_s w_s |F⁻¹{F{t_λ}·K_s}|² / Σ_s w_s |K_s(0)|²``,  ``K_s(f) = P(f+u_s)·D_z(f+u_s)``,
+
+and channel ``c`` is ``Σ_k W_ck I_k``. One forward FFT of the object per
+wavelength serves every defocus and source point at that wavelength; the
+kernels ``K_s`` are cached per configuration and size. The object is simulated
+on a grid ``oversample`` times finer than the camera, reflect-padded, and the
+intensity is box-binned back (pixel integration).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from chromaqpi.errors import InputError
+from chromaqpi.microscope import Microscope
+from chromaqpi.optics.pupil import shifted_kernels, source_points
+from chromaqpi.optics.sensor import apply_sensor
+from chromaqpi.optics.spectra import channel_quadrature
+
+# Kernels are cached while they fit this budget, else rebuilt per call.
+_KERNEL_CACHE_BYTES = 768 * 2**20
+# Bound on the (batch x source points x fine pixels) complex block per FFT.
+_BLOCK_BYTES = 256 * 2**20
+
+
+class Simulator(torch.nn.Module):
+    """Forward model ``phase (B,H,W) -> intensities (B,C,H,W)`` for one microscope and size.
+
+    Parameters
+    ----------
+    microscope : Microscope
+    shape : (H, W) camera-grid size of the phase maps to simulate.
+    dtype : torch.float32 or torch.float64; complex arithmetic follows it.
+    device : where transfer functions live; inputs must be on the same device.
+    """
+
+    def __init__(self, microscope: Microscope, shape: tuple[int, int], *, dtype=torch.float32, device=None):
+        super().__init__()
+        self.microscope = microscope
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = dtype
+        self.cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+        s = microscope.sampling
+        self.factor = s.oversample
+        self.pad = s.pad_px * s.oversample
+        self.fine_shape = tuple(n * self.factor + 2 * self.pad for n in self.shape)
+        self.dx_fine = s.pixel_size_um / self.factor
+
+        quad = channel_quadrature(microscope)
+        self.wavelengths = [float(v) for v in quad.wavelength_um]
+        self.defocus = [float(v) for v in quad.defocus_um]
+        self.register_buffer("channel_weights", torch.as_tensor(quad.weights, dtype=dtype, device=device))
+        nu, w_src = source_points(microscope.optics.na_condenser, microscope.optics.source_points)
+        self.source_nu = nu
+        self.register_buffer("source_weights", torch.as_tensor(w_src, dtype=dtype, device=device))
+        groups: OrderedDict[float, list[int]] = OrderedDict()
+        for k, lam in enumerate(self.wavelengths):
+            groups.setdefault(lam, []).append(k)
+        self.groups = groups
+        per_node = len(nu) * self.fine_shape[0] * self.fine_shape[1] * (8 if dtype == torch.float32 else 16)
+        self._cache_kernels = per_node * len(self.wavelengths) <= _KERNEL_CACHE_BYTES
+        self._kernels: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._device = device
+
+    # ----------------------------------------------------------------- kernels
+    def kernels(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source-weighted kernels ``sqrt(w_s/I_bg)·K_s`` (S,H,W) for node k, and I_bg."""
+        if k in self._kernels:
+            return self._kernels[k]
+        ker = shifted_kernels(self.fine_shape, self.dx_fine, self.wavelengths[k], self.defocus[k],
+                              self.microscope.optics, self.source_nu, device=self._device)
+        w = self.source_weights.to(torch.float64)
+        background = (w * ker[:, 0, 0].abs() ** 2).sum()
+        if background <= 0:
+            raise InputError("no illumination reaches the camera (condenser outside the objective pupil)")
+        # Folding sqrt(w_s / I_bg) into the kernel makes the Abbe sum a plain sum of |E|².
+        scaled = (ker * torch.sqrt(w / background)[:, None, None]).to(self.cdtype)
+        out = (scaled, background)
+        if self._cache_kernels:
+            self._kernels[k] = out
+        return out
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, phase: torch.Tensor, *, absorption: torch.Tensor | None = None, noise: bool = True,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Simulate normalised channel intensities.
+
+        Parameters
+        ----------
+        phase : (B, H, W) phase in radians at ``optics.wavelength_ref_um``.
+        absorption : optional (B, H, W) amplitude attenuation ``a`` (``|t|² = e^{-2a}``).
+        noise : apply the sensor noise model.
+        generator : the only source of randomness.
+
+        Returns
+        -------
+        (B, C, H, W) intensities, empty field = 1.
+        """
+        fine_phase = self._to_fine(phase)
+        fine_abs = self._to_fine(absorption) if absorption is not None else None
+        nodes = self._node_images(fine_phase, fine_abs)
+        channels = torch.einsum("ck,bkhw->bchw", self.channel_weights, nodes)
+        return apply_sensor(channels, self.microscope.sensor, noise=noise, generator=generator)
+
+    def _to_fine(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, None]
+        if self.factor > 1:
+            x = F.interpolate(x, scale_factor=self.factor, mode="bicubic", align_corners=False)
+        if self.pad:
+            mode = "reflect" if self.pad < min(x.shape[-2:]) else "replicate"
+            x = F.pad(x, (self.pad,) * 4, mode=mode)
+        return x[:, 0]
+
+    def _node_images(self, phase: torch.Tensor, absorption: torch.Tensor | None) -> torch.Tensor:
+        o = self.microscope.optics
+        images: list[torch.Tensor | None] = [None] * len(self.wavelengths)
+        for lam, ks in self.groups.items():
+            scale = o.wavelength_ref_um / lam if o.phase_model == "opd" else 1.0
+            log_t = torch.complex(-absorption if absorption is not None else torch.zeros_like(phase), phase * scale)
+            spectrum = torch.fft.fft2(torch.exp(log_t))
+            for k in ks:
+                images[k] = self._abbe(spectrum, k)
+        stacked = torch.stack(images, dim=1)
+        return self._to_camera(stacked)
+
+    def _abbe(self, spectrum: torch.Tensor, k: int) -> torch.Tensor:
+        kernels, _ = self.kernels(k)
+        batch, (h, w) = spectrum.shape[0], spectrum.shape[-2:]
+        chunk = max(1, _BLOCK_BYTES // (batch * h * w * spectrum.element_size()))
+        total = torch.zeros(batch, h, w, dtype=self.dtype, device=spectrum.device)
+        for start in range(0, kernels.shape[0], chunk):
+            field = torch.fft.ifft2(spectrum[:, None] * kernels[None, start:start + chunk])
+            total = total + (field.real**2 + field.imag**2).sum(dim=1)
+        return total
+
+    def _to_camera(self, fine: torch.Tensor) -> torch.Tensor:
+        if self.pad:
+            fine = fine[..., self.pad:-self.pad, self.pad:-self.pad]
+        if self.factor > 1:
+            fine = F.avg_pool2d(fine, self.factor)
+        return fine
+
+
+# ------------------------------------------------------------ functional twin
+_SIMULATORS: "OrderedDict[tuple, Simulator]" = OrderedDict()
+_MAX_CACHED = 4
+
+
+def get_simulator(microscope: Microscope, shape, *, dtype=torch.float32, device=None) -> Simulator:
+    """A cached :class:`Simulator` for (config, size, dtype, device)."""
+    key = (json.dumps(microscope.to_dict(), sort_keys=True), tuple(shape), dtype, str(device))
+    if key in _SIMULATORS:
+        _SIMULATORS.move_to_end(key)
+        return _SIMULATORS[key]
+    sim = Simulator(microscope, shape, dtype=dtype, device=device)
+    _SIMULATORS[key] = sim
+    while len(_SIMULATORS) > _MAX_CACHED:
+        _SIMULATORS.popitem(last=False)
+    return sim
+
+
+def as_phase_batch(phase, name: str = "phase") -> torch.Tensor:
+    """Validate and convert an (H,W) or (B,H,W) array/tensor to a float tensor (B,H,W)."""
+    if isinstance(phase, np.ndarray):
+        if not np.issubdtype(phase.dtype, np.floating):
+            raise InputError(f"{name} must be a float array (radians), got dtype {phase.dtype}")
+        phase = torch.from_numpy(np.ascontiguousarray(phase))
+    if not isinstance(phase, torch.Tensor):
+        raise InputError(f"{name} must be a numpy array or torch tensor, got {type(phase).__name__}")
+    if not phase.is_floating_point():
+        raise InputError(f"{name} must be a float tensor (radians), got {phase.dtype}")
+    if phase.ndim == 2:
+        phase = phase[None]
+    if phase.ndim != 3:
+        raise InputError(f"{name} must have shape (H,W) or (B,H,W), got {tuple(phase.shape)}")
+    if min(phase.shape[-2:]) < 4:
+        raise InputError(f"{name} is too small: {tuple(phase.shape[-2:])}")
+    if not torch.isfinite(phase).all():
+        raise InputError(f"{name} contains NaN or Inf")
+    if phase.dtype not in (torch.float32, torch.float64):
+        phase = phase.float()
+    return phase
+
+
+def simulate(phase, microscope: Microscope | str, *, absorption=None, noise: bool = True,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Simulate what the colour camera records from a thin phase object.
+
+    Parameters
+    ----------
+    phase : (H, W) or (B, H, W) float array/tensor, radians at the microscope's
+        reference wavelength (``optics.wavelength_ref_um``).
+    microscope : a :class:`~chromaqpi.microscope.Microscope`, preset name or TOML path.
+    absorption : optional, same shape, amplitude attenuation ``a >= 0``.
+    noise : apply the sensor noise model (``microscope.sensor``).
+    generator : torch.Generator, the only source of randomness.
+
+    Returns
+    -------
+    torch.Tensor (B, C, H, W), same dtype and device as ``phase``; an empty
+    field reads 1 (before any model-specific normalisation).
+
+    Examples
+    --------
+    >>> import torch, chromaqpi
+    >>> img = chromaqpi.simulate(torch.zeros(32, 32), "default", noise=False)
+    >>> tuple(img.shape)
+    (1, 3, 32, 32)
+    """
+    microscope = Microscope.resolve(microscope)
+    phase = as_phase_batch(phase)
+    if absorption is not None:
+        absorption = as_phase_batch(absorption, "absorption").to(phase.dtype)
+        if absorption.shape != phase.shape:
+            raise InputError(f"absorption shape {tuple(absorption.shape)} differs from phase {tuple(phase.shape)}")
+    sim = get_simulator(microscope, phase.shape[-2:], dtype=phase.dtype, device=phase.device)
+    return sim(phase, absorption=absorption, noise=noise, generator=generator)

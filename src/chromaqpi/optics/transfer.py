@@ -1,0 +1,68 @@
+"""Weak-object transfer functions (WOTF) of the same optics the simulator uses.
+
+Linearising the Abbe sum for ``t ≈ 1 + iΔφ - Δa`` gives, per spectral node
+(PHYSICS.md §4.1), with ``C(g) = Σ_s w_s conj(K_s(0))·K_s(g) / I_bg``:
+
+``H^φ(g) = i[C(g) - conj C(-g)]``,  ``H^a(g) = -[C(g) + conj C(-g)]``,
+
+and per channel ``H_c = Σ_k W_ck·s_k·H_k`` with ``s_k = λ_ref/λ_k`` for a
+non-dispersive (OPD) object (PHYSICS.md §4.3). Built from the simulator's own
+kernels, so the linear model and the forward model cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from chromaqpi.microscope import Microscope
+from chromaqpi.optics.simulator import Simulator
+
+
+def _negate_frequency(x: torch.Tensor) -> torch.Tensor:
+    """x(-g) on an FFT-ordered grid (index i -> -i mod N)."""
+    return torch.roll(torch.flip(x, dims=(-2, -1)), shifts=(1, 1), dims=(-2, -1))
+
+
+def node_transfer_functions(sim: Simulator, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H^φ, H^a) on the simulator's fine grid for spectral node k (complex)."""
+    kernels, _ = sim.kernels(k)  # already scaled by sqrt(w_s / I_bg)
+    corr = (kernels[:, :1, :1].conj() * kernels).sum(dim=0)
+    neg = _negate_frequency(corr).conj()
+    return 1j * (corr - neg), -(corr + neg)
+
+
+def channel_transfer_functions(microscope: Microscope, shape: tuple[int, int], *,
+                               dtype=torch.float64, device=None, pixel_integration: bool = True):
+    """Per-channel phase and absorption WOTFs on the camera grid.
+
+    The TFs are computed on a camera-pitch grid of size ``shape`` (the caller
+    pads its data to that size); pixel integration of the oversampled
+    simulator is modelled by the box-pixel MTF ``sinc(f_x dx)·sinc(f_y dx)``.
+
+    Returns
+    -------
+    h_phase, h_abs : real (C, H, W) tensors for the phase at λ_ref (rad) and
+        the absorption ``a``; the linear model is
+        ``I_c - 1 ≈ F⁻¹{H^φ_c·F{Δφ} + H^a_c·F{Δa}}``.
+    """
+    camera = microscope.replace(sampling={"oversample": 1, "pad_px": 0})
+    sim = Simulator(camera, shape, dtype=dtype, device=device)
+    o = microscope.optics
+    h_phi = torch.zeros(microscope.n_channels, *shape, dtype=dtype, device=device)
+    h_abs = torch.zeros_like(h_phi)
+    for k, lam in enumerate(sim.wavelengths):
+        hp, ha = node_transfer_functions(sim, k)
+        scale = o.wavelength_ref_um / lam if o.phase_model == "opd" else 1.0
+        w = sim.channel_weights[:, k, None, None]
+        h_phi += w * scale * hp.real
+        h_abs += w * ha.real
+    if pixel_integration and microscope.sampling.oversample > 1:
+        mtf = _pixel_mtf(shape, dtype=dtype, device=device)
+        h_phi, h_abs = h_phi * mtf, h_abs * mtf
+    return h_phi, h_abs
+
+
+def _pixel_mtf(shape, *, dtype, device):
+    fy = torch.fft.fftfreq(shape[0], dtype=dtype, device=device)
+    fx = torch.fft.fftfreq(shape[1], dtype=dtype, device=device)
+    return torch.sinc(fy)[:, None] * torch.sinc(fx)[None, :]

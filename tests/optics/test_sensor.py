@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from chromaqpi.microscope import Sensor
+from chromaqpi.optics.sensor import apply_sensor, bayer_masks, camera_noise, demosaic_bilinear, mosaic
+
+
+def test_photon_transfer_of_flat_field(generator):
+    # Var(I_norm) = 1/N_bg + σ_r²/N_bg² + (K²/12)/N_bg² for a flat field at 1 (PHYSICS.md §3).
+    s = Sensor(full_well_e=10000, fill_fraction=0.5, read_noise_e=5.0, bit_depth=12)
+    flat = torch.ones(1, 1, 400, 400, dtype=torch.float64)
+    out = camera_noise(flat, s, generator=generator)
+    n_bg, gain = 5000.0, 10000 / 4096
+    expected = 1 / n_bg + (s.read_noise_e**2 + gain**2 / 12) / n_bg**2
+    assert float(out.var()) == pytest.approx(expected, rel=0.02)
+    assert abs(float(out.mean()) - 1) < 5 * (expected / flat.numel()) ** 0.5
+
+
+def test_quantisation_clips_at_full_scale(generator):
+    s = Sensor(full_well_e=1000, fill_fraction=0.5, read_noise_e=0.0, bit_depth=8)
+    bright = torch.full((1, 1, 10, 10), 10.0)
+    out = camera_noise(bright, s, generator=generator)
+    assert torch.allclose(out, torch.full_like(out, 255 * (1000 / 256) / 500))
+
+
+def test_noise_is_reproducible_with_a_generator():
+    s = Sensor()
+    img = torch.ones(1, 3, 16, 16)
+    a = apply_sensor(img, s, noise=True, generator=torch.Generator().manual_seed(5))
+    b = apply_sensor(img, s, noise=True, generator=torch.Generator().manual_seed(5))
+    c = apply_sensor(img, s, noise=True, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_bayer_masks_partition_pixels():
+    m = bayer_masks((6, 8))
+    assert torch.equal(m.sum(0), torch.ones(6, 8))
+    assert m[1].sum() == 2 * m[0].sum() == 2 * m[2].sum()
+
+
+def test_bilinear_demosaic_is_exact_for_linear_ramps():
+    y, x = torch.meshgrid(torch.arange(16.0), torch.arange(20.0), indexing="ij")
+    rgb = torch.stack([1 + 0.01 * x, 1 + 0.02 * y, 1 - 0.01 * x + 0.01 * y])[None].double()
+    out = demosaic_bilinear(mosaic(rgb))
+    assert torch.allclose(out[..., 2:-2, 2:-2], rgb[..., 2:-2, 2:-2], atol=1e-12)
