@@ -1,0 +1,571 @@
+"""Image I/O: reading micrographs, writing phase TIFFs with metadata, atomic writes.
+
+Conventions
+-----------
+* Images in memory are float32, ``(H, W)`` for grayscale or ``(C, H, W)`` for
+  colour (channel first, as in the rest of chromaqpi).
+* 8- and 16-bit integer files are scaled to [0, 1] by the maximum of their
+  dtype (255, 65535) and the bit depth is recorded, nothing else is rescaled:
+  a 12-bit camera image stored in 16-bit words therefore tops out near 1/16.
+  Floating-point files are kept as they are.
+* Every file this module writes is written atomically (:func:`atomic_write`):
+  a crash or an exception never leaves a partial output behind.
+* Problems with the user's files raise :class:`chromaqpi.errors.InputError`
+  with a one-line message naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import numpy as np
+
+from chromaqpi.errors import InputError
+
+IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff",
+                  ".tiff": "tiff", ".npy": "npy"}
+# A few clipped highlights are harmless; a clipped background breaks flat-fielding.
+MAX_SATURATED_FRACTION = 0.01
+
+# IEC 61966-2-1 (sRGB) transfer-function constants.
+_SRGB_LINEAR_MAX = 0.0031308  # linear value where the encode curve switches branch
+_SRGB_CODE_MAX = 0.04045  # encoded value where the decode curve switches branch
+_SRGB_SLOPE = 12.92
+_SRGB_A = 0.055
+_SRGB_GAMMA = 2.4
+
+
+# ---------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------
+
+
+def _current_umask() -> int:
+    """The process umask (reading it requires setting it; restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a directory entry to disk so a rename survives a power cut (POSIX)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "wb", *, encoding: str | None = None) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success move it onto ``path``.
+
+    The temporary file lives in the destination folder so that the final
+    :func:`os.replace` is an atomic rename on the same file system. It is
+    flushed and fsync-ed before the rename. If the ``with`` block raises, the
+    temporary file is deleted and ``path`` is left untouched (absent, or its
+    previous content).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file; its folder must exist.
+    mode : {"wb", "w"}, default "wb"
+        Binary or text mode.
+    encoding : str, optional
+        Text encoding (text mode only; default UTF-8).
+
+    Yields
+    ------
+    file object
+        Open handle on the temporary file.
+
+    Examples
+    --------
+    >>> with atomic_write(tmp_path / "out.txt", "w") as f:  # doctest: +SKIP
+    ...     f.write("done")
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
+    dest = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        os.close(fd)  # reopen by name: some writers (tifffile) need ``f.name`` to be a path
+        with open(tmp, mode, encoding=(encoding or "utf-8") if mode == "w" else None) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates 0600 files; give the output the permissions open() would.
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(dest.parent)
+
+
+def write_json(path, obj: Any, *, indent: int = 2) -> None:
+    """Write ``obj`` as JSON, atomically.
+
+    numpy scalars/arrays, 0-d torch tensors and paths are converted. Non-finite
+    floats are written as ``NaN``/``Infinity`` (read back by Python's json).
+    """
+    text = json.dumps(obj, indent=indent, default=_json_default, sort_keys=False)
+    with atomic_write(path, "w") as f:
+        f.write(text + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    """Convert the non-JSON types we commonly produce (numpy, torch, Path)."""
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "tolist"):  # torch tensors, without importing torch here
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+# ---------------------------------------------------------------------------
+# sRGB transfer function
+# ---------------------------------------------------------------------------
+
+
+def _float_array(x) -> np.ndarray:
+    """``x`` as a float array; float dtypes kept, anything else as float64."""
+    a = np.asarray(x)
+    return a if np.issubdtype(a.dtype, np.floating) else a.astype(np.float64)
+
+
+def srgb_encode(linear) -> np.ndarray:
+    """Linear intensity -> sRGB code value (IEC 61966-2-1).
+
+    ``V = 12.92 L`` for ``L <= 0.0031308``, else ``1.055 L^(1/2.4) - 0.055``.
+    Negative inputs are mapped odd-symmetrically (``V(-L) = -V(L)``) so noisy
+    dark-subtracted data stay finite. Float dtypes are preserved.
+    """
+    lin = _float_array(linear)
+    mag = np.abs(lin)
+    power = (1 + _SRGB_A) * np.power(mag, 1 / _SRGB_GAMMA) - _SRGB_A
+    code = np.where(mag <= _SRGB_LINEAR_MAX, _SRGB_SLOPE * mag, power)
+    return (np.sign(lin) * code).astype(lin.dtype, copy=False)
+
+
+def srgb_decode(code) -> np.ndarray:
+    """sRGB code value -> linear intensity (IEC 61966-2-1).
+
+    ``L = V / 12.92`` for ``V <= 0.04045``, else ``((V + 0.055) / 1.055)^2.4``.
+    Negative inputs are mapped odd-symmetrically. Float dtypes are preserved.
+    """
+    v = _float_array(code)
+    mag = np.abs(v)
+    power = np.power((mag + _SRGB_A) / (1 + _SRGB_A), _SRGB_GAMMA)
+    lin = np.where(mag <= _SRGB_CODE_MAX, mag / _SRGB_SLOPE, power)
+    return (np.sign(v) * lin).astype(v.dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------
+# Reading images
+# ---------------------------------------------------------------------------
+
+
+def saturated_fraction(arr: np.ndarray, level: float) -> float:
+    """Fraction of values (all channels) at or above ``level``."""
+    return float(np.count_nonzero(arr >= level)) / max(arr.size, 1)
+
+
+def _check_shape(arr: np.ndarray, need_channels: int | None, name: str) -> None:
+    """Require (H, W) or (C, H, W), with C == need_channels when given."""
+    if arr.ndim not in (2, 3):
+        raise InputError(f"{name}: expected an (H, W) or (C, H, W) image, got shape {arr.shape}")
+    if arr.size == 0:
+        raise InputError(f"{name}: image is empty (shape {arr.shape})")
+    channels = 1 if arr.ndim == 2 else arr.shape[0]
+    if need_channels is None or channels == need_channels:
+        return
+    if channels == 1 and need_channels == 3:
+        raise InputError(f"{name}: image is grayscale but an RGB (3-channel) image is needed")
+    raise InputError(f"{name}: image has {channels} channel(s) but {need_channels} are needed")
+
+
+def check_intensity_image(
+    arr,
+    *,
+    need_channels: int | None = None,
+    saturation_level: float | None = None,
+    max_saturated_fraction: float = MAX_SATURATED_FRACTION,
+    name: str = "image",
+) -> None:
+    """Validate an intensity image, raising :class:`InputError` on the first problem.
+
+    Parameters
+    ----------
+    arr : array_like, shape (H, W) or (C, H, W)
+        Intensities (any scale).
+    need_channels : int, optional
+        Required number of channels C (3 for RGB); grayscale counts as 1.
+    saturation_level : float, optional
+        Value at which the sensor clipped (1.0 for integer files scaled to
+        [0, 1]). Unknown for float data, so the saturation check is skipped
+        when ``None``.
+    max_saturated_fraction : float, default 0.01
+        Largest tolerated fraction of values at ``saturation_level``.
+    name : str
+        Name used in messages (usually the file name).
+
+    Raises
+    ------
+    InputError
+        Wrong shape or channel count, non-real dtype, NaN/Inf values,
+        empty or constant image, too many saturated values.
+    """
+    a = np.asarray(arr)
+    if a.dtype == bool or not (np.issubdtype(a.dtype, np.floating)
+                               or np.issubdtype(a.dtype, np.integer)):
+        raise InputError(f"{name}: unsupported pixel type {a.dtype} (need integer or float)")
+    _check_shape(a, need_channels, name)
+    bad = a.size - int(np.count_nonzero(np.isfinite(a)))
+    if bad:
+        raise InputError(f"{name}: {bad} NaN/Inf value(s); intensities must be finite")
+    if np.all(a == a.flat[0]):
+        raise InputError(f"{name}: image is constant ({a.flat[0]}), no contrast to work with")
+    if saturation_level is not None:
+        frac = saturated_fraction(a, saturation_level)
+        if frac > max_saturated_fraction:
+            raise InputError(f"{name}: {frac:.1%} of values are saturated (max "
+                             f"{max_saturated_fraction:.1%}); reduce exposure or illumination")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception message, for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _read_pillow(path: Path) -> tuple[np.ndarray, str]:
+    """PNG/JPEG via imageio (the backend of skimage.io) -> (array, axes)."""
+    import imageio.v3 as iio
+
+    # Decode from bytes: imageio leaves the file handle open when decoding fails.
+    arr = np.asarray(iio.imread(path.read_bytes(), extension=path.suffix.lower()))
+    return arr, ("YX" if arr.ndim == 2 else "YXS")
+
+
+def _read_tifffile(path: Path) -> tuple[np.ndarray, str]:
+    """First TIFF series -> (array, axes as tifffile names them, e.g. 'YXS')."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        return series.asarray(), series.axes
+
+
+def _read_npy(path: Path) -> tuple[np.ndarray, str]:
+    """NPY without pickles; axes guessed: a first axis of <= 4 is channels."""
+    arr = np.load(path, allow_pickle=False)
+    if arr.ndim == 3 and arr.shape[0] > 4 and arr.shape[-1] <= 4:
+        return arr, "YXS"
+    return arr, ("YX" if arr.ndim == 2 else "CYX")
+
+
+_READERS = {"png": _read_pillow, "jpeg": _read_pillow, "tiff": _read_tifffile, "npy": _read_npy}
+
+
+def _to_channels_first(arr: np.ndarray, axes: str, info: dict, name: str) -> np.ndarray:
+    """Move samples to the front, drop an alpha channel, squeeze single channels."""
+    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if arr.ndim == 3 and axes.endswith("S"):
+        arr = np.moveaxis(arr, -1, 0)
+        if arr.shape[0] in (2, 4):  # gray+alpha or RGBA: alpha is not an intensity
+            arr = arr[:-1]
+            info["alpha_dropped"] = True
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim not in (2, 3):
+        raise InputError(f"{name}: cannot interpret array of shape {arr.shape} as an image")
+    return arr
+
+
+def _scale_to_unit(arr: np.ndarray, info: dict, name: str) -> np.ndarray:
+    """8/16-bit unsigned ints -> [0, 1] by dtype max; floats -> float32 as is."""
+    if arr.dtype in (np.uint8, np.uint16):
+        info["bit_depth"] = 8 * arr.dtype.itemsize
+        return arr.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max)
+    if np.issubdtype(arr.dtype, np.floating):
+        info["bit_depth"] = None
+        return arr.astype(np.float32)
+    raise InputError(f"{name}: unsupported pixel type {arr.dtype} (need uint8, uint16 or float)")
+
+
+def _load_raw(path: Path) -> tuple[np.ndarray, str, str]:
+    """Read a file with the reader for its extension -> (array, axes, format)."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    fmt = IMAGE_SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise InputError(f"{path}: unsupported file type {path.suffix!r} (use one of {known})")
+    try:
+        arr, axes = _READERS[fmt](path)
+    except Exception as exc:  # any decoder failure means the file is unusable
+        raise InputError(f"{path}: cannot read {fmt} file ({_first_line(exc)})") from exc
+    return arr, axes, fmt
+
+
+def read_image(
+    path,
+    *,
+    linearize_srgb: bool = False,
+    need_channels: int | None = None,
+    max_saturated_fraction: float = MAX_SATURATED_FRACTION,
+) -> tuple[np.ndarray, dict]:
+    """Read a micrograph as float32 intensities and validate it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        PNG, JPEG, TIFF or NPY file. Colour files give (C, H, W); TIFF axes come
+        from the file; an NPY array is taken as (C, H, W), or (H, W, C) when its
+        first axis is longer than 4 and its last is at most 4.
+    linearize_srgb : bool, default False
+        Decode the sRGB transfer curve (:func:`srgb_decode`) after scaling, as
+        needed for camera JPEG/PNG before flat-fielding (PHYSICS.md §2.6).
+    need_channels : int, optional
+        Required channel count (3 for RGB); see :func:`check_intensity_image`.
+    max_saturated_fraction : float, default 0.01
+        Saturation limit, checked for integer files only (clipping level known).
+
+    Returns
+    -------
+    image : np.ndarray, float32, shape (H, W) or (C, H, W)
+        Intensities; integers scaled to [0, 1] by their dtype maximum.
+    info : dict
+        ``path``, ``format``, ``dtype`` (on disk), ``bit_depth`` (8, 16 or
+        None for float), ``shape`` (returned), ``alpha_dropped``,
+        ``srgb_linearized`` and ``saturated_fraction`` (None for float files).
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable or unsupported file, or an image that fails
+        :func:`check_intensity_image`.
+    """
+    path = Path(path)
+    raw, axes, fmt = _load_raw(path)
+    info: dict[str, Any] = {"path": str(path), "format": fmt, "dtype": str(raw.dtype),
+                            "alpha_dropped": False, "srgb_linearized": bool(linearize_srgb)}
+    arr = _scale_to_unit(_to_channels_first(raw, axes, info, path.name), info, path.name)
+    sat_level = 1.0 if info["bit_depth"] else None
+    info["saturated_fraction"] = saturated_fraction(arr, 1.0) if sat_level else None
+    check_intensity_image(arr, need_channels=need_channels, saturation_level=sat_level,
+                          max_saturated_fraction=max_saturated_fraction, name=path.name)
+    if linearize_srgb:
+        arr = srgb_decode(arr)
+    info["shape"] = tuple(arr.shape)
+    return arr, info
+
+
+# ---------------------------------------------------------------------------
+# TIFF with metadata
+# ---------------------------------------------------------------------------
+
+
+def _to_numpy(array) -> np.ndarray:
+    """numpy view of an array or a (possibly GPU, autograd) torch tensor."""
+    if hasattr(array, "detach"):
+        array = array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+def _quantise_uint16(a: np.ndarray, value_range: tuple[float, float] | None,
+                     meta: dict) -> np.ndarray:
+    """Map [lo, hi] linearly onto 0..65535 and record the inverse map in ``meta``."""
+    if value_range is None:
+        raise ValueError("dtype='uint16' needs value_range=(lo, hi) to define the scaling")
+    lo, hi = map(float, value_range)
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ValueError(f"value_range must be finite with hi > lo, got {value_range}")
+    scale = (hi - lo) / 65535.0
+    codes = np.rint((a.astype(np.float64) - lo) / scale)
+    meta["uint16_value"] = {"offset": lo, "scale": scale,
+                            "clipped_fraction": float(np.mean((codes < 0) | (codes > 65535)))}
+    return np.clip(codes, 0, 65535).astype(np.uint16)
+
+
+def write_tiff(
+    path,
+    array,
+    *,
+    metadata: dict,
+    pixel_size_um: float | None = None,
+    unit: str = "rad",
+    dtype: str = "float32",
+    value_range: tuple[float, float] | None = None,
+) -> None:
+    """Write an image as an ImageJ-compatible TIFF with JSON metadata, atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination ``.tif`` file.
+    array : array_like or torch.Tensor, shape (H, W) or (C, H, W)
+        Values in ``unit`` (e.g. phase in rad, OPD in nm).
+    metadata : dict
+        JSON-serialisable provenance (method, microscope, wavelength, config).
+    pixel_size_um : float, optional
+        Pixel size in the sample plane (µm); stored as the TIFF resolution with
+        ImageJ unit ``um`` so ImageJ/Fiji show calibrated lengths.
+    unit : str, default "rad"
+        Unit of the pixel values, recorded in the JSON.
+    dtype : {"float32", "uint16"}, default "float32"
+        ``"uint16"`` stores ``round((v - lo) / scale)`` with
+        ``scale = (hi - lo) / 65535`` from ``value_range``; the inverse map and
+        the fraction of clipped values are recorded in the JSON
+        (``uint16_value``) and undone by :func:`read_tiff`.
+    value_range : (float, float), optional
+        ``(lo, hi)`` in ``unit``, required for ``"uint16"``.
+
+    Notes
+    -----
+    The JSON (``metadata`` plus ``unit``, ``pixel_size_um``, ``shape``,
+    ``dtype``) is stored in the ImageJ ``Info`` property (IJMetadata tag),
+    which Fiji shows under Image > Show Info; :func:`read_tiff_metadata`
+    returns it.
+    """
+    import tifffile
+
+    a = _to_numpy(array)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"array must be (H, W) or (C, H, W), got shape {a.shape}")
+    meta = {**metadata, "unit": unit, "pixel_size_um": pixel_size_um,
+            "shape": list(a.shape), "dtype": dtype}
+    if dtype == "float32":
+        data = a.astype(np.float32)
+    elif dtype == "uint16":
+        data = _quantise_uint16(a, value_range, meta)
+    else:
+        raise ValueError(f"dtype must be 'float32' or 'uint16', got {dtype!r}")
+    ij = {"axes": "YX" if a.ndim == 2 else "CYX", "unit": "um" if pixel_size_um else "pixel",
+          "Info": json.dumps(meta, default=_json_default)}
+    res = (1.0 / pixel_size_um, 1.0 / pixel_size_um) if pixel_size_um else None
+    with atomic_write(path) as f:
+        tifffile.imwrite(f, data, imagej=True, resolution=res, metadata=ij)
+
+
+def read_tiff_metadata(path) -> dict:
+    """Return the JSON metadata that :func:`write_tiff` stored in a TIFF.
+
+    Returns an empty dict for TIFFs without it (e.g. from other software).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, or an ``Info`` entry that is not JSON.
+    """
+    import tifffile
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            text = (tif.imagej_metadata or {}).get("Info")
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read TIFF ({_first_line(exc)})") from exc
+    if text is None:
+        return {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: metadata is not valid JSON ({_first_line(exc)})") from exc
+
+
+def read_tiff(path) -> tuple[np.ndarray, dict]:
+    """Read a TIFF written by :func:`write_tiff` -> (values in its unit, metadata).
+
+    uint16 files are mapped back to physical values (float64) with the
+    recorded ``offset + scale * code``; float32 files are returned unchanged.
+    """
+    import tifffile
+
+    meta = read_tiff_metadata(path)
+    try:
+        data = tifffile.imread(path)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read TIFF ({_first_line(exc)})") from exc
+    q = meta.get("uint16_value")
+    if q is not None:
+        data = q["offset"] + q["scale"] * data.astype(np.float64)
+    return data, meta
+
+
+# ---------------------------------------------------------------------------
+# Preview PNG
+# ---------------------------------------------------------------------------
+
+
+def save_preview_png(
+    path,
+    image,
+    *,
+    cmap: str = "viridis",
+    label: str,
+    colorbar: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    title: str | None = None,
+    dpi: int = 100,
+) -> None:
+    """Save a false-colour preview of a 2-D image with a labelled colour bar.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination ``.png``.
+    image : array_like or torch.Tensor, shape (H, W)
+        Values to show (e.g. phase in rad).
+    cmap : str, default "viridis"
+        Matplotlib colour map.
+    label : str
+        Colour-bar label with unit, e.g. ``"phase (rad)"``.
+    colorbar : bool, default True
+        Draw the colour bar.
+    vmin, vmax : float, optional
+        Fixed colour limits; default the image's min and max.
+    title : str, optional
+        Axes title.
+    dpi : int, default 100
+        Resolution; one image pixel per screen pixel at about 100 dpi.
+
+    Notes
+    -----
+    Uses the Agg canvas directly, never pyplot, so no global backend state is
+    changed and no display is needed; matplotlib is imported only here.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    a = _to_numpy(image)
+    if a.ndim != 2:
+        raise ValueError(f"preview needs an (H, W) image, got shape {a.shape}")
+    h, w = a.shape
+    fig = Figure(figsize=(max(w / dpi, 2.0) * (1.25 if colorbar else 1.0), max(h / dpi, 2.0)),
+                 dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    if colorbar:
+        fig.colorbar(im, ax=ax, label=label)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=dpi)

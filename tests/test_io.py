@@ -1,0 +1,218 @@
+"""Tests for chromaqpi.io: sRGB curve, image reading and validation, TIFF, atomic writes."""
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from chromaqpi import io
+from chromaqpi.errors import InputError
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def rgb8(rng):
+    """An odd-sized, non-square RGB uint8 image, (H, W, C) as files store it."""
+    return rng.integers(10, 240, size=(23, 37, 3), dtype=np.uint8)
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+# --- sRGB ----------------------------------------------------------------------
+
+
+def test_srgb_piecewise_break_points():
+    assert io.srgb_encode(0.0031308) == 12.92 * 0.0031308  # still the linear branch
+    x = 0.0031309
+    assert io.srgb_encode(x) == pytest.approx(1.055 * x ** (1 / 2.4) - 0.055, rel=1e-15)
+    assert io.srgb_decode(0.04045) == 0.04045 / 12.92
+    v = 0.0405
+    assert io.srgb_decode(v) == pytest.approx(((v + 0.055) / 1.055) ** 2.4, rel=1e-15)
+    assert io.srgb_encode(1.0) == pytest.approx(1.0, abs=1e-15)
+    assert io.srgb_decode(1.0) == pytest.approx(1.0, abs=1e-15)
+    # the two IEC branches meet to within the standard's rounding of constants
+    lin_side = 12.92 * 0.0031308
+    pow_side = 1.055 * 0.0031308 ** (1 / 2.4) - 0.055
+    assert abs(lin_side - pow_side) < 1e-7
+
+
+def test_srgb_round_trip_and_dtype():
+    lin = np.linspace(0.0, 1.0, 100001)
+    np.testing.assert_allclose(io.srgb_decode(io.srgb_encode(lin)), lin, rtol=0, atol=1e-12)
+    code = np.linspace(0.0, 1.0, 100001)
+    # codes just above 0.04045/12.92 land on the other branch: the IEC constants
+    # disagree there by ~3e-8, everywhere else the round trip is exact
+    np.testing.assert_allclose(io.srgb_encode(io.srgb_decode(code)), code, rtol=0, atol=5e-8)
+    away = np.abs(code - 0.04045) > 1e-4
+    np.testing.assert_allclose(io.srgb_encode(io.srgb_decode(code[away])), code[away],
+                               rtol=0, atol=1e-12)
+    assert io.srgb_decode(np.float32([0.5])).dtype == np.float32
+    assert io.srgb_decode(-0.5) == -io.srgb_decode(0.5)  # odd extension for negatives
+
+
+# --- reading images ------------------------------------------------------------
+
+
+def test_read_png_scales_uint8_and_moves_channels(tmp_path, rgb8):
+    iio.imwrite(tmp_path / "a.png", rgb8)
+    img, info = io.read_image(tmp_path / "a.png", need_channels=3)
+    assert img.dtype == np.float32 and img.shape == (3, 23, 37)
+    np.testing.assert_array_equal(img, rgb8.transpose(2, 0, 1).astype(np.float32) / 255)
+    assert info["bit_depth"] == 8 and info["format"] == "png"
+
+
+def test_read_16bit_tiff_and_linearize(tmp_path, rng):
+    raw = rng.integers(1000, 60000, size=(3, 19, 21), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", raw, photometric="minisblack")  # 3 pages
+    img, info = io.read_image(tmp_path / "a.tif", linearize_srgb=True)
+    assert info["bit_depth"] == 16 and img.shape == (3, 19, 21)
+    np.testing.assert_allclose(img, io.srgb_decode(raw / 65535.0), rtol=1e-6)
+
+
+def test_read_rgb_tiff_samples_last(tmp_path, rgb8):
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb8, photometric="rgb")
+    img, _ = io.read_image(tmp_path / "rgb.tif")
+    np.testing.assert_array_equal(img[1], rgb8[..., 1] / np.float32(255))
+
+
+def test_read_npy_float_kept(tmp_path, rng):
+    arr = rng.random((3, 11, 13)) * 1.7  # floats above 1 are fine, not rescaled
+    np.save(tmp_path / "a.npy", arr)
+    img, info = io.read_image(tmp_path / "a.npy")
+    np.testing.assert_array_equal(img, arr.astype(np.float32))
+    assert info["bit_depth"] is None and info["saturated_fraction"] is None
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda d: d / "missing.png", "no such file"),
+        (lambda d: _write_bytes(d / "corrupt.png", b"\x89PNG not really"), "cannot read"),
+        (lambda d: _write_bytes(d / "image.bmp", b"BM"), "unsupported file type"),
+        (lambda d: _save_npy(d / "nan.npy", np.where(np.eye(8) > 0, np.nan, 0.5)), "NaN/Inf"),
+        (lambda d: _save_npy(d / "flat.npy", np.full((3, 8, 8), 0.25)), "constant"),
+        (lambda d: _save_npy(d / "obj.npy", np.array([{"a": 1}], dtype=object)), "cannot read"),
+    ],
+)
+def test_read_image_errors(tmp_path, make, match):
+    with pytest.raises(InputError, match=match) as exc:
+        io.read_image(make(tmp_path))
+    assert "\n" not in str(exc.value)  # one-line messages for the CLI
+
+
+def test_grayscale_when_rgb_needed(tmp_path, rng):
+    iio.imwrite(tmp_path / "g.png", rng.integers(0, 200, size=(16, 18), dtype=np.uint8))
+    img, _ = io.read_image(tmp_path / "g.png")
+    assert img.shape == (16, 18)
+    with pytest.raises(InputError, match="grayscale but an RGB"):
+        io.read_image(tmp_path / "g.png", need_channels=3)
+
+
+def test_saturated_integer_image_rejected(tmp_path, rgb8):
+    clipped = rgb8.copy()
+    clipped[:8] = 255
+    iio.imwrite(tmp_path / "sat.png", clipped)
+    with pytest.raises(InputError, match="saturated"):
+        io.read_image(tmp_path / "sat.png")
+    img, info = io.read_image(tmp_path / "sat.png", max_saturated_fraction=0.5)
+    assert info["saturated_fraction"] == pytest.approx(8 / 23)
+
+
+def test_check_intensity_image_direct():
+    io.check_intensity_image(np.random.rand(3, 5, 6), need_channels=3)
+    with pytest.raises(InputError, match="2 channel"):
+        io.check_intensity_image(np.random.rand(2, 5, 6), need_channels=3)
+    with pytest.raises(InputError, match="pixel type"):
+        io.check_intensity_image(np.ones((5, 6), dtype=complex))
+    with pytest.raises(InputError, match="empty"):
+        io.check_intensity_image(np.zeros((3, 0, 4)))
+    with pytest.raises(InputError, match="constant"):
+        io.check_intensity_image(np.zeros((4, 4)))
+
+
+def _write_bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def _save_npy(path, arr):
+    np.save(path, arr, allow_pickle=True)
+    return path
+
+
+# --- TIFF and JSON ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(17, 29), (2, 17, 29)])
+def test_tiff_round_trip_with_metadata(tmp_path, rng, shape):
+    phase = rng.normal(size=shape).astype(np.float32)
+    meta = {"method": "tie", "wavelength_um": 0.55, "config": {"reg": 1e-3}}
+    io.write_tiff(tmp_path / "p.tif", phase, metadata=meta, pixel_size_um=0.1625)
+    data, back = io.read_tiff(tmp_path / "p.tif")
+    np.testing.assert_array_equal(data, phase)
+    assert back["config"] == {"reg": 1e-3} and back["unit"] == "rad"
+    assert back["pixel_size_um"] == 0.1625
+    with tifffile.TiffFile(tmp_path / "p.tif") as tif:
+        assert tif.is_imagej and tif.imagej_metadata["unit"] == "um"
+        xres, _ = tif.pages[0].get_resolution()
+    assert 1 / xres == pytest.approx(0.1625)
+    assert io.read_tiff_metadata(tmp_path / "p.tif") == back
+
+
+def test_tiff_uint16_round_trip(tmp_path, rng):
+    opd = rng.uniform(0, 300, size=(9, 11))
+    io.write_tiff(tmp_path / "o.tif", opd, metadata={}, unit="nm", dtype="uint16",
+                  value_range=(0.0, 300.0))
+    data, meta = io.read_tiff(tmp_path / "o.tif")
+    assert tifffile.imread(tmp_path / "o.tif").dtype == np.uint16
+    np.testing.assert_allclose(data, opd, atol=300 / 65535 / 2 + 1e-12)
+    assert meta["uint16_value"]["clipped_fraction"] == 0.0
+    with pytest.raises(ValueError, match="value_range"):
+        io.write_tiff(tmp_path / "x.tif", opd, metadata={}, dtype="uint16")
+
+
+def test_write_json_round_trip(tmp_path):
+    io.write_json(tmp_path / "m.json", {"a": np.float32(1.5), "b": np.arange(3), "p": tmp_path})
+    assert json.loads((tmp_path / "m.json").read_text()) == {
+        "a": 1.5, "b": [0, 1, 2], "p": str(tmp_path)}
+
+
+def test_preview_png(tmp_path, rng):
+    io.save_preview_png(tmp_path / "p.png", rng.random((40, 60)), label="phase (rad)")
+    img = iio.imread(tmp_path / "p.png")
+    assert img.ndim == 3 and img.shape[0] >= 40 and _leftovers(tmp_path) == []
+
+
+# --- atomic writes -------------------------------------------------------------
+
+
+def test_atomic_write_leaves_nothing_after_exception(tmp_path):
+    target = tmp_path / "out.bin"
+    with pytest.raises(RuntimeError):
+        with io.atomic_write(target) as f:
+            f.write(b"partial")
+            raise RuntimeError("crash mid-write")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_keeps_old_content_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(TypeError):
+        io.write_json(target, {"x": object()})
+    with pytest.raises(ValueError):
+        with io.atomic_write(target, "w") as f:
+            f.write("new, half")
+            raise ValueError
+    assert target.read_text() == "old" and _leftovers(tmp_path) == []
+    with io.atomic_write(target, "w") as f:
+        f.write("new")
+    assert target.read_text() == "new"
