@@ -70,7 +70,7 @@ class Optics:
 
     na_objective: float = 0.65
     na_condenser: float = 0.3
-    source_points: int = 60
+    source_points: int = 40
     n_medium: float = 1.33
     wavelength_ref_um: float = 0.55
     paraxial: bool = False

@@ -54,7 +54,8 @@ def defocus_factor(fy, fx, wavelength_um: float, z_um: float, n_medium: float, *
     """Defocus transfer factor ``D_z(f)`` (complex, same shape as fy).
 
     Angular spectrum: ``exp(i2πz(k_z - n/λ))`` with evanescent waves removed;
-    paraxial: ``exp(-iπλz|f|²/n)``.
+    paraxial: ``exp(-iπλz|f|²/n)``. ``k_z - k`` is evaluated as
+    ``-|f|²/(k_z + k)``, which has no cancellation, so float32 grids stay accurate.
     """
     f2 = fy**2 + fx**2
     if paraxial:
@@ -63,7 +64,7 @@ def defocus_factor(fy, fx, wavelength_um: float, z_um: float, n_medium: float, *
     kz2 = k**2 - f2
     propagating = kz2 > 0
     kz = torch.sqrt(torch.clamp(kz2, min=0.0))
-    phase = 2 * math.pi * z_um * (kz - k)
+    phase = -2 * math.pi * z_um * f2 / (kz + k)
     return torch.polar(propagating.to(f2.dtype), phase)
 
 
@@ -74,16 +75,16 @@ def pupil(fy, fx, wavelength_um: float, na_objective: float):
     return ((fy**2 + fx**2) * wavelength_um**2 <= na_objective**2 * (1 + 1e-12)).to(fy.dtype)
 
 
-def shifted_kernels(shape, dx_um, wavelength_um, z_um, optics, nu, *, device=None):
+def shifted_kernels(shape, dx_um, wavelength_um, z_um, optics, nu, *, dtype=torch.float64, device=None):
     """Coherent transfer functions ``K_s(f) = P(f+u_s)·D_z(f+u_s)`` for each source point.
 
     ``u_s = ν_s/λ`` is the source tilt in the pupil (shifted-pupil Abbe form,
     PHYSICS.md §1.2), so off-grid source points need no spectrum shifting.
 
-    Returns complex128 (S, H, W).
+    Returns complex (S, H, W) of the precision of ``dtype``.
     """
-    fy, fx = frequency_grid(shape, dx_um, device=device)
-    u = torch.as_tensor(nu, dtype=torch.float64, device=device) / wavelength_um
+    fy, fx = frequency_grid(shape, dx_um, dtype=dtype, device=device)
+    u = torch.as_tensor(nu, dtype=dtype, device=device) / wavelength_um
     gy = fy[None] + u[:, 0, None, None]
     gx = fx[None] + u[:, 1, None, None]
     p = pupil(gy, gx, wavelength_um, optics.na_objective)

@@ -29,7 +29,7 @@ from chromaqpi.optics.sensor import apply_sensor
 from chromaqpi.optics.spectra import channel_quadrature
 
 # Kernels are cached while they fit this budget, else rebuilt per call.
-_KERNEL_CACHE_BYTES = 768 * 2**20
+_KERNEL_CACHE_BYTES = 1024 * 2**20
 # Bound on the (batch x source points x fine pixels) complex block per FFT.
 _BLOCK_BYTES = 256 * 2**20
 
@@ -79,8 +79,8 @@ class Simulator(torch.nn.Module):
         if k in self._kernels:
             return self._kernels[k]
         ker = shifted_kernels(self.fine_shape, self.dx_fine, self.wavelengths[k], self.defocus[k],
-                              self.microscope.optics, self.source_nu, device=self._device)
-        w = self.source_weights.to(torch.float64)
+                              self.microscope.optics, self.source_nu, dtype=self.dtype, device=self._device)
+        w = self.source_weights
         background = (w * ker[:, 0, 0].abs() ** 2).sum()
         if background <= 0:
             raise InputError("no illumination reaches the camera (condenser outside the objective pupil)")

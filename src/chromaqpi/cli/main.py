@@ -1,0 +1,60 @@
+"""``chromaqpi`` command line: lazy subcommands, one-line user errors (exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from chromaqpi import __version__
+
+# name -> (module, one-line help). Each module has add_arguments(parser) and run(args).
+COMMANDS = {
+    "simulate": ("chromaqpi.cli.simulate", "simulate camera images from phase maps or ordinary images"),
+    "reconstruct": ("chromaqpi.cli.reconstruct", "reconstruct phase (rad), OPD (nm) from RGB micrographs"),
+    "evaluate": ("chromaqpi.cli.evaluate", "compare methods on a fixed evaluation set"),
+    "dataset": ("chromaqpi.cli.dataset", "build, preview and verify synthetic training datasets"),
+    "train": ("chromaqpi.cli.train", "train mean / ddpm / cvdm / zmd models"),
+    "demo": ("chromaqpi.cli.demo", "run the bundled demo and write results/demo"),
+    "presets": ("chromaqpi.cli.presets", "list or print microscope presets as TOML"),
+}
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, str | None]:
+    parser = argparse.ArgumentParser(
+        prog="chromaqpi",
+        description="Quantitative phase imaging from the chromatic defocus of one RGB brightfield image.",
+    )
+    parser.add_argument("--version", action="version", version=f"chromaqpi {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only the chosen subcommand's module is imported (keeps `--help` fast).
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
+    return parser, chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    from chromaqpi.errors import ChromaQPIError
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser, chosen = build_parser(argv)
+    args = parser.parse_args(argv)
+    if chosen is None or args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except ChromaQPIError as exc:
+        print(f"chromaqpi {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("chromaqpi: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
