@@ -1,0 +1,500 @@
+"""The training loop: AdamW + EMA + clipping + LR schedule, validation, checkpoints, DDP.
+
+Entry point: :func:`train`. Run it in one process, or the same script under
+``torchrun --nproc_per_node N`` for data parallelism (NCCL on GPU, gloo on CPU).
+
+Reproducibility: every random stream is a pure function of ``config.seed`` -- model init (same on
+all ranks), data order (seed, epoch), and the diffusion noise and global RNG (seed, rank, step, reseeded
+every step). Resuming from ``checkpoints/last`` therefore continues bit for bit on the same
+hardware and software: weights, AdamW moments and EMA are restored exactly and the data position is
+recomputed from the step.
+
+Output folder::
+
+    out_dir/train_config.json      resolved TrainConfig
+    out_dir/train.csv, val.csv     logs (plus out_dir/tb/ when tensorboard is installed)
+    out_dir/checkpoints/last/      resumable checkpoint (EMA inference weights + training state)
+    out_dir/checkpoints/best/      EMA weights with the lowest validation MAE (ready for load_model)
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
+
+from chromaqpi.errors import ConfigError
+from chromaqpi.models.registry import build_model, model_config
+from chromaqpi.models.unet import condition_from_batch
+from chromaqpi.training.checkpoint import (
+    atomic_write_json, find_checkpoint, load_training_checkpoint, make_card, read_card, save_model,
+    save_training_checkpoint,
+)
+from chromaqpi.training.config import TrainConfig
+from chromaqpi.training.distributed import (
+    DistInfo, all_reduce_sum, barrier, default_device, derive_seed, init_distributed, shutdown, wrap_ddp,
+)
+from chromaqpi.training.ema import EMA
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes
+    ----------
+    step : int
+        Global step reached.
+    best_step : int or None
+        Step of the best validation MAE (None without validation).
+    best_val_mae : float or None
+        Best offset-aligned validation MAE in radians.
+    out_dir : Path
+    last_checkpoint : Path
+        Resumable checkpoint (``checkpoints/last``).
+    best_checkpoint : Path or None
+        Best EMA weights (``checkpoints/best``), when validation ran.
+    """
+
+    step: int
+    best_step: int | None
+    best_val_mae: float | None
+    out_dir: Path
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+
+
+# ---------------------------------------------------------------- small pure pieces
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then cosine or constant."""
+    s, base = config.schedule, config.optim.lr
+    if step < s.warmup_steps:
+        return base * (step + 1) / s.warmup_steps
+    if s.lr_schedule == "constant":
+        return base
+    progress = min(1.0, (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps))
+    return base * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def aligned_mae(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image MAE after removing the unrecoverable phase offset, and raw MAE.
+
+    The offset is ``median(target - pred)`` per image and channel, the L1-optimal constant
+    (PHYSICS.md 7); :func:`chromaqpi.metrics.mae` computes it when that module is installed.
+
+    Parameters
+    ----------
+    pred, target : torch.Tensor
+        (B, ...) phases in radians.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        Aligned and raw MAE, each (B,) in radians.
+    """
+    batch = pred.shape[0]
+    try:
+        from chromaqpi import metrics
+    except ImportError:  # metrics module absent: same definition, computed here
+        diff = (target - pred).flatten(1).double()
+        offset = diff.median(dim=1, keepdim=True).values
+        return (diff - offset).abs().mean(dim=1), diff.abs().mean(dim=1)
+    aligned = metrics.mae(pred, target, align="median").reshape(batch, -1).mean(dim=1)
+    return aligned, metrics.mae(pred, target, align="none").reshape(batch, -1).mean(dim=1)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def _autocast(device: torch.device, precision: str):
+    # bf16 autocast only on CUDA: on CPU it is slow and changes numerics for no gain.
+    if device.type == "cuda" and precision in ("auto", "bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+class _LossModule(nn.Module):
+    """Puts ``model.loss_terms`` behind ``forward`` so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.model.loss_terms(batch, generator=generator)
+
+
+# ---------------------------------------------------------------- data
+
+
+def _per_rank(batch_size: int, info: DistInfo) -> int:
+    if batch_size % info.world_size:
+        raise ConfigError(f"batch size {batch_size} is not divisible by the {info.world_size} ranks")
+    return batch_size // info.world_size
+
+
+def _train_batches(dataset: Dataset, config: TrainConfig, info: DistInfo, start_step: int) -> Iterator[tuple[int, dict]]:
+    """Endless (epoch, batch) stream for this rank, positioned at ``start_step``."""
+    per_rank = _per_rank(config.data.batch_size, info)
+    workers = config.data.num_workers
+    if isinstance(dataset, IterableDataset):
+        # No indices to skip: replay and discard (bit-exact only if the dataset is deterministic).
+        epoch, seen = 0, 0
+        while True:
+            for batch in DataLoader(dataset, batch_size=per_rank, num_workers=workers, drop_last=True):
+                seen += 1
+                if seen > start_step:
+                    yield epoch, batch
+            epoch += 1
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
+                                 shuffle=config.data.shuffle, seed=config.seed, drop_last=True)
+    per_epoch = len(sampler) // per_rank
+    if per_epoch == 0:
+        raise ConfigError(f"training set ({len(dataset)} samples) is smaller than one global batch")
+    epoch, offset = divmod(start_step, per_epoch)
+    while True:
+        sampler.set_epoch(epoch)
+        indices = list(sampler)[offset * per_rank: per_epoch * per_rank]
+        loader_gen = torch.Generator().manual_seed(derive_seed(config.seed, "loader", info.rank, epoch))
+        loader = DataLoader(dataset, batch_size=per_rank, sampler=indices, num_workers=workers,
+                            drop_last=True, generator=loader_gen)
+        for batch in loader:
+            yield epoch, batch
+        epoch, offset = epoch + 1, 0
+
+
+# ---------------------------------------------------------------- logging
+
+
+class _RunLog:
+    """CSV (+ TensorBoard) logs and the progress bar; active on rank 0 only."""
+
+    def __init__(self, out_dir: Path, info: DistInfo, config: TrainConfig, start: int, end: int):
+        self.active, self.tb, self.bar = info.is_main, None, None
+        if not self.active:
+            return
+        self.paths = {"train": out_dir / "train.csv", "val": out_dir / "val.csv"}
+        for path in self.paths.values():
+            _truncate_csv(path, start)  # drop rows logged after the checkpoint we resume from
+        if config.logging.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out_dir / "tb"), purge_step=start or None)
+            except ImportError:
+                self.tb = None
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=end, initial=start, unit="step", dynamic_ncols=True,
+                        disable=not config.logging.progress, desc="train")
+
+    def row(self, kind: str, values: dict) -> None:
+        if not self.active:
+            return
+        _append_csv(self.paths[kind], values)
+        if self.tb is not None:
+            for key, value in values.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(f"{kind}/{key}", value, values["step"])
+
+    def progress(self, n: int, **postfix) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _truncate_csv(path: Path, max_step: int) -> None:
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+        fields = list(rows[0].keys()) if rows else None
+    keep = [r for r in rows if int(r["step"]) <= max_step]
+    if fields is None or not keep:
+        path.unlink()
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(keep)
+
+
+def _append_csv(path: Path, values: dict) -> None:
+    new = not path.is_file() or path.stat().st_size == 0
+    if not new:
+        with open(path, newline="") as f:
+            fields = next(csv.reader(f))
+    else:
+        fields = list(values)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(values)
+
+
+# ---------------------------------------------------------------- validation
+
+
+@torch.no_grad()
+def validate(model: nn.Module, dataset: Dataset, config: TrainConfig, info: DistInfo | None = None,
+             device: torch.device | str = "cpu") -> dict[str, float]:
+    """Offset-aligned and raw MAE (radians) of ``model.predict`` over a validation set.
+
+    Diffusion models draw one DDIM sample with ``validation.sampler_steps`` steps from a generator
+    seeded by (validation seed, rank, batch index). Under DDP each rank scores its shard and the
+    sums are reduced (the distributed sampler pads the set to a multiple of the world size).
+
+    Returns
+    -------
+    dict
+        ``{"mae_rad", "mae_raw_rad", "images"}``.
+    """
+    info, device, v = info or DistInfo(), torch.device(device), config.validation
+    per_rank = max(1, (v.batch_size or config.data.batch_size) // info.world_size)
+    sampler = None
+    if not isinstance(dataset, IterableDataset):
+        sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=False)
+    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=config.data.num_workers)
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for i, batch in enumerate(loader):
+        if v.max_batches and i >= v.max_batches:
+            break
+        batch = _to_device(batch, device)
+        gen = torch.Generator(device=device).manual_seed(derive_seed(v.seed, info.rank, i))
+        with _autocast(device, config.precision):
+            pred = model.predict(condition_from_batch(batch), steps=v.sampler_steps, generator=gen, sampler=v.sampler)
+        aligned, raw = aligned_mae(pred.float(), batch["target"].float())
+        sums += torch.stack([aligned.sum(), raw.sum(), torch.tensor(float(len(aligned)), device=device)])
+    model.train(was_training)
+    all_reduce_sum(sums, info)
+    n = max(sums[2].item(), 1.0)
+    return {"mae_rad": sums[0].item() / n, "mae_raw_rad": sums[1].item() / n, "images": int(sums[2].item())}
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(
+    config: TrainConfig, train_dataset: Dataset, val_dataset: Dataset | None = None,
+    out_dir: str | Path = "runs/train", *, resume: bool | str | Path = False, until_step: int | None = None,
+) -> TrainResult:
+    """Train a model described by ``config`` and write checkpoints and logs to ``out_dir``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Model, optimiser, schedule, data, validation and logging settings.
+    train_dataset : torch.utils.data.Dataset or IterableDataset
+        Yields dicts ``{"input": (C, H, W) float, "target": (1, H, W) phase [rad]}`` plus optional
+        ``"condition": (Cc, H, W)`` planes stacked after the input. Map-style datasets are sharded
+        with a DistributedSampler; iterable ones must shard themselves by rank.
+    val_dataset : Dataset, optional
+        Held-out set for periodic validation and best-checkpoint selection (by aligned MAE).
+    out_dir : str or Path
+        Run folder (see the module docstring for its layout).
+    resume : bool or path
+        True: continue from ``out_dir/checkpoints/last``; a path: continue from that checkpoint.
+        False refuses to overwrite an existing run.
+    until_step : int, optional
+        Stop (after checkpointing) once this global step is reached, without changing the schedule,
+        e.g. for time-limited jobs; ``config.schedule.steps`` otherwise.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    ConfigError
+        Invalid config, nothing to resume, an existing run without ``resume``, or a resumed run whose
+        model config differs.
+    WeightsError
+        A resume checkpoint that is corrupt or does not fit the model.
+    """
+    config.validate()
+    info = init_distributed(config.device)
+    try:
+        return _train(config, train_dataset, val_dataset, Path(out_dir), resume, until_step, info)
+    finally:
+        shutdown(info)
+
+
+def _resume_source(resume, last_dir: Path, config: TrainConfig) -> Path | None:
+    if resume is False or resume is None:
+        if find_checkpoint(last_dir) is not None:
+            raise ConfigError(f"{last_dir} exists: pass resume=True to continue it, or use a new out_dir")
+        return None
+    source = find_checkpoint(last_dir if resume is True else Path(resume))
+    if source is None:
+        raise ConfigError(f"nothing to resume: no checkpoint at {last_dir if resume is True else resume}")
+    wanted = model_config(build_model(config.model))
+    if read_card(source)["model"] != wanted:
+        raise ConfigError(f"model config of {source} differs from the requested one; refusing to resume")
+    return source
+
+
+def _train(config, train_dataset, val_dataset, out_dir, resume, until_step, info) -> TrainResult:
+    device = default_device(info, config.device)
+    torch.backends.cuda.matmul.allow_tf32 = False  # exact fp32 where bf16 is not requested
+    torch.backends.cudnn.allow_tf32 = False
+    last_dir, best_dir = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"
+    source = _resume_source(resume, last_dir, config)
+    torch.manual_seed(derive_seed(config.seed, "init"))  # identical initial weights on every rank
+    model = build_model(config.model).to(device)
+    ema = EMA(model, decay=config.optim.ema_decay)
+    o = config.optim
+    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    state = {"step": 0, "epoch": 0, "best_val_mae": None, "best_step": None, "seed": config.seed}
+    if source is not None:
+        state.update(load_training_checkpoint(source, model=model, ema=ema, optimizer=optimizer))
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out_dir / "train_config.json", config.to_dict())
+    net = wrap_ddp(_LossModule(model), info, device)
+    end = config.schedule.steps if until_step is None else min(until_step, config.schedule.steps)
+    log = _RunLog(out_dir, info, config, state["step"], end)
+    ctx = _StepContext(config, info, device, net, model, optimizer, ema)
+    try:
+        _loop(ctx, state, end, train_dataset, val_dataset, log, last_dir, best_dir)
+    finally:
+        log.close()
+    best = best_dir if state["best_step"] is not None else None
+    return TrainResult(state["step"], state["best_step"], state["best_val_mae"], out_dir, last_dir, best)
+
+
+@dataclass
+class _StepContext:
+    config: TrainConfig
+    info: DistInfo
+    device: torch.device
+    net: nn.Module
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: EMA
+
+
+def _train_step(ctx: _StepContext, batch: dict, step: int, generator: torch.Generator):
+    """One optimiser step; returns (mean loss terms as a tensor dict, gradient norm)."""
+    cfg, model = ctx.config, ctx.model
+    for group in ctx.optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    batch = _to_device(batch, ctx.device)
+    generator.manual_seed(derive_seed(cfg.seed, "loss", ctx.info.rank, step))
+    torch.manual_seed(derive_seed(cfg.seed, "global", ctx.info.rank, step))  # e.g. dropout
+    with _autocast(ctx.device, cfg.precision):
+        terms = ctx.net(batch, generator)
+    loss = terms["loss"].float().mean()
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite training loss at step {step}")
+    ctx.optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # DDP averages gradients over ranks here
+    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    ctx.optimizer.step()
+    ctx.ema.update(model)
+    return {k: v.detach().float().mean() for k, v in terms.items()}, grad_norm.detach()
+
+
+def _loop(ctx: _StepContext, state: dict, end: int, train_ds, val_ds, log: _RunLog, last_dir: Path, best_dir: Path):
+    cfg, info = ctx.config, ctx.info
+    card_kw = {"microscope": cfg.microscope, "input_normalisation": cfg.input_normalisation,
+               "data": cfg.data.description}
+    batches = _train_batches(train_ds, cfg, info, state["step"])
+    generator = torch.Generator(device=ctx.device)
+    t_last, n_last = time.perf_counter(), state["step"]
+    while state["step"] < end:
+        epoch, batch = next(batches)
+        terms, grad_norm = _train_step(ctx, batch, state["step"], generator)
+        state["step"], state["epoch"] = state["step"] + 1, epoch
+        step = state["step"]
+        if step % cfg.logging.log_every == 0 or step == end:
+            now = time.perf_counter()
+            rate = (step - n_last) * cfg.data.batch_size / max(now - t_last, 1e-9)
+            means = _reduce_terms(terms, info)
+            log.row("train", {"step": step, "epoch": epoch, "lr": lr_at(step - 1, cfg), **means,
+                              "grad_norm": float(grad_norm), "samples_per_s": rate})
+            log.progress(step - n_last, loss=means["loss"], lr=lr_at(step - 1, cfg))
+            t_last, n_last = now, step
+        if val_ds is not None and ((cfg.validation.every and step % cfg.validation.every == 0) or step == end):
+            _validate_and_keep_best(ctx, state, val_ds, log, best_dir, card_kw)
+        if step % cfg.logging.checkpoint_every == 0 or step == end:
+            if info.is_main:
+                card = make_card(ctx.model, **card_kw, provenance={"step": step, "best_val_mae_rad": state["best_val_mae"]})
+                save_training_checkpoint(last_dir, model=ctx.model, ema=ctx.ema, optimizer=ctx.optimizer,
+                                         card=card, loop_state=dict(state))
+            barrier(info)
+
+
+def _reduce_terms(terms: dict[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
+    keys = sorted(terms)
+    values = all_reduce_sum(torch.stack([terms[k] for k in keys]).double(), info) / info.world_size
+    return dict(zip(keys, values.tolist(), strict=True))
+
+
+def _validate_and_keep_best(ctx, state, val_ds, log, best_dir, card_kw) -> None:
+    metrics = validate(ctx.ema.module, val_ds, ctx.config, ctx.info, ctx.device)
+    step = state["step"]
+    improved = state["best_val_mae"] is None or metrics["mae_rad"] < state["best_val_mae"]
+    if improved:
+        state["best_val_mae"], state["best_step"] = metrics["mae_rad"], step
+        if ctx.info.is_main:
+            save_model(best_dir, ctx.ema.module,
+                       make_card(ctx.model, **card_kw, provenance={"step": step, "val_mae_rad": metrics["mae_rad"],
+                                                                   "val_mae_raw_rad": metrics["mae_raw_rad"]}))
+    log.row("val", {"step": step, **metrics, "best": int(improved)})
+    barrier(ctx.info)
+
+
+# ---------------------------------------------------------------- benchmark helper
+
+
+def measure_train_throughput(model: nn.Module, batch: dict, *, steps: int = 5, warmup: int = 2,
+                             lr: float = 1e-4, seed: int = 0) -> float:
+    """Training samples per second of ``model`` on one fixed batch (forward, backward, AdamW, EMA).
+
+    The model is trained in place (pass a copy). Tensors of ``batch`` must already be on the
+    model's device; CUDA is synchronised around the timed steps.
+    """
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    ema, gen = EMA(model), torch.Generator(device=device).manual_seed(seed)
+
+    def step():
+        loss = model.loss(batch, generator=gen).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        ema.update(model)
+
+    model.train()
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return steps * batch["input"].shape[0] / (time.perf_counter() - start)

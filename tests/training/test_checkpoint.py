@@ -1,0 +1,122 @@
+import json
+
+import pytest
+import torch
+from conftest import TINY_UNET, model_dict
+
+from chromaqpi.errors import WeightsError
+from chromaqpi.models import registry
+from chromaqpi.models.registry import build_model, load_model
+from chromaqpi.training.checkpoint import (
+    atomic_directory, export_fp16, find_checkpoint, load_training_checkpoint, make_card, save_model,
+    save_training_checkpoint,
+)
+from chromaqpi.training.ema import EMA
+
+
+def trained_pair(kind="mean"):
+    torch.manual_seed(0)
+    model = build_model(model_dict(kind))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return model
+
+
+def test_saved_model_loads_by_path_with_its_card(tmp_path):
+    model = trained_pair("zmd")
+    save_model(tmp_path / "m", model, make_card(model, microscope={"family": "toy"}, data={"n": 3}))
+    loaded = load_model(tmp_path / "m")
+    assert type(loaded) is type(model) and not loaded.training
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert loaded.card["microscope"] == {"family": "toy"} and loaded.card["weights"]["sha256"]
+    assert "git_commit" in loaded.card["provenance"]
+
+
+def test_named_models_resolve_to_the_weights_folder(tmp_path, monkeypatch):
+    model = trained_pair()
+    save_model(tmp_path / "tiny-demo", model, make_card(model))
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    assert registry.list_models() == ["tiny-demo"]
+    assert isinstance(load_model("tiny-demo"), type(model))
+    with pytest.raises(WeightsError, match="tiny-demo"):
+        load_model("no-such-model")
+
+
+def test_mismatched_checkpoint_names_the_tensors_in_one_line(tmp_path):
+    model = trained_pair()
+    save_model(tmp_path / "m", model, make_card(model))
+    card = json.loads((tmp_path / "m" / "config.json").read_text())
+    card["model"]["unet"] = {**TINY_UNET, "base_channels": 16}  # a wider model than the weights
+    (tmp_path / "m" / "config.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError) as err:
+        load_model(tmp_path / "m")
+    message = str(err.value)
+    assert "\n" not in message and "shape" in message and "net." in message
+
+
+def test_missing_and_unexpected_tensors_are_reported():
+    model = trained_pair()
+    state = dict(model.state_dict())
+    state["extra.weight"] = state.pop("net.stem.weight")
+    with pytest.raises(WeightsError, match=r"missing net\.stem\.weight; unexpected extra\.weight"):
+        registry.load_weights_into(model, state)
+
+
+def test_corrupt_weights_fail_the_checksum(tmp_path):
+    model = trained_pair()
+    save_model(tmp_path / "m", model, make_card(model))
+    path = tmp_path / "m" / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256"):
+        load_model(tmp_path / "m")
+
+
+def test_fp16_export_is_half_size_and_loads_close(tmp_path):
+    model = trained_pair()
+    save_model(tmp_path / "m", model, make_card(model))
+    export_fp16(tmp_path / "m", tmp_path / "m16")
+    small = (tmp_path / "m16" / "model.safetensors").stat().st_size
+    assert small < 0.6 * (tmp_path / "m" / "model.safetensors").stat().st_size
+    loaded = load_model(tmp_path / "m16")
+    assert next(loaded.parameters()).dtype == torch.float32
+    for a, b in zip(model.parameters(), loaded.parameters()):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_atomic_directory_keeps_the_old_checkpoint_on_failure(tmp_path):
+    target = tmp_path / "last"
+    with atomic_directory(target) as tmp:
+        (tmp / "config.json").write_text("{}")
+    with pytest.raises(RuntimeError), atomic_directory(target) as tmp:
+        (tmp / "config.json").write_text('{"new": 1}')
+        raise RuntimeError("killed mid-write")
+    assert (target / "config.json").read_text() == "{}"
+    assert [p.name for p in tmp_path.iterdir()] == ["last"]  # no temporary left behind
+    target.rename(tmp_path / "last.old")  # a crash between the two renames of the swap
+    assert find_checkpoint(target) == tmp_path / "last.old"
+
+
+def test_training_state_round_trip(tmp_path):
+    model = trained_pair("ddpm")
+    ema = EMA(model, decay=0.9)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batch = {"input": torch.randn(2, 3, 8, 8), "target": torch.rand(2, 1, 8, 8)}
+    model.loss(batch, generator=torch.Generator().manual_seed(0)).mean().backward()
+    opt.step()
+    ema.update(model)
+    save_training_checkpoint(tmp_path / "last", model=model, ema=ema, optimizer=opt, card=make_card(model),
+                             loop_state={"step": 1})
+    model2 = build_model(model_dict("ddpm"))
+    ema2, opt2 = EMA(model2, decay=0.9), torch.optim.AdamW(model2.parameters(), lr=1e-3)
+    state = load_training_checkpoint(tmp_path / "last", model=model2, ema=ema2, optimizer=opt2)
+    assert state == {"step": 1} and ema2.updates == 1
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(ema.module.state_dict().values(), ema2.module.state_dict().values()):
+        assert torch.equal(a, b)
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert all(torch.equal(s1[i][k], s2[i][k]) for i in s1 for k in s1[i])

@@ -1,0 +1,96 @@
+import csv
+import json
+
+import pytest
+import torch
+from conftest import ToyIterable, ToyPhaseDataset, model_dict, train_dict
+
+from chromaqpi.errors import ConfigError
+from chromaqpi.models.registry import load_model, read_weights
+from chromaqpi.training.config import TrainConfig
+from chromaqpi.training.loop import lr_at, measure_train_throughput, train
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_lr_schedule_warmup_then_cosine_or_constant():
+    cfg = TrainConfig.from_dict(train_dict(steps=12, optim={"lr": 1.0}, schedule={"warmup_steps": 2}))
+    assert [lr_at(s, cfg) for s in (0, 1)] == [0.5, 1.0]
+    assert lr_at(2, cfg) == 1.0 and lr_at(12, cfg) == pytest.approx(0.0)
+    assert lr_at(7, cfg) == pytest.approx(0.5)  # half way through the cosine
+    cfg.schedule.lr_schedule = "constant"
+    assert lr_at(11, cfg) == 1.0
+
+
+def test_config_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(ConfigError, match="lrr"):
+        TrainConfig.from_dict(train_dict(optim={"lrr": 1.0}))
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig.from_dict(train_dict(precision="fp8"))
+    cfg = TrainConfig.from_dict(train_dict())
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_training_writes_logs_and_loadable_checkpoints(tmp_path):
+    cfg = TrainConfig.from_dict(train_dict("mean", steps=6))
+    res = train(cfg, ToyPhaseDataset(12), ToyPhaseDataset(4, seed=1), tmp_path)
+    assert res.step == 6 and res.best_step in (3, 6) and res.best_val_mae > 0
+    train_rows, val_rows = rows(tmp_path / "train.csv"), rows(tmp_path / "val.csv")
+    assert [int(r["step"]) for r in train_rows] == [2, 4, 6]
+    assert {"loss", "lr", "grad_norm", "samples_per_s"} <= set(train_rows[0])
+    assert [int(r["step"]) for r in val_rows] == [3, 6]
+    best = load_model(res.best_checkpoint)
+    assert best.card["microscope"] == {"family": "toy"} and best.card["input_normalisation"] == {"kind": "identity"}
+    assert best.card["provenance"]["step"] == res.best_step
+    assert TrainConfig.from_dict(json.loads((tmp_path / "train_config.json").read_text())) == cfg
+    x = ToyPhaseDataset(2).input
+    assert torch.isfinite(best.predict(x)).all()
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    # Kill-equivalent: stop after step 3 (a checkpoint), resume to 6; compare with 6 steps straight.
+    cfg = TrainConfig.from_dict(train_dict("zmd", steps=6))
+    data, val = ToyPhaseDataset(8), ToyPhaseDataset(4, seed=1)
+    train(cfg, data, val, tmp_path / "a", until_step=3)
+    res = train(cfg, data, val, tmp_path / "a", resume=True)
+    train(cfg, data, val, tmp_path / "b")
+    assert res.step == 6
+    for name in ("model.safetensors", "train_state.safetensors"):
+        a = read_weights(tmp_path / "a/checkpoints/last" / name)
+        b = read_weights(tmp_path / "b/checkpoints/last" / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("rng.")), name
+    logged_a = {r["step"]: r["loss"] for r in rows(tmp_path / "a/train.csv")}  # step 3 logged at the stop
+    logged_b = {r["step"]: r["loss"] for r in rows(tmp_path / "b/train.csv")}
+    assert list(logged_a) == ["2", "3", "4", "6"] and all(logged_a[s] == logged_b[s] for s in logged_b)
+
+
+def test_runs_are_not_overwritten_and_resume_checks_the_model(tmp_path):
+    cfg = TrainConfig.from_dict(train_dict("mean", steps=2, validation={"every": 0}))
+    train(cfg, ToyPhaseDataset(8), None, tmp_path)
+    with pytest.raises(ConfigError, match="resume=True"):
+        train(cfg, ToyPhaseDataset(8), None, tmp_path)
+    other = TrainConfig.from_dict({**train_dict("ddpm", steps=4), "model": model_dict("ddpm")})
+    with pytest.raises(ConfigError, match="differs"):
+        train(other, ToyPhaseDataset(8), None, tmp_path, resume=True)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(cfg, ToyPhaseDataset(8), None, tmp_path / "new", resume=True)
+
+
+def test_iterable_datasets_and_batch_checks(tmp_path):
+    cfg = TrainConfig.from_dict(train_dict("mean", steps=3, validation={"every": 0}))
+    assert train(cfg, ToyIterable(8), None, tmp_path / "it").step == 3
+    with pytest.raises(ConfigError, match="smaller than one global batch"):
+        train(cfg, ToyPhaseDataset(2), None, tmp_path / "small")
+
+
+def test_throughput_helper_reports_samples_per_second():
+    from chromaqpi.models.registry import build_model
+
+    model = build_model(model_dict("ddpm"))
+    data = ToyPhaseDataset(2)
+    rate = measure_train_throughput(model, {"input": data.input, "target": data.target}, steps=2, warmup=1)
+    assert rate > 0
