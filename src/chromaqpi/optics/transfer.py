@@ -12,6 +12,9 @@ kernels, so the linear model and the forward model cannot drift apart.
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
+
 import torch
 
 from chromaqpi.microscope import Microscope
@@ -31,8 +34,30 @@ def node_transfer_functions(sim: Simulator, k: int) -> tuple[torch.Tensor, torch
     return 1j * (corr - neg), -(corr + neg)
 
 
+_TF_CACHE: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
+_TF_CACHE_SIZE = 8
+
+
 def channel_transfer_functions(microscope: Microscope, shape: tuple[int, int], *,
                                dtype=torch.float64, device=None, pixel_integration: bool = True):
+    """Per-channel WOTFs on the camera grid, memoised per (config, size, dtype, device).
+
+    See :func:`compute_channel_transfer_functions`. Building them costs one
+    kernel evaluation per (wavelength, source point), i.e. seconds for the
+    ``default`` preset at 512 px, so repeated calls reuse the result.
+    """
+    key = (json.dumps(microscope.to_dict(), sort_keys=True), tuple(shape), dtype, str(device), pixel_integration)
+    if key not in _TF_CACHE:
+        _TF_CACHE[key] = compute_channel_transfer_functions(microscope, shape, dtype=dtype, device=device,
+                                                            pixel_integration=pixel_integration)
+        while len(_TF_CACHE) > _TF_CACHE_SIZE:
+            _TF_CACHE.popitem(last=False)
+    _TF_CACHE.move_to_end(key)
+    return _TF_CACHE[key]
+
+
+def compute_channel_transfer_functions(microscope: Microscope, shape: tuple[int, int], *,
+                                       dtype=torch.float64, device=None, pixel_integration: bool = True):
     """Per-channel phase and absorption WOTFs on the camera grid.
 
     The TFs are computed on a camera-pitch grid of size ``shape`` (the caller
