@@ -1,13 +1,10 @@
-"""Tiny models and batches for the model tests (seconds each on one CPU thread)."""
+"""Fixtures for the model tests (seconds each on one CPU thread)."""
 
 import pytest
 import torch
+from tiny_models import smooth_batch, tiny_config
 
 from chromaqpi.models.registry import build_model
-
-TINY_UNET = {"base_channels": 8, "channel_mults": [1, 2], "blocks_per_level": 1, "groups": 4,
-             "mid_attention": False}
-KINDS = ["mean", "ddpm", "cvdm", "zmd"]
 
 
 @pytest.fixture(autouse=True)
@@ -17,16 +14,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def tiny_config(kind: str, in_channels: int = 3, width: int = 8) -> dict:
-    unet = {**TINY_UNET, "base_channels": width}
-    cfg = {"kind": kind, "in_channels": in_channels, "out_channels": 1, "unet": unet}
-    if kind in ("cvdm", "zmd"):
-        cfg["schedule"] = {"unet": TINY_UNET, "time_hidden": 16}
-    if kind == "zmd":
-        cfg["mean_unet"] = unet
-    return cfg
 
 
 @pytest.fixture

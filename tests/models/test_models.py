@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from conftest import KINDS, smooth_batch, tiny_config
+from tiny_models import KINDS, smooth_batch, tiny_config
 
 from chromaqpi.errors import ConfigError
 from chromaqpi.models.registry import build_model

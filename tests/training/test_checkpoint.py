@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_UNET, model_dict
+from toy_data import TINY_UNET, model_dict
 
 from chromaqpi.errors import WeightsError
 from chromaqpi.models import registry

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import ToyIterable, ToyPhaseDataset, model_dict, train_dict
+from toy_data import ToyIterable, ToyPhaseDataset, model_dict, train_dict
 
 from chromaqpi.errors import ConfigError
 from chromaqpi.models.registry import load_model, read_weights

@@ -76,6 +76,7 @@ def init_distributed(device: str | None = None) -> DistInfo:
 def shutdown(info: DistInfo) -> None:
     """Destroy the process group if :func:`init_distributed` created it."""
     if info.owns_group and dist.is_initialized():
+        dist.barrier()  # no rank tears down its connections while another still uses them
         dist.destroy_process_group()
 
 
