@@ -1,0 +1,85 @@
+"""Geometric augmentations that the physics allows: the dihedral group D4 of the pixel grid.
+
+Transform ``t`` in 0..7 is ``rot90`` by ``t % 4`` quarter turns (``torch.rot90`` on the
+last two axes) followed, for ``t >= 4``, by a flip of the last axis. Applied to the phase
+*and* the image together, ``t`` is a valid augmentation when the forward model commutes
+with it: ``simulate(T φ) = T simulate(φ)``. That holds when every ingredient is invariant
+under the linear map ``A_t`` of the grid coordinates:
+
+* the objective pupil and the defocus kernel depend on ``|f + u|`` only (isotropic);
+* the pixel grid is square (a quarter turn also needs H == W);
+* the Abbe source points, with their weights, map onto themselves under ``A_t``: our
+  lattice (:func:`chromaqpi.optics.pupil.source_points`) is point-symmetric and mirror
+  symmetric, so the flips and the half turn always qualify, but rings of 6, 10, ...
+  points are not invariant under a quarter turn, so quarter turns and transposes qualify
+  only for coherent illumination or very few source points;
+* no colour-filter mosaic: a flipped RGGB mosaic is a BGGR/GRBG one, a different camera,
+  so Bayer microscopes get the identity only. (Random crops of Bayer data keep even
+  offsets for the same reason.)
+
+Sensor noise is i.i.d. per pixel without a mosaic, so a transformed noisy image is a valid
+noisy image of the transformed phase.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+__all__ = ["N_TRANSFORMS", "apply_transform", "transform_matrix", "valid_transforms", "source_invariant"]
+
+N_TRANSFORMS = 8
+_QUARTER = np.array([[0, -1], [1, 0]])  # (y, x) -> (-x, y): torch.rot90(k=1, dims=(-2, -1))
+_FLIP_X = np.array([[1, 0], [0, -1]])
+
+
+def apply_transform(x, t: int):
+    """Apply D4 element ``t`` to the last two axes of a tensor or array (returns a copy)."""
+    k, flip = t % 4, t >= 4
+    if isinstance(x, np.ndarray):
+        out = np.rot90(x, k, axes=(-2, -1))
+        return np.ascontiguousarray(out[..., ::-1] if flip else out)
+    out = torch.rot90(x, k, dims=(-2, -1)) if k else x
+    return out.flip(-1) if flip else out.clone() if out is x else out
+
+
+def transform_matrix(t: int) -> np.ndarray:
+    """Linear map of (y, x) coordinates (and of frequencies and source directions) for ``t``."""
+    a = np.linalg.matrix_power(_QUARTER, t % 4)
+    return _FLIP_X @ a if t >= 4 else a
+
+
+@functools.lru_cache(maxsize=256)
+def source_invariant(na_condenser: float, source_points: int, t: int) -> bool:
+    """Whether the Abbe source lattice (points and weights) maps onto itself under ``t``."""
+    from chromaqpi.optics.pupil import source_points as lattice
+
+    nu, w = lattice(na_condenser, source_points)
+    mapped = nu @ transform_matrix(t).T
+    tol = 1e-9 * max(na_condenser, 1e-12)
+    dist = np.abs(mapped[:, None, :] - nu[None, :, :]).max(axis=-1)
+    match = dist.argmin(axis=1)
+    return bool(np.all(dist[np.arange(len(nu)), match] <= tol) and np.allclose(w, w[match], rtol=1e-9, atol=0))
+
+
+def valid_transforms(microscope, shape) -> tuple[int, ...]:
+    """D4 elements under which ``microscope`` commutes with the simulator on ``shape`` images.
+
+    Parameters
+    ----------
+    microscope : Microscope or its ``to_dict()`` (as stored with each sample).
+    shape : (H, W) of the images to transform.
+
+    Returns
+    -------
+    tuple of int, always containing 0 (the identity).
+    """
+    d = microscope if isinstance(microscope, dict) else microscope.to_dict()
+    if d["sensor"].get("bayer"):
+        return (0,)
+    na_c, n_src = float(d["optics"]["na_condenser"]), int(d["optics"]["source_points"])
+    square = shape[0] == shape[1]
+    return tuple(t for t in range(N_TRANSFORMS)
+                 if (square or t % 2 == 0) and source_invariant(na_c, n_src, t))

@@ -1,0 +1,139 @@
+"""ShardDataset / augmentation / normalisation: only physically valid transforms are applied."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from chromaqpi.datasets.augment import apply_transform, valid_transforms
+from chromaqpi.datasets.normalize import normalize_input, paper_phase, paper_target
+from chromaqpi.datasets.randomize import draw_microscope, get_family
+from chromaqpi.datasets.torch_data import ShardDataset
+from chromaqpi.errors import ConfigError
+from chromaqpi.microscope import Microscope
+from chromaqpi.optics.simulator import simulate
+
+
+@pytest.fixture
+def phase():
+    """A smooth, asymmetric 36x36 phase (rad): no accidental symmetry hides a wrong transform."""
+    rng = np.random.default_rng(7)
+    x = torch.from_numpy(rng.random((1, 1, 36, 36)))
+    x = torch.nn.functional.avg_pool2d(x, 5, 1, 2)[0] * 3.0
+    y, xx = torch.meshgrid(torch.arange(36.0), torch.arange(36.0), indexing="ij")
+    return x + 0.8 * torch.exp(-((xx - 9) ** 2 + (y - 24) ** 2) / 30.0)
+
+
+def _non_bayer_default_draw():
+    m = draw_microscope(None, get_family("default"), np.random.default_rng(2))
+    return m.replace(sensor={"bayer": False}, spectra={"n_wavelengths": 5})
+
+
+def _commutation_error(m, phase, t):
+    lhs = simulate(apply_transform(phase, t), m, noise=False)
+    rhs = apply_transform(simulate(phase, m, noise=False), t)
+    return float((lhs - rhs).abs().max())
+
+
+def test_valid_transforms_commute_with_the_simulator(phase):
+    m = _non_bayer_default_draw()
+    allowed = valid_transforms(m, phase.shape[-2:])
+    assert set(allowed) == {0, 2, 4, 6}  # flips and the half turn
+    for t in allowed:
+        assert _commutation_error(m, phase, t) < 1e-9
+    # quarter turns are refused because they really change the image: the 6-point source
+    # ring is not invariant under them
+    assert all(_commutation_error(m, phase, t) > 1e-3 for t in (1, 3, 5, 7))
+
+
+def test_quarter_turns_allowed_for_coherent_microscopes(phase):
+    m = Microscope.from_preset("paper-rgb")
+    assert valid_transforms(m, (36, 36)) == tuple(range(8))
+    assert valid_transforms(m, (36, 30)) == (0, 2, 4, 6)  # no quarter turn of a non-square crop
+    for t in range(8):
+        assert _commutation_error(m, phase, t) < 1e-9
+
+
+def test_bayer_microscopes_get_no_transform():
+    m = _non_bayer_default_draw().replace(sensor={"bayer": True})
+    assert valid_transforms(m, (32, 32)) == (0,)
+
+
+def test_shard_dataset_items(tiny_dataset):
+    ds = ShardDataset(tiny_dataset, crop=20, seed=1, with_params=True)
+    assert len(ds) == 12
+    seen_transforms = set()
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["input"].shape == (3, 20, 20) and item["input"].dtype == torch.float32
+        assert item["target"].shape == (1, 20, 20) and item["mask"].shape == (20, 20)
+        micro = json.loads(item["params"])["microscope"]
+        t = int(item["transform"])
+        assert t in valid_transforms(micro, (20, 20))
+        seen_transforms.add(t)
+        if micro["sensor"]["bayer"]:
+            assert t == 0
+    assert len(seen_transforms) > 1
+    # deterministic per (seed, epoch, index); a new epoch changes the draws
+    assert torch.equal(ds[3]["input"], ShardDataset(tiny_dataset, crop=20, seed=1)[3]["input"])
+    ds.set_epoch(1)
+    assert any(not torch.equal(ds[i]["input"], ShardDataset(tiny_dataset, crop=20, seed=1)[i]["input"])
+               for i in range(4))
+
+
+def test_augmented_item_is_the_transformed_sample(tiny_planes_dataset):
+    plain = ShardDataset(tiny_planes_dataset, augment=False)
+    aug = ShardDataset(tiny_planes_dataset, augment=True, seed=4)
+    ts = set()
+    for i in range(len(plain)):
+        a, p = aug[i], plain[i]
+        t = int(a["transform"])
+        ts.add(t)
+        assert torch.equal(a["input"], apply_transform(p["input"], t))
+        assert torch.equal(a["target"], apply_transform(p["target"], t))
+    assert len(ts) > 2
+
+
+def test_bayer_crops_keep_the_mosaic_phase(tiny_dataset):
+    ds = ShardDataset(tiny_dataset, crop=17, seed=0, with_params=True, augment=False)
+    full = ShardDataset(tiny_dataset, augment=False)
+    checked = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        if not json.loads(item["params"])["microscope"]["sensor"]["bayer"]:
+            continue
+        checked += 1
+        whole = full[i]["target"][0].numpy()
+        crop = item["target"][0].numpy()
+        offsets = [(y, x) for y in range(16) for x in range(16) if np.array_equal(whole[y:y + 17, x:x + 17], crop)]
+        assert offsets and all(y % 2 == 0 and x % 2 == 0 for y, x in offsets)
+    assert checked  # the fixture's seed draws some Bayer microscopes
+
+
+def test_weighted_mixture(tiny_dataset, tiny_planes_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="channel"):
+        ShardDataset([tiny_dataset, tiny_planes_dataset])
+    mix = ShardDataset([tiny_dataset, tiny_dataset], weights=[1.0, 0.0], length=10)
+    assert len(mix) == 10 and {int(mix[i]["dataset"]) for i in range(10)} == {0}
+    even = ShardDataset([tiny_dataset, tiny_dataset], weights=[1, 1], length=40)
+    assert {int(even[i]["dataset"]) for i in range(40)} == {0, 1}
+
+
+def test_dataloader_batches(tiny_dataset):
+    loader = torch.utils.data.DataLoader(ShardDataset(tiny_dataset, crop=16), batch_size=4, num_workers=0)
+    batch = next(iter(loader))
+    assert batch["input"].shape == (4, 3, 16, 16) and batch["target"].shape == (4, 1, 16, 16)
+
+
+def test_normalize_input_modes():
+    x = 1 + 0.1 * torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(normalize_input(x, "flatfield"), x - 1)
+    rgb = normalize_input(x, "paper")
+    assert torch.allclose(rgb.amax(dim=(-2, -1)), torch.ones(2, 3))
+    two = normalize_input(x[:, :2], "paper")
+    assert torch.allclose(two.amin(dim=(1, 2, 3)), -torch.ones(2)) and torch.allclose(two.amax(dim=(1, 2, 3)), torch.ones(2))
+    assert torch.allclose(normalize_input(x[0], "flatfield"), x[0] - 1)  # unbatched
+    assert torch.allclose(paper_phase(paper_target(torch.tensor([0.0, 3.5]))), torch.tensor([0.0, 3.5]))
+    with pytest.raises(ConfigError):
+        normalize_input(x, "minmax")
