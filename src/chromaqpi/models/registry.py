@@ -1,9 +1,21 @@
 """Model registry: build a model from its JSON config and load trained weights by name or path.
 
-A model directory holds ``config.json`` (the model config under ``"model"`` plus the card: microscope
-family, input normalisation, data, provenance) and a safetensors weights file named under
-``"weights"``, with its sha256 when known. Named models live in ``chromaqpi/weights/<name>/``.
-Weights are only ever read with safetensors (no pickle, no code execution).
+A model directory holds ``config.json`` (the model card) and a safetensors weights file. Card keys:
+
+``model``
+    ``{"kind": "mean"|"ddpm"|"cvdm"|"zmd", **config}`` (:func:`build_model`).
+``weights``
+    ``{"file": "model.safetensors", "sha256": ..., "dtype": ...}``; the checksum is verified when given.
+``microscope``
+    Training family: dotted Microscope fields mapped to a value or a ``[low, high]`` range, e.g.
+    ``{"n_channels": 3, "optics.na_objective": [0.3, 0.75]}`` (:func:`microscope_family_warnings`).
+``input_normalisation``
+    How flat-field images were turned into model inputs (:func:`normalise_input`).
+``data``, ``provenance``
+    Free-form description of the training data; git commit, versions, step, metrics.
+
+Named models live in ``chromaqpi/weights/<name>/``. Weights are only ever read with safetensors
+(no pickle, no code execution).
 """
 
 from __future__ import annotations
@@ -251,3 +263,152 @@ def load_model(name_or_path: str | Path, *, device: torch.device | str = "cpu") 
     load_weights_into(model, tensors, source=str(model_dir))
     model.card = card
     return model.to(device).eval()
+
+
+# ---------------------------------------------------------------- reconstruction entry point
+
+
+def normalise_input(images: torch.Tensor, spec: dict | None) -> torch.Tensor:
+    """Apply a card's ``input_normalisation`` to flat-field normalised images (empty field = 1).
+
+    Supported ``spec["kind"]``: ``"identity"`` (or no spec); ``"contrast"``: ``I - 1``;
+    ``"affine"``: ``(I - offset[c]) * scale[c]`` with per-channel (or scalar) ``offset``, ``scale``.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        (B, C, H, W).
+    spec : dict or None
+
+    Raises
+    ------
+    WeightsError
+        Unknown normalisation kind (the model cannot be fed correctly).
+    """
+    kind = (spec or {}).get("kind", "identity")
+    if kind == "identity":
+        return images
+    if kind == "contrast":
+        return images - 1.0
+    if kind == "affine":
+        def per_channel(v):
+            return torch.as_tensor(v, dtype=images.dtype, device=images.device).reshape(1, -1, 1, 1)
+
+        return (images - per_channel(spec.get("offset", 0.0))) * per_channel(spec.get("scale", 1.0))
+    raise WeightsError(f"unknown input_normalisation kind {kind!r} in the model card")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        out.update(_flatten(value, name + ".") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def microscope_family_warnings(family: dict | None, microscope) -> list[str]:
+    """Where ``microscope`` leaves the family a model was trained for.
+
+    ``family`` maps dotted microscope fields (``"sampling.pixel_size_um"``, ``"optics.na_objective"``,
+    ``"n_channels"``, ...) to a value or an inclusive ``[low, high]`` range; other keys are ignored.
+
+    Returns
+    -------
+    list of str
+        One message per violated entry (empty when inside the family).
+    """
+    if not family:
+        return []
+    actual = {**_flatten(microscope.to_dict()), "n_channels": microscope.n_channels}
+    problems = []
+    for key, want in family.items():
+        if key not in actual:
+            continue
+        got = actual[key]
+        if isinstance(want, (list, tuple)) and len(want) == 2 and all(isinstance(w, (int, float)) for w in want):
+            ok = isinstance(got, (int, float)) and want[0] <= got <= want[1]
+        else:
+            ok = got == want
+        if not ok:
+            problems.append(f"{key} = {got!r} (trained for {want!r})")
+    return problems
+
+
+def _pad_to_stride(x: torch.Tensor, stride: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % stride, (-w) % stride
+    if ph or pw:
+        # Reflection keeps the padded border statistically like the image (no artificial edge).
+        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    return x, (h, w)
+
+
+_LOADED: dict[tuple, nn.Module] = {}
+
+
+def _cached_model(name_or_path, device) -> nn.Module:
+    model_dir = resolve_model_dir(name_or_path).resolve()
+    key = (str(model_dir), (model_dir / CONFIG_FILE).stat().st_mtime_ns, str(device))
+    if key not in _LOADED:
+        _LOADED.clear()  # keep one model in memory
+        _LOADED[key] = load_model(model_dir, device=device)
+    return _LOADED[key]
+
+
+def _default_model_name(kind: str) -> str:
+    for name in (kind, "default"):
+        if name in list_models():
+            return name
+    raise WeightsError(f"no trained {kind!r} model is installed; pass model=PATH to a checkpoint directory")
+
+
+def reconstruct_with_model(
+    images: torch.Tensor, microscope, *, kind: str, model: str | Path | nn.Module | None = None,
+    steps: int = 25, samples: int = 1, sampler: str = "ddim", generator=None,
+    condition: torch.Tensor | None = None, device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Phase from images with a learned model (the body of each model module's ``reconstruct``).
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        (B, C, H, W) flat-field normalised intensities (empty field = 1).
+    microscope : chromaqpi.microscope.Microscope
+        Checked against the family in the model card (a warning when outside it).
+    kind : {"mean", "ddpm", "cvdm", "zmd"}
+        The method name; the model must be of this kind.
+    model : str, Path, nn.Module or None
+        Checkpoint directory, shipped model name, or a loaded model; None: the shipped model named
+        like ``kind``, else ``"default"``.
+    steps, samples, sampler, generator
+        Sampling options (:meth:`sample` of the model); the posterior mean is returned.
+    condition : torch.Tensor, optional
+        (B, Cc, H, W) extra conditioning planes, stacked after the normalised images.
+    device : str or torch.device, optional
+        Defaults to the images' device.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, H, W) phase in radians, float32, on the images' device.
+    """
+    import warnings
+
+    device = torch.device(device) if device is not None else images.device
+    net = model if isinstance(model, nn.Module) else _cached_model(model or _default_model_name(kind), device)
+    if net.kind != kind:
+        raise ConfigError(f"model {model!r} is a {net.kind!r} model, not {kind!r}")
+    card = getattr(net, "card", {}) or {}
+    problems = microscope_family_warnings(card.get("microscope"), microscope)
+    if problems:
+        warnings.warn("microscope outside the model's training family: " + "; ".join(problems), stacklevel=3)
+    x = normalise_input(images.to(device, torch.float32), card.get("input_normalisation"))
+    if condition is not None:
+        x = torch.cat([x, condition.to(device, torch.float32)], dim=1)
+    if x.shape[1] != net.config.in_channels:
+        raise ConfigError(f"model expects {net.config.in_channels} input channels (images + condition), "
+                          f"got {x.shape[1]}")
+    x, (h, w) = _pad_to_stride(x, net.stride)
+    with torch.no_grad():
+        phase = net.sample(x, steps=steps, generator=generator, sampler=sampler, samples=samples).mean
+    return phase[:, 0, :h, :w].to(images.device)
