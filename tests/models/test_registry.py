@@ -3,7 +3,7 @@ import torch
 from tiny_models import tiny_config
 
 import chromaqpi
-from chromaqpi.errors import ConfigError
+from chromaqpi.errors import ConfigError, WeightsError
 from chromaqpi.models.registry import build_model, microscope_family_warnings, normalise_input
 from chromaqpi.training.checkpoint import make_card, save_model
 
@@ -16,7 +16,7 @@ def saved_mean(tmp_path):
         model.net.out.bias.fill_(0.5)
         model.net.out.weight.normal_(std=0.1)
     card = make_card(model, microscope={"n_channels": 3, "optics.na_objective": [0.1, 0.9]},
-                     input_normalisation={"kind": "contrast"})
+                     input_normalisation={"mode": "flatfield"})
     return save_model(tmp_path / "mean-tiny", model, card)
 
 
@@ -42,9 +42,12 @@ def test_reconstruct_checks_kind_family_and_channels(saved_mean):
 def test_input_normalisation_kinds():
     x = torch.full((1, 3, 2, 2), 2.0)
     assert torch.equal(normalise_input(x, None), x)
-    assert torch.equal(normalise_input(x, {"kind": "contrast"}), x - 1)
-    out = normalise_input(x, {"kind": "affine", "offset": [1, 0, 0], "scale": [1, 2, 3]})
+    assert torch.equal(normalise_input(x, "flatfield"), x - 1)
+    assert torch.equal(normalise_input(x, {"mode": "paper-rgb"}), torch.ones_like(x))  # own max -> 1 -> *2-1
+    out = normalise_input(x, {"mode": "affine", "offset": [1, 0, 0], "scale": [1, 2, 3]})
     assert out[0, :, 0, 0].tolist() == [1.0, 4.0, 6.0]
+    with pytest.raises(WeightsError, match="unknown input_normalisation"):
+        normalise_input(x, "per-image-minmax")
 
 
 def test_family_check_values_and_ranges():

@@ -8,7 +8,7 @@ from toy_data import ToyIterable, ToyPhaseDataset, model_dict, train_dict
 from chromaqpi.errors import ConfigError
 from chromaqpi.models.registry import load_model, read_weights
 from chromaqpi.training.config import TrainConfig
-from chromaqpi.training.loop import lr_at, measure_train_throughput, train
+from chromaqpi.training.loop import _prepare, lr_at, measure_train_throughput, train
 
 
 def rows(path):
@@ -30,8 +30,17 @@ def test_config_rejects_unknown_keys_and_bad_values():
         TrainConfig.from_dict(train_dict(optim={"lrr": 1.0}))
     with pytest.raises(ConfigError, match="precision"):
         TrainConfig.from_dict(train_dict(precision="fp8"))
+    with pytest.raises(ConfigError, match="input_normalisation"):
+        TrainConfig.from_dict(train_dict(input_normalisation="per-image"))
     cfg = TrainConfig.from_dict(train_dict())
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_training_inputs_get_the_card_normalisation():
+    cfg = TrainConfig.from_dict(train_dict(input_normalisation="flatfield"))
+    batch = {"input": torch.full((2, 3, 4, 4), 1.25), "target": torch.zeros(2, 1, 4, 4), "index": "kept"}
+    out = _prepare(batch, torch.device("cpu"), cfg)
+    assert torch.equal(out["input"], torch.full((2, 3, 4, 4), 0.25)) and out["index"] == "kept"
 
 
 def test_training_writes_logs_and_loadable_checkpoints(tmp_path):
@@ -43,7 +52,7 @@ def test_training_writes_logs_and_loadable_checkpoints(tmp_path):
     assert {"loss", "lr", "grad_norm", "samples_per_s"} <= set(train_rows[0])
     assert [int(r["step"]) for r in val_rows] == [3, 6]
     best = load_model(res.best_checkpoint)
-    assert best.card["microscope"] == {"family": "toy"} and best.card["input_normalisation"] == {"kind": "identity"}
+    assert best.card["microscope"] == {"family": "toy"} and best.card["input_normalisation"] == {"mode": "identity"}
     assert best.card["provenance"]["step"] == res.best_step
     assert TrainConfig.from_dict(json.loads((tmp_path / "train_config.json").read_text())) == cfg
     x = ToyPhaseDataset(2).input

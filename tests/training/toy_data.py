@@ -50,7 +50,7 @@ def train_dict(kind: str = "mean", steps: int = 6, **sections) -> dict:
         "validation": {"every": 3, "sampler_steps": 2},
         "logging": {"log_every": 2, "checkpoint_every": 3, "progress": False, "tensorboard": False},
         "microscope": {"family": "toy"},
-        "input_normalisation": {"kind": "identity"},
+        "input_normalisation": {"mode": "identity"},
     }
     for key, value in sections.items():
         d[key] = {**d.get(key, {}), **value} if isinstance(value, dict) else value

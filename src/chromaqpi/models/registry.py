@@ -268,34 +268,49 @@ def load_model(name_or_path: str | Path, *, device: torch.device | str = "cpu") 
 # ---------------------------------------------------------------- reconstruction entry point
 
 
-def normalise_input(images: torch.Tensor, spec: dict | None) -> torch.Tensor:
-    """Apply a card's ``input_normalisation`` to flat-field normalised images (empty field = 1).
+def input_normalisation_mode(spec: str | dict | None) -> str:
+    """The mode named by a card's ``input_normalisation`` (a string, or a dict with "mode")."""
+    if spec is None:
+        return "identity"
+    mode = spec if isinstance(spec, str) else spec.get("mode", spec.get("kind", "identity"))
+    from chromaqpi.datasets.normalize import MODES
 
-    Supported ``spec["kind"]``: ``"identity"`` (or no spec); ``"contrast"``: ``I - 1``;
-    ``"affine"``: ``(I - offset[c]) * scale[c]`` with per-channel (or scalar) ``offset``, ``scale``.
+    if mode not in ("identity", "affine", *MODES):
+        raise WeightsError(f"unknown input_normalisation {mode!r}; valid: identity, affine, {', '.join(MODES)}")
+    return mode
+
+
+def normalise_input(images: torch.Tensor, spec: str | dict | None) -> torch.Tensor:
+    """Turn flat-field normalised images (empty field = 1) into model inputs, as the card says.
+
+    Modes: ``"identity"`` (or None); ``"affine"``: ``(I - offset[c]) * scale[c]`` with per-channel
+    (or scalar) ``offset`` and ``scale`` in the dict; and the dataset modes of
+    :func:`chromaqpi.datasets.normalize.normalize_input` (``"flatfield"``: ``I - 1``, ``"paper"``,
+    ``"paper-rgb"``, ``"paper-2shot"``). Training applies the same function, so the two agree.
 
     Parameters
     ----------
     images : torch.Tensor
         (B, C, H, W).
-    spec : dict or None
+    spec : str, dict or None
+        A mode name, or ``{"mode": name, ...}``.
 
     Raises
     ------
     WeightsError
-        Unknown normalisation kind (the model cannot be fed correctly).
+        Unknown mode (the model cannot be fed correctly).
     """
-    kind = (spec or {}).get("kind", "identity")
-    if kind == "identity":
+    mode = input_normalisation_mode(spec)
+    if mode == "identity":
         return images
-    if kind == "contrast":
-        return images - 1.0
-    if kind == "affine":
+    if mode == "affine":
         def per_channel(v):
             return torch.as_tensor(v, dtype=images.dtype, device=images.device).reshape(1, -1, 1, 1)
 
         return (images - per_channel(spec.get("offset", 0.0))) * per_channel(spec.get("scale", 1.0))
-    raise WeightsError(f"unknown input_normalisation kind {kind!r} in the model card")
+    from chromaqpi.datasets.normalize import normalize_input
+
+    return normalize_input(images, mode)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

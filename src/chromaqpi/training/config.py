@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from chromaqpi.errors import ConfigError
-from chromaqpi.models.registry import MODELS, config_from_dict, config_to_dict
+from chromaqpi.errors import ConfigError, WeightsError
+from chromaqpi.models.registry import MODELS, config_from_dict, config_to_dict, input_normalisation_mode
+
+
+def _valid_normalisation(spec) -> bool:
+    try:
+        input_normalisation_mode(spec)
+    except WeightsError:
+        return False
+    return True
 
 
 @dataclass
@@ -147,8 +155,9 @@ class TrainConfig:
         Torch device; None picks this rank's GPU, else the CPU.
     microscope : dict or None
         Microscope family the model is trained for (copied into the checkpoint card).
-    input_normalisation : dict or None
-        How inputs were normalised (copied into the card; inference must match it).
+    input_normalisation : str, dict or None
+        Mode applied to every input batch and recorded in the card, so inference applies the same
+        (:func:`chromaqpi.models.registry.normalise_input`: "flatfield", "paper", "affine", ...).
     """
 
     model: dict = field(default_factory=lambda: {"kind": "mean"})
@@ -161,7 +170,7 @@ class TrainConfig:
     precision: str = "auto"
     device: str | None = None
     microscope: dict | None = None
-    input_normalisation: dict | None = None
+    input_normalisation: str | dict | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -186,6 +195,7 @@ class TrainConfig:
             (self.data.batch_size >= 1, "data.batch_size must be >= 1"),
             (self.precision in ("auto", "bf16", "fp32"), "precision: 'auto', 'bf16' or 'fp32'"),
             (self.validation.sampler in ("ddim", "ancestral"), "validation.sampler: 'ddim' or 'ancestral'"),
+            (_valid_normalisation(self.input_normalisation), f"unknown input_normalisation {self.input_normalisation!r}"),
             (self.logging.log_every >= 1 and self.logging.checkpoint_every >= 1,
              "logging.log_every and logging.checkpoint_every must be >= 1"),
         ]

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from chromaqpi.errors import ConfigError
-from chromaqpi.models.registry import build_model, model_config
+from chromaqpi.models.registry import build_model, model_config, normalise_input
 from chromaqpi.models.unet import condition_from_batch
 from chromaqpi.training.checkpoint import (
     atomic_write_json, find_checkpoint, load_training_checkpoint, make_card, read_card, save_model,
@@ -113,8 +113,11 @@ def aligned_mae(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
     return aligned, metrics.mae(pred, target, align="none").reshape(batch, -1).mean(dim=1)
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+def _prepare(batch: dict, device: torch.device, config: TrainConfig) -> dict:
+    """Move tensors to ``device`` and normalise the input exactly as inference will (model card)."""
+    batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    batch["input"] = normalise_input(batch["input"].float(), config.input_normalisation)
+    return batch
 
 
 def _autocast(device: torch.device, precision: str):
@@ -165,6 +168,8 @@ def _train_batches(dataset: Dataset, config: TrainConfig, info: DistInfo, start_
     epoch, offset = divmod(start_step, per_epoch)
     while True:
         sampler.set_epoch(epoch)
+        if hasattr(dataset, "set_epoch"):  # e.g. ShardDataset: per-epoch crops and flips
+            dataset.set_epoch(epoch)
         indices = list(sampler)[offset * per_rank: per_epoch * per_rank]
         loader_gen = torch.Generator().manual_seed(derive_seed(config.seed, "loader", info.rank, epoch))
         loader = DataLoader(dataset, batch_size=per_rank, sampler=indices, num_workers=workers,
@@ -280,7 +285,7 @@ def validate(model: nn.Module, dataset: Dataset, config: TrainConfig, info: Dist
     for i, batch in enumerate(loader):
         if v.max_batches and i >= v.max_batches:
             break
-        batch = _to_device(batch, device)
+        batch = _prepare(batch, device, config)
         gen = torch.Generator(device=device).manual_seed(derive_seed(v.seed, info.rank, i))
         with _autocast(device, config.precision):
             pred = model.predict(condition_from_batch(batch), steps=v.sampler_steps, generator=gen, sampler=v.sampler)
@@ -307,8 +312,11 @@ def train(
         Model, optimiser, schedule, data, validation and logging settings.
     train_dataset : torch.utils.data.Dataset or IterableDataset
         Yields dicts ``{"input": (C, H, W) float, "target": (1, H, W) phase [rad]}`` plus optional
-        ``"condition": (Cc, H, W)`` planes stacked after the input. Map-style datasets are sharded
-        with a DistributedSampler; iterable ones must shard themselves by rank.
+        ``"condition": (Cc, H, W)`` planes stacked after the input (other keys are ignored). The
+        input is normalised with ``config.input_normalisation`` (the mode recorded in the card).
+        Map-style datasets are sharded with a DistributedSampler (``set_epoch`` is called on the
+        dataset too when it has one); iterable ones must shard themselves by rank and are replayed
+        up to the resume position.
     val_dataset : Dataset, optional
         Held-out set for periodic validation and best-checkpoint selection (by aligned MAE).
     out_dir : str or Path
@@ -399,7 +407,7 @@ def _train_step(ctx: _StepContext, batch: dict, step: int, generator: torch.Gene
     cfg, model = ctx.config, ctx.model
     for group in ctx.optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
-    batch = _to_device(batch, ctx.device)
+    batch = _prepare(batch, ctx.device, cfg)
     generator.manual_seed(derive_seed(cfg.seed, "loss", ctx.info.rank, step))
     torch.manual_seed(derive_seed(cfg.seed, "global", ctx.info.rank, step))  # e.g. dropout
     with _autocast(ctx.device, cfg.precision):
