@@ -137,8 +137,9 @@ def run_chain(
     eps_fn : callable
         ``eps_fn(z, gbar) -> eps_hat``: z (B, C, H, W) float32, gbar float64 broadcastable to z.
     gbar_grid : callable
-        ``gbar_grid(times) -> list`` of signal fractions (float64, broadcastable to ``shape``) at
-        the K + 1 times of :func:`time_grid` (the entry at t = 0 is unused: gbar_0 = 1).
+        ``gbar_grid(times) -> sequence`` of signal fractions (float64, broadcastable to ``shape``)
+        at the K + 1 times of :func:`time_grid`, indexed by k (the entry at t = 0 is unused:
+        gbar_0 = 1). A lazy sequence keeps only two per-pixel maps alive at a time.
     shape : sequence of int
         (B, C, H, W) of the sample.
     steps : int
@@ -159,11 +160,15 @@ def run_chain(
     """
     if sampler not in ("ddim", "ancestral"):
         raise ConfigError(f"sampler must be 'ddim' or 'ancestral', got {sampler!r}")
-    grid = [g.clamp(GBAR_MIN, GBAR_MAX) for g in gbar_grid(time_grid(steps).to(device))]
+    grid = gbar_grid(time_grid(steps).to(device))  # may be lazy: one per-pixel map per access
+
+    def level(k: int) -> torch.Tensor:
+        return grid[k].clamp(GBAR_MIN, GBAR_MAX)
+
     stochastic = sampler == "ancestral" or eta > 0
     z = randn_per_sample(shape, generators, device)
+    g_t = level(steps)
     for k in range(steps, 0, -1):
-        g_t = grid[k]
         eps = eps_fn(z.float(), g_t).double()
         y0 = predict_clean(z, eps, g_t)
         if clip is not None:
@@ -172,10 +177,12 @@ def run_chain(
         if k == 1:
             return y0  # gbar_0 = 1: the next state is the clean estimate itself
         noise = randn_per_sample(shape, generators, device) if stochastic else None
+        g_s = level(k - 1)
         if sampler == "ddim":
-            z = ddim_step(z, eps, y0, g_t, grid[k - 1], eta=eta, noise=noise)
+            z = ddim_step(z, eps, y0, g_t, g_s, eta=eta, noise=noise)
         else:
-            z = ancestral_step(z, eps, g_t, grid[k - 1], noise=noise)
+            z = ancestral_step(z, eps, g_t, g_s, noise=noise)
+        g_t = g_s
     raise AssertionError("unreachable")
 
 

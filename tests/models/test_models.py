@@ -38,7 +38,7 @@ def test_each_model_overfits_one_batch(kind, make_model, batch):
     assert after < before / 10, (before, after)
     if kind in ("cvdm", "zmd"):  # the learned schedule stays monotone with pinned ends (PHYSICS 8 #22)
         sch = model.diffusion.schedule
-        curve = torch.stack(sch.gamma_grid(sch.kappa(batch["input"]).detach(), torch.linspace(0, 1, 1000)))
+        curve = torch.stack(list(sch.gamma_grid(sch.kappa(batch["input"]), torch.linspace(0, 1, 1000))))
         assert (curve[0] == 1).all() and (curve.diff(dim=0) <= 0).all() and (curve[-1] < 1e-3).all()
 
 

@@ -47,7 +47,7 @@ def test_learned_schedule_at_init_is_monotone_with_pinned_ends():
     sch = LearnedSchedule(3, 1, LearnedScheduleConfig(unet=UNetConfig(8, (1, 2), 1, groups=4, mid_attention=False)))
     kappa = sch.kappa(torch.randn(2, 3, 8, 8))
     assert torch.allclose(kappa, torch.ones_like(kappa), atol=1e-6)  # kappa = 1 at init
-    curve = torch.stack(sch.gamma_grid(kappa, T1000))  # (1000, B, 1, H, W)
+    curve = torch.stack(list(sch.gamma_grid(kappa, T1000)))  # (1000, B, 1, H, W)
     assert (curve[0] == 1).all()
     assert (curve[-1] < 1e-3).all()
     assert (curve.diff(dim=0) <= 0).all()

@@ -204,7 +204,7 @@ class CVDMModel(nn.Module):
     def gamma_curve(self, x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """Learned schedule gamma(t, X) at times (K,): (K, B, C, H, W) float64."""
         with torch.no_grad():
-            return torch.stack(self.diffusion.schedule.gamma_grid(self.diffusion.schedule.kappa(x), times))
+            return torch.stack(list(self.diffusion.schedule.gamma_grid(self.diffusion.schedule.kappa(x), times)))
 
     def loss_terms(self, batch: dict, *, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Per-sample CVDM loss terms, each (B,); see :meth:`CVDMDiffusion.loss_terms`."""

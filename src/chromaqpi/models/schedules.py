@@ -8,6 +8,7 @@ forward process ``z_t = sqrt(gamma) Y + sqrt(1 - gamma) eps``; ``gamma(0) = 1`` 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -166,8 +167,20 @@ class LearnedSchedule(nn.Module):
         """Time factor of ``beta = kappa * tau(t)``: G'(t) when tied, tau(t) otherwise; (N,)."""
         return dg if self.tau is None else self.tau(t)
 
-    def gamma_grid(self, kappa: torch.Tensor, times: torch.Tensor) -> list[torch.Tensor]:
-        """float64 ``gamma(t_k, X)`` maps for a grid of times (K,), each (B, C, H, W)."""
-        g = self.G(times.float()).double()
-        k64 = kappa.double()
-        return [torch.exp(-k64 * gk) for gk in g]
+    def gamma_grid(self, kappa: torch.Tensor, times: torch.Tensor) -> GammaGrid:
+        """float64 ``gamma(t_k, X)`` maps for a grid of times (K,), each (B, C, H, W), computed on access."""
+        with torch.no_grad():
+            return GammaGrid(kappa.detach().double(), self.G(times.float()).double())
+
+
+class GammaGrid(Sequence):
+    """Lazy sequence ``k -> exp(-kappa G(t_k))`` (float64), so a K-step sampler never holds K maps."""
+
+    def __init__(self, kappa: torch.Tensor, g: torch.Tensor):
+        self.kappa, self.g = kappa, g
+
+    def __len__(self) -> int:
+        return len(self.g)
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        return torch.exp(-self.kappa * self.g[k])

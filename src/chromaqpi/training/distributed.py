@@ -83,7 +83,10 @@ def shutdown(info: DistInfo) -> None:
 def default_device(info: DistInfo, requested: str | None = None) -> torch.device:
     """The requested device, else this rank's GPU, else the CPU."""
     if requested:
-        return torch.device(requested)
+        device = torch.device(requested)
+        if device.type == "cuda" and device.index is None:  # "cuda" under torchrun: this rank's GPU
+            return torch.device("cuda", info.local_rank)
+        return device
     return torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
 
