@@ -8,7 +8,7 @@ from toy_data import ToyIterable, ToyPhaseDataset, model_dict, train_dict
 from chromaqpi.errors import ConfigError
 from chromaqpi.models.registry import load_model, read_weights
 from chromaqpi.training.config import TrainConfig
-from chromaqpi.training.loop import _prepare, lr_at, measure_train_throughput, train
+from chromaqpi.training.loop import _prepare, lr_at, measure_train_throughput, residual_rms, train
 
 
 def rows(path):
@@ -103,3 +103,12 @@ def test_throughput_helper_reports_samples_per_second():
     data = ToyPhaseDataset(2)
     rate = measure_train_throughput(model, {"input": data.input, "target": data.target}, steps=2, warmup=1)
     assert rate > 0
+
+
+def test_residual_rms_sets_the_zmd_scale():
+    from chromaqpi.models.registry import build_model
+
+    data = ToyPhaseDataset(6)
+    model = build_model(model_dict("zmd"))  # zero-initialised output: mu = 0, so RMS = RMS(Y)
+    rms = residual_rms(model, data, TrainConfig.from_dict(train_dict()))
+    assert rms == pytest.approx(float(data.target.double().pow(2).mean().sqrt()), rel=1e-6)

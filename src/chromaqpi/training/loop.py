@@ -297,6 +297,34 @@ def validate(model: nn.Module, dataset: Dataset, config: TrainConfig, info: Dist
     return {"mae_rad": sums[0].item() / n, "mae_raw_rad": sums[1].item() / n, "images": int(sums[2].item())}
 
 
+@torch.no_grad()
+def residual_rms(mean_model: nn.Module, dataset: Dataset, config: TrainConfig, *, max_batches: int = 0,
+                 device: torch.device | str = "cpu") -> float:
+    """RMS of ``Y - mu(X)`` in radians over a dataset: the value to use for ZMD's ``sigma_zmd``.
+
+    Parameters
+    ----------
+    mean_model : torch.nn.Module
+        A trained mean model (or a ZMD model, whose ``.mean`` is used).
+    dataset : Dataset
+        Validation pairs, normalised with ``config.input_normalisation`` like training.
+    config : TrainConfig
+        For the batch size and input normalisation.
+    max_batches : int
+        Stop after this many batches (0: all).
+    device : torch.device or str
+    """
+    net = getattr(mean_model, "mean", mean_model).eval()
+    device, total, count = torch.device(device), 0.0, 0
+    for i, batch in enumerate(DataLoader(dataset, batch_size=config.data.batch_size)):
+        if max_batches and i >= max_batches:
+            break
+        batch = _prepare(batch, device, config)
+        err = batch["target"].float() - net(condition_from_batch(batch)).float()
+        total, count = total + float((err.double() ** 2).sum()), count + err.numel()
+    return math.sqrt(total / max(count, 1))
+
+
 # ---------------------------------------------------------------- the loop
 
 
