@@ -21,3 +21,11 @@ def test_user_errors_exit_2(tmp_path, capsys):
     args = ["dataset", "build", "--source", "nosuch", "--n", "2", "--seed", "0", "--out", str(tmp_path / "x")]
     assert main(args) == 2
     assert "unknown phase source" in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_first_microscope_and_builds_nothing(tmp_path, capsys):
+    out = tmp_path / "dry"
+    args = ["dataset", "build", "--microscope", "paper-2shot", "--n", "8", "--seed", "1", "--out", str(out), "--dry-run"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "skimage-train" in text and "gaussian_std" in text and not out.exists()

@@ -38,6 +38,8 @@ def add_arguments(parser):
                        help="consecutive samples sharing one drawn microscope (default: %(default)s)")
     build.add_argument("--no-noise", action="store_true", help="noiseless images")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.add_argument("--dry-run", action="store_true",
+                       help="print the resolved sources, family and the first drawn microscope (TOML); build nothing")
 
     preview = sub.add_parser("preview", help="PNG grid of inputs (colour composites) and phases")
     preview.add_argument("root", metavar="DIR", help="dataset folder")
@@ -57,12 +59,34 @@ def run(args):
 def _build(args):
     from chromaqpi.datasets.build import build_dataset
 
+    if args.dry_run:
+        return _dry_run(args)
+
     manifest = build_dataset(args.source, args.microscope, args.n, args.size, args.seed, args.out,
                              workers=args.workers, shard_size=args.shard_size, group_size=args.group_size,
                              noise=not args.no_noise, progress=not args.quiet)
     size = sum(s.get("bytes") or 0 for s in manifest["shards"])
     print(f"{args.out}: {manifest['config']['n']} samples in {len(manifest['shards'])} shard(s), "
           f"{size / 2**20:.1f} MiB, family {manifest['config']['family']['name']}")
+
+
+def _dry_run(args):
+    import json
+
+    from chromaqpi.datasets.generate import draw_group_microscope
+    from chromaqpi.datasets.randomize import resolve_ranges
+    from chromaqpi.datasets.seeds import check_seed
+    from chromaqpi.datasets.sources import format_sources, resolve_sources
+
+    ranges = resolve_ranges(args.microscope)
+    base = ranges.base_microscope()
+    specs = resolve_sources(args.source or ranges.default_source, wavelength_um=base.optics.wavelength_ref_um)
+    first = draw_group_microscope(ranges, check_seed(args.seed), 0)
+    print(f"# sources: {format_sources(specs)}")
+    print(f"# family: {json.dumps(ranges.to_dict())}")
+    print(f"# {args.n} samples of {args.size}x{args.size} in {-(-args.n // args.shard_size)} shard(s) -> {args.out}")
+    print("# microscope of the first group:")
+    print(first.to_toml())
 
 
 def _preview(args):
