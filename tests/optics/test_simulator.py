@@ -230,3 +230,16 @@ def test_bad_phase_input_is_rejected_clearly(bad, message):
 
     with pytest.raises(InputError, match=message):
         simulate(bad, "paper-2shot")
+
+
+def test_simulator_commutes_with_quarter_turns_and_flips():
+    # The source rings are invariant under the dihedral group, so rotating or
+    # flipping the phase rotates or flips the image (valid D4 augmentations).
+    gen = torch.Generator().manual_seed(3)
+    phase = torch.rand(1, 32, 32, dtype=torch.float64, generator=gen)
+    m = mono(1.2, na_ill=0.3, points=40)
+    image = simulate(phase, m, noise=False)
+    rotated = simulate(torch.rot90(phase, 1, dims=(-2, -1)), m, noise=False)
+    flipped = simulate(phase.flip(-1), m, noise=False)
+    assert torch.max(torch.abs(rotated - torch.rot90(image, 1, dims=(-2, -1)))) < 1e-12
+    assert torch.max(torch.abs(flipped - image.flip(-1))) < 1e-12

@@ -9,10 +9,9 @@ under the linear map ``A_t`` of the grid coordinates:
 * the objective pupil and the defocus kernel depend on ``|f + u|`` only (isotropic);
 * the pixel grid is square (a quarter turn also needs H == W);
 * the Abbe source points, with their weights, map onto themselves under ``A_t``: our
-  lattice (:func:`chromaqpi.optics.pupil.source_points`) is point-symmetric and mirror
-  symmetric, so the flips and the half turn always qualify, but rings of 6, 10, ...
-  points are not invariant under a quarter turn, so quarter turns and transposes qualify
-  only for coherent illumination or very few source points;
+  rings (:func:`chromaqpi.optics.pupil.source_points`) hold multiples of four equally
+  spaced points, so all eight elements qualify; :func:`source_invariant` checks it
+  numerically for any lattice;
 * no colour-filter mosaic: a flipped RGGB mosaic is a BGGR/GRBG one, a different camera,
   so Bayer microscopes get the identity only. (Random crops of Bayer data keep even
   offsets for the same reason.)

@@ -24,9 +24,10 @@ def frequency_grid(shape: tuple[int, int], dx_um: float, *, dtype=torch.float64,
 def source_points(na_condenser: float, n_target: int) -> tuple[np.ndarray, np.ndarray]:
     """Abbe source points in direction cosines for a uniform condenser disk.
 
-    Equal-width annuli, each sampled by an even number of equally spaced points
+    Equal-width annuli, each sampled by a multiple of four equally spaced points
     at the radius that preserves the annulus' second moment, and weighted by
-    the annulus area. Even counts make the set point-symmetric (ν -> -ν), so
+    the annulus area. The set is invariant under flips and quarter turns (so is
+    the simulator, which makes D4 augmentations exact) and point-symmetric, so
     in-focus phase contrast vanishes and ±z symmetry holds exactly; matching
     the disk's radial moments makes the image converge much faster with the
     number of points than a clipped square lattice does.
@@ -41,7 +42,7 @@ def source_points(na_condenser: float, n_target: int) -> tuple[np.ndarray, np.nd
     rings = max(1, int(round(math.sqrt(n_target))))
     points, weights = [np.zeros((1, 2))], [np.ones(1)]  # central disk of radius NA/rings
     for k in range(1, rings):
-        count = 2 * int(math.ceil((2 * k + 1) / 2))
+        count = 4 * int(math.ceil((2 * k + 1) / 4))  # multiples of 4: symmetric under quarter turns
         radius = na_condenser / rings * math.sqrt((k**2 + (k + 1) ** 2) / 2)
         theta = 2 * math.pi * (np.arange(count) + 0.5 * (k % 2)) / count
         points.append(radius * np.stack([np.sin(theta), np.cos(theta)], axis=1))
