@@ -1,0 +1,97 @@
+"""Iterative retrieval with the differentiable simulator, and the refine() step."""
+
+import pytest
+import torch
+from solver_cases import rel_rms_after_offset, seeded_noise
+
+from chromaqpi import Microscope, reconstruct, simulate
+from chromaqpi.errors import ConfigError, InputError
+from chromaqpi.optics.simulator import get_simulator
+from chromaqpi.solvers.iterative import _fit_one, fast_microscope, refine
+
+
+@pytest.fixture(scope="module")
+def paper2():
+    return Microscope.from_preset("paper-2shot")
+
+
+@pytest.fixture(scope="module")
+def natural_phase():
+    """A 64 x 70 crop of a natural photograph mapped to [0, 3.5] rad (the paper's protocol)."""
+    from skimage import data
+
+    crop = torch.as_tensor(data.camera()[180:244, 200:270], dtype=torch.float64)
+    return 3.5 * (crop - crop.min()) / (crop.max() - crop.min())
+
+
+def test_beats_tie_on_noiseless_two_shot(paper2, natural_phase):
+    # paper-2shot kind: coherent ±1 µm, natural image spanning 3.5 rad. TIE is
+    # limited by the nonlinearity of sharp, large phase steps; the exact model is not.
+    img = simulate(natural_phase, paper2, noise=False)
+    tie = rel_rms_after_offset(reconstruct(img, paper2, method="tie")[0], natural_phase)
+    it = rel_rms_after_offset(reconstruct(img, paper2, method="iterative", max_iter=60)[0], natural_phase)
+    assert it < 0.3 * tie, (it, tie)
+
+
+def test_refine_keeps_the_exact_solution(paper2, smooth_random_phase):
+    img = simulate(smooth_random_phase, paper2, noise=False)
+    out = refine(img, paper2, smooth_random_phase, steps=5, tv=0.0)
+    assert rel_rms_after_offset(out[0], smooth_random_phase) < 1e-6
+
+
+def test_refine_improves_a_perturbed_estimate(paper2, smooth_random_phase):
+    img = simulate(smooth_random_phase, paper2, noise=False)
+    start = smooth_random_phase + 0.3 * torch.sin(torch.arange(53, dtype=torch.float64) / 5)[None, :]
+    before = rel_rms_after_offset(start, smooth_random_phase)
+    after = rel_rms_after_offset(refine(img, paper2, start, steps=50)[0], smooth_random_phase)
+    assert after < 0.05 * before
+
+
+def test_auto_tv_is_off_for_clean_band_limited_data_and_helps_with_noise():
+    m = Microscope.from_preset("paper-2shot").replace(optics={"na_objective": 0.5}, name="t")
+    y, x = torch.meshgrid(torch.arange(48.0, dtype=torch.float64), torch.arange(51.0, dtype=torch.float64),
+                          indexing="ij")
+    phase = 1.5 * (((y - 24) ** 2 + (x - 20) ** 2) < 150).double()
+    img = simulate(phase, m, noise=False)
+    noisy = img + seeded_noise(img.shape, 0.05, 3)
+    plain = rel_rms_after_offset(reconstruct(noisy, m, method="iterative", max_iter=40, tv=0.0)[0], phase)
+    auto = rel_rms_after_offset(reconstruct(noisy, m, method="iterative", max_iter=40)[0], phase)
+    assert auto < 0.8 * plain, (auto, plain)
+
+
+def test_early_stopping_on_relative_change(paper2, smooth_random_phase):
+    img = simulate(smooth_random_phase, paper2, noise=False)
+    sim = get_simulator(paper2, img.shape[-2:], dtype=img.dtype)
+    precond = torch.ones(img.shape[-2:], dtype=img.dtype)
+    kw = dict(loss="amplitude", tv=0.0, tikhonov=0.0, optimizer="adam", lr=1e-9, max_iter=50)
+    _, losses = _fit_one(img, sim, torch.zeros_like(img[:, 0]), precond, tol=1e-3, **kw)
+    assert len(losses) == 6  # five calm iterations after the first
+    _, losses = _fit_one(img, sim, torch.zeros_like(img[:, 0]), precond, tol=0.0, **kw)
+    assert len(losses) == 50
+
+
+def test_fast_microscope_reduces_quadrature():
+    m = fast_microscope(Microscope.from_preset("default"))
+    assert m.spectra.n_wavelengths == 7 and m.optics.source_points == 12
+    small = Microscope.from_preset("default").replace(spectra={"n_wavelengths": 3}, optics={"source_points": 4})
+    assert fast_microscope(small) == small
+
+
+def test_fast_mode_on_polychromatic_preset():
+    m = Microscope.from_preset("default").replace(spectra={"n_wavelengths": 7}, optics={"source_points": 12})
+    y, x = torch.meshgrid(torch.arange(40.0, dtype=torch.float64), torch.arange(42.0, dtype=torch.float64),
+                          indexing="ij")
+    phase = 1.0 * torch.exp(-((y - 20) ** 2 + (x - 21) ** 2) / 40)
+    img = simulate(phase, m, noise=False)
+    tie = rel_rms_after_offset(reconstruct(img, m, method="tie")[0], phase)
+    it = rel_rms_after_offset(reconstruct(img, m, method="iterative", fast=True, max_iter=15)[0], phase)
+    assert it < tie
+
+
+def test_invalid_arguments(paper2):
+    img = torch.ones(2, 16, 16, dtype=torch.float64)
+    for bad in ({"init": "magic"}, {"loss": "l1"}, {"optimizer": "sgd"}, {"tv": -1.0}, {"max_iter": -2}):
+        with pytest.raises(ConfigError):
+            reconstruct(img, paper2, method="iterative", **bad)
+    with pytest.raises(InputError, match="init_phase"):
+        refine(img[None], paper2, torch.zeros(15, 16))
