@@ -108,8 +108,8 @@ def reconstruct_tiled(fn: Callable, images: torch.Tensor, *, tile: int = 256, ov
         norm[y:y + th, x:x + tw] += weight2d
         if out_std is not None:
             out_std[y:y + th, x:x + tw] += weight2d * stds[k]
+    # The offsets sum to zero, so the model's own absolute level is kept on average.
     phase = (out / norm)[:h, :w]
-    phase = phase - phase.mean()
     std = None if out_std is None else (out_std / norm)[:h, :w].to(images.dtype)
     return phase.to(images.dtype), std
 

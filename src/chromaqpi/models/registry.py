@@ -370,8 +370,9 @@ def _cached_model(name_or_path, device) -> nn.Module:
     return _LOADED[key]
 
 
-def _default_model_name(kind: str) -> str:
-    for name in (kind, "default"):
+def _default_model_name(kind: str, microscope_name: str | None = None) -> str:
+    # A shipped model named after the microscope preset (e.g. "paper-2shot") wins.
+    for name in (microscope_name, kind, "default"):
         if name in list_models():
             return name
     raise WeightsError(f"no trained {kind!r} model is installed; pass model=PATH to a checkpoint directory")
@@ -381,6 +382,7 @@ def reconstruct_with_model(
     images: torch.Tensor, microscope, *, kind: str, model: str | Path | nn.Module | None = None,
     steps: int = 25, samples: int = 1, sampler: str = "ddim", generator=None,
     condition: torch.Tensor | None = None, device: str | torch.device | None = None,
+    tile: int = 256, overlap: int = 48, return_std: bool = False, refine: int = 0, progress: bool = False,
 ) -> torch.Tensor:
     """Phase from images with a learned model (the body of each model module's ``reconstruct``).
 
@@ -397,6 +399,16 @@ def reconstruct_with_model(
         like ``kind``, else ``"default"``.
     steps, samples, sampler, generator
         Sampling options (:meth:`sample` of the model); the posterior mean is returned.
+    tile, overlap : int
+        Images larger than ``tile`` are reconstructed in overlapping tiles, blended smoothly
+        with per-tile offsets harmonised (:mod:`chromaqpi.tiling`): any size, bounded memory.
+    return_std : bool
+        Also return the per-pixel posterior standard deviation over ``samples`` draws.
+    refine : int
+        Data-consistency steps of the iterative solver (``chromaqpi.solvers.iterative.refine``,
+        reduced quadrature) started from the model's estimate; 0 = none.
+    progress : bool
+        Progress bar over tiles.
     condition : torch.Tensor, optional
         (B, Cc, H, W) extra conditioning planes, stacked after the normalised images.
     device : str or torch.device, optional
@@ -404,14 +416,18 @@ def reconstruct_with_model(
 
     Returns
     -------
-    torch.Tensor
+    torch.Tensor, or (phase, std) with ``return_std``
         (B, H, W) phase in radians, float32, on the images' device.
     """
     import warnings
 
     device = torch.device(device) if device is not None else images.device
-    net = model if isinstance(model, nn.Module) else _cached_model(model or _default_model_name(kind), device)
-    if net.kind != kind:
+    torch.set_flush_denormal(True)  # subnormals slow CPU convolutions several-fold
+    net = model if isinstance(model, nn.Module) else _cached_model(
+        model or _default_model_name(kind, getattr(microscope, "name", None)), device)
+    # A ZMD checkpoint carries its mean network: method "mean" can use it directly.
+    predictor = net.mean if (kind == "mean" and net.kind == "zmd") else net
+    if predictor.kind != kind:
         raise ConfigError(f"model {model!r} is a {net.kind!r} model, not {kind!r}")
     card = getattr(net, "card", {}) or {}
     problems = microscope_family_warnings(card.get("microscope"), microscope)
@@ -423,7 +439,27 @@ def reconstruct_with_model(
     if x.shape[1] != net.config.in_channels:
         raise ConfigError(f"model expects {net.config.in_channels} input channels (images + condition), "
                           f"got {x.shape[1]}")
-    x, (h, w) = _pad_to_stride(x, net.stride)
-    with torch.no_grad():
-        phase = net.sample(x, steps=steps, generator=generator, sampler=sampler, samples=samples).mean
-    return phase[:, 0, :h, :w].to(images.device)
+
+    def run_tiles(tiles: torch.Tensor):
+        with torch.no_grad():
+            res = predictor.sample(tiles, steps=steps, generator=generator, sampler=sampler, samples=samples)
+        if return_std and res.std is not None:
+            return res.mean[:, 0], res.std[:, 0]
+        return res.mean[:, 0]
+
+    from chromaqpi.tiling import reconstruct_tiled
+
+    phases, stds = [], []
+    for image in x:
+        phase, std = reconstruct_tiled(run_tiles, image, tile=tile, overlap=overlap, multiple=predictor.stride,
+                                       progress=progress)
+        phases.append(phase)
+        stds.append(std if std is not None else torch.zeros_like(phase))
+    phase = torch.stack(phases).to(images.device)
+    if refine:
+        from chromaqpi.solvers.iterative import refine as refine_phase
+
+        phase = refine_phase(images, microscope, phase.to(images.dtype), steps=int(refine), fast=True).to(phase.dtype)
+    if return_std:
+        return phase, torch.stack(stds).to(images.device)
+    return phase
