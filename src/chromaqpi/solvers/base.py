@@ -29,6 +29,7 @@ from chromaqpi.microscope import Microscope
 
 # Classical solvers, imported on first use.
 _REGISTRY: dict[str, Callable | str] = {
+    "constant": "chromaqpi.solvers.base:constant",
     "tie": "chromaqpi.solvers.tie:tie",
     "wotf": "chromaqpi.solvers.wotf:wotf",
     "iterative": "chromaqpi.solvers.iterative:iterative",
@@ -240,6 +241,15 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     if is_numpy:
         return phase.detach().cpu().numpy().astype(in_dtype, copy=False)
     return phase.detach().to(in_dtype)
+
+
+def constant(images: torch.Tensor, microscope: Microscope) -> torch.Tensor:
+    """Trivial baseline: a flat phase map, (B, H, W) zeros.
+
+    After the offset convention and the metrics' offset alignment this is the
+    best constant predictor for each image (a lower bound any method must beat).
+    """
+    return torch.zeros_like(images[:, 0])
 
 
 def phase_to_opd_nm(phase, microscope: Microscope | str):
