@@ -1,0 +1,154 @@
+"""Export trained runs as the shipped models: fp16 safetensors + config.json + MODEL_CARD.md.
+
+Usage: python scripts/export_shipped.py [FAMILY ...]   (default: default paper-2shot paper-rgb)
+
+Reads runs/zmd-FAMILY/checkpoints/best (EMA weights with the best validation
+MAE; falls back to last), writes src/chromaqpi/weights/FAMILY/. The card's
+``microscope`` entry lists the family's ranges so that inference warns when a
+microscope falls outside them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from chromaqpi.datasets.randomize import resolve_ranges
+from chromaqpi.models.registry import read_card, read_weights
+from chromaqpi.training.checkpoint import write_model_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_BYTES = 25 * 2**20
+
+
+def family_envelope(family: str) -> dict:
+    """Microscope fields (dotted) -> value or [low, high] covered by the training family."""
+    r = resolve_ranges(family)
+    base = r.base_microscope()
+    env: dict = {"n_channels": base.n_channels}
+    if r.objectives:
+        nas = [o.na for o in r.objectives]
+        env["optics.na_objective"] = [min(nas) * (1 - r.na_jitter), max(nas) * (1 + r.na_jitter)]
+        mags = [o.magnification for o in r.objectives]
+        env["sampling.pixel_size_um"] = [r.camera_pixel_um[0] / max(mags), r.camera_pixel_um[1] / min(mags)]
+    else:
+        env["sampling.pixel_size_um"] = base.sampling.pixel_size_um
+        env["optics.na_objective"] = base.optics.na_objective
+    if r.n_medium:
+        env["optics.n_medium"] = list(r.n_medium)
+    return env
+
+
+def training_summary(run: Path) -> dict:
+    rows = list(csv.DictReader(open(run / "train.csv")))
+    cfg = json.loads((run / "train_config.json").read_text())
+    val = []
+    if (run / "val.csv").exists():
+        val = list(csv.DictReader(open(run / "val.csv")))
+    return {"steps": int(rows[-1]["step"]) if rows else 0, "config": cfg, "last": rows[-1] if rows else {},
+            "val": val, "samples_per_s": float(rows[-1].get("samples_per_s", "nan")) if rows else float("nan")}
+
+
+def dataset_summary(folder: str) -> dict:
+    manifest = json.loads((ROOT / folder / "manifest.json").read_text())
+    keep = ("sources", "family", "n", "size", "seed", "chromaqpi_version")
+    return {k: manifest.get(k, manifest.get("config", {}).get(k)) for k in keep}
+
+
+def model_card(family: str, card: dict, summary: dict, size_bytes: int) -> str:
+    cfg = summary["config"]
+    data = cfg.get("data", {}).get("description", {})
+    val_lines = "\n".join(f"| {v.get('step')} | {float(v.get('mae_rad', 'nan')):.4f} | "
+                          f"{float(v.get('mae_raw_rad', 'nan')):.4f} |" for v in summary["val"]) or "| - | - | - |"
+    model = card["model"]
+    n_params = sum(p.numel() for p in _params(card))
+    train_data = dataset_summary(data.get("data", "")) if data.get("data") else {}
+    val_data = dataset_summary(data.get("val")) if data.get("val") else {}
+    steps, batch = summary["steps"], cfg.get("data", {}).get("batch_size")
+    return f"""# Model card: `{family}` (Zero-Mean Diffusion)
+
+ZMD = a mean network mu(X) (also served as `method="mean"`) plus a conditional diffusion model
+with a learned per-pixel schedule (CVDM) on the residual (Y - mu)/sigma_zmd. Output: phase in
+radians at the reference wavelength of the `{family}` family's base microscope.
+
+## Use
+```python
+chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscope_preset']}"), method="zmd",
+                      model="{family}", steps=25, samples=1)
+```
+
+## Data
+- training set: `{json.dumps(train_data)}`
+- validation set: `{json.dumps(val_data)}`
+- microscope family (domain randomisation, see `chromaqpi.datasets.randomize`): `{family}`;
+  inference warns outside this envelope: `{json.dumps(card['microscope'])}`
+- input normalisation: `{card.get('input_normalisation')}`; training crops {data.get('crop')} px with
+  the dihedral augmentations the physics allows.
+
+## Configuration
+- {n_params / 1e6:.2f} M parameters; mean U-Net and noise U-Net `{json.dumps(model.get('unet'))}`;
+  sigma_zmd = {model.get('sigma_zmd', 0.5)} rad.
+- AdamW lr {cfg.get('optim', {}).get('lr')}, {cfg.get('schedule', {}).get('lr_schedule')} schedule,
+  EMA {cfg.get('optim', {}).get('ema_decay')}, batch {batch}, {steps} steps, seed {cfg.get('seed')}.
+- weights: fp16 safetensors, {size_bytes / 2**20:.1f} MiB, sha256 `{card['weights']['sha256']}`
+  (verified at load).
+
+## Training
+- hardware: {platform.processor() or platform.machine()}, 2 CPU cores shared with other jobs, no GPU;
+  {summary['samples_per_s']:.1f} samples/s at the end of training.
+- command: `STEPS={steps} FAMILIES={family} bash scripts/train_shipped.sh` then
+  `python scripts/export_shipped.py {family}` (datasets: see the header of `scripts/train_shipped.sh`).
+- scale up unchanged on GPUs: `torchrun --nproc_per_node N -m chromaqpi.cli.main train --model zmd
+  --data on-the-fly --microscope {family} --width 64 --levels 4 --blocks 2 ...`.
+
+## Validation (held-out validation shards, EMA weights, 10 DDIM steps)
+| step | aligned MAE (rad) | raw MAE (rad) |
+|---|---|---|
+{val_lines}
+
+Test-set metrics for every method are in `benchmarks/results/accuracy.md`.
+
+## Limitations
+Trained for {steps} steps on {train_data.get('n', '?')} samples on a CPU: a small model, far from converged.
+Real microscopes outside the family envelope, stained (absorbing) samples, JPEG-compressed images and
+lateral chromatic misregistration are not covered by the training data.
+"""
+
+
+def _params(card):
+    from chromaqpi.models.registry import build_model
+
+    return build_model(card["model"]).parameters()
+
+
+def export(family: str) -> None:
+    run = ROOT / "runs" / f"zmd-{family}"
+    src = run / "checkpoints" / "best"
+    if not (src / "config.json").exists():
+        src = run / "checkpoints" / "last"
+    card = read_card(src)
+    tensors = read_weights(src / card["weights"]["file"], sha256=card["weights"].get("sha256"))
+    base = resolve_ranges(family).base_microscope()
+    card = {k: v for k, v in card.items() if k != "weights"}
+    card["microscope"] = family_envelope(family)
+    card["microscope_preset"] = base.name
+    dst = ROOT / "src" / "chromaqpi" / "weights" / family
+    dst.mkdir(parents=True, exist_ok=True)
+    write_model_dir(dst, tensors, card, dtype=torch.float16)
+    size = (dst / "model.safetensors").stat().st_size
+    if size > MAX_BYTES:
+        sys.exit(f"{family}: {size / 2**20:.1f} MiB exceeds the 25 MiB limit")
+    card = read_card(dst)
+    card["microscope_preset"] = base.name
+    (dst / "MODEL_CARD.md").write_text(model_card(family, card, training_summary(run), size))
+    print(f"exported {family}: {size / 2**20:.1f} MiB from {src}")
+
+
+if __name__ == "__main__":
+    for fam in sys.argv[1:] or ["default", "paper-2shot", "paper-rgb"]:
+        export(fam)
