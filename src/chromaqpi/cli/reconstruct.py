@@ -61,12 +61,14 @@ def method_options(args) -> dict:
         options["steps"] = args.steps
     if args.samples > 1:
         options["samples"] = args.samples
+        options["return_std"] = True
     if args.refine:
         options["refine"] = args.refine
     if args.method in {"mean", "ddpm", "cvdm", "zmd"}:
         import torch
 
         options["generator"] = torch.Generator().manual_seed(args.seed)
+        options["progress"] = True
     return options
 
 

@@ -208,7 +208,9 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     -------
     Phase (rad) at ``microscope.optics.wavelength_ref_um``: (H, W) or (B, H, W)
     matching the input batching, same container type (numpy/torch), dtype
-    and device as ``images``.
+    and device as ``images``. Learned methods called with ``return_std=True``
+    return ``(phase, std)``, the per-pixel posterior standard deviation over
+    ``samples`` draws.
 
     Notes
     -----
@@ -233,14 +235,21 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     _check_options(method, fn, options)
     batch, batched = as_image_batch(images, microscope.n_channels)
     is_numpy, in_dtype = isinstance(images, np.ndarray), images.dtype
-    phase = fn(batch, microscope, **options)
+    result = fn(batch, microscope, **options)
+    phase, std = result if isinstance(result, tuple) else (result, None)
     if phase.shape != (batch.shape[0], *batch.shape[-2:]):
         raise RuntimeError(f"method {method!r} returned shape {tuple(phase.shape)}, expected (B, H, W)")
     phase = phase - _reference(phase, reference_mask)
-    phase = phase if batched else phase[0]
+    outputs = [_finish(t, batched, is_numpy, in_dtype) for t in (phase, std) if t is not None]
+    return tuple(outputs) if std is not None else outputs[0]
+
+
+def _finish(t: torch.Tensor, batched: bool, is_numpy: bool, dtype):
+    """Drop the batch axis if the input had none; match the input's container and dtype."""
+    t = t if batched else t[0]
     if is_numpy:
-        return phase.detach().cpu().numpy().astype(in_dtype, copy=False)
-    return phase.detach().to(in_dtype)
+        return t.detach().cpu().numpy().astype(dtype, copy=False)
+    return t.detach().to(dtype)
 
 
 def constant(images: torch.Tensor, microscope: Microscope) -> torch.Tensor:
