@@ -39,11 +39,19 @@ def main():
     parser.add_argument("--batch", type=int, default=2, help="training batch size")
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 100], help="ZMD sampler steps K")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
+    parser.add_argument("--shipped", action="store_true",
+                        help="the shipped models' architecture (width 16, 3 levels, 1 block) instead of the default")
     args = parser.parse_args()
+    torch.set_flush_denormal(True)  # as training and inference do
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    mean, zmd = build_model({"kind": "mean"}), build_model({"kind": "zmd"})
+    if args.shipped:
+        from chromaqpi.cli.train import model_config
+
+        mean, zmd = (build_model(model_config(kind, 3, 16, 3, 1)) for kind in ("mean", "zmd"))
+    else:
+        mean, zmd = build_model({"kind": "mean"}), build_model({"kind": "zmd"})
     batch = batch_of(args.size, args.batch)
     x = batch_of(args.size, 1)["input"]
 
@@ -66,7 +74,9 @@ def main():
         load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     body = (f"{table1}\n\n{table2}\n\nLoad average at the end (1, 5, 15 min): {load}. On a shared CPU the "
             "numbers vary with other jobs; ZMD inference is about (K + 2) noise-net-sized calls.")
-    write_results("models", "Learned models: training and inference cost", body)
+    name = "models-shipped" if args.shipped else "models"
+    arch = "shipped architecture (width 16, 3 levels, 1 block)" if args.shipped else "default architecture"
+    write_results(name, f"Learned models: training and inference cost, {arch}", body)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from chromaqpi.training.checkpoint import write_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BYTES = 25 * 2**20
+CLIP_RESIDUAL = 4.0
 
 
 def family_envelope(family: str) -> dict:
@@ -92,7 +93,7 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
 
 ## Configuration
 - {n_params / 1e6:.2f} M parameters; mean U-Net and noise U-Net `{json.dumps(model.get('unet'))}`;
-  sigma_zmd = {model.get('sigma_zmd', 0.5)} rad.
+  sigma_zmd = {model.get('sigma_zmd', 0.5)} rad; sampled residual clipped to ±{model.get('clip_residual')} sigma_zmd.
 - AdamW lr {cfg.get('optim', {}).get('lr')}, {cfg.get('schedule', {}).get('lr_schedule')} schedule,
   EMA {cfg.get('optim', {}).get('ema_decay')}, batch {batch}, {steps} steps, seed {cfg.get('seed')}.
 - weights: fp16 safetensors, {size_bytes / 2**20:.1f} MiB, sha256 `{card['weights']['sha256']}`
@@ -136,6 +137,9 @@ def export(family: str) -> None:
     base = resolve_ranges(family).base_microscope()
     card = {k: v for k, v in card.items() if k != "weights"}
     card["microscope"] = family_envelope(family)
+    # Briefly trained noise nets can make the residual sample diverge; bound it to
+    # ±4 sigma_zmd (a sampling setting, not a weight).
+    card["model"]["clip_residual"] = CLIP_RESIDUAL
     card["microscope_preset"] = base.name
     dst = ROOT / "src" / "chromaqpi" / "weights" / family
     dst.mkdir(parents=True, exist_ok=True)
