@@ -56,9 +56,10 @@ def training_summary(run: Path) -> dict:
 
 
 def dataset_summary(folder: str) -> dict:
-    manifest = json.loads((ROOT / folder / "manifest.json").read_text())
-    keep = ("sources", "family", "n", "size", "seed", "chromaqpi_version")
-    return {k: manifest.get(k, manifest.get("config", {}).get(k)) for k in keep}
+    config = json.loads((ROOT / folder / "manifest.json").read_text()).get("config", {})
+    sources = ", ".join(f"{s['name']}:{s['weight']}" for s in config.get("sources", []))
+    return {"folder": folder, "sources": sources, "family": config.get("family", {}).get("name"),
+            "n": config.get("n"), "shape": config.get("shape"), "seed": config.get("seed")}
 
 
 def model_card(family: str, card: dict, summary: dict, size_bytes: int) -> str:
@@ -102,7 +103,7 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
 ## Training
 - hardware: {platform.processor() or platform.machine()}, 2 CPU cores shared with other jobs, no GPU;
   {summary['samples_per_s']:.1f} samples/s at the end of training.
-- command: `STEPS={steps} FAMILIES={family} bash scripts/train_shipped.sh` then
+- command: `STEPS={cfg.get('schedule', {}).get('steps')} FAMILIES={family} bash scripts/train_shipped.sh` then
   `python scripts/export_shipped.py {family}` (datasets: see the header of `scripts/train_shipped.sh`).
 - scale up unchanged on GPUs: `torchrun --nproc_per_node N -m chromaqpi.cli.main train --model zmd
   --data on-the-fly --microscope {family} --width 64 --levels 4 --blocks 2 ...`.
@@ -115,7 +116,7 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
 Test-set metrics for every method are in `benchmarks/results/accuracy.md`.
 
 ## Limitations
-Trained for {steps} steps on {train_data.get('n', '?')} samples on a CPU: a small model, far from converged.
+Trained for {steps} steps (batch {batch}) on {train_data.get('n', '?')} samples on a CPU: a small model, far from converged.
 Real microscopes outside the family envelope, stained (absorbing) samples, JPEG-compressed images and
 lateral chromatic misregistration are not covered by the training data.
 """
