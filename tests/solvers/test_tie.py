@@ -1,12 +1,14 @@
 """TIE solvers against analytic phases and exact (angular-spectrum) simulated images."""
 
+import math
+
 import pytest
 import torch
 from solver_cases import gaussian, paraboloid, planes_microscope, rel_rms_after_offset, seeded_noise, two_shot
 
 from chromaqpi import Microscope, reconstruct, simulate
 from chromaqpi.errors import ConfigError
-from chromaqpi.solvers.tie import defocus_coordinates, derivative_fit
+from chromaqpi.solvers.tie import chromatic_alpha_floor, defocus_coordinates, derivative_fit
 
 SHAPE = (150, 163)  # odd, non-square: exposes FFT-shift and padding bugs
 
@@ -54,8 +56,17 @@ def test_chromatic_three_plane_opd_model():
     m = planes_microscope([(0.62, 1.2), (0.53, 0.1), (0.46, -0.9)], na=0.5, n=1.33, lam_ref=0.53)
     assert defocus_coordinates(m) == pytest.approx([1.2, 0.1, -0.9])
     phase = gaussian(SHAPE, 1.5, 1.5, 0.1)
-    out = reconstruct(simulate(phase, m, noise=False), m, method="tie")[0]
+    out = reconstruct(simulate(phase, m, noise=False), m, method="tie", regularization=0.0)[0]
     assert rel_rms_after_offset(out, phase) < 0.02
+
+
+def test_chromatic_cutoff_floor_only_for_colour_stacks_behind_a_pupil():
+    colour = planes_microscope([(0.62, 1.2), (0.53, 0.1), (0.46, -0.9)], na=0.5)
+    field_um = 200 * 0.1
+    assert chromatic_alpha_floor(colour, (150, 200)) == pytest.approx((2 * math.pi * 3 / field_um) ** 4)
+    assert chromatic_alpha_floor(two_shot(1.0, na=0.5), (150, 200)) == 0  # one wavelength
+    assert chromatic_alpha_floor(Microscope.from_preset("paper-rgb"), (150, 200)) == 0  # no pupil
+    assert chromatic_alpha_floor(Microscope.from_preset("default"), (150, 200)) > 0
 
 
 def test_constant_phase_model_single_sided_uses_unit_in_focus_intensity():
