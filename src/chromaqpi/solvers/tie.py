@@ -55,7 +55,7 @@ def derivative_fit(images: torch.Tensor, zeta: list[float], *, order: int = 1, i
     order : degree of the polynomial ``I(ζ) = I0 + ∂I·ζ + ...`` fitted per pixel.
     in_focus : ``"fit"`` (I0 is a free intercept), ``"unity"`` (pure-phase,
         flat-fielded sample: I(0) = 1 is a known point) or ``"auto"`` (``"fit"``
-        unless the ζ spread is too small for an intercept: std/rms < 0.5).
+        unless the ζ spread is too small for an intercept: std/rms < 0.2).
 
     Returns
     -------
