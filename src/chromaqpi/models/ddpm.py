@@ -152,18 +152,3 @@ class DDPMModel(nn.Module):
     def predict(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         """Posterior-mean estimate (B, out_channels, H, W) in radians; kwargs as :meth:`sample`."""
         return self.sample(x, **kwargs).mean
-
-
-def reconstruct(
-    images: torch.Tensor, microscope, *, model=None, steps: int = 25, samples: int = 1, sampler: str = "ddim",
-    generator=None, condition: torch.Tensor | None = None, device=None, tile: int = 256, overlap: int = 48,
-    return_std: bool = False, refine: int = 0, progress: bool = False,
-) -> torch.Tensor:
-    """Phase (B, H, W) in radians with a trained ddpm model: the ``method="ddpm"`` entry of
-    :func:`chromaqpi.reconstruct`; options as :func:`chromaqpi.models.registry.reconstruct_with_model`."""
-    from chromaqpi.models.registry import reconstruct_with_model  # the registry imports this module
-
-    return reconstruct_with_model(images, microscope, kind="ddpm", model=model, steps=steps, samples=samples,
-                                  sampler=sampler, generator=generator, condition=condition, device=device,
-                                  tile=tile, overlap=overlap, return_std=return_std, refine=refine,
-                                  progress=progress)

@@ -35,13 +35,13 @@ _REGISTRY: dict[str, Callable | str] = {
     "iterative": "chromaqpi.solvers.iterative:iterative",
 }
 
-# Learned methods: listed once their module exists; the module must define
+# Learned methods (chromaqpi.models.methods), listed once that module exists; each entry is
 # ``reconstruct(images, microscope, **options)`` with the contract above.
 _LEARNED: dict[str, str] = {
-    "mean": "chromaqpi.models.mean:reconstruct",
-    "ddpm": "chromaqpi.models.ddpm:reconstruct",
-    "cvdm": "chromaqpi.models.cvdm:reconstruct",
-    "zmd": "chromaqpi.models.zmd:reconstruct",
+    "mean": "chromaqpi.models.methods:mean",
+    "ddpm": "chromaqpi.models.methods:ddpm",
+    "cvdm": "chromaqpi.models.methods:cvdm",
+    "zmd": "chromaqpi.models.methods:zmd",
 }
 
 # Options handled here, available to every method.
