@@ -61,6 +61,7 @@ def main():
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--quick", action="store_true", help="only mean and 1-sample ZMD among the learned rows")
+    parser.add_argument("--skip", default="", help="comma-separated methods to leave out (e.g. iterative)")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     register_variants(args.steps, 4, 10)
@@ -70,7 +71,8 @@ def main():
         samples = load_evalset(name, n=args.n, progress=True)
         items = [{"images": s.images, "phase": s.phase,
                   **({"labels": s.mask} if s.mask is not None else {})} for s in samples]
-        methods = methods_for(spec.microscope, args.quick)
+        skip = set(args.skip.split(","))
+        methods = [m for m in methods_for(spec.microscope, args.quick) if m not in skip]
         options = {m: {"generator": torch.Generator().manual_seed(0)} for m in methods if m.startswith("bench:")
                    and m != "bench:mean"}
         # The default preset is costly to simulate: there the iterative solver uses its
