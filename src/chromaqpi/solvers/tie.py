@@ -13,16 +13,14 @@ import torch
 
 from chromaqpi.errors import ConfigError
 from chromaqpi.microscope import Microscope, effective_defocus_um, effective_wavelength_um
-from chromaqpi.solvers.fourier import alpha_grid, crop, k_squared, mirror_pad, resolve_padding, risk_alpha
+from chromaqpi.solvers.fourier import (alpha_grid, crop, floor_frequency, k_squared, mirror_pad, resolve_padding,
+                                      risk_alpha)
 from chromaqpi.solvers.noise import noise_variance
 
 # Relative spread std(ζ)/rms(ζ) below which an intercept fit is ill-conditioned
 # and "auto" anchors I(0) = 1 instead: paper-rgb (0.14) is anchored, the default
 # preset (0.29) is fitted -- the better choice for each on its evaluation set.
 _MIN_SPREAD = 0.2
-# Floor of the automatic cut-off, in cycles per field of view, for stacks whose
-# channels differ in wavelength and pass a finite pupil (see tie(), Notes).
-_CHROMATIC_FLOOR_CYCLES = 3.0
 
 
 def defocus_coordinates(microscope: Microscope) -> list[float]:
@@ -108,7 +106,7 @@ def inverse_laplacian(rhs_hat: torch.Tensor, k2: torch.Tensor, alpha) -> torch.T
 
 
 def tie_alpha(rhs_hat: torch.Tensor, k2: torch.Tensor, regularization, noise_var: torch.Tensor,
-              floor: float = 0.0) -> torch.Tensor:
+              floor: torch.Tensor | float = 0.0) -> torch.Tensor:
     """Regularisation weight α (B,) in (rad/µm)⁴ for :func:`inverse_laplacian`.
 
     Parameters
@@ -118,14 +116,15 @@ def tie_alpha(rhs_hat: torch.Tensor, k2: torch.Tensor, regularization, noise_var
     regularization : ``"auto"`` (minimum estimated risk, see :func:`tie`) or a
         cut-off frequency ``f_c`` in cycles/µm (``α = (2πf_c)⁴``; 0 disables it).
     noise_var : (B,) per-pixel noise variance of ``g``.
-    floor : lower bound of the automatic α, (rad/µm)⁴.
+    floor : lower bound of the automatic α, (rad/µm)⁴, scalar or (B,).
     """
     batch = rhs_hat.shape[0]
     if regularization == "auto":
         s = k2**2
         noise_power = noise_var * k2.numel()
         alpha = risk_alpha(s, rhs_hat.abs() ** 2 * s, noise_power, alpha_grid(s.max(), decades=16))
-        return torch.clamp(alpha, min=floor).to(device=k2.device, dtype=k2.dtype)
+        alpha = torch.maximum(alpha, torch.as_tensor(floor, dtype=alpha.dtype, device=alpha.device))
+        return alpha.to(device=k2.device, dtype=k2.dtype)
     if isinstance(regularization, (int, float)) and not isinstance(regularization, bool) and regularization >= 0:
         value = (2 * math.pi * float(regularization)) ** 4
         return torch.full((batch,), value, dtype=k2.dtype, device=k2.device)
@@ -141,7 +140,8 @@ def _gradient(field_hat: torch.Tensor, dx_um: float) -> tuple[torch.Tensor, torc
 
 
 def solve_poisson(rhs: torch.Tensor, i0: torch.Tensor, dx_um: float, *, regularization="auto",
-                  noise_var: torch.Tensor | None = None, alpha_floor: float = 0.0, teague: bool = False,
+                  noise_var: torch.Tensor | None = None, alpha_floor: torch.Tensor | float = 0.0,
+                  teague: bool = False,
                   i0_floor: float = 0.1) -> torch.Tensor:
     """Solve ``∇·(I0∇φ) = rhs`` on a periodic (already padded) grid.
 
@@ -152,7 +152,7 @@ def solve_poisson(rhs: torch.Tensor, i0: torch.Tensor, dx_um: float, *, regulari
     dx_um : pixel size (µm).
     regularization : see :func:`tie_alpha`.
     noise_var : (B,) per-pixel noise variance of ``rhs`` (needed for ``"auto"``).
-    alpha_floor : lower bound of the automatic α, (rad/µm)⁴.
+    alpha_floor : lower bound of the automatic α, (rad/µm)⁴, scalar or (B,).
     teague : False: uniform-intensity form ``∇²φ = rhs/mean(I0)``; True:
         Teague's two Poisson solves ``ψ = ∇⁻²rhs``, ``φ = ∇⁻²∇·(∇ψ/I0)``
         (I0 floored at ``i0_floor·mean``; regularisation on the first solve).
@@ -221,13 +221,15 @@ def tie(images: torch.Tensor, microscope: Microscope, *, regularization="auto", 
     decades plus α = 0. Exact data give α = 0; noise raises the low-frequency
     cut-off, which suppresses the 1/f² "cloud" artefact. When the channels
     differ in wavelength and the objective has a finite NA, the cut-off is
-    at least 3 cycles per field of view: light scattered beyond the pupil
+    at least 3 cycles per field of view when light scattered beyond the pupil
     (cut-off NA/λ) leaves a wavelength-dependent, low-frequency intensity
     deficit that the channel regression reads as defocus signal and the
     Poisson solver amplifies as 1/f² -- a model error the noise-based rule
-    cannot see. On 4 samples each of ``phantoms-test`` and ``natural-test``
-    (default preset) the floor cut the offset-aligned MAE from 1.22 to
-    0.64 rad and from 6.7 to 0.52 rad; 2-6 cycles all performed alike.
+    cannot see; it shows as a mean intensity below 1, which switches the floor
+    on per image (:func:`~chromaqpi.solvers.fourier.floor_frequency`). On 4
+    samples each of ``phantoms-test`` and ``natural-test`` (default preset)
+    the floor cut the offset-aligned MAE from 1.22 to 0.64 rad and from 6.7 to
+    0.52 rad; 2-6 cycles all performed alike.
     (GCV, on the TIE data or on the channel data, was tried and rejected:
     it selected α → ∞ or erratic cut-offs.)
 
@@ -248,23 +250,14 @@ def tie(images: torch.Tensor, microscope: Microscope, *, regularization="auto", 
     shape = rhs.shape[-2:]
     phase = solve_poisson(mirror_pad(rhs, padding), mirror_pad(i0, padding), microscope.sampling.pixel_size_um,
                           regularization=regularization, noise_var=noise_var,
-                          alpha_floor=chromatic_alpha_floor(microscope, shape), teague=teague, i0_floor=i0_floor)
+                          alpha_floor=chromatic_alpha_floor(images, microscope), teague=teague, i0_floor=i0_floor)
     return crop(phase, shape)
 
 
-def chromatic_alpha_floor(microscope: Microscope, shape) -> float:
-    """Floor ``(2π·3/L)⁴`` of the automatic α for chromatic stacks behind a pupil, else 0.
-
-    ``L`` is the longer side of the field (µm). Applies when the objective has
-    a finite NA and the channel centroid wavelengths differ by more than 1 %.
-    """
-    if microscope.optics.na_objective <= 0:
-        return 0.0
-    lam = effective_wavelength_um(microscope)
-    if max(lam) - min(lam) <= 0.01 * sum(lam) / len(lam):
-        return 0.0
-    field_um = max(shape) * microscope.sampling.pixel_size_um
-    return (2 * math.pi * _CHROMATIC_FLOOR_CYCLES / field_um) ** 4
+def chromatic_alpha_floor(images: torch.Tensor, microscope: Microscope) -> torch.Tensor:
+    """Per-image floor ``(2π·f_floor)⁴`` of the automatic α, (B,)
+    (see :func:`~chromaqpi.solvers.fourier.floor_frequency`)."""
+    return (2 * math.pi * floor_frequency(images, microscope)) ** 4
 
 
 def _intensity_noise(images: torch.Tensor, microscope: Microscope, noise_std, zeta) -> torch.Tensor:

