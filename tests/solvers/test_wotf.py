@@ -128,7 +128,8 @@ def test_abbe_data_of_a_weak_object_polychromatic():
 
 def test_invalid_options(three_planes):
     img = torch.ones(3, 16, 16, dtype=torch.float64)
-    for bad in ({"alpha": "auto"}, {"alpha": -1.0}, {"tv": -1.0}, {"tv": 1e-3, "absorption": True}):
+    for bad in ({"alpha": "auto"}, {"alpha": -1.0}, {"tv": -1.0}, {"tv": 1e-3, "absorption": True},
+                {"tv": 1e-3, "tv_iterations": 0}):
         with pytest.raises(ConfigError):
             reconstruct(img, three_planes, method="wotf", **bad)
 

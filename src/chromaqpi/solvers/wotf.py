@@ -149,6 +149,8 @@ def invert_wotf(images: torch.Tensor, microscope: Microscope, *, alpha="gcv", ab
     hp, ha = transfer_functions(microscope, field.shape[-2:], dtype=images.dtype, device=images.device)
     if not isinstance(tv, (int, float)) or tv < 0 or (tv > 0 and absorption):
         raise ConfigError("tv must be a number >= 0; TV is available for phase-only inversion (absorption=False)")
+    if isinstance(tv_iterations, bool) or not isinstance(tv_iterations, int) or tv_iterations < 1:
+        raise ConfigError(f"tv_iterations must be an integer >= 1, got {tv_iterations!r}")
     floor = alpha_floor(hp, microscope.sampling.pixel_size_um, floor_frequency(images, microscope))
     alpha_p = floor if tv > 0 and alpha == "gcv" else _alpha(data, hp, alpha, floor)
     if tv > 0:
