@@ -9,6 +9,9 @@ from chromaqpi.models.registry import build_model
 
 # Optimiser steps that reliably give a 10x lower loss on one 2-image batch (lr 5e-3, cosine decay).
 OVERFIT_STEPS = {"mean": 20, "ddpm": 150, "cvdm": 150, "zmd": 150}
+# Required loss reduction. A v-parametrised CVDM starts at the trivial eps_hat = sqrt(1 - g) z, whose loss is
+# already about half of an eps-network's at init (measured 0.54 vs 1.02), so it needs 5x (reaches ~8x).
+OVERFIT_FACTOR = {"mean": 10, "ddpm": 10, "cvdm": 5, "zmd": 10}
 
 
 def expected_loss(model, batch, draws=8):
@@ -35,7 +38,7 @@ def test_each_model_overfits_one_batch(kind, make_model, batch):
     before = expected_loss(model, batch)
     overfit(model, batch, OVERFIT_STEPS[kind])
     after = expected_loss(model, batch)
-    assert after < before / 10, (before, after)
+    assert after < before / OVERFIT_FACTOR[kind], (before, after)
     if kind in ("cvdm", "zmd"):  # the learned schedule stays monotone with pinned ends (PHYSICS 8 #22)
         sch = model.diffusion.schedule
         curve = torch.stack(list(sch.gamma_grid(sch.kappa(batch["input"]), torch.linspace(0, 1, 1000))))
@@ -105,3 +108,25 @@ def test_bad_model_configs_are_rejected():
         build_model({**tiny_config("ddpm"), "sigma_zmd": 0.3})
     with pytest.raises(ConfigError, match="unet"):
         build_model({**tiny_config("mean"), "unet": {"widht": 3}})
+
+
+def test_v_parametrisation_oracle_and_high_noise_bound(make_model, batch, monkeypatch):
+    """eps_hat = sqrt(1-g) z + sqrt(g) v_hat: the exact v gives the exact noise, a zero v-net a bounded Y_hat."""
+    model = make_model("cvdm")
+    diff = model.diffusion
+    assert diff.prediction == "v"
+    y = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    eps = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    g = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 0.98 + 0.01
+    z = g.sqrt() * y + (1 - g).sqrt() * eps
+    v = g.sqrt() * eps - (1 - g).sqrt() * y
+    cond = batch["input"]
+    monkeypatch.setattr(diff.net, "forward", lambda inp, level: v)
+    assert (diff.eps(z, cond, g) - eps).abs().max() < 1e-5  # float32
+    # A network that outputs zero (the init) predicts Y_hat = sqrt(g) z: bounded by |z| even at g = 1e-6,
+    # where an eps-network's error is amplified by 1/sqrt(g) = 1000.
+    monkeypatch.setattr(diff.net, "forward", lambda inp, level: torch.zeros_like(inp[:, :1]))
+    g_small = torch.full_like(g, 1e-6)
+    e = diff.eps(z, cond, g_small)
+    y_hat = (z - (1 - g_small).sqrt() * e) / g_small.sqrt()
+    assert (y_hat - g_small.sqrt() * z).abs().max() < 1e-3 * z.abs().max() + 1e-6

@@ -44,6 +44,8 @@ def add_arguments(parser):
     parser.add_argument("--width", type=int, default=24, help="U-Net base channels (default: %(default)s)")
     parser.add_argument("--levels", type=int, default=4, help="U-Net resolution levels (default: %(default)s)")
     parser.add_argument("--blocks", type=int, default=2, help="residual blocks per U-Net level (default: %(default)s)")
+    parser.add_argument("--sigma-zmd", type=float, default=0.5,
+                        help="ZMD residual scale in rad: about the RMS of Y - mu(X) (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--val-every", type=int, help="validate every N steps")
     parser.add_argument("--seed", type=int, default=0)
@@ -51,13 +53,13 @@ def add_arguments(parser):
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 
-def model_config(kind: str, channels: int, width: int, levels: int, blocks: int = 2) -> dict:
+def model_config(kind: str, channels: int, width: int, levels: int, blocks: int = 2, sigma_zmd: float = 0.5) -> dict:
     mults = [1, 2, 4, 8, 8, 8][:levels]
     unet = {"base_channels": width, "channel_mults": mults, "blocks_per_level": blocks, "mid_attention": True,
             "groups": 8}
     config: dict = {"kind": kind, "in_channels": channels, "out_channels": 1}
     if kind == "zmd":
-        config.update(mean_unet=dict(unet), unet=dict(unet))
+        config.update(mean_unet=dict(unet), unet=dict(unet), sigma_zmd=sigma_zmd)
     else:
         config["unet"] = unet
     return config
@@ -75,7 +77,8 @@ def resolve_config(args, channels: int):
                 data = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read --config {args.config}: {exc}") from None
-    data.setdefault("model", model_config(args.model, channels, args.width, args.levels, args.blocks))
+    data.setdefault("model", model_config(args.model, channels, args.width, args.levels, args.blocks,
+                                                args.sigma_zmd))
     data["model"]["kind"] = args.model
     data.setdefault("input_normalisation", PAPER_NORMALISATION.get(args.microscope, "flatfield"))
     data["seed"] = args.seed

@@ -45,6 +45,8 @@ class ZMDConfig:
         Clamp residual estimates R_hat to [-c, c] while sampling (None: no clipping, as the authors).
         Early eps-parametrised steps divide by sqrt(gamma(1)); a generous bound such as 6 tames an
         undertrained noise net without touching a well-trained one.
+    prediction : {"v", "eps"}
+        Output parametrisation of the noise network (see :class:`chromaqpi.models.cvdm.CVDMDiffusion`).
     """
 
     in_channels: int = 3
@@ -56,6 +58,7 @@ class ZMDConfig:
     mean_weight: float = 2.0
     sigma_zmd: float = 0.5
     clip_residual: float | None = None
+    prediction: str = "v"
 
 
 class ZMDModel(nn.Module):
@@ -68,7 +71,7 @@ class ZMDModel(nn.Module):
         cfg = self.config = config or ZMDConfig()
         self.mean = MeanModel(MeanConfig(cfg.in_channels, cfg.out_channels, cfg.mean_unet))
         self.diffusion = CVDMDiffusion(cfg.in_channels + cfg.out_channels, cfg.in_channels, cfg.out_channels,
-                                       cfg.unet, cfg.schedule, cfg.loss)
+                                       cfg.unet, cfg.schedule, cfg.loss, cfg.prediction)
 
     @property
     def stride(self) -> int:
