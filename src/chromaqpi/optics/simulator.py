@@ -12,7 +12,10 @@ all for the ``"constant"`` phase model) serves every defocus and source point;
 the kernels ``K_s`` are cached per configuration and size. Coherent paraxial
 optics (one on-axis source point, Fresnel kernel) take a fast path: the
 kernel ``P(f)·exp(-iπλz|f|²/n)`` is the outer product of two 1-D factors, built
-for all nodes at construction and applied to many nodes per batched FFT.
+for all nodes at construction and applied to many nodes per batched FFT; in
+float32 without a pupil, the nodes of a channel that share an object spectrum
+are replaced by its few coherent modes when that needs fewer FFTs
+(:mod:`chromaqpi.optics.modes`, error per pixel bounded by ``_MODE_TOLERANCE``).
 The object is simulated on a grid ``oversample`` times finer than the camera,
 reflect-padded, and the intensity is box-binned back (pixel integration).
 """
@@ -28,19 +31,25 @@ import torch.nn.functional as F
 
 from chromaqpi.errors import InputError
 from chromaqpi.microscope import Microscope
+from chromaqpi.optics.modes import coherent_modes, separable_gram
 from chromaqpi.optics.pupil import frequency_grid, fresnel_factors, pupil, shifted_kernels, source_points
 from chromaqpi.optics.sensor import apply_sensor
 from chromaqpi.optics.spectra import channel_quadrature
 
 # Kernels are cached while they fit this budget, else rebuilt per call.
 _KERNEL_CACHE_BYTES = 1024 * 2**20
-# Bound on the (batch x source points x fine pixels) complex block per FFT.
-_BLOCK_BYTES = 256 * 2**20
+# Bound on the (batch x source points x fine pixels) complex block per FFT
+# (and on a chunk of stacked node images). Blocks that fit in cache are faster:
+# the default preset at 128 px took 3.7 s with 16 MiB and 6.7 s with 256 MiB.
+_BLOCK_BYTES = 16 * 2**20
 # Bound on the (batch x nodes x fine pixels) complex block of the coherent
 # paraxial path: a few nodes per FFT amortise the Python overhead, while larger
 # blocks fall out of cache (measured on a loaded 2-core machine at 256²: 2 MiB,
 # i.e. 4 nodes, ~2x faster than 16 MiB; 0.5-1 MiB slightly slower).
 _FRESNEL_BLOCK_BYTES = 2 * 2**20
+# Bound on the intensity error per pixel (|t| <= 1) from dropping weak coherent
+# modes: a tenth of a float32 ulp at 1, so float32 output is unchanged by it.
+_MODE_TOLERANCE = 1e-8
 
 
 class Simulator(torch.nn.Module):
@@ -60,6 +69,10 @@ class Simulator(torch.nn.Module):
         paraxial, so that :meth:`forward` uses the separable Fresnel fast path;
         setting it to False forces the general Abbe kernels (the tests check
         that both agree).
+    modes : dict
+        Per object-spectrum group (key of ``groups``) that uses coherent modes,
+        a list of ``(channel, node indices, (r, K) coefficients)``; empty when
+        every node gets its own FFT.
     """
 
     def __init__(self, microscope: Microscope, shape: tuple[int, int], *, dtype=torch.float32, device=None):
@@ -84,6 +97,7 @@ class Simulator(torch.nn.Module):
         self.groups = _spectrum_groups(self.wavelengths, microscope.optics)
         # One on-axis source point and the Fresnel kernel: no Abbe sum, no cache.
         self.coherent_paraxial = microscope.optics.paraxial and len(nu) == 1
+        self.modes: dict = {}
         if self.coherent_paraxial:
             self._init_fresnel(device)
         per_node = len(nu) * self.fine_shape[0] * self.fine_shape[1] * (8 if dtype == torch.float32 else 16)
@@ -94,16 +108,38 @@ class Simulator(torch.nn.Module):
     def _init_fresnel(self, device) -> None:
         o = self.microscope.optics
         ky, kx = fresnel_factors(self.fine_shape, self.dx_fine, self.wavelengths, self.defocus, o.n_medium,
-                                 dtype=self.dtype, device=device)
+                                 dtype=torch.float64, device=device)
         # The inverse FFT's 1/(H·W) is folded into the factors (saves a pass over every field).
-        self.register_buffer("fresnel_y", ky / self.fine_shape[0], persistent=False)
-        self.register_buffer("fresnel_x", kx / self.fine_shape[1], persistent=False)
+        self.register_buffer("fresnel_y", (ky / self.fine_shape[0]).to(self.cdtype), persistent=False)
+        self.register_buffer("fresnel_x", (kx / self.fine_shape[1]).to(self.cdtype), persistent=False)
+        # Modes only in float32: in float64 the eigen-decomposition cannot certify
+        # a truncation below its own rounding (~1e-16·pixels).
+        use_modes = self.dtype == torch.float32 and o.na_objective <= 0
+        self.modes = self._plan_modes(ky, kx) if use_modes else {}
         # The same grid and pupil test as the general kernels, so both paths clip the same pixels.
         self._has_pupil = o.na_objective > 0
         if self._has_pupil:
             fy, fx = frequency_grid(self.fine_shape, self.dx_fine, dtype=self.dtype, device=device)
             self.register_buffer("pupil_fy", fy, persistent=False)
             self.register_buffer("pupil_fx", fx, persistent=False)
+
+    def _plan_modes(self, ky: torch.Tensor, kx: torch.Tensor) -> dict:
+        """Coherent modes per (group, channel) for the groups where they save FFTs."""
+        weights = self.channel_weights.to(torch.float64)
+        support = weights.cpu().numpy() > 0
+        plans = {}
+        for scale, ks in self.groups.items():
+            plan = []
+            for c in range(weights.shape[0]):
+                nodes = np.asarray(ks)[support[c, ks]]
+                if len(nodes):
+                    index = torch.as_tensor(nodes, device=ky.device)
+                    gram = separable_gram(ky[index], kx[index])
+                    coeffs = coherent_modes(gram, weights[c, index], _MODE_TOLERANCE)
+                    plan.append((c, index, coeffs.to(self.cdtype)))
+            if sum(len(coeffs) for _, _, coeffs in plan) < len(ks):
+                plans[scale] = plan
+        return plans
 
     # ----------------------------------------------------------------- kernels
     def kernels(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +153,7 @@ class Simulator(torch.nn.Module):
         if background <= 0:
             raise InputError("no illumination reaches the camera (condenser outside the objective pupil)")
         # Folding sqrt(w_s / I_bg) into the kernel makes the Abbe sum a plain sum of |E|².
-        scaled = (ker * torch.sqrt(w / background)[:, None, None]).to(self.cdtype)
+        scaled = ker.mul_(torch.sqrt(w / background)[:, None, None]).to(self.cdtype)
         out = (scaled, background)
         if self._cache_kernels:
             self._kernels[k] = out
@@ -158,8 +194,12 @@ class Simulator(torch.nn.Module):
         total = None
         for scale, ks in self.groups.items():
             spectrum = torch.fft.fft2(_transmittance(phase, absorption, scale))
-            group = self._fresnel_group if self.coherent_paraxial else self._abbe_group
-            part = group(spectrum, ks)
+            if not self.coherent_paraxial:
+                part = self._abbe_group(spectrum, ks)
+            elif scale in self.modes:
+                part = self._fresnel_group(spectrum, self._mode_kernels(self.modes[scale], spectrum))
+            else:
+                part = self._fresnel_group(spectrum, self._node_kernels(ks, spectrum))
             total = part if total is None else total + part
         return total
 
@@ -171,37 +211,56 @@ class Simulator(torch.nn.Module):
             total = part if total is None else total + part
         return total
 
-    def _fresnel_group(self, spectrum: torch.Tensor, ks: list[int]) -> torch.Tensor:
-        """Coherent paraxial ``Σ_k W_ck |F⁻¹{T·K_k}|²``, a few nodes per batched FFT.
+    def _node_kernels(self, ks: list[int], spectrum: torch.Tensor):
+        """Yield ((n, H, W) kernels, (C, n) channel weights) for chunks of nodes."""
+        for chunk in _chunks(ks, spectrum, _FRESNEL_BLOCK_BYTES):
+            index = torch.as_tensor(chunk, device=spectrum.device)
+            kernel = self.fresnel_y[index, :, None] * self.fresnel_x[index, None, :]
+            if self._has_pupil:
+                na = self.microscope.optics.na_objective
+                kernel = kernel * torch.stack([pupil(self.pupil_fy, self.pupil_fx, self.wavelengths[k], na)
+                                               for k in chunk])
+            yield kernel, self.channel_weights[:, chunk]
+
+    def _mode_kernels(self, plan: list, spectrum: torch.Tensor):
+        """Yield ((n, H, W) mode kernels, (C, n) one-hot channel weights) for chunks of modes."""
+        for c, index, coeffs in plan:
+            ky, kx = self.fresnel_y[index], self.fresnel_x[index]
+            for rows in _chunks(list(range(len(coeffs))), spectrum, _FRESNEL_BLOCK_BYTES):
+                # φ_j = Σ_k C_jk ky_k ⊗ kx_k = (ky.T · diag(C_j)) @ kx, batched over the chunk's modes.
+                kernel = torch.matmul(ky.T[None] * coeffs[rows, None, :], kx)
+                weights = torch.zeros(len(self.channel_weights), len(rows), dtype=self.dtype, device=kernel.device)
+                weights[c] = 1
+                yield kernel, weights
+
+    def _fresnel_group(self, spectrum: torch.Tensor, kernels) -> torch.Tensor:
+        """Coherent paraxial ``Σ_j W_cj |F⁻¹{T·K_j}|²`` over chunks of (node or mode) kernels.
 
         ``|E|²`` is kept as separate ``(Re E)², (Im E)²`` through the channel
         contraction and summed at the end: one square pass and one matmul per
         chunk, no strided reductions.
         """
         total = None
-        for chunk in _chunks(ks, spectrum, _FRESNEL_BLOCK_BYTES):
-            index = torch.as_tensor(chunk, device=spectrum.device)
-            field = spectrum[:, None] * self.fresnel_x[index, None, :]
-            field.mul_(self.fresnel_y[index, :, None])
-            if self._has_pupil:
-                na = self.microscope.optics.na_objective
-                field.mul_(torch.stack([pupil(self.pupil_fy, self.pupil_fx, self.wavelengths[k], na) for k in chunk]))
-            field = torch.fft.ifft2(field, norm="forward")  # 1/(H·W) is in the factors
+        for kernel, weights in kernels:
+            field = torch.fft.ifft2(spectrum[:, None] * kernel, norm="forward")  # 1/(H·W) is in the factors
             squares = torch.view_as_real(field).square().flatten(2)  # (B, n, 2·H·W)
-            weights = self.channel_weights[:, chunk].expand(squares.shape[0], -1, -1)
+            weights = weights.expand(squares.shape[0], -1, -1)
             total = torch.bmm(weights, squares) if total is None else total.baddbmm_(weights, squares)
         total = total.unflatten(-1, (*spectrum.shape[-2:], 2))
         return total[..., 0] + total[..., 1]
 
     def _abbe(self, spectrum: torch.Tensor, k: int) -> torch.Tensor:
+        """(B, H, W) Abbe sum of node k: the source weights are folded into the kernels."""
         kernels, _ = self.kernels(k)
         batch, (h, w) = spectrum.shape[0], spectrum.shape[-2:]
         chunk = max(1, _BLOCK_BYTES // (batch * h * w * spectrum.element_size()))
-        total = torch.zeros(batch, h, w, dtype=self.dtype, device=spectrum.device)
+        total = None
         for start in range(0, kernels.shape[0], chunk):
             field = torch.fft.ifft2(spectrum[:, None] * kernels[None, start:start + chunk])
-            total = total + (field.real**2 + field.imag**2).sum(dim=1)
-        return total
+            # (Re E)², (Im E)² in one contiguous pass, summed over sources, then re + im once.
+            part = torch.view_as_real(field).square().sum(dim=1)
+            total = part if total is None else total + part
+        return total[..., 0] + total[..., 1]
 
     def _to_camera(self, fine: torch.Tensor) -> torch.Tensor:
         if self.pad:
