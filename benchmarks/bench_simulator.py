@@ -175,7 +175,10 @@ def main():
     body = (f"Goal: >= 10x the straightforward implementation at matched output.\n\n{table1}\n\n{table2}\n\n"
             f"Load average (1 min) {load[0]:.1f} at the start and {load_end[0]:.1f} at the end, on "
             f"{os.cpu_count()} logical cores: the machine was shared with other jobs, so absolute times are "
-            "noisy; the ratios come from interleaved timings in one run.\n\n"
+            "noisy; the ratios come from interleaved timings in one run."
+            + (" Rows with more torch threads than idle cores measure OpenMP contention rather than the simulator: "
+               "every parallel region waits for a descheduled thread." if max(args.threads) > 1 else "")
+            + "\n\n"
             "The paper-protocol speed-up comes from the coherent paraxial fast path of `Simulator`: each node's "
             "Fresnel kernel is the outer product of two 1-D factors (no per-pixel transcendental functions); one "
             "object FFT serves all nodes (the protocol's phase does not scale with λ); each channel's nodes are "
