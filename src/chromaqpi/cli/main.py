@@ -12,6 +12,7 @@ from chromaqpi import __version__
 COMMANDS = {
     "simulate": ("chromaqpi.cli.simulate", "simulate camera images from phase maps or ordinary images"),
     "reconstruct": ("chromaqpi.cli.reconstruct", "reconstruct phase (rad), OPD (nm) from RGB micrographs"),
+    "measure": ("chromaqpi.cli.measure", "segment objects in phase images; area, OPD, dry mass as CSV"),
     "evaluate": ("chromaqpi.cli.evaluate", "compare methods on a fixed evaluation set"),
     "dataset": ("chromaqpi.cli.dataset", "build, preview and verify synthetic training datasets"),
     "train": ("chromaqpi.cli.train", "train mean / ddpm / cvdm / zmd models"),

@@ -271,7 +271,8 @@ def validate(model: nn.Module, dataset: Dataset, config: TrainConfig, info: Dist
     Returns
     -------
     dict
-        ``{"mae_rad", "mae_raw_rad", "images"}``.
+        ``{"mae_rad", "mae_raw_rad", "images"}``, plus ``"mean_mae_rad"`` (aligned MAE of the
+        mean network alone) for ZMD.
     """
     info, device, v = info or DistInfo(), torch.device(device), config.validation
     per_rank = max(1, (v.batch_size or config.data.batch_size) // info.world_size)
@@ -281,20 +282,28 @@ def validate(model: nn.Module, dataset: Dataset, config: TrainConfig, info: Dist
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=config.data.num_workers)
     was_training = model.training
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    # ZMD also reports its mean network alone: the diffusion branch must improve on it.
+    mean_net = getattr(model, "mean", None)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
     for i, batch in enumerate(loader):
         if v.max_batches and i >= v.max_batches:
             break
         batch = _prepare(batch, device, config)
         gen = torch.Generator(device=device).manual_seed(derive_seed(v.seed, info.rank, i))
+        x, y = condition_from_batch(batch), batch["target"].float()
         with _autocast(device, config.precision):
-            pred = model.predict(condition_from_batch(batch), steps=v.sampler_steps, generator=gen, sampler=v.sampler)
-        aligned, raw = aligned_mae(pred.float(), batch["target"].float())
-        sums += torch.stack([aligned.sum(), raw.sum(), torch.tensor(float(len(aligned)), device=device)])
+            pred = model.predict(x, steps=v.sampler_steps, generator=gen, sampler=v.sampler)
+            mu = mean_net(x) if mean_net is not None else pred
+        aligned, raw = aligned_mae(pred.float(), y)
+        mu_aligned = aligned_mae(mu.float(), y)[0]
+        sums += torch.stack([aligned.sum(), raw.sum(), mu_aligned.sum(), torch.tensor(float(len(aligned)), device=device)])
     model.train(was_training)
     all_reduce_sum(sums, info)
-    n = max(sums[2].item(), 1.0)
-    return {"mae_rad": sums[0].item() / n, "mae_raw_rad": sums[1].item() / n, "images": int(sums[2].item())}
+    n = max(sums[3].item(), 1.0)
+    out = {"mae_rad": sums[0].item() / n, "mae_raw_rad": sums[1].item() / n, "images": int(sums[3].item())}
+    if mean_net is not None:
+        out["mean_mae_rad"] = sums[2].item() / n
+    return out
 
 
 @torch.no_grad()
