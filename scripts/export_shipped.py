@@ -51,7 +51,11 @@ def training_summary(run: Path) -> dict:
     val = []
     if (run / "val.csv").exists():
         val = list(csv.DictReader(open(run / "val.csv")))
+    batch = cfg.get("data", {}).get("batch_size", 1)
+    log_every = cfg.get("logging", {}).get("log_every", 1)
+    seconds = sum(log_every * batch / float(r["samples_per_s"]) for r in rows if float(r.get("samples_per_s") or 0) > 0)
     return {"steps": int(rows[-1]["step"]) if rows else 0, "config": cfg, "last": rows[-1] if rows else {},
+            "hours": seconds / 3600,
             "val": val, "samples_per_s": float(rows[-1].get("samples_per_s", "nan")) if rows else float("nan")}
 
 
@@ -66,7 +70,8 @@ def model_card(family: str, card: dict, summary: dict, size_bytes: int) -> str:
     cfg = summary["config"]
     data = cfg.get("data", {}).get("description", {})
     val_lines = "\n".join(f"| {v.get('step')} | {float(v.get('mae_rad', 'nan')):.4f} | "
-                          f"{float(v.get('mae_raw_rad', 'nan')):.4f} |" for v in summary["val"]) or "| - | - | - |"
+                          f"{float(v.get('mae_raw_rad', 'nan')):.4f} | {float(v.get('mean_mae_rad') or 'nan'):.4f} | "
+                          f"{v.get('images')} |" for v in summary["val"]) or "| - | - | - | - | - |"
     model = card["model"]
     n_params = sum(p.numel() for p in _params(card))
     train_data = dataset_summary(data.get("data", "")) if data.get("data") else {}
@@ -94,23 +99,26 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
 
 ## Configuration
 - {n_params / 1e6:.2f} M parameters; mean U-Net and noise U-Net `{json.dumps(model.get('unet'))}`;
-  sigma_zmd = {model.get('sigma_zmd', 0.5)} rad; sampled residual clipped to ±{model.get('clip_residual')} sigma_zmd.
+  sigma_zmd = {model.get('sigma_zmd', 0.5)} rad; sampled residual clipped to ±{model.get('clip_residual')} sigma_zmd;
+  noise net output parametrisation `{model.get('prediction', 'eps')}`; schedule detached from the noise loss:
+  `{model.get('loss', {}).get('detach_schedule_in_noise')}`.
 - AdamW lr {cfg.get('optim', {}).get('lr')}, {cfg.get('schedule', {}).get('lr_schedule')} schedule,
   EMA {cfg.get('optim', {}).get('ema_decay')}, batch {batch}, {steps} steps, seed {cfg.get('seed')}.
 - weights: fp16 safetensors, {size_bytes / 2**20:.1f} MiB, sha256 `{card['weights']['sha256']}`
   (verified at load).
 
 ## Training
-- hardware: {platform.processor() or platform.machine()}, 2 CPU cores shared with other jobs, no GPU;
-  {summary['samples_per_s']:.1f} samples/s at the end of training.
-- command: `STEPS={cfg.get('schedule', {}).get('steps')} FAMILIES={family} bash scripts/train_shipped.sh` then
-  `python scripts/export_shipped.py {family}` (datasets: see the header of `scripts/train_shipped.sh`).
+- hardware: {platform.processor() or platform.machine()}, 2 CPU cores shared with other jobs, no GPU, one
+  thread per training job; {summary['samples_per_s']:.1f} samples/s at the end, about
+  {summary['hours']:.1f} h of training (from the logged throughput).
+- command: `STEPS_{family.replace('-', '_')}={cfg.get('schedule', {}).get('steps')} FAMILIES={family} bash scripts/train_shipped.sh`
+  (builds the datasets, then trains), then `python scripts/export_shipped.py {family}`.
 - scale up unchanged on GPUs: `torchrun --nproc_per_node N -m chromaqpi.cli.main train --model zmd
   --data on-the-fly --microscope {family} --width 64 --levels 4 --blocks 2 ...`.
 
-## Validation (held-out validation shards, EMA weights, 10 DDIM steps)
-| step | aligned MAE (rad) | raw MAE (rad) |
-|---|---|---|
+## Validation (held-out validation shards, EMA weights, one 10-step DDIM sample)
+| step | ZMD aligned MAE (rad) | ZMD raw MAE (rad) | mean net aligned MAE (rad) | images |
+|---|---|---|---|---|
 {val_lines}
 
 Test-set metrics for every method are in `benchmarks/results/accuracy.md`.

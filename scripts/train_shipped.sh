@@ -1,12 +1,31 @@
 #!/usr/bin/env bash
-# Train the shipped ZMD models on this CPU (the recipe recorded in each MODEL_CARD.md).
-# Datasets: chromaqpi dataset build --microscope FAMILY --n 2048 --size 128 --seed 11 --out data/FAMILY-train
-#           chromaqpi dataset build --microscope FAMILY --n 64   --size 128 --seed 12 --out data/FAMILY-val
+# Build the datasets and train the shipped ZMD models on a CPU: the recipe recorded in each MODEL_CARD.md.
+#   FAMILIES="default paper-2shot" bash scripts/train_shipped.sh      (STEPS_<family> overrides the step count)
+# Datasets are built once (re-running resumes/skips them); training threads: OMP_NUM_THREADS (1 per job here).
+# On GPUs the same command scales with torchrun (see the model cards).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${STEPS:-1000}
-for fam in ${FAMILIES:-paper-2shot default paper-rgb}; do
-  .venv/bin/chromaqpi train --model zmd --data data/$fam-train --val data/$fam-val --microscope $fam \
-    --out runs/zmd-$fam --steps "$STEPS" --batch-size 8 --crop 64 --width 16 --levels 3 --blocks 1 \
-    --val-every 250 --seed 1 ${RESUME:-}
+CQ=.venv/bin/chromaqpi
+DEFAULT_SRC='cells(n_objects=[1,6]):0.3,rbc(n_objects=[1,8]):0.15,bacteria(n_objects=[2,12]):0.12,beads(n_objects=[1,4]):0.08,blobs(n_objects=[1,5]):0.1,textures:0.1,skimage-train:0.15'
+PAPER_SRC='skimage-train:0.75,textures(opd_max_um=[0.15,0.32]):0.25'
+
+build() {  # family source n size seed out shard
+  $CQ dataset build --microscope "$1" --source "$2" --n "$3" --size "$4" --seed "$5" --shard-size "$7" --out "$6" --quiet
+}
+
+for fam in ${FAMILIES:-default paper-2shot paper-rgb}; do
+  case $fam in
+    default)
+      build default "$DEFAULT_SRC" 10000 128 11 data/default-train 256
+      build default "$DEFAULT_SRC" 96 128 12 data/default-val 96
+      args=(--config scripts/train_cpu_default.toml --steps "${STEPS_default:-3500}" --sigma-zmd 0.3) ;;
+    paper-2shot|paper-rgb)
+      build "$fam" "$PAPER_SRC" 3000 256 11 "data/$fam-train" 256
+      build "$fam" "$PAPER_SRC" 64 256 12 "data/$fam-val" 64
+      var="STEPS_${fam//-/_}"
+      args=(--config scripts/train_cpu_paper.toml --steps "${!var:-2000}" --sigma-zmd 0.5) ;;
+    *) echo "unknown family $fam" >&2; exit 2 ;;
+  esac
+  $CQ train --model zmd --data "data/$fam-train" --val "data/$fam-val" --microscope "$fam" --out "runs/zmd-$fam" \
+    --batch-size 8 --crop 64 --width 16 --levels 4 --blocks 1 --seed 1 "${args[@]}" ${RESUME:-}
 done
