@@ -54,7 +54,9 @@ def training_summary(run: Path) -> dict:
     batch = cfg.get("data", {}).get("batch_size", 1)
     log_every = cfg.get("logging", {}).get("log_every", 1)
     seconds = sum(log_every * batch / float(r["samples_per_s"]) for r in rows if float(r.get("samples_per_s") or 0) > 0)
+    notes = (run / "NOTES.md").read_text().strip() if (run / "NOTES.md").exists() else ""
     return {"steps": int(rows[-1]["step"]) if rows else 0, "config": cfg, "last": rows[-1] if rows else {},
+            "notes": notes,
             "hours": seconds / 3600,
             "val": val, "samples_per_s": float(rows[-1].get("samples_per_s", "nan")) if rows else float("nan")}
 
@@ -113,6 +115,8 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
   {summary['hours']:.1f} h of training (from the logged throughput).
 - command: `STEPS_{family.replace('-', '_')}={cfg.get('schedule', {}).get('steps')} FAMILIES={family} bash scripts/train_shipped.sh`
   (builds the datasets, then trains), then `python scripts/export_shipped.py {family}`.
+- exported weights: the EMA at step {card.get('provenance', {}).get('step', '?')} (best validation MAE).
+{summary['notes']}
 - scale up unchanged on GPUs: `torchrun --nproc_per_node N -m chromaqpi.cli.main train --model zmd
   --data on-the-fly --microscope {family} --width 64 --levels 4 --blocks 2 ...`.
 
