@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from chromaqpi.cli.main import main
+from chromaqpi.errors import InputError
 from chromaqpi.io import read_tiff, write_tiff
 from chromaqpi.measure import measure_objects, segment_objects
 
@@ -60,6 +61,14 @@ def test_threshold_zero_above_medium_recovers_the_full_integral():
     for row, (_, _, r) in zip(rows, beads):
         assert row.dry_mass_pg == pytest.approx(analytic(r)["dry_mass_pg"], rel=0.005)  # pixel sampling
         assert row.area_um2 == pytest.approx(analytic(r)["area_um2"], rel=0.03)
+
+
+def test_zero_threshold_counts_everything_above_the_medium_and_bad_thresholds_are_rejected():
+    phase, _ = bead_field()
+    assert segment_objects(phase, threshold_rad=0.0).labels.max() == 2
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(InputError, match="threshold"):
+            segment_objects(phase, threshold_rad=bad)
 
 
 def test_an_empty_field_has_no_objects():

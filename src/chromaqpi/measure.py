@@ -87,14 +87,18 @@ def segment_objects(phase, *, threshold_rad: float | None = None, min_area_px: i
     phi = _check_phase(phase)
     if min_area_px < 1:
         raise InputError(f"min_area_px must be >= 1, got {min_area_px}")
+    if threshold_rad is not None and not (math.isfinite(threshold_rad) and threshold_rad >= 0):
+        raise InputError(f"threshold must be a finite phase >= 0 rad above the medium, got {threshold_rad}")
     background = float(np.median(phi))
     for _ in range(2):
         rel = phi - background
-        thr = _default_threshold(rel, filters.threshold_otsu(rel)) if threshold_rad is None else float(threshold_rad)
-        if not math.isfinite(thr) or thr <= 0:
-            thr = float("inf")  # a flat image (Otsu at or below the medium) has no objects
-        mask = rel > thr
-        outside = phi[~mask]
+        if threshold_rad is None:
+            otsu = float(filters.threshold_otsu(rel))
+            # A flat image (Otsu at or below the medium) has no objects.
+            thr = _default_threshold(rel, otsu) if math.isfinite(otsu) and otsu > 0 else float("inf")
+        else:
+            thr = float(threshold_rad)
+        outside = phi[~(rel > thr)]
         background = float(np.median(outside)) if outside.size else background
     labels = measure.label(ndimage.binary_fill_holes(phi - background > thr), connectivity=2)
     small = np.bincount(labels.ravel()) < min_area_px
@@ -127,7 +131,7 @@ def measure_objects(
     opd_nm_per_rad = wavelength_um * 1000.0 / (2 * math.pi)
     px_area = pixel_size_um**2
     out = []
-    for region in measure.regionprops(labels, intensity_image=phi):
+    for region in measure.regionprops(labels):
         values = phi[region.coords[:, 0], region.coords[:, 1]]
         area = region.area * px_area
         cy, cx = region.centroid

@@ -8,7 +8,7 @@ from toy_data import ToyIterable, ToyPhaseDataset, model_dict, train_dict
 from chromaqpi.errors import ConfigError
 from chromaqpi.models.registry import load_model, read_weights
 from chromaqpi.training.config import TrainConfig
-from chromaqpi.training.loop import _prepare, lr_at, measure_train_throughput, residual_rms, train
+from chromaqpi.training.loop import _prepare, lr_at, measure_train_throughput, residual_rms, train, validate
 
 
 def rows(path):
@@ -112,3 +112,19 @@ def test_residual_rms_sets_the_zmd_scale():
     model = build_model(model_dict("zmd"))  # zero-initialised output: mu = 0, so RMS = RMS(Y)
     rms = residual_rms(model, data, TrainConfig.from_dict(train_dict()))
     assert rms == pytest.approx(float(data.target.double().pow(2).mean().sqrt()), rel=1e-6)
+
+
+def test_zmd_validation_also_scores_its_mean_network():
+    from chromaqpi.models.registry import build_model
+
+    torch.manual_seed(0)
+    zmd = build_model(model_dict("zmd"))
+    cfg = TrainConfig.from_dict(train_dict("zmd", validation={"sampler_steps": 2}))
+    val = ToyPhaseDataset(4, seed=1)
+    out = validate(zmd, val, cfg)
+    x, y = val.input, val.target
+    with torch.no_grad():
+        d = zmd.mean(x).float() - y.float()
+    expected = float((d - d.flatten(1).median(dim=1).values[:, None, None, None]).abs().mean())
+    assert out["images"] == 4 and out["mean_mae_rad"] == pytest.approx(expected, rel=1e-4)
+    assert "mean_mae_rad" not in validate(build_model(model_dict("mean")), val, cfg)

@@ -293,10 +293,10 @@ def validate(model: nn.Module, dataset: Dataset, config: TrainConfig, info: Dist
         x, y = condition_from_batch(batch), batch["target"].float()
         with _autocast(device, config.precision):
             pred = model.predict(x, steps=v.sampler_steps, generator=gen, sampler=v.sampler)
-            mu = mean_net(x) if mean_net is not None else pred
+            mu = mean_net(x) if mean_net is not None else None
         aligned, raw = aligned_mae(pred.float(), y)
-        mu_aligned = aligned_mae(mu.float(), y)[0]
-        sums += torch.stack([aligned.sum(), raw.sum(), mu_aligned.sum(), torch.tensor(float(len(aligned)), device=device)])
+        mu_sum = aligned_mae(mu.float(), y)[0].sum() if mu is not None else torch.zeros((), device=device)
+        sums += torch.stack([aligned.sum(), raw.sum(), mu_sum, torch.tensor(float(len(aligned)), device=device)])
     model.train(was_training)
     all_reduce_sum(sums, info)
     n = max(sums[3].item(), 1.0)
