@@ -104,6 +104,10 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
   sigma_zmd = {model.get('sigma_zmd', 0.5)} rad; sampled residual clipped to ±{model.get('clip_residual')} sigma_zmd;
   noise net output parametrisation `{model.get('prediction', 'eps')}`; schedule detached from the noise loss:
   `{model.get('loss', {}).get('detach_schedule_in_noise')}`.
+- physics prior: `{model.get('prior')}` (with `tie` the mean network outputs TIE + a learned correction,
+  and TIE is computed on the whole image with the caller's microscope); offset-invariant loss (the
+  unobservable per-image phase offset is not trained): `{model.get('offset_invariant', False)}`.
+- initialised from: {('`' + str(cfg.get('init_from')) + '` (the previously shipped model of this name)') if cfg.get('init_from') else 'random (fresh training)'}.
 - AdamW lr {cfg.get('optim', {}).get('lr')}, {cfg.get('schedule', {}).get('lr_schedule')} schedule,
   EMA {cfg.get('optim', {}).get('ema_decay')}, batch {batch}, {steps} steps, seed {cfg.get('seed')}.
 - weights: fp16 safetensors, {size_bytes / 2**20:.1f} MiB, sha256 `{card['weights']['sha256']}`

@@ -18,12 +18,17 @@ for fam in ${FAMILIES:-default paper-2shot paper-rgb}; do
     default)
       build default "$DEFAULT_SRC" 10000 128 11 data/default-train 256
       build default "$DEFAULT_SRC" 96 128 12 data/default-val 96
-      args=(--config scripts/train_cpu_default.toml --steps "${STEPS_default:-3500}" --sigma-zmd 0.3) ;;
+      # Shipped v2: 3000 offset-invariant steps at lr 3e-4 from the v1 model (2000 steps with the raw-offset
+      # loss, this script at commit f0ddc90). From scratch: INIT_default= STEPS_default=5000.
+      init=${INIT_default-default}
+      args=(--config scripts/train_cpu_default.toml --steps "${STEPS_default:-3000}" --sigma-zmd 0.3 --seed 2
+            ${init:+--init-from "$init" --lr 3e-4}) ;;
     paper-2shot|paper-rgb)
       build "$fam" "$PAPER_SRC" 3000 256 11 "data/$fam-train" 256
       build "$fam" "$PAPER_SRC" 64 256 12 "data/$fam-val" 64
       var="STEPS_${fam//-/_}"
-      args=(--config scripts/train_cpu_paper.toml --steps "${!var:-2000}" --sigma-zmd 0.5) ;;
+      # The mean network corrects the TIE estimate (TIE beats an hour-trained plain net on these presets).
+      args=(--config scripts/train_cpu_paper.toml --steps "${!var:-3000}" --sigma-zmd 0.25 --prior tie) ;;
     *) echo "unknown family $fam" >&2; exit 2 ;;
   esac
   $CQ train --model zmd --data "data/$fam-train" --val "data/$fam-val" --microscope "$fam" --out "runs/zmd-$fam" \

@@ -130,3 +130,17 @@ def test_v_parametrisation_oracle_and_high_noise_bound(make_model, batch, monkey
     e = diff.eps(z, cond, g_small)
     y_hat = (z - (1 - g_small).sqrt() * e) / g_small.sqrt()
     assert (y_hat - g_small.sqrt() * z).abs().max() < 1e-3 * z.abs().max() + 1e-6
+
+
+@pytest.mark.parametrize("kind", ["mean", "zmd"])
+def test_offset_invariant_loss_ignores_the_unobservable_phase_offset(kind):
+    batch = smooth_batch(batch=3, h=16, w=16)
+    shifted = {**batch, "target": batch["target"] + torch.tensor([0.0, 2.0, -5.0]).reshape(3, 1, 1, 1)}
+    for invariant in (True, False):
+        torch.manual_seed(0)
+        net = build_model({**tiny_config(kind), "offset_invariant": invariant})
+        a = net.loss_terms(batch, generator=torch.Generator().manual_seed(1))
+        b = net.loss_terms(shifted, generator=torch.Generator().manual_seed(1))
+        key = "mse" if kind == "mean" else "mean"
+        same = torch.allclose(a[key], b[key], atol=1e-5) and torch.allclose(a["loss"], b["loss"], atol=1e-4)
+        assert same == invariant

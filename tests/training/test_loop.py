@@ -128,3 +128,26 @@ def test_zmd_validation_also_scores_its_mean_network():
     expected = float((d - d.flatten(1).median(dim=1).values[:, None, None, None]).abs().mean())
     assert out["images"] == 4 and out["mean_mae_rad"] == pytest.approx(expected, rel=1e-4)
     assert "mean_mae_rad" not in validate(build_model(model_dict("mean")), val, cfg)
+
+
+def test_init_from_starts_at_the_given_weights_and_checks_shapes(tmp_path):
+    from chromaqpi.errors import WeightsError
+
+    cfg = TrainConfig.from_dict(train_dict("mean", steps=2, validation={"every": 0}))
+    first = train(cfg, ToyPhaseDataset(8), None, tmp_path / "a")
+    start = read_weights(first.last_checkpoint / "model.safetensors")
+    # Zero steps of a fine-tune would be the source itself: compare after the EMA's first copy.
+    tuned = TrainConfig.from_dict({**train_dict("mean", steps=1, validation={"every": 0}),
+                                   "init_from": str(first.last_checkpoint)})
+    tuned.optim.lr = 1e-12  # a step this small leaves the weights where init_from put them
+    res = train(tuned, ToyPhaseDataset(8), None, tmp_path / "b")
+    after = read_weights(res.last_checkpoint / "model.safetensors")
+    assert all(torch.allclose(after[k], start[k], atol=1e-6) for k in start)
+    fresh = read_weights(train(TrainConfig.from_dict(train_dict("mean", steps=1, validation={"every": 0}, seed=5)),
+                               ToyPhaseDataset(8), None, tmp_path / "c").last_checkpoint / "model.safetensors")
+    assert any(not torch.allclose(fresh[k], start[k], atol=1e-6) for k in start)  # the check can fail
+    wide = {**train_dict("mean", steps=1), "model": {**model_dict("mean"), "unet": {**model_dict("mean")["unet"],
+                                                                                       "base_channels": 16}}}
+    with pytest.raises(WeightsError, match="init_from"):
+        train(TrainConfig.from_dict({**wide, "init_from": str(first.last_checkpoint)}), ToyPhaseDataset(8), None,
+              tmp_path / "d")

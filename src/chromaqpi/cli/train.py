@@ -46,6 +46,10 @@ def add_arguments(parser):
     parser.add_argument("--blocks", type=int, default=2, help="residual blocks per U-Net level (default: %(default)s)")
     parser.add_argument("--sigma-zmd", type=float, default=0.5,
                         help="ZMD residual scale in rad: about the RMS of Y - mu(X) (default: %(default)s)")
+    parser.add_argument("--prior", choices=("tie",),
+                        help="mean network corrects this classical solver's phase (mean and zmd models)")
+    parser.add_argument("--init-from", metavar="MODEL",
+                        help="start from a trained model's weights (shipped name or directory), e.g. to fine-tune")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--val-every", type=int, help="validate every N steps")
     parser.add_argument("--seed", type=int, default=0)
@@ -53,11 +57,18 @@ def add_arguments(parser):
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 
-def model_config(kind: str, channels: int, width: int, levels: int, blocks: int = 2, sigma_zmd: float = 0.5) -> dict:
+def model_config(kind: str, channels: int, width: int, levels: int, blocks: int = 2, sigma_zmd: float = 0.5,
+                 prior: str | None = None) -> dict:
     mults = [1, 2, 4, 8, 8, 8][:levels]
     unet = {"base_channels": width, "channel_mults": mults, "blocks_per_level": blocks, "mid_attention": True,
             "groups": 8}
-    config: dict = {"kind": kind, "in_channels": channels, "out_channels": 1}
+    config: dict = {"kind": kind, "in_channels": channels + (prior is not None), "out_channels": 1}
+    if kind in ("mean", "zmd"):
+        config["offset_invariant"] = True
+    if prior is not None:
+        if kind not in ("mean", "zmd"):
+            raise ConfigError(f"--prior applies to mean and zmd models, not {kind}")
+        config["prior"] = prior
     if kind == "zmd":
         config.update(mean_unet=dict(unet), unet=dict(unet), sigma_zmd=sigma_zmd)
     else:
@@ -78,7 +89,7 @@ def resolve_config(args, channels: int):
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read --config {args.config}: {exc}") from None
     data.setdefault("model", model_config(args.model, channels, args.width, args.levels, args.blocks,
-                                                args.sigma_zmd))
+                                                args.sigma_zmd, args.prior))
     data["model"]["kind"] = args.model
     data.setdefault("input_normalisation", PAPER_NORMALISATION.get(args.microscope, "flatfield"))
     data["seed"] = args.seed
@@ -89,13 +100,16 @@ def resolve_config(args, channels: int):
             data.setdefault(section, {})[key] = value
     data.setdefault("data", {})["description"] = {"data": args.data, "val": args.val, "family": args.microscope,
                                                   "crop": args.crop, "source": args.source}
+    if args.init_from:
+        data["init_from"] = args.init_from
+        data["data"]["description"]["init_from"] = args.init_from
     config = TrainConfig.from_dict(data)
     config.microscope = {"family": args.microscope}
     config.validate()
     return config
 
 
-def datasets(args):
+def datasets(args, prior: str | None = None):
     from chromaqpi.datasets.torch_data import OnTheFlyDataset, ShardDataset
 
     if args.data == "on-the-fly":
@@ -104,10 +118,10 @@ def datasets(args):
         # Under torchrun every rank simulates its own stream of samples.
         rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
         train = OnTheFlyDataset(args.source, family=args.microscope, size=args.crop, seed=args.seed,
-                                rank=rank, world_size=world)
+                                rank=rank, world_size=world, prior=prior)
     else:
-        train = ShardDataset(args.data.split(","), crop=args.crop, seed=args.seed)
-    val = ShardDataset(args.val, crop=None, augment=False) if args.val else None
+        train = ShardDataset(args.data.split(","), crop=args.crop, seed=args.seed, prior=prior)
+    val = ShardDataset(args.val, crop=None, augment=False, prior=prior) if args.val else None
     return train, val
 
 
@@ -121,7 +135,7 @@ def run(args):
         json.dump(config.to_dict(), sys.stdout, indent=2)
         print()
         return 0
-    train_set, val_set = datasets(args)
+    train_set, val_set = datasets(args, config.model.get("prior"))
     result = train(config, train_set, val_set, args.out, resume=args.resume)
     print(f"finished: {result}")
     return 0

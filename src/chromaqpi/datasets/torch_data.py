@@ -17,6 +17,10 @@ key            dtype, shape           content
 ``dataset``    int64 ()               which dataset of a mixture it came from
 ``transform``  int64 ()               D4 augmentation applied (see :mod:`.augment`)
 ``params``     str (optional)         the sample's JSON (microscope, source, seeds)
+``condition``  float32 (1, h, w)      with ``prior``: the physics prior's phase (rad),
+                                      computed on the whole stored image with the
+                                      sample's own microscope, then cropped
+                                      (:mod:`chromaqpi.models.prior`)
 ============== ====================== ==================================================
 """
 
@@ -38,8 +42,12 @@ from chromaqpi.datasets.randomize import resolve_ranges
 from chromaqpi.datasets.shards import ShardReader, read_manifest, verify_dataset
 from chromaqpi.datasets.sources import resolve_sources
 from chromaqpi.errors import ConfigError, InputError
+from chromaqpi.models.prior import check_prior, sample_prior
 
 __all__ = ["ShardDataset", "OnTheFlyDataset", "DatasetFolder"]
+
+#: Memory a ShardDataset may spend keeping its samples' prior planes (per process).
+PRIOR_CACHE_BYTES = 1 << 30
 
 
 def _crop_shape(crop, shape) -> tuple[int, int]:
@@ -89,6 +97,7 @@ class ShardDataset(Dataset):
         raises :class:`~chromaqpi.errors.InputError` naming the shard.
     seed : seed of the crops, flips and mixture draws (with the epoch, see :meth:`set_epoch`).
     with_params : also return each sample's JSON parameters (``"params"``).
+    prior : physics prior name (``"tie"``) to return as ``"condition"``, or None.
 
     Examples
     --------
@@ -97,7 +106,9 @@ class ShardDataset(Dataset):
     """
 
     def __init__(self, roots, *, weights=None, length: int | None = None, crop=None, augment: bool = True,
-                 verify: bool = True, seed: int = 0, with_params: bool = False):
+                 verify: bool = True, seed: int = 0, with_params: bool = False, prior: str | None = None):
+        check_prior(prior)
+        self.prior, self._prior_cache = prior, {}
         roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
         if not roots:
             raise ConfigError("ShardDataset needs at least one dataset folder")
@@ -149,10 +160,22 @@ class ShardDataset(Dataset):
         d, local = self._locate(int(i), rng)
         raw = self.stores[d].sample(local)
         micro = raw["params"]["microscope"]
+        if self.prior is not None:  # before cropping: the whole field's low frequencies, as at inference
+            raw["prior"] = self._prior(d, local, raw["input"], micro)
         raw = self._crop(raw, rng, bool(micro["sensor"].get("bayer")))
         allowed = valid_transforms(micro, self.crop) if self.augment else (0,)
         t = int(allowed[rng.integers(len(allowed))])
         return self._to_item(raw, t, d)
+
+    def _prior(self, d: int, local: int, image: np.ndarray, micro: dict) -> np.ndarray:
+        # The prior depends on the stored sample only: compute it once per sample, within a budget.
+        key = (d, local)
+        if key in self._prior_cache:
+            return self._prior_cache[key]
+        plane = sample_prior(torch.from_numpy(image.astype(np.float32)), micro, self.prior).numpy()
+        if (len(self._prior_cache) + 1) * plane.nbytes <= PRIOR_CACHE_BYTES:
+            self._prior_cache[key] = plane
+        return plane
 
     def _crop(self, raw: dict, rng: np.random.Generator, bayer: bool) -> dict:
         h, w = raw["phase"].shape
@@ -160,8 +183,9 @@ class ShardDataset(Dataset):
         step = 2 if bayer else 1
         y0 = int(rng.integers((h - ch) // step + 1)) * step
         x0 = int(rng.integers((w - cw) // step + 1)) * step
-        for key in ("input", "phase", "opd", "mask"):
-            raw[key] = raw[key][..., y0:y0 + ch, x0:x0 + cw]
+        for key in ("input", "phase", "opd", "mask", "prior"):
+            if key in raw:
+                raw[key] = raw[key][..., y0:y0 + ch, x0:x0 + cw]
         return raw
 
     def _to_item(self, raw: dict, t: int, d: int) -> dict:
@@ -175,6 +199,8 @@ class ShardDataset(Dataset):
             "dataset": torch.tensor(d, dtype=torch.int64),
             "transform": torch.tensor(t, dtype=torch.int64),
         }
+        if "prior" in raw:
+            item["condition"] = torch.from_numpy(apply_transform(raw["prior"], t))
         if self.with_params:
             item["params"] = json.dumps(raw["params"], sort_keys=True)
         return item
@@ -198,6 +224,7 @@ class OnTheFlyDataset(IterableDataset):
     noise : apply sensor noise.
     device : simulate there (e.g. ``"cuda"`` with ``num_workers=0``); CPU by default.
     rank, world_size : split the stream between distributed processes.
+    prior : physics prior name (``"tie"``) to return as ``"condition"``, or None.
 
     Notes
     -----
@@ -208,7 +235,9 @@ class OnTheFlyDataset(IterableDataset):
 
     def __init__(self, sources=None, family="default", size=128, seed: int = 0, *, n: int | None = None,
                  start: int = 0, group_size: int = DEFAULT_GROUP_SIZE, noise: bool = True, device=None,
-                 rank: int = 0, world_size: int = 1, with_params: bool = False):
+                 rank: int = 0, world_size: int = 1, with_params: bool = False, prior: str | None = None):
+        check_prior(prior)
+        self.prior = prior
         self.ranges = resolve_ranges(family)
         lam = self.ranges.base_microscope().optics.wavelength_ref_um
         self.sources = resolve_sources(self.ranges.default_source if sources is None else sources, wavelength_um=lam)
@@ -244,6 +273,8 @@ class OnTheFlyDataset(IterableDataset):
                     "opd": result.opd[b][None].float(), "mask": result.mask[b].to(torch.int32),
                     "has_mask": result.has_mask[b], "index": torch.tensor(int(index)),
                     "dataset": torch.tensor(0), "transform": torch.tensor(0)}
+            if self.prior is not None:
+                item["condition"] = sample_prior(item["input"], result.params[b]["microscope"], self.prior)
             if self.with_params:
                 item["params"] = json.dumps(result.params[b], sort_keys=True)
             yield item

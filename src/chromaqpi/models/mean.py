@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from chromaqpi.models.unet import UNet, UNetConfig, condition_from_batch, per_sample_mean
+from chromaqpi.errors import ConfigError
+from chromaqpi.models.prior import check_prior
+from chromaqpi.models.unet import UNet, UNetConfig, condition_from_batch, per_sample_mean, remove_offset
 from chromaqpi.sampling import SampleResult
 
 
@@ -27,11 +29,19 @@ class MeanConfig:
         Phase channels (1).
     unet : UNetConfig
         Backbone (the authors use 64 base filters).
+    prior : str or None
+        Physics prior (:mod:`chromaqpi.models.prior`, e.g. ``"tie"``): its phase is the last input
+        channel (counted in ``in_channels``) and the network predicts a correction to it.
+    offset_invariant : bool
+        Train on the error minus its per-image mean (:func:`chromaqpi.models.unet.remove_offset`):
+        the unrecoverable phase offset costs nothing. False reproduces models trained before.
     """
 
     in_channels: int = 3
     out_channels: int = 1
     unet: UNetConfig = field(default_factory=UNetConfig)
+    prior: str | None = None
+    offset_invariant: bool = False
 
 
 class MeanModel(nn.Module):
@@ -42,6 +52,9 @@ class MeanModel(nn.Module):
     def __init__(self, config: MeanConfig | None = None):
         super().__init__()
         self.config = config or MeanConfig()
+        check_prior(self.config.prior)
+        if self.config.prior is not None and self.config.out_channels != 1:
+            raise ConfigError("a prior needs out_channels = 1 (one phase plane)")
         self.net = UNet(self.config.in_channels, self.config.out_channels, self.config.unet)
 
     @property
@@ -51,11 +64,13 @@ class MeanModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """mu(X), (B, in_channels, H, W) -> (B, out_channels, H, W)."""
-        return self.net(x)
+        out = self.net(x)
+        return out if self.config.prior is None else x[:, -1:] + out
 
     def loss_terms(self, batch: dict, *, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Per-sample loss terms, each (B,): ``{"loss", "mse"}`` (``generator`` unused)."""
-        mse = per_sample_mean((self(condition_from_batch(batch)).float() - batch["target"].float()) ** 2)
+        error = self(condition_from_batch(batch)).float() - batch["target"].float()
+        mse = per_sample_mean((remove_offset(error) if self.config.offset_invariant else error) ** 2)
         return {"loss": mse, "mse": mse}
 
     def loss(self, batch: dict, *, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -436,9 +436,14 @@ def reconstruct_with_model(
     x = normalise_input(images.to(device, torch.float32), card.get("input_normalisation"))
     if condition is not None:
         x = torch.cat([x, condition.to(device, torch.float32)], dim=1)
+    prior = getattr(predictor.config, "prior", None)
+    if prior is not None:  # on the whole image, so tiles share its low frequencies
+        from chromaqpi.models.prior import prior_plane
+
+        x = torch.cat([x, prior_plane(images, microscope, prior).to(device)], dim=1)
     if x.shape[1] != net.config.in_channels:
-        raise ConfigError(f"model expects {net.config.in_channels} input channels (images + condition), "
-                          f"got {x.shape[1]}")
+        raise ConfigError(f"model expects {net.config.in_channels} input channels (images + condition"
+                          f"{' + prior' if prior else ''}), got {x.shape[1]}")
 
     def run_tiles(tiles: torch.Tensor):
         with torch.no_grad():

@@ -87,6 +87,15 @@ def per_sample_mean(values: torch.Tensor) -> torch.Tensor:
     return values.flatten(1).mean(dim=1)
 
 
+def remove_offset(error: torch.Tensor) -> torch.Tensor:
+    """``error`` (B, C, H, W) minus its per-image, per-channel mean.
+
+    Defocus contrast carries no information on the mean phase, so a loss on the raw error would
+    spend the network on guessing each image's offset; every reconstruction is offset-referenced.
+    """
+    return error - error.mean(dim=(-2, -1), keepdim=True)
+
+
 def _norm(channels: int, max_groups: int) -> nn.GroupNorm:
     groups = max(g for g in range(1, max_groups + 1) if channels % g == 0)
     return nn.GroupNorm(groups, channels)

@@ -16,7 +16,7 @@ from torch import nn
 from chromaqpi.models.cvdm import CVDMDiffusion, CVDMLossWeights
 from chromaqpi.models.mean import MeanConfig, MeanModel
 from chromaqpi.models.schedules import LearnedScheduleConfig
-from chromaqpi.models.unet import UNetConfig, condition_from_batch, per_sample_mean
+from chromaqpi.models.unet import UNetConfig, condition_from_batch, per_sample_mean, remove_offset
 from chromaqpi.sampling import SampleResult, posterior_samples
 
 
@@ -47,6 +47,13 @@ class ZMDConfig:
         undertrained noise net without touching a well-trained one.
     prediction : {"v", "eps"}
         Output parametrisation of the noise network (see :class:`chromaqpi.models.cvdm.CVDMDiffusion`).
+    prior : str or None
+        Physics prior of the mean network (:class:`chromaqpi.models.mean.MeanConfig`); its plane is
+        the last channel of X, which the noise network and schedule see too.
+    offset_invariant : bool
+        Both the mean loss and the diffusion's residual drop the per-image mean of ``Y - mu``
+        (the phase offset is unobservable, see :func:`chromaqpi.models.unet.remove_offset`), so
+        the diffusion samples a zero-mean residual. False reproduces models trained before.
     """
 
     in_channels: int = 3
@@ -59,6 +66,8 @@ class ZMDConfig:
     sigma_zmd: float = 0.5
     clip_residual: float | None = None
     prediction: str = "v"
+    prior: str | None = None
+    offset_invariant: bool = False
 
 
 class ZMDModel(nn.Module):
@@ -69,7 +78,8 @@ class ZMDModel(nn.Module):
     def __init__(self, config: ZMDConfig | None = None):
         super().__init__()
         cfg = self.config = config or ZMDConfig()
-        self.mean = MeanModel(MeanConfig(cfg.in_channels, cfg.out_channels, cfg.mean_unet))
+        self.mean = MeanModel(MeanConfig(cfg.in_channels, cfg.out_channels, cfg.mean_unet, cfg.prior,
+                                            cfg.offset_invariant))
         self.diffusion = CVDMDiffusion(cfg.in_channels + cfg.out_channels, cfg.in_channels, cfg.out_channels,
                                        cfg.unet, cfg.schedule, cfg.loss, cfg.prediction)
 
@@ -82,9 +92,11 @@ class ZMDModel(nn.Module):
         """Per-sample terms (B,): ``mean`` (rad^2) plus the residual CVDM's terms; "loss" is the total."""
         x, y = condition_from_batch(batch), batch["target"].float()
         mu = self.mean(x).float()
-        mean = per_sample_mean((y - mu) ** 2)
-        mu_sg = mu.detach()  # the diffusion branch must not move mu (ZMD's stop-gradient)
-        r = (y - mu_sg) / self.config.sigma_zmd
+        error = remove_offset(y - mu) if self.config.offset_invariant else y - mu
+        mean = per_sample_mean(error**2)
+        # The diffusion branch must not move mu (ZMD's stop-gradient).
+        r = error.detach() / self.config.sigma_zmd
+        mu_sg = mu.detach()
         terms = self.diffusion.loss_terms(r, torch.cat([x, mu_sg.to(x.dtype)], dim=1), x, generator)
         return {**terms, "loss": self.config.mean_weight * mean + terms["loss"], "mean": mean}
 

@@ -158,6 +158,10 @@ class TrainConfig:
     input_normalisation : str, dict or None
         Mode applied to every input batch and recorded in the card, so inference applies the same
         (:func:`chromaqpi.models.registry.normalise_input`: "flatfield", "paper", "affine", ...).
+    init_from : str or None
+        Start from the weights of this trained model (a shipped model's name or a model directory,
+        e.g. to fine-tune ``default`` for one microscope); its tensors must fit ``model``. A fresh
+        optimiser and schedule; ignored when resuming, where the checkpoint holds the weights.
     """
 
     model: dict = field(default_factory=lambda: {"kind": "mean"})
@@ -171,6 +175,7 @@ class TrainConfig:
     device: str | None = None
     microscope: dict | None = None
     input_normalisation: str | dict | None = None
+    init_from: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:

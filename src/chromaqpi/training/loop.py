@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from chromaqpi.errors import ConfigError
-from chromaqpi.models.registry import build_model, model_config, normalise_input
+from chromaqpi.models.registry import build_model, load_weights_into, model_config, normalise_input
 from chromaqpi.models.unet import condition_from_batch
 from chromaqpi.training.checkpoint import (
     atomic_write_json, find_checkpoint, load_training_checkpoint, make_card, read_card, save_model,
@@ -409,7 +409,10 @@ def _train(config, train_dataset, val_dataset, out_dir, resume, until_step, info
     last_dir, best_dir = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"
     source = _resume_source(resume, last_dir, config)
     torch.manual_seed(derive_seed(config.seed, "init"))  # identical initial weights on every rank
-    model = build_model(config.model).to(device)
+    model = build_model(config.model)
+    if source is None and config.init_from:
+        _init_weights(model, config.init_from)
+    model = model.to(device)
     ema = EMA(model, decay=config.optim.ema_decay)
     o = config.optim
     optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
@@ -429,6 +432,13 @@ def _train(config, train_dataset, val_dataset, out_dir, resume, until_step, info
         log.close()
     best = best_dir if state["best_step"] is not None else None
     return TrainResult(state["step"], state["best_step"], state["best_val_mae"], out_dir, last_dir, best)
+
+
+def _init_weights(model: nn.Module, name_or_path: str) -> None:
+    """Copy a trained model's (EMA) weights into ``model``; names and shapes must match."""
+    from chromaqpi.models.registry import load_model
+
+    load_weights_into(model, load_model(name_or_path).state_dict(), source=f"init_from {name_or_path}")
 
 
 @dataclass
