@@ -42,6 +42,12 @@ def test_tiny_zmd_checkpoint_runs_end_to_end(tmp_path):
     again = chromaqpi.reconstruct(images, "paper-2shot", method="zmd", model=str(tmp_path / "tiny"), steps=3,
                                   samples=2, generator=torch.Generator().manual_seed(1), tile=32, overlap=8)
     assert torch.equal(again, phase)  # seeds control everything
+    # The cached (channels_last) model and a plain loaded one give the same posterior mean.
+    from chromaqpi.models.registry import load_model
+
+    plain = chromaqpi.reconstruct(images, "paper-2shot", method="zmd", model=load_model(tmp_path / "tiny"), steps=3,
+                                  samples=2, generator=torch.Generator().manual_seed(1), tile=32, overlap=8)
+    assert float((plain - phase).abs().max()) < 1e-4
 
 
 def test_missing_weights_give_a_clear_error(tmp_path):
