@@ -7,6 +7,8 @@
    on a 256x256 image as the baseline; the requirement is < 2 GB. Memory does not depend on K,
    so this uses few steps to stay short.
 
+The NCHW row times the same model passed as a module (no layout change) as the in-run baseline.
+
 Usage: python benchmarks/bench_inference.py [--model default] [--steps 10 25 200] [--threads 1]
        [--big 2048] [--big-steps 5]
 """
@@ -75,6 +77,13 @@ def main():
         run = lambda: chromaqpi.reconstruct(x, scope, method="zmd", model=args.model, steps=k,  # noqa: E731
                                             generator=torch.Generator().manual_seed(0))
         rows.append(["zmd", str(k), f"{timed(run, repeat=1, warmup=1 if k <= 25 else 0):.2f}"])
+    # Baseline in the same run: the same model in the default NCHW layout (reconstruct uses channels_last).
+    k = min(args.steps, key=lambda s: abs(s - 25))
+    plain = lambda: chromaqpi.reconstruct(x, scope, method="zmd", model=net, steps=k,  # noqa: E731
+                                          generator=torch.Generator().manual_seed(0))
+    base = timed(plain, repeat=1, warmup=1)
+    fast = float(next(r[2] for r in rows if r[0] == "zmd" and r[1] == str(k)))
+    rows.append([f"zmd, NCHW layout (baseline; channels_last is {base / fast:.2f}x faster)", str(k), f"{base:.2f}"])
     table1 = markdown_table([f"`{args.model}`, one 256x256 image, {args.threads} thread(s)", "K", "seconds"], rows)
 
     rows2 = []
