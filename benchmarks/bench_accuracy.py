@@ -1,6 +1,7 @@
 """The results table: every method on every evaluation set, in one run.
 
 Usage: python benchmarks/bench_accuracy.py [--n 8] [--sets a,b] [--steps 25] [--samples 4]
+       (``--sets ""`` re-assembles accuracy.md from the stored per-set sections)
 
 Rows: constant predictor, TIE, WOTF, iterative, the mean model, ZMD (1 sample),
 ZMD (mean of N samples), ZMD + data-consistency refinement, and ZMD with 200
@@ -66,7 +67,7 @@ def main():
     torch.set_flush_denormal(True)
     register_variants(args.steps, 4, 10)
     sections = []
-    for name in args.sets.split(","):
+    for name in filter(None, args.sets.split(",")):  # --sets "" only re-assembles accuracy.md
         spec = get_evalset(name)
         samples = load_evalset(name, n=args.n, progress=True)
         items = [{"images": s.images, "phase": s.phase,
@@ -89,11 +90,15 @@ def main():
         section = RESULTS / "accuracy" / name / "section.md"
         if section.exists():
             sections.append(section.read_text())
-    body = ("All rows measured in this run on the same samples. Offset-aligned metrics remove the best constant "
+    body = ("All rows of a set come from one run on the same samples (its command and date are under its "
+            "heading); s/image depend on what else ran on the machine then. Offset-aligned metrics remove the best constant "
             "(phase from defocus has no DC); normalised MAE = MAE·2/3.5 (the reference paper's scale). "
             "ZMD rows use DDIM sampling with the stated steps; 'zmd-mean4' averages 4 posterior samples; "
             "'zmd+refine10' adds 10 data-consistency steps of the iterative solver. DDPM and CVDM were not "
             "trained for lack of CPU time, so they have no rows.\n\n" + "\n\n".join(sections))
+    targets = RESULTS / "accuracy" / "targets.md"  # hand-written assessment of the sections, kept verbatim
+    if targets.exists():
+        body += "\n\n" + targets.read_text()
     write_results("accuracy", "Accuracy of every method on the evaluation sets", body)
 
 
