@@ -69,3 +69,16 @@ def test_reconstruction_with_an_untrained_prior_model_is_the_whole_image_tie(tmp
     with pytest.raises(ConfigError, match=r"3 input channels \(images \+ condition \+ prior\), got 4"):
         chromaqpi.reconstruct(images, "paper-2shot", method="mean", model=str(tmp_path / "m"),
                               condition=torch.zeros(1, 1, 72, 90))
+
+
+def test_train_cli_adds_the_prior_plane_and_rejects_it_for_baselines(tmp_path, capsys):
+    import json
+
+    from chromaqpi.cli.main import main
+
+    base = ["train", "--data", "on-the-fly", "--microscope", "paper-2shot", "--out", str(tmp_path / "r"), "--dry-run"]
+    assert main([*base, "--model", "zmd", "--prior", "tie"]) == 0
+    model = json.loads(capsys.readouterr().out)["model"]
+    assert model["prior"] == "tie" and model["in_channels"] == 3 and model["offset_invariant"] is True
+    assert main([*base, "--model", "ddpm", "--prior", "tie"]) == 2
+    assert "--prior applies to mean and zmd" in capsys.readouterr().err
