@@ -30,7 +30,7 @@ from _common import markdown_table, timed, write_results
 import chromaqpi
 from chromaqpi import Microscope
 from chromaqpi.io import write_tiff
-from chromaqpi.models.registry import load_model
+from chromaqpi.models.registry import load_model, model_input
 
 
 def test_image(size: int, scope: Microscope, seed: int = 0) -> torch.Tensor:
@@ -113,16 +113,6 @@ def main():
     body = (f"{table1}\n\nchannels_last vs NCHW (same run, same input): {ratio:.2f}x faster.\n\n{table2}\n\nPeak memory comes from a fresh `chromaqpi reconstruct` process per row "
             f"(torch's default threads); requirement at {args.big}x{args.big}: < 2 GB (1907 MiB).")
     write_results(f"inference-{args.model}", f"Inference cost of the shipped `{args.model}` model", body)
-
-
-def model_input(net, images: torch.Tensor, scope: Microscope) -> torch.Tensor:
-    """The network input reconstruct builds for one image: normalised channels (+ prior plane)."""
-    from chromaqpi.models.prior import prior_plane
-    from chromaqpi.models.registry import normalise_input
-
-    x = normalise_input(images.float(), net.card.get("input_normalisation"))
-    prior = getattr(net.config, "prior", None)
-    return x if prior is None else torch.cat([x, prior_plane(images, scope, prior)], dim=1)
 
 
 def _tiled_field(scope: Microscope, size: int) -> torch.Tensor:

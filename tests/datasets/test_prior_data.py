@@ -34,5 +34,6 @@ def test_shard_dataset_prior_is_computed_on_the_stored_image_then_cropped(tiny_p
         y, x = found
         expected = apply_transform(tie[None, y:y + 16, x:x + 16].numpy(), int(a["transform"]))
         np.testing.assert_allclose(b["condition"].numpy(), expected, atol=1e-5)
-    # Second access is served from the per-sample cache and is identical.
+    # Second access is served from the per-sample cache (one plane per stored sample) and is identical.
+    assert len(with_prior._prior_cache) == len({int(plain[i]["index"]) for i in range(4)})
     assert torch.equal(with_prior[0]["condition"], with_prior[0]["condition"])

@@ -349,6 +349,21 @@ def microscope_family_warnings(family: dict | None, microscope) -> list[str]:
     return problems
 
 
+def model_input(net: nn.Module, images: torch.Tensor, microscope, condition: torch.Tensor | None = None) -> torch.Tensor:
+    """The stack a loaded model sees: its card's input normalisation of ``images`` (B, C, H, W),
+    then any ``condition`` planes, then its prior's phase plane (computed on the whole image, so
+    that tiles share its low frequencies), float32 on the images' device."""
+    x = normalise_input(images.float(), (getattr(net, "card", {}) or {}).get("input_normalisation"))
+    if condition is not None:
+        x = torch.cat([x, condition.to(x.device, torch.float32)], dim=1)
+    prior = getattr(net.config, "prior", None)
+    if prior is not None:
+        from chromaqpi.models.prior import prior_plane
+
+        x = torch.cat([x, prior_plane(images, microscope, prior).to(x.device)], dim=1)
+    return x
+
+
 def _pad_to_stride(x: torch.Tensor, stride: int) -> tuple[torch.Tensor, tuple[int, int]]:
     h, w = x.shape[-2:]
     ph, pw = (-h) % stride, (-w) % stride
@@ -366,7 +381,8 @@ def _cached_model(name_or_path, device) -> nn.Module:
     key = (str(model_dir), (model_dir / CONFIG_FILE).stat().st_mtime_ns, str(device))
     if key not in _LOADED:
         _LOADED.clear()  # keep one model in memory
-        # channels_last lets oneDNN skip layout reorders: 1.6x faster sampling on CPU (same results to 1e-4 rad).
+        # channels_last lets oneDNN skip layout reorders: ~1.3x faster sampling on CPU
+        # (benchmarks/results/inference-default*.md), same results to 1e-4 rad.
         _LOADED[key] = load_model(model_dir, device=device).to(memory_format=torch.channels_last)
     return _LOADED[key]
 
@@ -434,14 +450,8 @@ def reconstruct_with_model(
     problems = microscope_family_warnings(card.get("microscope"), microscope)
     if problems:
         warnings.warn("microscope outside the model's training family: " + "; ".join(problems), stacklevel=3)
-    x = normalise_input(images.to(device, torch.float32), card.get("input_normalisation"))
-    if condition is not None:
-        x = torch.cat([x, condition.to(device, torch.float32)], dim=1)
-    prior = getattr(predictor.config, "prior", None)
-    if prior is not None:  # on the whole image, so tiles share its low frequencies
-        from chromaqpi.models.prior import prior_plane
-
-        x = torch.cat([x, prior_plane(images, microscope, prior).to(device)], dim=1)
+    x = model_input(net, images.to(device), microscope, condition)
+    prior = getattr(net.config, "prior", None)
     if x.shape[1] != net.config.in_channels:
         raise ConfigError(f"model expects {net.config.in_channels} input channels (images + condition"
                           f"{' + prior' if prior else ''}), got {x.shape[1]}")
