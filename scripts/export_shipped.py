@@ -1,9 +1,10 @@
 """Export trained runs as the shipped models: fp16 safetensors + config.json + MODEL_CARD.md.
 
-Usage: python scripts/export_shipped.py [FAMILY ...]   (default: default paper-2shot paper-rgb)
+Usage: python scripts/export_shipped.py [NAME ...]   (default: default paper-2shot paper-rgb)
 
-Reads runs/zmd-FAMILY/checkpoints/best (EMA weights with the best validation
-MAE; falls back to last), writes src/chromaqpi/weights/FAMILY/. The card's
+NAME is a family (its ZMD model) or FAMILY-ddpm / FAMILY-cvdm (the comparison models).
+Reads runs/KIND-FAMILY/checkpoints/best (EMA weights with the best validation
+MAE; falls back to last), writes src/chromaqpi/weights/NAME/. The card's
 ``microscope`` entry lists the family's ranges so that inference warns when a
 microscope falls outside them.
 """
@@ -68,27 +69,74 @@ def dataset_summary(folder: str) -> dict:
             "n": config.get("n"), "shape": config.get("shape"), "seed": config.get("seed")}
 
 
-def model_card(family: str, card: dict, summary: dict, size_bytes: int) -> str:
+KINDS = {
+    "zmd": ("Zero-Mean Diffusion", """ZMD = a mean network mu(X) (also served as `method="mean"`) plus a conditional diffusion model
+with a learned per-pixel schedule (CVDM) on the residual (Y - mu)/sigma_zmd."""),
+    "ddpm": ("conditional DDPM, comparison model", """A conditional DDPM (cosine schedule, noise prediction) on the normalised phase, conditioned on
+the images; no physics prior. The baseline of the reference paper's comparison: the same U-Net size,
+data, crops and step budget as the ZMD model of this family."""),
+    "cvdm": ("CVDM, comparison model", """A conditional diffusion model with a learned per-pixel noise schedule (CVDM) on the normalised
+phase, conditioned on the images; no physics prior. A comparison model of the reference paper: the same
+U-Net size, data, crops and step budget as the ZMD model of this family."""),
+}
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """Shipped model name -> (family, kind): ``paper-2shot-ddpm`` -> (paper-2shot, ddpm)."""
+    for kind in ("ddpm", "cvdm"):
+        if name.endswith(f"-{kind}"):
+            return name[: -len(kind) - 1], kind
+    return name, "zmd"
+
+
+def model_config_lines(kind: str, model: dict, cfg: dict) -> str:
+    unet = json.dumps(model.get("unet"))
+    if kind != "zmd":
+        return (f"U-Net `{unet}`; target normalised as 2 (Y - {model.get('target_offset')}) / "
+                f"{model.get('target_scale')} - 1 rad, estimates clipped to that range while sampling: "
+                f"`{model.get('clip_denoised')}`.")
+    return f"""mean U-Net and noise U-Net `{unet}`;
+  sigma_zmd = {model.get('sigma_zmd', 0.5)} rad; sampled residual clipped to ±{model.get('clip_residual')} sigma_zmd;
+  noise net output parametrisation `{model.get('prediction', 'eps')}`; schedule detached from the noise loss:
+  `{model.get('loss', {}).get('detach_schedule_in_noise')}`.
+- physics prior: `{model.get('prior')}` (with `tie` the mean network outputs TIE + a learned correction,
+  and TIE is computed on the whole image with the caller's microscope); offset-invariant loss (the
+  unobservable per-image phase offset is not trained): `{model.get('offset_invariant', False)}`.
+- initialised from: {('`' + str(cfg.get('init_from')) + '` (the previously shipped model of this name)') if cfg.get('init_from') else 'random (fresh training)'}."""
+
+
+def validation_table(kind: str, val: list[dict]) -> str:
+    f = lambda v, key: f"{float(v.get(key) or 'nan'):.4f}"  # noqa: E731
+    if kind == "zmd":
+        head = "| step | ZMD aligned MAE (rad) | ZMD raw MAE (rad) | mean net aligned MAE (rad) | images |\n|---|---|---|---|---|"
+        rows = [f"| {v.get('step')} | {f(v, 'mae_rad')} | {f(v, 'mae_raw_rad')} | {f(v, 'mean_mae_rad')} | {v.get('images')} |"
+                for v in val]
+    else:
+        head = f"| step | {kind.upper()} aligned MAE (rad) | raw MAE (rad) | images |\n|---|---|---|---|"
+        rows = [f"| {v.get('step')} | {f(v, 'mae_rad')} | {f(v, 'mae_raw_rad')} | {v.get('images')} |" for v in val]
+    return "\n".join([head, *(rows or ["| - |"])])
+
+
+def model_card(name: str, card: dict, summary: dict, size_bytes: int) -> str:
+    family, kind = split_name(name)
+    title, intro = KINDS[kind]
     cfg = summary["config"]
     data = cfg.get("data", {}).get("description", {})
-    val_lines = "\n".join(f"| {v.get('step')} | {float(v.get('mae_rad', 'nan')):.4f} | "
-                          f"{float(v.get('mae_raw_rad', 'nan')):.4f} | {float(v.get('mean_mae_rad') or 'nan'):.4f} | "
-                          f"{v.get('images')} |" for v in summary["val"]) or "| - | - | - | - | - |"
     model = card["model"]
     n_params = sum(p.numel() for p in _params(card))
     train_data = dataset_summary(data.get("data", "")) if data.get("data") else {}
     val_data = dataset_summary(data.get("val")) if data.get("val") else {}
     steps, batch = summary["steps"], cfg.get("data", {}).get("batch_size")
-    return f"""# Model card: `{family}` (Zero-Mean Diffusion)
+    kinds_env = "" if kind == "zmd" else f"KINDS={kind} "
+    return f"""# Model card: `{name}` ({title})
 
-ZMD = a mean network mu(X) (also served as `method="mean"`) plus a conditional diffusion model
-with a learned per-pixel schedule (CVDM) on the residual (Y - mu)/sigma_zmd. Output: phase in
+{intro} Output: phase in
 radians at the reference wavelength of the `{family}` family's base microscope.
 
 ## Use
 ```python
-chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscope_preset']}"), method="zmd",
-                      model="{family}", steps=25, samples=1)
+chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscope_preset']}"), method="{kind}",
+                      model="{name}", steps=25, samples=1)
 ```
 
 ## Data
@@ -100,14 +148,7 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
   the dihedral augmentations the physics allows.
 
 ## Configuration
-- {n_params / 1e6:.2f} M parameters; mean U-Net and noise U-Net `{json.dumps(model.get('unet'))}`;
-  sigma_zmd = {model.get('sigma_zmd', 0.5)} rad; sampled residual clipped to ±{model.get('clip_residual')} sigma_zmd;
-  noise net output parametrisation `{model.get('prediction', 'eps')}`; schedule detached from the noise loss:
-  `{model.get('loss', {}).get('detach_schedule_in_noise')}`.
-- physics prior: `{model.get('prior')}` (with `tie` the mean network outputs TIE + a learned correction,
-  and TIE is computed on the whole image with the caller's microscope); offset-invariant loss (the
-  unobservable per-image phase offset is not trained): `{model.get('offset_invariant', False)}`.
-- initialised from: {('`' + str(cfg.get('init_from')) + '` (the previously shipped model of this name)') if cfg.get('init_from') else 'random (fresh training)'}.
+- {n_params / 1e6:.2f} M parameters; {model_config_lines(kind, model, cfg)}
 - AdamW lr {cfg.get('optim', {}).get('lr')}, {cfg.get('schedule', {}).get('lr_schedule')} schedule,
   EMA {cfg.get('optim', {}).get('ema_decay')}, batch {batch}, {steps} steps, seed {cfg.get('seed')}.
 - weights: fp16 safetensors, {size_bytes / 2**20:.1f} MiB, sha256 `{card['weights']['sha256']}`
@@ -117,17 +158,15 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
 - hardware: {platform.processor() or platform.machine()}, 2 CPU cores shared with other jobs, no GPU, one
   thread per training job; {summary['samples_per_s']:.1f} samples/s at the end, about
   {summary['hours']:.1f} h of training (from the logged throughput).
-- command: `STEPS_{family.replace('-', '_')}={cfg.get('schedule', {}).get('steps')} FAMILIES={family} bash scripts/train_shipped.sh`
-  (builds the datasets, then trains), then `python scripts/export_shipped.py {family}`.
+- command: `{kinds_env}STEPS_{family.replace('-', '_')}={cfg.get('schedule', {}).get('steps')} FAMILIES={family} bash scripts/train_shipped.sh`
+  (builds the datasets, then trains), then `python scripts/export_shipped.py {name}`.
 - exported weights: the EMA at step {card.get('provenance', {}).get('step', '?')} (best validation MAE).
 {summary['notes']}
-- scale up unchanged on GPUs: `torchrun --nproc_per_node N -m chromaqpi.cli.main train --model zmd
+- scale up unchanged on GPUs: `torchrun --nproc_per_node N -m chromaqpi.cli.main train --model {kind}
   --data on-the-fly --microscope {family} --width 64 --levels 4 --blocks 2 ...`.
 
 ## Validation (held-out validation shards, EMA weights, one 10-step DDIM sample)
-| step | ZMD aligned MAE (rad) | ZMD raw MAE (rad) | mean net aligned MAE (rad) | images |
-|---|---|---|---|---|
-{val_lines}
+{validation_table(kind, summary["val"])}
 
 Test-set metrics for every method are in `benchmarks/results/accuracy.md`.
 
@@ -144,8 +183,9 @@ def _params(card):
     return build_model(card["model"]).parameters()
 
 
-def export(family: str) -> None:
-    run = ROOT / "runs" / f"zmd-{family}"
+def export(name: str) -> None:
+    family, kind = split_name(name)
+    run = ROOT / "runs" / f"{kind}-{family}"
     src = run / "checkpoints" / "best"
     if not (src / "config.json").exists():
         src = run / "checkpoints" / "last"
@@ -156,18 +196,19 @@ def export(family: str) -> None:
     card["microscope"] = family_envelope(family)
     # Briefly trained noise nets can make the residual sample diverge; bound it to
     # ±4 sigma_zmd (a sampling setting, not a weight).
-    card["model"]["clip_residual"] = CLIP_RESIDUAL
+    if kind == "zmd":
+        card["model"]["clip_residual"] = CLIP_RESIDUAL
     card["microscope_preset"] = base.name
-    dst = ROOT / "src" / "chromaqpi" / "weights" / family
+    dst = ROOT / "src" / "chromaqpi" / "weights" / name
     dst.mkdir(parents=True, exist_ok=True)
     write_model_dir(dst, tensors, card, dtype=torch.float16)
     size = (dst / "model.safetensors").stat().st_size
     if size > MAX_BYTES:
-        sys.exit(f"{family}: {size / 2**20:.1f} MiB exceeds the 25 MiB limit")
+        sys.exit(f"{name}: {size / 2**20:.1f} MiB exceeds the 25 MiB limit")
     card = read_card(dst)
     card["microscope_preset"] = base.name
-    (dst / "MODEL_CARD.md").write_text(model_card(family, card, training_summary(run), size))
-    print(f"exported {family}: {size / 2**20:.1f} MiB from {src}")
+    (dst / "MODEL_CARD.md").write_text(model_card(name, card, training_summary(run), size))
+    print(f"exported {name}: {size / 2**20:.1f} MiB from {src}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the datasets and train the shipped ZMD models on a CPU: the recipe recorded in each MODEL_CARD.md.
 #   FAMILIES="default paper-2shot" bash scripts/train_shipped.sh      (STEPS_<family> overrides the step count)
+#   KINDS="ddpm cvdm" FAMILIES=paper-2shot bash scripts/train_shipped.sh   (the comparison models, same budget)
 # Datasets are built once (re-running resumes/skips them); training threads: OMP_NUM_THREADS (1 per job here).
 # On GPUs the same command scales with torchrun (see the model cards).
 set -euo pipefail
@@ -21,16 +22,21 @@ for fam in ${FAMILIES:-default paper-2shot paper-rgb}; do
       # Shipped v2: 3000 offset-invariant steps at lr 3e-4 from the v1 model (2000 steps with the raw-offset
       # loss, this script at commit f0ddc90). From scratch: INIT_default= STEPS_default=5000.
       init=${INIT_default-default}
-      args=(--config scripts/train_cpu_default.toml --steps "${STEPS_default:-3000}" --sigma-zmd 0.3 --seed 2
-            ${init:+--init-from "$init" --lr 3e-4}) ;;
+      common=(--config scripts/train_cpu_default.toml --steps "${STEPS_default:-3000}")
+      zmd=(--sigma-zmd 0.3 --seed 2 ${init:+--init-from "$init" --lr 3e-4}) ;;
     paper-2shot|paper-rgb)
       build "$fam" "$PAPER_SRC" 3000 256 11 "data/$fam-train" 256
       build "$fam" "$PAPER_SRC" 64 256 12 "data/$fam-val" 64
       var="STEPS_${fam//-/_}"
       # The mean network corrects the TIE estimate (TIE beats an hour-trained plain net on these presets).
-      args=(--config scripts/train_cpu_paper.toml --steps "${!var:-3000}" --sigma-zmd 0.25 --prior tie) ;;
+      common=(--config scripts/train_cpu_paper.toml --steps "${!var:-3000}")
+      zmd=(--sigma-zmd 0.25 --prior tie) ;;
     *) echo "unknown family $fam" >&2; exit 2 ;;
   esac
-  $CQ train --model zmd --data "data/$fam-train" --val "data/$fam-val" --microscope "$fam" --out "runs/zmd-$fam" \
-    --batch-size 8 --crop 64 --width 16 --levels 4 --blocks 1 --seed 1 "${args[@]}" ${RESUME:-}
+  for kind in ${KINDS:-zmd}; do
+    # comparison models (ddpm, cvdm): the same networks, data and steps, without ZMD's prior and residual scale
+    extra=("${common[@]}"); [ "$kind" = zmd ] && extra+=("${zmd[@]}")
+    $CQ train --model "$kind" --data "data/$fam-train" --val "data/$fam-val" --microscope "$fam" --out "runs/$kind-$fam" \
+      --batch-size 8 --crop 64 --width 16 --levels 4 --blocks 1 --seed 1 "${extra[@]}" ${RESUME:-}
+  done
 done

@@ -12,6 +12,8 @@ from chromaqpi import Microscope
 from chromaqpi.models.registry import list_models, load_model
 
 SHIPPED = ("default", "paper-2shot", "paper-rgb")
+# The reference paper's comparison models: same U-Nets and training budget, no prior.
+COMPARISON = ("paper-2shot-ddpm", "paper-2shot-cvdm")
 MAX_BYTES = 25 * 2**20
 
 
@@ -19,7 +21,11 @@ def test_all_three_models_are_shipped():
     assert set(SHIPPED) <= set(list_models())
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+def test_comparison_models_are_shipped():
+    assert set(COMPARISON) <= set(list_models())
+
+
+@pytest.mark.parametrize("name", SHIPPED + COMPARISON)
 def test_weights_load_and_match_their_card(name):
     folder = resources.files("chromaqpi") / "weights" / name
     card = json.loads((folder / "config.json").read_text())
@@ -27,9 +33,21 @@ def test_weights_load_and_match_their_card(name):
     assert (folder / card["weights"]["file"]).stat().st_size <= MAX_BYTES
     net = load_model(name)  # verifies the sha256 of the safetensors file
     scope = Microscope.from_preset(card["microscope_preset"])
+    kind = name.rsplit("-", 1)[1] if name in COMPARISON else "zmd"
     # The input stack is the microscope's channels plus the prior's phase plane, if the model has one.
-    assert net.kind == "zmd" and net.config.in_channels == scope.n_channels + (net.config.prior is not None)
+    prior = getattr(net.config, "prior", None)
+    assert net.kind == kind and net.config.in_channels == scope.n_channels + (prior is not None)
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in net.parameters())
+
+
+@pytest.mark.parametrize("name", COMPARISON)
+def test_comparison_model_is_the_default_for_its_kind_and_preset(name):
+    preset, kind = name.rsplit("-", 1)
+    scope = Microscope.from_preset(preset)
+    images = chromaqpi.simulate(torch.zeros(32, 32), scope, noise=False)
+    # model=None must pick "<preset>-<kind>", not the preset's ZMD model (which would be a kind error)
+    phase = chromaqpi.reconstruct(images, scope, method=kind, steps=3, generator=torch.Generator().manual_seed(0))
+    assert phase.shape == (1, 32, 32) and torch.isfinite(phase).all()
 
 
 @pytest.mark.parametrize("name", SHIPPED)

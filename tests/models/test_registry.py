@@ -55,3 +55,17 @@ def test_family_check_values_and_ranges():
     assert microscope_family_warnings({"n_channels": 3, "unknown.key": 1}, scope) == []
     msgs = microscope_family_warnings({"n_channels": 2, "sampling.pixel_size_um": [1.0, 2.0]}, scope)
     assert len(msgs) == 2
+
+
+def test_default_model_is_the_presets_model_of_the_requested_kind(tmp_path, monkeypatch):
+    from chromaqpi.models import registry
+
+    for name, kind in [("scope", "zmd"), ("scope-ddpm", "ddpm"), ("default", "zmd")]:
+        save_model(tmp_path / name, build_model(tiny_config(kind)), make_card(build_model(tiny_config(kind))))
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    assert registry._default_model_name("ddpm", "scope") == "scope-ddpm"
+    assert registry._default_model_name("zmd", "scope") == "scope"
+    assert registry._default_model_name("mean", "scope") == "scope"  # a ZMD model serves its mean net
+    assert registry._default_model_name("zmd", "other") == "default"
+    with pytest.raises(WeightsError, match="no trained 'cvdm' model"):  # a ZMD model must not stand in
+        registry._default_model_name("cvdm", "scope")

@@ -388,11 +388,16 @@ def _cached_model(name_or_path, device) -> nn.Module:
 
 
 def _default_model_name(kind: str, microscope_name: str | None = None) -> str:
-    # A shipped model named after the microscope preset (e.g. "paper-2shot") wins.
-    for name in (microscope_name, kind, "default"):
-        if name in list_models():
+    # The shipped model for the microscope preset wins: "<preset>-<kind>" (e.g. "paper-2shot-ddpm"),
+    # then "<preset>" (a ZMD model, which also serves "mean"), then "<kind>", then "default".
+    serves = {kind, "zmd"} if kind == "mean" else {kind}
+    installed = set(list_models())
+    candidates = [f"{microscope_name}-{kind}", microscope_name] if microscope_name else []
+    for name in [*candidates, kind, "default"]:
+        if name in installed and read_card(WEIGHTS_DIR / name)["model"].get("kind") in serves:
             return name
-    raise WeightsError(f"no trained {kind!r} model is installed; pass model=PATH to a checkpoint directory")
+    raise WeightsError(f"no trained {kind!r} model is installed for microscope {microscope_name!r}; "
+                       "pass model=PATH to a checkpoint directory")
 
 
 def reconstruct_with_model(
@@ -412,8 +417,9 @@ def reconstruct_with_model(
     kind : {"mean", "ddpm", "cvdm", "zmd"}
         The method name; the model must be of this kind.
     model : str, Path, nn.Module or None
-        Checkpoint directory, shipped model name, or a loaded model; None: the shipped model named
-        like ``kind``, else ``"default"``.
+        Checkpoint directory, shipped model name, or a loaded model; None: the shipped model of
+        this kind for the microscope preset (``"<preset>-<kind>"``, else ``"<preset>"``), else the
+        one named like ``kind``, else ``"default"``.
     steps, samples, sampler, generator
         Sampling options (:meth:`sample` of the model); the posterior mean is returned.
     tile, overlap : int
