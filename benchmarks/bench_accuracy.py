@@ -103,9 +103,10 @@ def main():
             "(phase from defocus has no DC); normalised MAE = MAE·2/3.5 (the reference paper's scale). "
             "ZMD rows use DDIM sampling with the stated steps; 'zmd-mean4' averages 4 posterior samples; "
             "'zmd+refine10' adds 10 data-consistency steps of the iterative solver; 'zmd+refine200' (paper presets) is "
-            "the iterative solver with its full 200-iteration budget started from ZMD instead of TIE. DDPM and CVDM (same U-Net "
-            "size and training budget as ZMD's noise network, no physics prior, 25 DDIM steps) have rows only "
-            "where they were trained (the paper-2shot preset); the other presets lacked the CPU time.\n\n" + "\n\n".join(sections))
+            "the iterative solver with its full 200-iteration budget started from ZMD instead of TIE. DDPM and CVDM (the reference "
+            "paper's comparison models: the same U-Net as each ZMD network, the same data, 3000 steps, no physics "
+            "prior, 25 DDIM steps) have rows where a model of that kind is shipped for the set's preset: both on "
+            "paper-2shot, DDPM only on paper-rgb and default (CVDMs for those did not fit the CPU time).\n\n" + "\n\n".join(sections))
     targets = RESULTS / "accuracy" / "targets.md"  # hand-written assessment of the sections, kept verbatim
     if targets.exists():
         body += "\n\n" + targets.read_text()
