@@ -106,7 +106,7 @@ def main():
             "the iterative solver with its full 200-iteration budget started from ZMD instead of TIE. DDPM and CVDM (the reference "
             "paper's comparison models: the same U-Net as each ZMD network, the same data, 3000 steps, no physics "
             "prior, 25 DDIM steps) have rows where a model of that kind is shipped for the set's preset: both on "
-            "paper-2shot, DDPM only on paper-rgb and default (CVDMs for those did not fit the CPU time).\n\n" + "\n\n".join(sections))
+            "the paper presets, DDPM only on the default preset (a CVDM for it did not fit the CPU time).\n\n" + "\n\n".join(sections))
     targets = RESULTS / "accuracy" / "targets.md"  # hand-written assessment of the sections, kept verbatim
     if targets.exists():
         body += "\n\n" + targets.read_text()
