@@ -105,8 +105,7 @@ def main():
             "'zmd+refine10' adds 10 data-consistency steps of the iterative solver; 'zmd+refine200' (paper presets) is "
             "the iterative solver with its full 200-iteration budget started from ZMD instead of TIE. DDPM and CVDM (the reference "
             "paper's comparison models: the same U-Net as each ZMD network, the same data, 3000 steps, no physics "
-            "prior, 25 DDIM steps) have rows where a model of that kind is shipped for the set's preset: both on "
-            "the paper presets, DDPM only on the default preset (a CVDM for it did not fit the CPU time).\n\n" + "\n\n".join(sections))
+            "prior, 25 DDIM steps) have rows on the sets whose preset has a shipped model of that kind.\n\n" + "\n\n".join(sections))
     targets = RESULTS / "accuracy" / "targets.md"  # hand-written assessment of the sections, kept verbatim
     if targets.exists():
         body += "\n\n" + targets.read_text()

@@ -155,8 +155,8 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
   (verified at load).
 
 ## Training
-- hardware: {platform.processor() or platform.machine()}, 2 CPU cores shared with other jobs, no GPU, one
-  thread per training job; {summary['samples_per_s']:.1f} samples/s at the end, about
+- hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no GPU (threads and the jobs
+  sharing the cores: see the notes below); {summary['samples_per_s']:.1f} samples/s at the end, about
   {summary['hours']:.1f} h of training (from the logged throughput).
 - command: `{kinds_env}STEPS_{family.replace('-', '_')}={cfg.get('schedule', {}).get('steps')} FAMILIES={family} bash scripts/train_shipped.sh`
   (builds the datasets, then trains), then `python scripts/export_shipped.py {name}`.

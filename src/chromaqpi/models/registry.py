@@ -397,7 +397,7 @@ def _default_model_name(kind: str, microscope_name: str | None = None) -> str:
         if name in installed and read_card(WEIGHTS_DIR / name)["model"].get("kind") in serves:
             return name
     raise WeightsError(f"no trained {kind!r} model is installed for microscope {microscope_name!r}; "
-                       "pass model=PATH to a checkpoint directory")
+                       "pass model=PATH (--model PATH on the command line) to a checkpoint directory")
 
 
 def reconstruct_with_model(
