@@ -124,8 +124,9 @@ def model_card(name: str, card: dict, summary: dict, size_bytes: int) -> str:
     data = cfg.get("data", {}).get("description", {})
     model = card["model"]
     n_params = sum(p.numel() for p in _params(card))
-    train_data = dataset_summary(data.get("data", "")) if data.get("data") else {}
-    val_data = dataset_summary(data.get("val")) if data.get("val") else {}
+    train_data = [dataset_summary(f) for f in data["data"].split(",")] if data.get("data") else []
+    val_data = [dataset_summary(f) for f in data["val"].split(",")] if data.get("val") else []
+    n_train = sum(d.get("n") or 0 for d in train_data) or "?"
     steps, batch = summary["steps"], cfg.get("data", {}).get("batch_size")
     kinds_env = "" if kind == "zmd" else f"KINDS={kind} "
     return f"""# Model card: `{name}` ({title})
@@ -140,8 +141,8 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
 ```
 
 ## Data
-- training set: `{json.dumps(train_data)}`
-- validation set: `{json.dumps(val_data)}`
+- training set(s): {_datasets_md(train_data)}
+- validation set(s): {_datasets_md(val_data)}
 - microscope family (domain randomisation, see `chromaqpi.datasets.randomize`): `{family}`;
   inference warns outside this envelope: `{json.dumps(card['microscope'])}`
 - input normalisation: `{card.get('input_normalisation')}`; training crops {data.get('crop')} px with
@@ -171,10 +172,14 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
 Test-set metrics for every method are in `benchmarks/results/accuracy.md`.
 
 ## Limitations
-Trained for {steps} steps (batch {batch}) on {train_data.get('n', '?')} samples on a CPU: a small model, far from converged.
+Trained for {steps} steps (batch {batch}) on {n_train} samples on a CPU: a small model, far from converged.
 Real microscopes outside the family envelope, stained (absorbing) samples, JPEG-compressed images and
 lateral chromatic misregistration are not covered by the training data.
 """
+
+
+def _datasets_md(summaries: list[dict]) -> str:
+    return "; ".join(f"`{json.dumps(d)}`" for d in summaries) or "-"
 
 
 def _params(card):

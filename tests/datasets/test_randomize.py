@@ -103,6 +103,17 @@ def test_ranges_round_trip_through_toml(tmp_path):
     assert draw_microscope(None, again, rng_a) == draw_microscope(None, ranges, rng_b)
 
 
+def test_toml_family_key_overrides_only_the_given_fields(tmp_path):
+    path = tmp_path / "low-noise.toml"
+    path.write_text('[ranges]\nfamily = "paper-rgb"\nname = "paper-rgb"\ngaussian_noise = [0.0, 0.03]\n')
+    variant, family = resolve_ranges(str(path)).to_dict(), get_family("paper-rgb").to_dict()
+    assert variant.pop("gaussian_noise") == [0.0, 0.03] and family.pop("gaussian_noise") == [0.0, 0.3]
+    assert variant == family
+    path.write_text('[ranges]\nfamily = "no-such"\n')
+    with pytest.raises(ConfigError, match="no-such"):
+        resolve_ranges(str(path))
+
+
 def test_fixed_ranges_return_the_base():
     m = Microscope.from_preset("paper-rgb")
     for spec in ("preset:paper-rgb", m):

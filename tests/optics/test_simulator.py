@@ -212,6 +212,20 @@ def test_batched_equals_sequential(smooth_phase):
     assert torch.equal(together, apart)
 
 
+def test_kernel_cache_over_budget_keeps_what_fits_and_changes_nothing(smooth_phase, monkeypatch):
+    from chromaqpi.optics import simulator as sim
+
+    m = Microscope.from_preset("default").replace(spectra={"n_wavelengths": 5}, optics={"source_points": 12})
+    full = sim.Simulator(m, smooth_phase.shape, dtype=torch.float64)
+    expected = full(smooth_phase[None], noise=False)
+    per_node = next(iter(full._kernels.values()))[0].numel() * 16
+    monkeypatch.setattr(sim, "_KERNEL_CACHE_BYTES", int(2.5 * per_node))
+    part = sim.Simulator(m, smooth_phase.shape, dtype=torch.float64)
+    first, second = part(smooth_phase[None], noise=False), part(smooth_phase[None], noise=False)
+    assert len(full._kernels) == len(full.wavelengths) > 2 and len(part._kernels) == 2
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+
+
 def test_dtype_and_shape_follow_input(smooth_phase):
     m = Microscope.from_preset("default").replace(spectra={"n_wavelengths": 3}, optics={"source_points": 5})
     out = simulate(smooth_phase.float(), m, noise=False)

@@ -31,7 +31,7 @@ def add_arguments(parser):
     parser.add_argument("--model", required=True, choices=("mean", "ddpm", "cvdm", "zmd"))
     parser.add_argument("--data", required=True, metavar="DIR[,DIR]|on-the-fly",
                         help="shard dataset folder(s) or 'on-the-fly' (simulate in the loader)")
-    parser.add_argument("--val", metavar="DIR", help="validation shard folder (best checkpoint by aligned MAE)")
+    parser.add_argument("--val", metavar="DIR[,DIR]", help="validation shard folder(s) (best checkpoint by aligned MAE)")
     parser.add_argument("--microscope", default="default", metavar="FAMILY",
                         help="randomisation family (default, paper-rgb, paper-2shot) the model is for")
     parser.add_argument("--source", metavar="SPEC", help="phase sources for on-the-fly data (e.g. cells:2,textures:1)")
@@ -52,6 +52,7 @@ def add_arguments(parser):
                         help="start from a trained model's weights (shipped name or directory), e.g. to fine-tune")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--val-every", type=int, help="validate every N steps")
+    parser.add_argument("--val-batches", type=int, help="validation batches per check (0: the whole set)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -95,6 +96,7 @@ def resolve_config(args, channels: int):
     data["seed"] = args.seed
     for section, key, value in (("schedule", "steps", args.steps), ("data", "batch_size", args.batch_size),
                                 ("optim", "lr", args.lr), ("validation", "every", args.val_every),
+                                ("validation", "max_batches", args.val_batches),
                                 ("data", "num_workers", args.workers)):
         if value is not None:
             data.setdefault(section, {})[key] = value
@@ -121,7 +123,7 @@ def datasets(args, prior: str | None = None):
                                 rank=rank, world_size=world, prior=prior)
     else:
         train = ShardDataset(args.data.split(","), crop=args.crop, seed=args.seed, prior=prior)
-    val = ShardDataset(args.val, crop=None, augment=False, prior=prior) if args.val else None
+    val = ShardDataset(args.val.split(","), crop=None, augment=False, prior=prior) if args.val else None
     return train, val
 
 

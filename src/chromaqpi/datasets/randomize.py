@@ -494,11 +494,24 @@ def get_family(name: str) -> Ranges:
     return _FAMILIES[name]()
 
 
+def _ranges_from_table(table: dict, path: Path) -> Ranges:
+    # ``family = "NAME"`` starts from a built-in family and overrides only the keys given,
+    # so a variant (e.g. another noise range) does not restate the whole family.
+    table = dict(table)
+    family = table.pop("family", None)
+    if family is None:
+        return Ranges.from_dict(table)
+    if family not in _FAMILIES:
+        raise ConfigError(f"{path}: family {family!r} is not one of {', '.join(list_families())}")
+    return Ranges.from_dict({**get_family(family).to_dict(), **table})
+
+
 def resolve_ranges(spec) -> Ranges:
     """Family name, ``preset:NAME``, TOML file, Ranges or Microscope -> Ranges.
 
-    A TOML file with a top-level ``[ranges]`` table is a family; any other TOML file is
-    one fixed microscope. ``preset:NAME`` is a preset used as it is (no randomisation).
+    A TOML file with a top-level ``[ranges]`` table is a family (with ``family = NAME`` in
+    it, a built-in family with the table's keys overridden); any other TOML file is one
+    fixed microscope. ``preset:NAME`` is a preset used as it is (no randomisation).
     """
     if isinstance(spec, Ranges):
         return spec
@@ -516,7 +529,7 @@ def resolve_ranges(spec) -> Ranges:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
         if "ranges" in data:
-            return Ranges.from_dict(data["ranges"])
+            return _ranges_from_table(data["ranges"], path)
         return Ranges.fixed(Microscope.from_dict(data), name=f"fixed:{path.name}")
     raise ConfigError(f"--microscope {text!r} is neither a family ({', '.join(list_families())}), "
                       f"'preset:NAME' ({', '.join(list_presets())}) nor a TOML file")

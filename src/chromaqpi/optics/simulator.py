@@ -36,7 +36,8 @@ from chromaqpi.optics.pupil import frequency_grid, fresnel_factors, pupil, shift
 from chromaqpi.optics.sensor import apply_sensor
 from chromaqpi.optics.spectra import channel_quadrature
 
-# Kernels are cached while they fit this budget, else rebuilt per call.
+# Kernels are cached node by node while they fit this budget; the nodes beyond it are
+# rebuilt per call (so a large grid still keeps most of its kernels).
 _KERNEL_CACHE_BYTES = 1024 * 2**20
 # Bound on the (batch x source points x fine pixels) complex block per FFT
 # (and on a chunk of stacked node images). Blocks that fit in cache are faster:
@@ -101,7 +102,7 @@ class Simulator(torch.nn.Module):
         if self.coherent_paraxial:
             self._init_fresnel(device)
         per_node = len(nu) * self.fine_shape[0] * self.fine_shape[1] * (8 if dtype == torch.float32 else 16)
-        self._cache_kernels = per_node * len(self.wavelengths) <= _KERNEL_CACHE_BYTES
+        self._cached_nodes = min(len(self.wavelengths), _KERNEL_CACHE_BYTES // per_node)
         self._kernels: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._device = device
 
@@ -155,7 +156,7 @@ class Simulator(torch.nn.Module):
         # Folding sqrt(w_s / I_bg) into the kernel makes the Abbe sum a plain sum of |E|².
         scaled = ker.mul_(torch.sqrt(w / background)[:, None, None]).to(self.cdtype)
         out = (scaled, background)
-        if self._cache_kernels:
+        if len(self._kernels) < self._cached_nodes:
             self._kernels[k] = out
         return out
 
