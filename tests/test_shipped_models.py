@@ -13,7 +13,8 @@ from chromaqpi.models.registry import list_models, load_model
 
 SHIPPED = ("default", "paper-2shot", "paper-rgb")
 # The reference paper's comparison models: same U-Nets and training budget, no prior.
-COMPARISON = ("paper-2shot-ddpm", "paper-2shot-cvdm", "paper-rgb-ddpm", "paper-rgb-cvdm", "default-ddpm")
+COMPARISON = ("paper-2shot-ddpm", "paper-2shot-cvdm", "paper-rgb-ddpm", "paper-rgb-cvdm", "default-ddpm",
+              "default-cvdm")
 MAX_BYTES = 25 * 2**20
 
 
