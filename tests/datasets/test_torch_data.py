@@ -137,3 +137,21 @@ def test_normalize_input_modes():
     assert torch.allclose(paper_phase(paper_target(torch.tensor([0.0, 3.5]))), torch.tensor([0.0, 3.5]))
     with pytest.raises(ConfigError):
         normalize_input(x, "minmax")
+
+
+def test_train_cli_takes_several_data_and_val_folders(tiny_dataset, tmp_path, capsys):
+    import argparse
+    import json
+
+    from chromaqpi.cli import train as train_cli
+    from chromaqpi.cli.main import main
+
+    both = f"{tiny_dataset},{tiny_dataset}"
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    args = parser.parse_args(["--model", "mean", "--data", both, "--val", both, "--out", str(tmp_path), "--crop", "16"])
+    train, val = train_cli.datasets(args)
+    assert len(train) == len(val) == 2 * len(ShardDataset(tiny_dataset, augment=False))
+    assert main(["train", "--model", "mean", "--data", both, "--out", str(tmp_path), "--val-batches", "3",
+                 "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["validation"]["max_batches"] == 3
