@@ -34,9 +34,8 @@ for fam in ${FAMILIES:-default paper-2shot paper-rgb}; do
       train="data/$fam-train,data/$fam-lownoise-train" val="data/$fam-lownoise-val,data/$fam-val"
       var="STEPS_${fam//-/_}" ivar="INIT_${fam//-/_}"
       # Shipped v2 ZMD: 1500 steps at lr 3e-4 on the mixed data from v1 (3000 steps on the paper-noise data
-      # alone, this script at commit 23ae3e2). The mean network corrects the TIE estimate.
-      # From scratch: INIT_paper_2shot= STEPS_paper_2shot=3000. The comparison models (3000 steps) were
-      # trained on the paper-noise data alone (commit 23ae3e2); this script now gives them the mixed data too.
+      # alone: this script at commit 23ae3e2, as were the shipped comparison models); the mean network
+      # corrects the TIE estimate. From scratch: INIT_paper_2shot= STEPS_paper_2shot=3000.
       init=${!ivar-$fam}
       common=(--config scripts/train_cpu_paper.toml --steps "${!var:-3000}" --val-batches 4)
       zmd=(--sigma-zmd 0.25 --prior tie --seed 3 ${init:+--init-from "$init" --lr 3e-4 --steps "${!var:-1500}"}) ;;

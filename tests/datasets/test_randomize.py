@@ -105,7 +105,7 @@ def test_ranges_round_trip_through_toml(tmp_path):
 
 def test_toml_family_key_overrides_only_the_given_fields(tmp_path):
     path = tmp_path / "low-noise.toml"
-    path.write_text('[ranges]\nfamily = "paper-rgb"\nname = "paper-rgb"\ngaussian_noise = [0.0, 0.03]\n')
+    path.write_text('[ranges]\nfamily = "paper-rgb"\ngaussian_noise = [0.0, 0.03]\n')
     variant, family = resolve_ranges(str(path)).to_dict(), get_family("paper-rgb").to_dict()
     assert variant.pop("gaussian_noise") == [0.0, 0.03] and family.pop("gaussian_noise") == [0.0, 0.3]
     assert variant == family

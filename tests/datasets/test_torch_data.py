@@ -155,3 +155,8 @@ def test_train_cli_takes_several_data_and_val_folders(tiny_dataset, tmp_path, ca
     assert main(["train", "--model", "mean", "--data", both, "--out", str(tmp_path), "--val-batches", "3",
                  "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["validation"]["max_batches"] == 3
+    assert main(["train", "--model", "mean", "--data", f"{tiny_dataset},", "--out", str(tmp_path / "r")]) == 2
+    assert "empty folder name" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert main(["train", "--model", "mean", "--data", both, "--out", str(tmp_path), "--val-batches", "-1",
+                 "--dry-run"]) == 2
+    assert "validation.max_batches must be >= 0" in capsys.readouterr().err

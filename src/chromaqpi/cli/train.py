@@ -111,6 +111,13 @@ def resolve_config(args, channels: int):
     return config
 
 
+def _folders(text: str, flag: str) -> list[str]:
+    folders = [f.strip() for f in text.split(",")]
+    if not all(folders):
+        raise ConfigError(f"{flag} {text!r}: empty folder name in the comma-separated list")
+    return folders
+
+
 def datasets(args, prior: str | None = None):
     from chromaqpi.datasets.torch_data import OnTheFlyDataset, ShardDataset
 
@@ -122,8 +129,8 @@ def datasets(args, prior: str | None = None):
         train = OnTheFlyDataset(args.source, family=args.microscope, size=args.crop, seed=args.seed,
                                 rank=rank, world_size=world, prior=prior)
     else:
-        train = ShardDataset(args.data.split(","), crop=args.crop, seed=args.seed, prior=prior)
-    val = ShardDataset(args.val.split(","), crop=None, augment=False, prior=prior) if args.val else None
+        train = ShardDataset(_folders(args.data, "--data"), crop=args.crop, seed=args.seed, prior=prior)
+    val = ShardDataset(_folders(args.val, "--val"), crop=None, augment=False, prior=prior) if args.val else None
     return train, val
 
 
