@@ -47,6 +47,26 @@ def test_refine_improves_a_perturbed_estimate(paper2, smooth_random_phase):
     assert after < 0.05 * before
 
 
+@pytest.mark.parametrize("exact_first", [True, False])
+def test_multi_start_keeps_the_fit_with_the_lowest_misfit(paper2, smooth_random_phase, exact_first):
+    # Five steps do not fully repair a start with a 1 rad ripple, so only the exact
+    # start ends with zero misfit; whichever position it has in the list, its fit must be kept.
+    img = simulate(smooth_random_phase, paper2, noise=False)
+    bad = smooth_random_phase + torch.cos(torch.arange(53, dtype=torch.float64) / 3)[None, :]
+    starts = [smooth_random_phase, bad] if exact_first else [bad, smooth_random_phase]
+    out = refine(img, paper2, starts, steps=5, tv=0.0)
+    assert rel_rms_after_offset(refine(img, paper2, bad, steps=5, tv=0.0)[0], smooth_random_phase) > 1e-2
+    assert rel_rms_after_offset(out[0], smooth_random_phase) < 1e-6
+
+
+def test_multi_start_rejects_an_empty_or_mismatched_list(paper2, smooth_random_phase):
+    img = simulate(smooth_random_phase, paper2, noise=False)
+    with pytest.raises(InputError, match="empty list"):
+        refine(img, paper2, [], steps=2)
+    with pytest.raises(InputError, match="does not match"):
+        refine(img, paper2, [smooth_random_phase, smooth_random_phase[:, :-1]], steps=2)
+
+
 def test_auto_tv_is_off_for_clean_band_limited_data_and_helps_with_noise():
     m = Microscope.from_preset("paper-2shot").replace(optics={"na_objective": 0.5}, name="t")
     y, x = torch.meshgrid(torch.arange(48.0, dtype=torch.float64), torch.arange(51.0, dtype=torch.float64),

@@ -35,6 +35,9 @@ def add_arguments(parser):
                         help="posterior samples; N > 1 also writes a per-pixel std map")
     parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
                         help="data-consistency steps of the iterative solver after a learned model")
+    parser.add_argument("--refine-starts", choices=("model", "model+tie"), default="model",
+                        help="refine from the model's estimate only, or also from TIE keeping the fit "
+                             "with the lower data misfit (twice the cost; default: model)")
     parser.add_argument("--seed", type=int, default=0, help="seed for stochastic methods (default: 0)")
     parser.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
 
@@ -64,6 +67,11 @@ def method_options(args) -> dict:
         options["return_std"] = True
     if args.refine:
         options["refine"] = args.refine
+        options["refine_starts"] = args.refine_starts
+    elif args.refine_starts != "model":
+        from chromaqpi.errors import ConfigError
+
+        raise ConfigError("--refine-starts needs --refine STEPS")
     if args.method in {"mean", "ddpm", "cvdm", "zmd"}:
         import torch
 

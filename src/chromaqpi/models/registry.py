@@ -400,11 +400,16 @@ def _default_model_name(kind: str, microscope_name: str | None = None) -> str:
                        "pass model=PATH (--model PATH on the command line) to a checkpoint directory")
 
 
+#: starting points of the data-consistency refinement (``refine_starts``)
+REFINE_STARTS = ("model", "model+tie")
+
+
 def reconstruct_with_model(
     images: torch.Tensor, microscope, *, kind: str, model: str | Path | nn.Module | None = None,
     steps: int = 25, samples: int = 1, sampler: str = "ddim", generator=None,
     condition: torch.Tensor | None = None, device: str | torch.device | None = None,
-    tile: int = 256, overlap: int = 48, return_std: bool = False, refine: int = 0, progress: bool = False,
+    tile: int = 256, overlap: int = 48, return_std: bool = False, refine: int = 0,
+    refine_starts: str = "model", progress: bool = False,
 ) -> torch.Tensor:
     """Phase from images with a learned model (the body of each model module's ``reconstruct``).
 
@@ -430,6 +435,10 @@ def reconstruct_with_model(
     refine : int
         Data-consistency steps of the iterative solver (``chromaqpi.solvers.iterative.refine``,
         reduced quadrature) started from the model's estimate; 0 = none.
+    refine_starts : {"model", "model+tie"}
+        ``"model+tie"`` also refines from the TIE estimate and keeps, per image, the fit with
+        the lower data misfit (twice the refinement cost; guards against a model estimate that
+        leads the non-convex fit into a worse local minimum than the classical start).
     progress : bool
         Progress bar over tiles.
     condition : torch.Tensor, optional
@@ -444,6 +453,8 @@ def reconstruct_with_model(
     """
     import warnings
 
+    if refine_starts not in REFINE_STARTS:
+        raise ConfigError(f"refine_starts must be one of {', '.join(REFINE_STARTS)}, got {refine_starts!r}")
     device = torch.device(device) if device is not None else images.device
     torch.set_flush_denormal(True)  # subnormals slow CPU convolutions several-fold
     net = model if isinstance(model, nn.Module) else _cached_model(
@@ -482,7 +493,12 @@ def reconstruct_with_model(
     if refine:
         from chromaqpi.solvers.iterative import refine as refine_phase
 
-        phase = refine_phase(images, microscope, phase.to(images.dtype), steps=int(refine), fast=True).to(phase.dtype)
+        starts = [phase.to(images.dtype)]
+        if refine_starts == "model+tie":
+            from chromaqpi.solvers.tie import tie
+
+            starts.append(tie(images, microscope))
+        phase = refine_phase(images, microscope, starts, steps=int(refine), fast=True).to(phase.dtype)
     if return_std:
         return phase, torch.stack(stds).to(images.device)
     return phase

@@ -146,7 +146,10 @@ def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, st
     ----------
     images : (B, C, H, W) measured intensities, empty field = 1.
     microscope : Microscope, preset name or path (the forward model).
-    init_phase : (B, H, W) or (H, W) starting phase (rad at λ_ref).
+    init_phase : (B, H, W) or (H, W) starting phase (rad at λ_ref), or a list of
+        such starts: each image is then fitted from every start and the fit with the
+        lowest data misfit is kept (a multi-start: the objective is not convex, and
+        a start can end in a local minimum another start avoids).
     steps : maximum number of optimiser iterations (L-BFGS iterations each
         use one or a few forward/backward passes).
     loss : ``"amplitude"`` (``½Σ(√I_model - √I)²``, default) or ``"intensity"``.
@@ -182,10 +185,9 @@ def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, st
     of 1/3 rad/px (tuned on natural-image phases). Exact data leave a vanishing residual, hence no prior.
     """
     microscope = Microscope.resolve(microscope)
-    init = torch.as_tensor(init_phase).to(images.dtype).to(images.device)
-    init = init[None] if init.ndim == 2 else init
-    if init.shape != (images.shape[0], *images.shape[-2:]):
-        raise InputError(f"init_phase shape {tuple(init.shape)} does not match images {tuple(images.shape)}")
+    starts = [_as_start(p, images) for p in (init_phase if isinstance(init_phase, (list, tuple)) else [init_phase])]
+    if not starts:
+        raise InputError("init_phase is an empty list of starts")
     if loss not in ("amplitude", "intensity"):
         raise ConfigError(f"loss must be 'amplitude' or 'intensity', got {loss!r}")
     _check_numbers(steps=steps, tikhonov=tikhonov, tol=tol)
@@ -199,17 +201,33 @@ def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, st
     kw = dict(loss=loss, tikhonov=float(tikhonov), optimizer=optimizer, lr=lr, tol=tol)
     out = []
     for b in range(images.shape[0]):
-        image, phase, budget = images[b:b + 1], init[b:b + 1], int(steps)
-        weight = tv
-        if tv == "auto":
-            warm = min(_WARMUP, budget // 2)
-            phase, losses = _fit_one(image, sim, phase, precond, tv=0.0, max_iter=warm, **kw)
-            budget -= len(losses)
-            with torch.no_grad():
-                weight = _TV_PER_VARIANCE * residual_noise_variance(image, sim(phase, noise=False))
-        phase, _ = _fit_one(image, sim, phase, precond, tv=float(weight), max_iter=budget, **kw)
-        out.append(phase)
+        image = images[b:b + 1]
+        fits = [_refine_image(image, sim, start[b:b + 1], precond, tv, int(steps), kw) for start in starts]
+        out.append(min(fits, key=lambda fit: fit[1])[0])
     return torch.cat(out)
+
+
+def _as_start(phase, images: torch.Tensor) -> torch.Tensor:
+    start = torch.as_tensor(phase).to(images.dtype).to(images.device)
+    start = start[None] if start.ndim == 2 else start
+    if start.shape != (images.shape[0], *images.shape[-2:]):
+        raise InputError(f"init_phase shape {tuple(start.shape)} does not match images {tuple(images.shape)}")
+    return start
+
+
+def _refine_image(image, sim, phase, precond, tv, budget: int, kw: dict) -> tuple[torch.Tensor, float]:
+    """:func:`refine` of one image (1, C, H, W) from one start; returns (phase, final data misfit)."""
+    weight = tv
+    if tv == "auto":
+        warm = min(_WARMUP, budget // 2)
+        phase, losses = _fit_one(image, sim, phase, precond, tv=0.0, max_iter=warm, **kw)
+        budget -= len(losses)
+        with torch.no_grad():
+            weight = _TV_PER_VARIANCE * residual_noise_variance(image, sim(phase, noise=False))
+    phase, _ = _fit_one(image, sim, phase, precond, tv=float(weight), max_iter=budget, **kw)
+    with torch.no_grad():
+        misfit = float(_data_term(sim(phase, noise=False), image, kw["loss"]))
+    return phase, misfit if math.isfinite(misfit) else math.inf
 
 
 def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie", max_iter: int = 200,
