@@ -1,6 +1,7 @@
 """Export trained runs as the shipped models: fp16 safetensors + config.json + MODEL_CARD.md.
 
-Usage: python scripts/export_shipped.py [NAME ...]   (default: default paper-2shot paper-rgb)
+Usage: python scripts/export_shipped.py [--checkpoint best|last] [NAME ...]
+       (default: best; names default paper-2shot paper-rgb)
 
 NAME is a family (its ZMD model) or FAMILY-ddpm / FAMILY-cvdm (the comparison models).
 Reads runs/KIND-FAMILY/checkpoints/best (EMA weights with the best validation
@@ -117,7 +118,10 @@ def validation_table(kind: str, val: list[dict]) -> str:
     return "\n".join([head, *(rows or ["| - |"])])
 
 
-def model_card(name: str, card: dict, summary: dict, size_bytes: int) -> str:
+CHOSEN = {"best": "best validation MAE during training", "last": "the last step; see the notes for the choice"}
+
+
+def model_card(name: str, card: dict, summary: dict, size_bytes: int, checkpoint: str = "best") -> str:
     family, kind = split_name(name)
     title, intro = KINDS[kind]
     cfg = summary["config"]
@@ -129,6 +133,11 @@ def model_card(name: str, card: dict, summary: dict, size_bytes: int) -> str:
     n_train = sum(d.get("n") or 0 for d in train_data) or "?"
     steps, batch = summary["steps"], cfg.get("data", {}).get("batch_size")
     kinds_env = "" if kind == "zmd" else f"KINDS={kind} "
+    fam_var = family.replace("-", "_")
+    for var, value, usual in (("CROP", data.get("crop"), 64), ("BATCH", batch, 8)):
+        kinds_env += f"{var}_{fam_var}={value} " if value not in (None, usual) else ""
+    if kind == "zmd" and family != "default" and cfg.get("seed") not in (None, 3):
+        kinds_env += f"SEED_{fam_var}={cfg['seed']} "
     return f"""# Model card: `{name}` ({title})
 
 {intro} Output: phase in
@@ -160,8 +169,8 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
   sharing the cores: see the notes below); {summary['samples_per_s']:.1f} samples/s at the end, about
   {summary['hours']:.1f} h of training (from the logged throughput).
 - command: `{kinds_env}STEPS_{family.replace('-', '_')}={cfg.get('schedule', {}).get('steps')} FAMILIES={family} bash scripts/train_shipped.sh`
-  (builds the datasets, then trains), then `python scripts/export_shipped.py {name}`.
-- exported weights: the EMA at step {card.get('provenance', {}).get('step', '?')} (best validation MAE).
+  (builds the datasets, then trains), then `python scripts/export_shipped.py {'--checkpoint last ' if checkpoint == 'last' else ''}{name}`.
+- exported weights: the EMA at step {card.get('provenance', {}).get('step', '?')} ({CHOSEN[checkpoint]}).
 {summary['notes']}
 - scale up unchanged on GPUs: `torchrun --nproc_per_node N -m chromaqpi.cli.main train --model {kind}
   --data on-the-fly --microscope {family} --width 64 --levels 4 --blocks 2 ...`.
@@ -188,12 +197,12 @@ def _params(card):
     return build_model(card["model"]).parameters()
 
 
-def export(name: str) -> None:
+def export(name: str, checkpoint: str = "best") -> None:
     family, kind = split_name(name)
     run = ROOT / "runs" / f"{kind}-{family}"
-    src = run / "checkpoints" / "best"
+    src = run / "checkpoints" / checkpoint
     if not (src / "config.json").exists():
-        src = run / "checkpoints" / "last"
+        src, checkpoint = run / "checkpoints" / "last", "last"
     card = read_card(src)
     tensors = read_weights(src / card["weights"]["file"], sha256=card["weights"].get("sha256"))
     base = resolve_ranges(family).base_microscope()
@@ -212,10 +221,16 @@ def export(name: str) -> None:
         sys.exit(f"{name}: {size / 2**20:.1f} MiB exceeds the 25 MiB limit")
     card = read_card(dst)
     card["microscope_preset"] = base.name
-    (dst / "MODEL_CARD.md").write_text(model_card(name, card, training_summary(run), size))
+    (dst / "MODEL_CARD.md").write_text(model_card(name, card, training_summary(run), size, checkpoint))
     print(f"exported {name}: {size / 2**20:.1f} MiB from {src}")
 
 
 if __name__ == "__main__":
-    for fam in sys.argv[1:] or ["default", "paper-2shot", "paper-rgb"]:
-        export(fam)
+    args = sys.argv[1:]
+    which = "best"
+    if args[:1] == ["--checkpoint"]:
+        if len(args) < 2 or args[1] not in CHOSEN:
+            sys.exit("--checkpoint must be best or last")
+        which, args = args[1], args[2:]
+    for fam in args or ["default", "paper-2shot", "paper-rgb"]:
+        export(fam, which)

@@ -2,6 +2,8 @@
 # Build the datasets and train the shipped ZMD models on a CPU: the recipe recorded in each MODEL_CARD.md.
 #   FAMILIES="default paper-2shot" bash scripts/train_shipped.sh      (STEPS_<family> overrides the step count)
 #   KINDS="ddpm cvdm" FAMILIES=paper-2shot bash scripts/train_shipped.sh   (the comparison models, same budget)
+#   CROP_<family>, BATCH_<family> (default 64 px, 8) and, for the paper ZMD models, SEED_<family> (default 3)
+#   override the crop, batch and seed (the paper-2shot v3 recipe in its card uses them).
 # Datasets are built once (re-running resumes/skips them); training threads: OMP_NUM_THREADS (1 per job here).
 # On GPUs the same command scales with torchrun (see the model cards).
 set -euo pipefail
@@ -32,19 +34,20 @@ for fam in ${FAMILIES:-default paper-2shot paper-rgb}; do
       build "scripts/$fam-lownoise.toml" "$PAPER_SRC" 1500 256 21 "data/$fam-lownoise-train" 256
       build "scripts/$fam-lownoise.toml" "$PAPER_SRC" 16 256 22 "data/$fam-lownoise-val" 64
       train="data/$fam-train,data/$fam-lownoise-train" val="data/$fam-lownoise-val,data/$fam-val"
-      var="STEPS_${fam//-/_}" ivar="INIT_${fam//-/_}"
+      var="STEPS_${fam//-/_}" ivar="INIT_${fam//-/_}" svar="SEED_${fam//-/_}"
       # Shipped v2 ZMD: 1500 steps at lr 3e-4 on the mixed data from v1 (3000 steps on the paper-noise data
       # alone: this script at commit 23ae3e2, as were the shipped comparison models); the mean network
       # corrects the TIE estimate. From scratch: INIT_paper_2shot= STEPS_paper_2shot=3000.
       init=${!ivar-$fam}
       common=(--config scripts/train_cpu_paper.toml --steps "${!var:-3000}" --val-batches 4)
-      zmd=(--sigma-zmd 0.25 --prior tie --seed 3 ${init:+--init-from "$init" --lr 3e-4 --steps "${!var:-1500}"}) ;;
+      zmd=(--sigma-zmd 0.25 --prior tie --seed "${!svar:-3}" ${init:+--init-from "$init" --lr 3e-4 --steps "${!var:-1500}"}) ;;
     *) echo "unknown family $fam" >&2; exit 2 ;;
   esac
+  cvar="CROP_${fam//-/_}" bvar="BATCH_${fam//-/_}"
   for kind in ${KINDS:-zmd}; do
     # comparison models (ddpm, cvdm): the same networks, data and steps, without ZMD's prior and residual scale
     extra=("${common[@]}"); [ "$kind" = zmd ] && extra+=("${zmd[@]}")
     $CQ train --model "$kind" --data "$train" --val "$val" --microscope "$fam" --out "runs/$kind-$fam" \
-      --batch-size 8 --crop 64 --width 16 --levels 4 --blocks 1 --seed 1 "${extra[@]}" ${RESUME:-}
+      --batch-size "${!bvar:-8}" --crop "${!cvar:-64}" --width 16 --levels 4 --blocks 1 --seed 1 "${extra[@]}" ${RESUME:-}
   done
 done
