@@ -202,7 +202,8 @@ def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, st
     out = []
     for b in range(images.shape[0]):
         image = images[b:b + 1]
-        fits = [_refine_image(image, sim, start[b:b + 1], precond, tv, int(steps), kw) for start in starts]
+        fits = [_refine_image(image, sim, start[b:b + 1], precond, tv, int(steps), kw, misfit=len(starts) > 1)
+                for start in starts]
         out.append(min(fits, key=lambda fit: fit[1])[0])
     return torch.cat(out)
 
@@ -215,8 +216,13 @@ def _as_start(phase, images: torch.Tensor) -> torch.Tensor:
     return start
 
 
-def _refine_image(image, sim, phase, precond, tv, budget: int, kw: dict) -> tuple[torch.Tensor, float]:
-    """:func:`refine` of one image (1, C, H, W) from one start; returns (phase, final data misfit)."""
+def _refine_image(image, sim, phase, precond, tv, budget: int, kw: dict, *,
+                  misfit: bool) -> tuple[torch.Tensor, float]:
+    """:func:`refine` of one image (1, C, H, W) from one start -> (phase, final data misfit).
+
+    The misfit costs one more simulator pass, so it is only computed (``misfit=True``) when
+    starts are compared; otherwise it is returned as 0.
+    """
     weight = tv
     if tv == "auto":
         warm = min(_WARMUP, budget // 2)
@@ -225,9 +231,11 @@ def _refine_image(image, sim, phase, precond, tv, budget: int, kw: dict) -> tupl
         with torch.no_grad():
             weight = _TV_PER_VARIANCE * residual_noise_variance(image, sim(phase, noise=False))
     phase, _ = _fit_one(image, sim, phase, precond, tv=float(weight), max_iter=budget, **kw)
+    if not misfit:
+        return phase, 0.0
     with torch.no_grad():
-        misfit = float(_data_term(sim(phase, noise=False), image, kw["loss"]))
-    return phase, misfit if math.isfinite(misfit) else math.inf
+        value = float(_data_term(sim(phase, noise=False), image, kw["loss"]))
+    return phase, value if math.isfinite(value) else math.inf
 
 
 def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie", max_iter: int = 200,
