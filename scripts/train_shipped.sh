@@ -39,7 +39,8 @@ for fam in ${FAMILIES:-default paper-2shot paper-rgb}; do
       # alone: this script at commit 23ae3e2, as were the shipped comparison models); the mean network
       # corrects the TIE estimate. From scratch: INIT_paper_2shot= STEPS_paper_2shot=3000.
       init=${!ivar-$fam}
-      common=(--config scripts/train_cpu_paper.toml --steps "${!var:-3000}" --val-batches 4)
+      # Each check scores 32 validation images (16 low-noise, then 16 paper-noise), whatever the training batch.
+      common=(--config scripts/train_cpu_paper.toml --steps "${!var:-3000}" --val-batches 4 --val-batch-size 8)
       zmd=(--sigma-zmd 0.25 --prior tie --seed "${!svar:-3}" ${init:+--init-from "$init" --lr 3e-4 --steps "${!var:-1500}"}) ;;
     *) echo "unknown family $fam" >&2; exit 2 ;;
   esac

@@ -155,6 +155,13 @@ def test_train_cli_takes_several_data_and_val_folders(tiny_dataset, tmp_path, ca
     assert main(["train", "--model", "mean", "--data", both, "--out", str(tmp_path), "--val-batches", "3",
                  "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["validation"]["max_batches"] == 3
+    assert main(["train", "--model", "mean", "--data", both, "--out", str(tmp_path), "--val-batch-size", "8",
+                 "--batch-size", "2", "--dry-run"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert (resolved["validation"]["batch_size"], resolved["data"]["batch_size"]) == (8, 2)
+    assert main(["train", "--model", "mean", "--data", both, "--out", str(tmp_path), "--val-batch-size", "-1",
+                 "--dry-run"]) == 2
+    assert "validation.batch_size must be >= 0" in capsys.readouterr().err
     assert main(["train", "--model", "mean", "--data", f"{tiny_dataset},", "--out", str(tmp_path / "r")]) == 2
     assert "empty folder name" in capsys.readouterr().err and not (tmp_path / "r").exists()
     assert main(["train", "--model", "mean", "--data", both, "--out", str(tmp_path), "--val-batches", "-1",

@@ -53,6 +53,9 @@ def add_arguments(parser):
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--val-every", type=int, help="validate every N steps")
     parser.add_argument("--val-batches", type=int, help="validation batches per check (0: the whole set)")
+    parser.add_argument("--val-batch-size", type=int,
+                        help="validation batch size (default: the training batch size); with --val-batches it sets "
+                             "how many images each check scores")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -97,6 +100,7 @@ def resolve_config(args, channels: int):
     for section, key, value in (("schedule", "steps", args.steps), ("data", "batch_size", args.batch_size),
                                 ("optim", "lr", args.lr), ("validation", "every", args.val_every),
                                 ("validation", "max_batches", args.val_batches),
+                                ("validation", "batch_size", args.val_batch_size),
                                 ("data", "num_workers", args.workers)):
         if value is not None:
             data.setdefault(section, {})[key] = value

@@ -201,6 +201,7 @@ class TrainConfig:
             (self.precision in ("auto", "bf16", "fp32"), "precision: 'auto', 'bf16' or 'fp32'"),
             (self.validation.sampler in ("ddim", "ancestral"), "validation.sampler: 'ddim' or 'ancestral'"),
             (self.validation.max_batches >= 0, "validation.max_batches must be >= 0 (0: the whole set)"),
+            (self.validation.batch_size >= 0, "validation.batch_size must be >= 0 (0: the training batch size)"),
             (_valid_normalisation(self.input_normalisation), f"unknown input_normalisation {self.input_normalisation!r}"),
             (self.logging.log_every >= 1 and self.logging.checkpoint_every >= 1,
              "logging.log_every and logging.checkpoint_every must be >= 1"),
