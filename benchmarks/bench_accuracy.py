@@ -42,7 +42,7 @@ def register_variants(steps: int, samples: int, refine: int) -> dict[str, str]:
         f"zmd+refine{refine}": dict(steps=steps, refine=refine),
         # the iterative solver with its full budget, started from ZMD instead of TIE
         f"zmd+refine{ITERATIVE_BUDGET}": dict(steps=steps, refine=ITERATIVE_BUDGET),
-        # the same from both the ZMD and the TIE start, keeping the fit with the lower data misfit
+        # the same from both the ZMD and the TIE start, keeping the fit with the lower objective
         f"zmd+refine{ITERATIVE_BUDGET}-2starts": dict(steps=steps, refine=ITERATIVE_BUDGET, refine_starts="model+tie"),
         "zmd-200steps": dict(steps=200),
     }
@@ -106,8 +106,8 @@ def main():
             "ZMD rows use DDIM sampling with the stated steps; 'zmd-mean4' averages 4 posterior samples; "
             "'zmd+refine10' adds 10 data-consistency steps of the iterative solver; 'zmd+refine200' (paper presets) is "
             "the iterative solver with its full 200-iteration budget started from ZMD instead of TIE; 'zmd+refine200-2starts' "
-            "runs that fit from both the ZMD and the TIE start and keeps, per image, the one with the lower data misfit "
-            "(no ground truth involved). DDPM and CVDM (the reference "
+            "runs that fit from both the ZMD and the TIE start and keeps, per image, the one with the lower objective "
+            "(data misfit plus TV prior at one common weight; no ground truth involved). DDPM and CVDM (the reference "
             "paper's comparison models: the same U-Net as each ZMD network, the same data, 3000 steps, no physics "
             "prior, 25 DDIM steps) have rows on the sets whose preset has a shipped model of that kind.\n\n" + "\n\n".join(sections))
     targets = RESULTS / "accuracy" / "targets.md"  # hand-written assessment of the sections, kept verbatim

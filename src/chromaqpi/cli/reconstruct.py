@@ -37,7 +37,8 @@ def add_arguments(parser):
                         help="data-consistency steps of the iterative solver after a learned model")
     parser.add_argument("--refine-starts", choices=("model", "model+tie"), default="model",
                         help="refine from the model's estimate only, or also from TIE keeping the fit "
-                             "with the lower data misfit (twice the cost; default: model)")
+                             "with the lower objective (twice the cost; for near-noiseless data only; "
+                             "default: model)")
     parser.add_argument("--seed", type=int, default=0, help="seed for stochastic methods (default: 0)")
     parser.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
 

@@ -437,8 +437,10 @@ def reconstruct_with_model(
         reduced quadrature) started from the model's estimate; 0 = none.
     refine_starts : {"model", "model+tie"}
         ``"model+tie"`` also refines from the TIE estimate and keeps, per image, the fit with
-        the lower data misfit (twice the refinement cost; guards against a model estimate that
-        leads the non-convex fit into a worse local minimum than the classical start).
+        the lower objective at a common TV weight (twice the refinement cost; guards against a
+        model estimate that leads the non-convex fit into a worse local minimum than the classical
+        start). Meant for (near-)noiseless data: with noise the lower objective is often not the
+        fit nearer the truth, and the model start alone does better.
     progress : bool
         Progress bar over tiles.
     condition : torch.Tensor, optional

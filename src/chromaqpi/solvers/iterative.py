@@ -87,6 +87,16 @@ def _make_optimizer(name: str, params, lr: float | None):
     raise ConfigError(f"optimizer must be 'lbfgs' or 'adam', got {name!r}")
 
 
+def _objective(images, sim, phase, *, loss, tv, tikhonov) -> torch.Tensor:
+    """Data misfit plus the TV and gradient-energy priors: what :func:`_fit_one` minimises."""
+    value = _data_term(sim(phase, noise=False), images, loss)
+    if tv > 0:
+        value = value + tv * _tv(phase)
+    if tikhonov > 0:
+        value = value + 0.5 * tikhonov * _grad_energy(phase)
+    return value
+
+
 def _fit_one(images, sim, phase0, precond, *, loss, tv, tikhonov, optimizer, lr, max_iter, tol):
     """Optimise one image (1, C, H, W) from phase0 (1, H, W); returns (phase, losses)."""
     u = _apply(1.0 / precond, phase0).detach().clone().requires_grad_(True)
@@ -94,12 +104,7 @@ def _fit_one(images, sim, phase0, precond, *, loss, tv, tikhonov, optimizer, lr,
 
     def closure():
         opt.zero_grad()
-        phase = _apply(precond, u)
-        value = _data_term(sim(phase, noise=False), images, loss)
-        if tv > 0:
-            value = value + tv * _tv(phase)
-        if tikhonov > 0:
-            value = value + 0.5 * tikhonov * _grad_energy(phase)
+        value = _objective(images, sim, _apply(precond, u), loss=loss, tv=tv, tikhonov=tikhonov)
         value.backward()
         return value
 
@@ -147,9 +152,10 @@ def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, st
     images : (B, C, H, W) measured intensities, empty field = 1.
     microscope : Microscope, preset name or path (the forward model).
     init_phase : (B, H, W) or (H, W) starting phase (rad at λ_ref), or a list of
-        such starts: each image is then fitted from every start and the fit with the
-        lowest data misfit is kept (a multi-start: the objective is not convex, and
-        a start can end in a local minimum another start avoids).
+        such starts: each image is then fitted from every start, with one common TV
+        weight, and the fit with the lowest objective is kept (a multi-start: the
+        objective is not convex, and a start can end in a local minimum another
+        start avoids).
     steps : maximum number of optimiser iterations (L-BFGS iterations each
         use one or a few forward/backward passes).
     loss : ``"amplitude"`` (``½Σ(√I_model - √I)²``, default) or ``"intensity"``.
@@ -183,6 +189,11 @@ def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, st
     absorbed, estimates the amplitude noise (model error included), and
     ``τ = 3·σ̂ₐ²`` -- the MAP weight for a Laplace prior on |∇φ| with a scale
     of 1/3 rad/px (tuned on natural-image phases). Exact data leave a vanishing residual, hence no prior.
+    With several starts every start is warmed up and the smallest estimate is
+    the common weight: structure a warm-up has not yet fitted only inflates
+    its residual. All starts then minimise the same objective, so comparing
+    their final values is fair; comparing data misfit alone would favour the
+    fit that absorbed more noise.
     """
     microscope = Microscope.resolve(microscope)
     starts = [_as_start(p, images) for p in (init_phase if isinstance(init_phase, (list, tuple)) else [init_phase])]
@@ -202,9 +213,11 @@ def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, st
     out = []
     for b in range(images.shape[0]):
         image = images[b:b + 1]
-        fits = [_refine_image(image, sim, start[b:b + 1], precond, tv, int(steps), kw, misfit=len(starts) > 1)
-                for start in starts]
-        out.append(min(fits, key=lambda fit: fit[1])[0])
+        warmed = [_warm_up(image, sim, start[b:b + 1], precond, tv, int(steps), kw) for start in starts]
+        weight = min(w for _, w, _ in warmed)
+        fits = [_fit_one(image, sim, phase, precond, tv=weight, max_iter=left, **kw)[0] for phase, _, left in warmed]
+        out.append(fits[0] if len(fits) == 1 else min(fits, key=lambda phase: _final_objective(
+            image, sim, phase, tv=weight, loss=kw["loss"], tikhonov=kw["tikhonov"])))
     return torch.cat(out)
 
 
@@ -216,26 +229,20 @@ def _as_start(phase, images: torch.Tensor) -> torch.Tensor:
     return start
 
 
-def _refine_image(image, sim, phase, precond, tv, budget: int, kw: dict, *,
-                  misfit: bool) -> tuple[torch.Tensor, float]:
-    """:func:`refine` of one image (1, C, H, W) from one start -> (phase, final data misfit).
-
-    The misfit costs one more simulator pass, so it is only computed (``misfit=True``) when
-    starts are compared; otherwise it is returned as 0.
-    """
-    weight = tv
-    if tv == "auto":
-        warm = min(_WARMUP, budget // 2)
-        phase, losses = _fit_one(image, sim, phase, precond, tv=0.0, max_iter=warm, **kw)
-        budget -= len(losses)
-        with torch.no_grad():
-            weight = _TV_PER_VARIANCE * residual_noise_variance(image, sim(phase, noise=False))
-    phase, _ = _fit_one(image, sim, phase, precond, tv=float(weight), max_iter=budget, **kw)
-    if not misfit:
-        return phase, 0.0
+def _warm_up(image, sim, phase, precond, tv, budget: int, kw: dict) -> tuple[torch.Tensor, float, int]:
+    """Automatic TV weight of one image from one start -> (phase, weight, iterations left); see :func:`refine`."""
+    if tv != "auto":
+        return phase, float(tv), budget
+    phase, losses = _fit_one(image, sim, phase, precond, tv=0.0, max_iter=min(_WARMUP, budget // 2), **kw)
     with torch.no_grad():
-        value = float(_data_term(sim(phase, noise=False), image, kw["loss"]))
-    return phase, value if math.isfinite(value) else math.inf
+        weight = _TV_PER_VARIANCE * residual_noise_variance(image, sim(phase, noise=False))
+    return phase, weight, budget - len(losses)
+
+
+@torch.no_grad()
+def _final_objective(image, sim, phase, **terms) -> float:
+    value = float(_objective(image, sim, phase, **terms))
+    return value if math.isfinite(value) else math.inf
 
 
 def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie", max_iter: int = 200,
