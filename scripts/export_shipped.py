@@ -181,10 +181,16 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
 Test-set metrics for every method are in `benchmarks/results/accuracy.md`.
 
 ## Limitations
-Trained for {steps} steps (batch {batch}) on {n_train} samples on a CPU: a small model, far from converged.
+Trained for {steps} steps (batch {batch}) on {n_train} samples on a CPU{_stage_note(cfg)}:
+a small model, far from converged.
 Real microscopes outside the family envelope, stained (absorbing) samples, JPEG-compressed images and
 lateral chromatic misregistration are not covered by the training data.
 """
+
+
+def _stage_note(cfg: dict) -> str:
+    init = cfg.get("init_from")
+    return f", starting from the earlier `{init}` model (its stages: the training notes)" if init else ""
 
 
 def _datasets_md(summaries: list[dict]) -> str:
