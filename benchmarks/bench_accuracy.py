@@ -108,8 +108,8 @@ def main():
             "the iterative solver with its full 200-iteration budget started from ZMD instead of TIE; 'zmd+refine200-2starts' "
             "runs that fit from both the ZMD and the TIE start and keeps, per image, the one with the lower objective "
             "(data misfit plus TV prior at one common weight; no ground truth involved). DDPM and CVDM (the reference "
-            "paper's comparison models: the same U-Net as each ZMD network, the same data, 3000 steps, no physics "
-            "prior, 25 DDIM steps) have rows on the sets whose preset has a shipped model of that kind.\n\n" + "\n\n".join(sections))
+            "paper's comparison models: the same U-Net as each ZMD network, 3000 steps on the family's training "
+            "data (for the paper presets the paper-noise set only), no physics prior, 25 DDIM steps) have rows on the sets whose preset has a shipped model of that kind.\n\n" + "\n\n".join(sections))
     targets = RESULTS / "accuracy" / "targets.md"  # hand-written assessment of the sections, kept verbatim
     if targets.exists():
         body += "\n\n" + targets.read_text()
