@@ -3,7 +3,7 @@
 #   FAMILIES="default paper-2shot" bash scripts/train_shipped.sh      (STEPS_<family> overrides the step count)
 #   KINDS="ddpm cvdm" FAMILIES=paper-2shot bash scripts/train_shipped.sh   (the comparison models, same budget)
 #   CROP_<family>, BATCH_<family> (default 64 px, 8) and, for the paper ZMD models, SEED_<family> (default 3)
-#   override the crop, batch and seed (the paper-2shot v3 recipe in its card uses them).
+#   override the crop, batch and seed (the later stages of the paper models use them: see their cards).
 # Datasets are built once (re-running resumes/skips them); training threads: OMP_NUM_THREADS (1 per job here).
 # On GPUs the same command scales with torchrun (see the model cards).
 set -euo pipefail
@@ -35,9 +35,10 @@ for fam in ${FAMILIES:-default paper-2shot paper-rgb}; do
       build "scripts/$fam-lownoise.toml" "$PAPER_SRC" 16 256 22 "data/$fam-lownoise-val" 64
       train="data/$fam-train,data/$fam-lownoise-train" val="data/$fam-lownoise-val,data/$fam-val"
       var="STEPS_${fam//-/_}" ivar="INIT_${fam//-/_}" svar="SEED_${fam//-/_}"
-      # Shipped v2 ZMD: 1500 steps at lr 3e-4 on the mixed data from v1 (3000 steps on the paper-noise data
-      # alone: this script at commit 23ae3e2, as were the shipped comparison models); the mean network
-      # corrects the TIE estimate. From scratch: INIT_paper_2shot= STEPS_paper_2shot=3000.
+      # Defaults = the v2 stage: 1500 steps at lr 3e-4 on the mixed data from v1 (3000 steps on the paper-noise
+      # data alone: this script at commit 23ae3e2, as were the shipped comparison models); the mean network
+      # corrects the TIE estimate. Later stages continue with CROP_/BATCH_/SEED_ (their cards give the
+      # commands). From scratch: INIT_paper_2shot= STEPS_paper_2shot=3000.
       init=${!ivar-$fam}
       # Each check scores 32 validation images (16 low-noise, then 16 paper-noise), whatever the training batch.
       common=(--config scripts/train_cpu_paper.toml --steps "${!var:-3000}" --val-batches 4 --val-batch-size 8)
