@@ -22,7 +22,7 @@ from _common import markdown_table, write_results
 from chromaqpi.datasets.torch_data import ShardDataset
 from chromaqpi.metrics import normalised_mae
 from chromaqpi.microscope import Microscope
-from chromaqpi.models.registry import reconstruct_with_model
+from chromaqpi.models.registry import read_card, reconstruct_with_model, resolve_model_dir
 from chromaqpi.solvers.iterative import refine
 from chromaqpi.solvers.tie import tie
 
@@ -57,12 +57,13 @@ def score_folder(folder: str, model: str, microscope: Microscope, n: int, steps:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="comma-separated validation shard folders")
-    parser.add_argument("--model", default="paper-2shot", help="shipped ZMD model (its preset is the microscope)")
+    parser.add_argument("--model", default="paper-2shot", help="ZMD model, shipped name or directory (its card's "
+                        "preset is the microscope)")
     parser.add_argument("--n", type=int, default=16, help="first n images of each folder")
     parser.add_argument("--steps", type=int, default=200, help="refinement iterations")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
-    microscope = Microscope.from_preset(args.model)
+    microscope = Microscope.from_preset(read_card(resolve_model_dir(args.model))["microscope_preset"])
     header = ["validation folder", "images", *ROWS, "TIE fit kept"]
     rows = []
     for folder in args.data.split(","):

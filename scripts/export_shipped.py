@@ -1,7 +1,7 @@
 """Export trained runs as the shipped models: fp16 safetensors + config.json + MODEL_CARD.md.
 
 Usage: python scripts/export_shipped.py [--checkpoint best|last] [NAME ...]
-       (default: best; names default paper-2shot paper-rgb)
+       (default: best; names default: default paper-2shot paper-rgb)
 
 NAME is a family (its ZMD model) or FAMILY-ddpm / FAMILY-cvdm (the comparison models).
 Reads runs/KIND-FAMILY/checkpoints/best (EMA weights with the best validation
@@ -12,6 +12,7 @@ microscope falls outside them.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import platform
@@ -232,11 +233,9 @@ def export(name: str, checkpoint: str = "best") -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    which = "best"
-    if args[:1] == ["--checkpoint"]:
-        if len(args) < 2 or args[1] not in CHOSEN:
-            sys.exit("--checkpoint must be best or last")
-        which, args = args[1], args[2:]
-    for fam in args or ["default", "paper-2shot", "paper-rgb"]:
-        export(fam, which)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", choices=tuple(CHOSEN), default="best", help="which run checkpoint to ship")
+    parser.add_argument("names", nargs="*", default=["default", "paper-2shot", "paper-rgb"])
+    args = parser.parse_args()
+    for fam in args.names:
+        export(fam, args.checkpoint)
