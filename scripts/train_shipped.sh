@@ -2,8 +2,8 @@
 # Build the datasets and train the shipped ZMD models on a CPU: the recipe recorded in each MODEL_CARD.md.
 #   FAMILIES="default paper-2shot" bash scripts/train_shipped.sh      (STEPS_<family> overrides the step count)
 #   KINDS="ddpm cvdm" FAMILIES=paper-2shot bash scripts/train_shipped.sh   (the comparison models, same budget)
-#   CROP_<family>, BATCH_<family> (default 64 px, 8) and, for the paper ZMD models, SEED_<family> (default 3)
-#   override the crop, batch and seed (the later stages of the paper models use them: see their cards).
+#   CROP_<family>, BATCH_<family> (default 64 px, 8) and SEED_<family> (ZMD; default 2, paper models 3) override
+#   the crop, batch and seed; SIZE_default=256 trains on 256 px samples (the later stages use them: see the cards).
 # Datasets are built once (re-running resumes/skips them); training threads: OMP_NUM_THREADS (1 per job here).
 # On GPUs the same command scales with torchrun (see the model cards).
 set -euo pipefail
@@ -19,14 +19,18 @@ build() {  # family source n size seed out shard
 for fam in ${FAMILIES:-default paper-2shot paper-rgb}; do
   case $fam in
     default)
-      build default "$DEFAULT_SRC" 10000 128 11 data/default-train 256
+      # SIZE_default=256: the larger-context stage's set, 256 px samples with the 128 px set's pixel count
+      size=${SIZE_default:-128} train=data/default-train
+      if [ "$size" = 128 ]; then build default "$DEFAULT_SRC" 10000 128 11 "$train" 256
+      else train=data/default-train-$size; build default "$DEFAULT_SRC" $((10000 * 128 * 128 / (size * size))) "$size" 13 "$train" 64; fi
       build default "$DEFAULT_SRC" 96 128 12 data/default-val 96
       # Shipped v2: 3000 offset-invariant steps at lr 3e-4 from the v1 model (2000 steps with the raw-offset
       # loss, this script at commit f0ddc90). From scratch: INIT_default= STEPS_default=5000.
       init=${INIT_default-default}
-      train=data/default-train val=data/default-val
-      common=(--config scripts/train_cpu_default.toml --steps "${STEPS_default:-3000}")
-      zmd=(--sigma-zmd 0.3 --seed 2 ${init:+--init-from "$init" --lr 3e-4}) ;;
+      val=data/default-val
+      # Each check scores 48 validation images (6 batches of 8), whatever the training batch.
+      common=(--config scripts/train_cpu_default.toml --steps "${STEPS_default:-3000}" --val-batch-size 8)
+      zmd=(--sigma-zmd 0.3 --seed "${SEED_default:-2}" ${init:+--init-from "$init" --lr 3e-4}) ;;
     paper-2shot|paper-rgb)
       build "$fam" "$PAPER_SRC" 3000 256 11 "data/$fam-train" 256
       build "$fam" "$PAPER_SRC" 64 256 12 "data/$fam-val" 64

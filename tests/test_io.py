@@ -143,6 +143,33 @@ def _write_bytes(path, data):
     return path
 
 
+def _png16(path, arr):
+    """A minimal 16-bit PNG (filter 0), written by hand: Pillow cannot write 16-bit colour PNGs."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    h, w = arr.shape[:2]
+    colour = 2 if arr.ndim == 3 else 0
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in arr)
+    header = struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return _write_bytes(path, b"\x89PNG\r\n\x1a\n" + body)
+
+
+def test_png_16bit_gray_keeps_depth_and_colour_is_refused(tmp_path, rng):
+    gray = rng.integers(0, 65536, size=(6, 7), dtype=np.uint16)
+    img, info = io.read_image(_png16(tmp_path / "g16.png", gray))
+    np.testing.assert_array_equal(img, gray.astype(np.float32) / 65535)
+    assert info["bit_depth"] == 16
+    # Pillow decodes 16-bit RGB PNGs to 8 bits per channel: refuse rather than lose the precision quietly
+    with pytest.raises(InputError, match="16-bit colour PNG") as exc:
+        io.read_image(_png16(tmp_path / "rgb16.png", rng.integers(0, 65536, size=(6, 7, 3), dtype=np.uint16)))
+    assert "\n" not in str(exc.value)
+
+
 def _save_npy(path, arr):
     np.save(path, arr, allow_pickle=True)
     return path

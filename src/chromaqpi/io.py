@@ -255,7 +255,12 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str]:
     import imageio.v3 as iio
 
     # Decode from bytes: imageio leaves the file handle open when decoding fails.
-    arr = np.asarray(iio.imread(path.read_bytes(), extension=path.suffix.lower()))
+    data = path.read_bytes()
+    # IHDR: bit depth at byte 24, colour type at 25 (2 RGB, 6 RGBA). Pillow would silently drop 8 of 16 bits.
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[24] == 16 and data[25] in (2, 6):
+        raise ValueError("16-bit colour PNG, which Pillow reduces to 8 bits; save it as a 16-bit TIFF")
+    # plugin="pillow": a file Pillow cannot decode is not handed on to legacy plugins (e.g. DICOM).
+    arr = np.asarray(iio.imread(data, plugin="pillow"))
     return arr, ("YX" if arr.ndim == 2 else "YXS")
 
 
