@@ -1,6 +1,7 @@
 """`chromaqpi reconstruct` end to end: written units and values, and user errors (exit 2, nothing written)."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -59,3 +60,82 @@ def test_grayscale_where_rgb_is_needed_is_rejected(tmp_path, capsys):
     assert main(["reconstruct", str(gray), "--microscope", "paper-rgb", "--normalized", "--out", str(out)]) == 2
     assert "channel" in capsys.readouterr().err
     assert not (out.exists() and list(out.iterdir()))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--samples", "0"], "--samples must be >= 1"),
+    (["--refine", "-3"], "--refine must be >= 0"),
+    (["--dark", "nan"], "--dark must be a finite"),
+    (["--method", "zmd", "--steps", "0"], "steps must be >= 1, got 0"),  # 0 used to mean "the default"
+])
+def test_bad_option_values_are_rejected(rgb_stack, tmp_path, capsys, extra, message):
+    path, _ = rgb_stack
+    out = tmp_path / "out"
+    args = ["reconstruct", str(path), "--method", "tie", "--microscope", "paper-rgb", "--normalized",
+            "--out", str(out), "--no-preview", *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (out.exists() and list(out.iterdir()))
+
+
+@pytest.mark.parametrize("card, message", [
+    ("5", "lacks the 'model' or 'weights' section"),
+    ('{"model": 5, "weights": {}}', "lacks the 'model' or 'weights' section"),
+    ('{"model": {"kind": "mean"}, "weights": "model.safetensors"}', "lacks the 'model' or 'weights' section"),
+    (None, "folder has no config.json"),
+])
+def test_malformed_model_folder_is_a_one_line_error(rgb_stack, tmp_path, capsys, card, message):
+    path, _ = rgb_stack
+    model = tmp_path / "model"
+    model.mkdir()
+    if card is not None:
+        (model / "config.json").write_text(card)
+    out = tmp_path / "out"
+    args = ["reconstruct", str(path), "--method", "mean", "--model", str(model), "--microscope", "paper-rgb",
+            "--normalized", "--out", str(out), "--no-preview"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (out.exists() and list(out.iterdir()))
+
+
+def test_pickle_file_as_model_is_named_as_a_file(rgb_stack, tmp_path, capsys):
+    path, _ = rgb_stack
+    pt = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2)}, pt)
+    args = ["reconstruct", str(path), "--method", "mean", "--model", str(pt), "--microscope", "paper-rgb",
+            "--normalized", "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    assert "is a file, not a model folder" in capsys.readouterr().err
+
+
+def test_out_below_a_regular_file_is_a_user_error(rgb_stack, tmp_path, capsys):
+    path, _ = rgb_stack
+    (tmp_path / "file").write_text("x")
+    for command in (["reconstruct", str(path), "--method", "tie", "--microscope", "paper-rgb", "--normalized"],
+                    ["simulate", str(tmp_path / "file")]):  # the folder is checked before the input is read
+        assert main([*command, "--out", str(tmp_path / "file" / "sub")]) == 2
+        err = capsys.readouterr().err
+        assert "cannot create folder" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
+def test_read_only_out_is_refused_before_any_work(rgb_stack, tmp_path, capsys):
+    path, _ = rgb_stack
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    args = ["reconstruct", str(path), "--method", "tie", "--microscope", "paper-rgb", "--normalized",
+            "--out", str(out)]
+    assert main(args) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert list(out.iterdir()) == []  # no temp files either
+
+
+def test_simulate_rejects_a_non_finite_max_phase(rgb_stack, tmp_path, capsys):
+    path, _ = rgb_stack
+    out = tmp_path / "out"
+    assert main(["simulate", str(path), "--from-image", "--max-phase", "nan", "--out", str(out)]) == 2
+    assert "--max-phase must be a finite" in capsys.readouterr().err
+    assert not out.exists()

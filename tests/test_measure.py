@@ -104,3 +104,35 @@ def test_specks_below_the_minimum_area_are_dropped_and_labels_stay_sequential():
     assert segment_objects(phase, min_area_px=5).labels.max() == 3
     labels = segment_objects(phase, min_area_px=10).labels
     assert labels.max() == 2 and set(np.unique(labels)) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--pixel-size", "0"], "pixel-size must be positive"),  # not silently replaced by the metadata's value
+    (["--wavelength", "0"], "wavelength must be positive"),
+    (["--min-area", "nan"], "--min-area must be"),
+    (["--min-area", "-1"], "--min-area must be"),
+    (["--alpha", "0"], "--alpha must be positive"),
+])
+def test_cli_rejects_bad_option_values(tmp_path, capsys, extra, message):
+    phase, _ = bead_field()
+    src = tmp_path / "cells_phase.tif"
+    write_tiff(src, phase, metadata={"wavelength_um": LAM}, unit="rad", pixel_size_um=PX)
+    out = tmp_path / "out"
+    assert main(["measure", str(src), "--out", str(out), "--no-preview", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (out.exists() and list(out.iterdir()))
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, bool])
+def test_cli_rejects_complex_and_bool_phase_files(tmp_path, capsys, dtype):
+    import tifffile
+
+    phase, _ = bead_field()
+    src = tmp_path / "odd.tif"
+    tifffile.imwrite(src, (phase > 1).astype(dtype) if dtype is bool else phase.astype(dtype))
+    out = tmp_path / "out"
+    args = ["measure", str(src), "--out", str(out), "--pixel-size", str(PX), "--wavelength", str(LAM)]
+    assert main(args) == 2
+    assert "unsupported pixel type" in capsys.readouterr().err
+    assert not (out.exists() and list(out.iterdir()))

@@ -28,6 +28,12 @@ def test_presets_listed():
     ({"spectra": {"illuminant": "table"}}, "illuminant_table"),
     ({"optics": {"bogus": 1}}, "unknown key"),
     ({"sensor": {"bayer": True}, "planes": [{"wavelength_um": 0.5, "defocus_um": 1}]}, "bayer"),
+    # Wrong value types from a hand-written TOML: a ConfigError, not a TypeError deep in the optics.
+    ({"focus": {"shift_um": 3}}, "lists of three numbers"),
+    ({"focus": {"shift_um": ["a", "b", "c"]}}, "must be numbers"),
+    ({"focus": {"defocus_um": "1.0"}}, "must be numbers"),
+    ({"planes": [{"wavelength_um": 0.5, "defocus_um": "x"}, {"wavelength_um": 0.5, "defocus_um": 1}]}, "defocus_um"),
+    ({"optics": {"paraxial": "no"}}, "true or false"),
 ])
 def test_invalid_configs_rejected_with_clear_message(change, message):
     with pytest.raises(ConfigError, match=message):

@@ -17,6 +17,7 @@ A microscope is either
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -224,6 +225,11 @@ class Microscope:
         _check(o.phase_model in ("opd", "constant"), "optics.phase_model must be 'opd' or 'constant'")
         _check(len(self.focus.shift_um) == 3 and len(self.focus.shift_wavelengths_um) == 3,
                "focus.shift_um and focus.shift_wavelengths_um need exactly three values")
+        # Not compared below, so a string here would only fail deep inside the optics.
+        _check(all(map(_is_real, (self.focus.defocus_um, *self.focus.shift_um, *self.focus.shift_wavelengths_um))),
+               "focus.defocus_um, focus.shift_um and focus.shift_wavelengths_um must be numbers (µm)")
+        _check(isinstance(o.paraxial, bool) and isinstance(se.bayer, bool),
+               "optics.paraxial and sensor.bayer must be true or false")
         _check(len(set(self.focus.shift_wavelengths_um)) == 3, "focus.shift_wavelengths_um must be distinct")
         _check(sp.illuminant in ("blackbody", "led", "flat", "table"),
                "spectra.illuminant must be blackbody, led, flat or table")
@@ -244,6 +250,7 @@ class Microscope:
         for i, p in enumerate(self.planes):
             _check(0.2 < p.wavelength_um < 2.0, f"planes[{i}].wavelength_um must be in µm")
             _check(p.bandwidth_um >= 0, f"planes[{i}].bandwidth_um must be >= 0")
+            _check(_is_real(p.defocus_um), f"planes[{i}].defocus_um must be a number (µm)")
         self._check_sampling()
 
     def _check_sampling(self) -> None:
@@ -285,8 +292,12 @@ class Microscope:
                 kwargs[key] = value
         if "focus" in kwargs:
             f = kwargs["focus"]
-            f.shift_wavelengths_um = tuple(f.shift_wavelengths_um)
-            f.shift_um = tuple(f.shift_um)
+            try:
+                f.shift_wavelengths_um = tuple(f.shift_wavelengths_um)
+                f.shift_um = tuple(f.shift_um)
+            except TypeError:  # a scalar where a list is needed
+                raise ConfigError("focus.shift_um and focus.shift_wavelengths_um must be lists of three "
+                                  "numbers") from None
         try:
             return cls(**kwargs)
         except TypeError as exc:  # wrong value types reach dataclass init
@@ -332,6 +343,11 @@ class Microscope:
         if text.endswith(".toml") or Path(text).exists():
             return cls.from_toml(text)
         raise ConfigError(f"{text!r} is neither a preset ({', '.join(list_presets())}) nor a TOML file")
+
+
+def _is_real(value: Any) -> bool:
+    """A real number (int, float or numpy scalar), not a bool or a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _check(ok: bool, message: str) -> None:

@@ -1,5 +1,11 @@
 """``chromaqpi dataset build|verify|preview`` end to end on a tiny dataset."""
 
+import json
+import struct
+import zipfile
+
+import pytest
+
 from chromaqpi.cli.main import main
 
 
@@ -29,3 +35,56 @@ def test_dry_run_prints_the_first_microscope_and_builds_nothing(tmp_path, capsys
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "skimage-train" in text and "gaussian_std" in text and not out.exists()
+
+
+def _fake_dataset(root, shards=None):
+    """A one-sample dataset written by hand (no build): manifest plus a shard of float16 zeros."""
+    import numpy as np
+
+    root.mkdir()
+    np.savez_compressed(root / "shard-00000.npz", input_00000=np.zeros((3, 8, 8), np.float16),
+                        phase_00000=np.zeros((8, 8), np.float32), opd_00000=np.zeros((8, 8), np.float32),
+                        mask_00000=np.zeros((8, 8), np.uint16), index=np.zeros(1, np.int64),
+                        has_mask=np.zeros(1, bool))
+    manifest = {"format": "chromaqpi-dataset", "format_version": 1, "complete": True, "channels": 3,
+                "config": {"n": 1, "shape": [8, 8]},
+                "shards": [{"file": "shard-00000.npz", "start": 0, "count": 1}] if shards is None else shards}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ("[1]", "not a chromaqpi dataset manifest"),
+    (None, "'shards' is not a list"),
+])
+def test_damaged_manifest_is_a_one_line_error(tmp_path, capsys, manifest, message):
+    root = _fake_dataset(tmp_path / "ds", shards="x")
+    if manifest is not None:
+        (root / "manifest.json").write_text(manifest)
+    for args in (["verify", str(root)], ["preview", str(root), "--out", str(tmp_path / "p.png")]):
+        assert main(["dataset", *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_preview_of_a_shard_with_corrupt_deflate_data(tmp_path, capsys):
+    root = _fake_dataset(tmp_path / "ds")
+    shard = root / "shard-00000.npz"
+    with zipfile.ZipFile(shard) as z:
+        offset = z.getinfo("input_00000.npy").header_offset
+    data = bytearray(shard.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[offset + 26:offset + 30])
+    data[offset + 30 + name_len + extra_len] = 0xFF  # deflate block type 3: "invalid block type"
+    shard.write_bytes(bytes(data))
+    assert main(["dataset", "preview", str(root), "--out", str(tmp_path / "p.png")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read sample 0" in err and "Traceback" not in err
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_preview_out_must_be_a_file_in_an_existing_folder(tmp_path, capsys):
+    root = _fake_dataset(tmp_path / "ds")
+    for out, message in ((tmp_path, "is a folder"), (tmp_path / "missing" / "p.png", "not an existing folder")):
+        assert main(["dataset", "preview", str(root), "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err

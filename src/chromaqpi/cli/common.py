@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from chromaqpi.errors import InputError
@@ -30,8 +31,30 @@ def output_dir(path: str) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent is a file, or not writable
+        raise InputError(f"--out {out}: cannot create folder ({exc.strerror})") from None
+    if not _writable(out):
+        raise InputError(f"--out {out}: folder is not writable")
     return out
+
+
+def output_file(path: str) -> Path:
+    """An output file path whose folder exists and is writable (checked before any work is done)."""
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: {out.parent} is not an existing folder")
+    if not _writable(out.parent):
+        raise InputError(f"--out {out}: folder {out.parent} is not writable")
+    return out
+
+
+def _writable(folder: Path) -> bool:
+    # Checked before the work, not at the first write (outputs are temp files created in the folder).
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def progress(items, *, desc: str, disable: bool | None = None):

@@ -92,12 +92,14 @@ def _dry_run(args):
 def _preview(args):
     import numpy as np
 
+    from chromaqpi.cli.common import output_file
     from chromaqpi.datasets.preview import save_preview
     from chromaqpi.datasets.torch_data import DatasetFolder
     from chromaqpi.errors import ConfigError
 
     if args.count < 1:
         raise ConfigError("--count must be >= 1")
+    output_file(args.out)
     store = DatasetFolder(args.root, verify=False)
     count = min(args.count, store.n)
     if args.seed is None:

@@ -9,6 +9,7 @@ segments objects above the medium and writes per input ``<stem>_objects.csv``,
 from __future__ import annotations
 
 import csv
+import math
 
 
 def add_arguments(parser):
@@ -28,16 +29,41 @@ def add_arguments(parser):
 def _calibration(meta: dict, args, name: str) -> tuple[float, float]:
     from chromaqpi.errors import InputError
 
-    px = args.pixel_size or meta.get("pixel_size_um")
-    lam = args.wavelength or meta.get("wavelength_um")
+    # "is None", not "or": an explicit --pixel-size 0 is an error, not a request for the metadata.
+    px = args.pixel_size if args.pixel_size is not None else meta.get("pixel_size_um")
+    lam = args.wavelength if args.wavelength is not None else meta.get("wavelength_um")
     for flag, value in (("--pixel-size", px), ("--wavelength", lam)):
         if value is None:
             raise InputError(f"{name}: no {flag[2:]} in the file's metadata; pass {flag}")
-        if not value > 0:
-            raise InputError(f"{name}: {flag[2:]} must be positive, got {value}")
+        if not 0 < value < math.inf:
+            raise InputError(f"{name}: {flag[2:]} must be positive and finite, got {value}")
     if meta.get("unit", "rad") != "rad":
         raise InputError(f"{name}: values are in {meta['unit']!r}, expected a phase image in rad")
     return float(px), float(lam)
+
+
+def _check_options(args) -> None:
+    from chromaqpi.errors import ConfigError
+
+    if not 0 <= args.min_area < math.inf:
+        raise ConfigError(f"--min-area must be a finite area >= 0 µm², got {args.min_area}")
+    if not 0 < args.alpha < math.inf:
+        raise ConfigError(f"--alpha must be positive and finite, got {args.alpha}")
+
+
+def _phase_plane(phase, name: str):
+    """The one real-valued plane of a phase TIFF as float64 (complex or bool data is not a phase)."""
+    import numpy as np
+
+    from chromaqpi.errors import InputError
+
+    phase = np.asarray(phase)
+    if phase.dtype == bool or not (np.issubdtype(phase.dtype, np.floating) or np.issubdtype(phase.dtype, np.integer)):
+        raise InputError(f"{name}: unsupported pixel type {phase.dtype} (need a real-valued phase in rad)")
+    phase = np.squeeze(phase.astype(np.float64))
+    if phase.ndim != 2:
+        raise InputError(f"{name}: expected one phase plane, got shape {phase.shape}")
+    return phase
 
 
 def _write_csv(path, names, rows) -> None:
@@ -72,21 +98,17 @@ def _save_overlay(path, phase, labels, title: str) -> None:
 
 
 def run(args):
-    import numpy as np
-
     from chromaqpi.cli.common import collect_inputs, output_dir, progress
-    from chromaqpi.errors import InputError
     from chromaqpi.io import read_tiff, write_tiff
     from chromaqpi.measure import measure_objects, measurements_table, segment_objects
 
+    _check_options(args)
     paths = collect_inputs(args.inputs)
     out = output_dir(args.out)
     total = 0
     for path in progress(paths, desc="measure"):
         phase, meta = read_tiff(path)
-        phase = np.squeeze(np.asarray(phase, dtype=np.float64))
-        if phase.ndim != 2:
-            raise InputError(f"{path.name}: expected one phase plane, got shape {phase.shape}")
+        phase = _phase_plane(phase, path.name)
         px, lam = _calibration(meta, args, path.name)
         seg = segment_objects(phase, threshold_rad=args.threshold, min_area_px=max(1, round(args.min_area / px**2)))
         rows = measure_objects(phase, seg.labels, wavelength_um=lam, pixel_size_um=px,

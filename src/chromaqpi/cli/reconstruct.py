@@ -57,11 +57,24 @@ def load_normalized(path, microscope, args) -> np.ndarray:
     return flat_field(image, background=background, dark=args.dark)
 
 
+def check_options(args) -> None:
+    """Reject values the methods would silently ignore or report under another name."""
+    from chromaqpi.errors import ConfigError
+
+    if args.samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {args.samples}")
+    if args.refine < 0:
+        raise ConfigError(f"--refine must be >= 0 steps, got {args.refine}")
+    if not math.isfinite(args.dark):
+        raise ConfigError(f"--dark must be a finite black level, got {args.dark}")
+
+
 def method_options(args) -> dict:
+    check_options(args)
     options = {}
     if args.model:
         options["model"] = args.model
-    if args.steps:
+    if args.steps is not None:  # --steps 0 must reach the sampler's check, not fall back to the default
         options["steps"] = args.steps
     if args.samples > 1:
         options["samples"] = args.samples
@@ -106,8 +119,8 @@ def run(args):
 
     microscope = Microscope.resolve(args.microscope)
     paths = collect_inputs(args.inputs)
-    out = output_dir(args.out)
     options = method_options(args)
+    out = output_dir(args.out)
     for path in progress(paths, desc=f"reconstruct ({args.method})"):
         images = torch.from_numpy(load_normalized(path, microscope, args))
         start = time.perf_counter()

@@ -53,10 +53,13 @@ def run(args):
     import torch
 
     from chromaqpi.cli.common import collect_inputs, output_dir, progress
+    from chromaqpi.errors import ConfigError
     from chromaqpi.io import write_json, write_tiff
     from chromaqpi.microscope import Microscope
     from chromaqpi.optics.simulator import simulate
 
+    if not math.isfinite(args.max_phase):
+        raise ConfigError(f"--max-phase must be a finite phase in rad, got {args.max_phase}")
     microscope = Microscope.resolve(args.microscope)
     paths = collect_inputs(args.inputs)
     out = output_dir(args.out)

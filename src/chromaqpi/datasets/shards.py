@@ -34,6 +34,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +146,12 @@ def read_manifest(root) -> dict:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path} is not valid JSON ({exc})") from None
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"{path} is not a chromaqpi dataset manifest")
+    # Readers index into the shard entries: a damaged list must fail here, in one line.
+    shards = manifest.get("shards", [])
+    if not (isinstance(shards, list) and all(isinstance(s, dict) for s in shards)):
+        raise InputError(f"{path}: 'shards' is not a list of shard entries (damaged manifest)")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise InputError(f"{path} has format version {manifest['format_version']}; this chromaqpi reads "
                          f"<= {FORMAT_VERSION}: upgrade chromaqpi")
@@ -223,7 +228,7 @@ class ShardReader:
             out["index"] = int(f["index"][j])
             if with_params:
                 out["params"] = array_to_json(f[f"params_{j:05d}"])
-        except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        except (KeyError, ValueError, OSError, zipfile.BadZipFile, zlib.error) as exc:  # zlib: corrupt deflate data
             raise InputError(f"shard {self.path}: cannot read sample {j} ({exc})") from None
         return out
 

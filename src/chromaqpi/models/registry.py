@@ -215,6 +215,9 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
     named = WEIGHTS_DIR / str(name_or_path)
     if Path(str(name_or_path)).name == str(name_or_path) and (named / CONFIG_FILE).is_file():
         return named
+    if path.exists():  # say why an existing path is not a model, rather than "not found"
+        what = "folder has no" if path.is_dir() else "is a file, not a model folder with"
+        raise WeightsError(f"{path}: {what} {CONFIG_FILE} (a model folder holds {CONFIG_FILE} and safetensors weights)")
     known = ", ".join(list_models()) or "none installed"
     raise WeightsError(f"no model directory or named model {str(name_or_path)!r} (named models: {known})")
 
@@ -226,8 +229,9 @@ def read_card(model_dir: str | Path) -> dict:
         card = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise WeightsError(f"cannot read {path}: {err}") from None
-    if "model" not in card or "weights" not in card:
-        raise WeightsError(f"{path} lacks the 'model' or 'weights' section")
+    # Sections must be JSON objects: anything else would fail later with a TypeError.
+    if not isinstance(card, dict) or not all(isinstance(card.get(k), dict) for k in ("model", "weights")):
+        raise WeightsError(f"{path} lacks the 'model' or 'weights' section (JSON objects)")
     return card
 
 
