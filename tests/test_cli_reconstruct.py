@@ -139,3 +139,18 @@ def test_simulate_rejects_a_non_finite_max_phase(rgb_stack, tmp_path, capsys):
     assert main(["simulate", str(path), "--from-image", "--max-phase", "nan", "--out", str(out)]) == 2
     assert "--max-phase must be a finite" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_inputs_with_one_stem_are_refused_before_they_overwrite_each_other(rgb_stack, tmp_path, capsys):
+    path, images = rgb_stack
+    other = tmp_path / "second"
+    other.mkdir()
+    np.save(other / path.name, images[::-1].copy())  # another folder's bump.npy -> the same bump_phase.tif
+    out = tmp_path / "out"
+    args = ["reconstruct", str(path), str(other), "--method", "tie", "--microscope", "paper-rgb",
+            "--normalized", "--out", str(out), "--no-preview"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "would write the same outputs" in err and "Traceback" not in err
+    assert not out.exists()
+    assert main([*args[:2], str(path), *args[3:]]) == 0  # the same file twice is not a conflict

@@ -24,7 +24,17 @@ def collect_inputs(items: list[str]) -> list[Path]:
             paths.append(path)
         else:
             raise InputError(f"input not found: {path}")
+    _check_distinct_stems(paths)
     return paths
+
+
+def _check_distinct_stems(paths: list[Path]) -> None:
+    # Outputs are named after the input's stem: a.png and a.tif (or two folders' a.tif) would overwrite each other.
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in seen and seen[p.stem].resolve() != p.resolve():
+            raise InputError(f"inputs {seen[p.stem]} and {p} would write the same outputs ({p.stem}_*); rename one")
+        seen.setdefault(p.stem, p)
 
 
 def output_dir(path: str) -> Path:
