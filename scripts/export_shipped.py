@@ -137,8 +137,10 @@ def model_card(name: str, card: dict, summary: dict, size_bytes: int, checkpoint
     fam_var = family.replace("-", "_")
     for var, value, usual in (("CROP", data.get("crop"), 64), ("BATCH", batch, 8)):
         kinds_env += f"{var}_{fam_var}={value} " if value not in (None, usual) else ""
-    if kind == "zmd" and family != "default" and cfg.get("seed") not in (None, 3):
+    if kind == "zmd" and cfg.get("seed") not in (None, 2 if family == "default" else 3):  # the script's seeds
         kinds_env += f"SEED_{fam_var}={cfg['seed']} "
+    if family == "default" and data.get("data", "").startswith("data/default-train-"):  # the SIZE_default sets
+        kinds_env += f"SIZE_default={data['data'].rsplit('-', 1)[1]} "
     return f"""# Model card: `{name}` ({title})
 
 {intro} Output: phase in
