@@ -75,6 +75,19 @@ def test_corrupt_weights_fail_the_checksum(tmp_path):
         load_model(tmp_path / "m")
 
 
+def test_pickle_checkpoint_named_in_a_card_is_refused_unread(tmp_path, monkeypatch):
+    model = trained_pair()
+    save_model(tmp_path / "m", model, make_card(model))
+    card = json.loads((tmp_path / "m" / "config.json").read_text())
+    card["weights"] = {"file": "model.pt"}  # no checksum: the safetensors reader itself must refuse it
+    (tmp_path / "m" / "config.json").write_text(json.dumps(card))
+    torch.save(model.state_dict(), tmp_path / "m" / "model.pt")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a user's pickle was unpickled"))
+    with pytest.raises(WeightsError, match="PyTorch pickle checkpoint; only safetensors") as err:
+        load_model(tmp_path / "m")
+    assert "\n" not in str(err.value)
+
+
 def test_fp16_export_is_half_size_and_loads_close(tmp_path):
     model = trained_pair()
     save_model(tmp_path / "m", model, make_card(model))

@@ -148,7 +148,15 @@ def read_weights(path: str | Path, *, sha256: str | None = None) -> dict[str, to
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as err:
-        raise WeightsError(f"cannot read weights {path}: {err}") from None
+        # A zip or pickle header: a torch.save checkpoint, which we never unpickle.
+        hint = " (a PyTorch pickle checkpoint; only safetensors weights are loaded)" if _is_pickle(path) else ""
+        raise WeightsError(f"cannot read weights {path}: {err}{hint}") from None
+
+
+def _is_pickle(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def _names(items, limit: int = 4) -> str:
