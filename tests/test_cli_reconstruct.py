@@ -41,6 +41,10 @@ def test_writes_phase_and_opd_that_match_the_api(rgb_stack, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--refine-starts", "model+tie"], "--refine-starts needs --refine"),
     (["--method", "no-such-method"], "no-such-method"),
+    (["--samples", "0"], "--samples must be >= 1"),
+    (["--refine", "-3"], "--refine must be >= 0"),
+    (["--dark", "nan"], "--dark must be a finite"),
+    (["--method", "zmd", "--steps", "0"], "steps must be >= 1, got 0"),  # 0 used to mean "the default"
 ])
 def test_user_errors_exit_2_without_output(rgb_stack, tmp_path, capsys, extra, message):
     path, _ = rgb_stack
@@ -50,7 +54,7 @@ def test_user_errors_exit_2_without_output(rgb_stack, tmp_path, capsys, extra, m
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    assert not (out.exists() and list(out.glob("*.tif")))
+    assert not (out.exists() and list(out.iterdir()))
 
 
 def test_grayscale_where_rgb_is_needed_is_rejected(tmp_path, capsys):
@@ -59,23 +63,6 @@ def test_grayscale_where_rgb_is_needed_is_rejected(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["reconstruct", str(gray), "--microscope", "paper-rgb", "--normalized", "--out", str(out)]) == 2
     assert "channel" in capsys.readouterr().err
-    assert not (out.exists() and list(out.iterdir()))
-
-
-@pytest.mark.parametrize("extra, message", [
-    (["--samples", "0"], "--samples must be >= 1"),
-    (["--refine", "-3"], "--refine must be >= 0"),
-    (["--dark", "nan"], "--dark must be a finite"),
-    (["--method", "zmd", "--steps", "0"], "steps must be >= 1, got 0"),  # 0 used to mean "the default"
-])
-def test_bad_option_values_are_rejected(rgb_stack, tmp_path, capsys, extra, message):
-    path, _ = rgb_stack
-    out = tmp_path / "out"
-    args = ["reconstruct", str(path), "--method", "tie", "--microscope", "paper-rgb", "--normalized",
-            "--out", str(out), "--no-preview", *extra]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
     assert not (out.exists() and list(out.iterdir()))
 
 
