@@ -141,3 +141,20 @@ def test_inputs_with_one_stem_are_refused_before_they_overwrite_each_other(rgb_s
     assert "would write the same outputs" in err and "Traceback" not in err
     assert not out.exists()
     assert main([*args[:2], str(path), *args[3:]]) == 0  # the same file twice is not a conflict
+
+
+def test_an_error_in_a_batch_names_the_file_and_leaves_no_empty_out(rgb_stack, tmp_path, capsys):
+    path, _ = rgb_stack
+    tiny = tmp_path / "tiny.npy"
+    np.save(tiny, np.ones((3, 4, 4), np.float32) + 0.01 * np.arange(16, dtype=np.float32).reshape(4, 4))
+    out = tmp_path / "new" / "out"
+    args = ["reconstruct", str(tiny), "--method", "tie", "--microscope", "paper-rgb", "--normalized",
+            "--out", str(out), "--no-preview"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "too small" in err and str(tiny) in err and "Traceback" not in err
+    assert not (tmp_path / "new").exists()  # created for this run, removed again when nothing was written
+    existing = tmp_path / "kept"
+    existing.mkdir()
+    assert main([*args[:-3], "--out", str(existing), "--no-preview"]) == 2
+    assert existing.is_dir()  # a folder the user already had is never removed

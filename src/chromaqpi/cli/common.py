@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from chromaqpi.errors import InputError
@@ -37,17 +38,46 @@ def _check_distinct_stems(paths: list[Path]) -> None:
         seen.setdefault(p.stem, p)
 
 
+@contextmanager
+def naming_input(path: Path):
+    """Prefix an input error with the file it came from (a batch of 100 images needs to say which one)."""
+    try:
+        yield
+    except InputError as exc:
+        message = str(exc)
+        if path.name in message:
+            raise
+        raise InputError(f"{path}: {message}") from None
+
+
+# Folders output_dir created in this process, so that a command failing before it writes anything
+# leaves no empty folder behind (remove_empty_outputs, called by the CLI's error handler).
+_created_dirs: list[Path] = []
+
+
 def output_dir(path: str) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
+    missing = [d for d in (out, *out.parents) if not d.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
+        _created_dirs.extend(missing)  # deepest first
     except OSError as exc:  # a parent is a file, or not writable
         raise InputError(f"--out {out}: cannot create folder ({exc.strerror})") from None
     if not _writable(out):
         raise InputError(f"--out {out}: folder is not writable")
     return out
+
+
+def remove_empty_outputs() -> None:
+    """Remove the folders output_dir created that are still empty (deepest first)."""
+    for folder in _created_dirs:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or already gone
+            pass
+    _created_dirs.clear()
 
 
 def output_file(path: str) -> Path:

@@ -55,13 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         # Before any thread pool exists, so that every worker thread inherits it:
         # subnormal floats slow CPU training and sampling several-fold.
         torch.set_flush_denormal(True)
+    from chromaqpi.cli.common import remove_empty_outputs
+
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
     except ChromaQPIError as exc:
+        remove_empty_outputs()
         print(f"chromaqpi {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        remove_empty_outputs()
         print("chromaqpi: interrupted", file=sys.stderr)
         return 130
 

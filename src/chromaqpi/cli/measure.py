@@ -98,7 +98,7 @@ def _save_overlay(path, phase, labels, title: str) -> None:
 
 
 def run(args):
-    from chromaqpi.cli.common import collect_inputs, output_dir, progress
+    from chromaqpi.cli.common import collect_inputs, naming_input, output_dir, progress
     from chromaqpi.io import read_tiff, write_tiff
     from chromaqpi.measure import measure_objects, measurements_table, segment_objects
 
@@ -107,23 +107,24 @@ def run(args):
     out = output_dir(args.out)
     total = 0
     for path in progress(paths, desc="measure"):
-        phase, meta = read_tiff(path)
-        phase = _phase_plane(phase, path.name)
-        px, lam = _calibration(meta, args, path.name)
-        seg = segment_objects(phase, threshold_rad=args.threshold, min_area_px=max(1, round(args.min_area / px**2)))
-        rows = measure_objects(phase, seg.labels, wavelength_um=lam, pixel_size_um=px,
-                               background_rad=seg.background_rad, alpha_um3_per_pg=args.alpha)
-        names, table = measurements_table(rows)
-        stem = path.stem.removesuffix("_phase")
-        _write_csv(out / f"{stem}_objects.csv", names, table)
-        write_tiff(out / f"{stem}_labels.tif", seg.labels, unit="label", pixel_size_um=px,
-                   dtype="uint16", value_range=(0, 65535), metadata={"quantity": "object labels", "source": path.name,
-                                              "background_rad": seg.background_rad,
-                                              "threshold_rad": seg.threshold_rad})
-        if not args.no_preview:
-            _save_overlay(out / f"{stem}_objects.png", phase - seg.background_rad, seg.labels,
-                          f"{stem}: {len(rows)} objects, threshold {seg.threshold_rad:.3g} rad")
-        total += len(rows)
-        print(f"{path.name}: {len(rows)} objects, total dry mass {sum(r.dry_mass_pg for r in rows):.4g} pg")
+        with naming_input(path):
+            phase, meta = read_tiff(path)
+            phase = _phase_plane(phase, path.name)
+            px, lam = _calibration(meta, args, path.name)
+            seg = segment_objects(phase, threshold_rad=args.threshold, min_area_px=max(1, round(args.min_area / px**2)))
+            rows = measure_objects(phase, seg.labels, wavelength_um=lam, pixel_size_um=px,
+                                   background_rad=seg.background_rad, alpha_um3_per_pg=args.alpha)
+            names, table = measurements_table(rows)
+            stem = path.stem.removesuffix("_phase")
+            _write_csv(out / f"{stem}_objects.csv", names, table)
+            labels_meta = {"quantity": "object labels", "source": path.name,
+                           "background_rad": seg.background_rad, "threshold_rad": seg.threshold_rad}
+            write_tiff(out / f"{stem}_labels.tif", seg.labels, unit="label", pixel_size_um=px,
+                       dtype="uint16", value_range=(0, 65535), metadata=labels_meta)
+            if not args.no_preview:
+                _save_overlay(out / f"{stem}_objects.png", phase - seg.background_rad, seg.labels,
+                              f"{stem}: {len(rows)} objects, threshold {seg.threshold_rad:.3g} rad")
+            total += len(rows)
+            print(f"{path.name}: {len(rows)} objects, total dry mass {sum(r.dry_mass_pg for r in rows):.4g} pg")
     print(f"wrote measurements of {total} object(s) from {len(paths)} image(s) to {out}")
     return 0

@@ -114,7 +114,7 @@ def run(args):
     import torch
 
     import chromaqpi
-    from chromaqpi.cli.common import collect_inputs, output_dir, progress
+    from chromaqpi.cli.common import collect_inputs, naming_input, output_dir, progress
     from chromaqpi.microscope import Microscope
 
     microscope = Microscope.resolve(args.microscope)
@@ -122,15 +122,16 @@ def run(args):
     options = method_options(args)
     out = output_dir(args.out)
     for path in progress(paths, desc=f"reconstruct ({args.method})"):
-        images = torch.from_numpy(load_normalized(path, microscope, args))
-        start = time.perf_counter()
-        result = chromaqpi.reconstruct(images, microscope, method=args.method, **options)
-        phase, std = (result if isinstance(result, tuple) else (result, None))
-        meta = {"method": args.method, "options": {k: v for k, v in options.items() if k != "generator"},
-                "seed": args.seed, "source": path.name, "wavelength_um": microscope.optics.wavelength_ref_um,
-                "phase_offset": "zero-mean (the constant phase is not observable)",
-                "seconds": round(time.perf_counter() - start, 3), "microscope": microscope.to_dict()}
-        write_outputs(out, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope, meta,
-                      preview=not args.no_preview)
+        with naming_input(path):
+            images = torch.from_numpy(load_normalized(path, microscope, args))
+            start = time.perf_counter()
+            result = chromaqpi.reconstruct(images, microscope, method=args.method, **options)
+            phase, std = (result if isinstance(result, tuple) else (result, None))
+            meta = {"method": args.method, "options": {k: v for k, v in options.items() if k != "generator"},
+                    "seed": args.seed, "source": path.name, "wavelength_um": microscope.optics.wavelength_ref_um,
+                    "phase_offset": "zero-mean (the constant phase is not observable)",
+                    "seconds": round(time.perf_counter() - start, 3), "microscope": microscope.to_dict()}
+            write_outputs(out, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope, meta,
+                          preview=not args.no_preview)
     print(f"wrote {len(paths)} reconstruction(s) to {out}")
     return 0

@@ -52,7 +52,7 @@ def load_phase(path, *, from_image: bool, max_phase: float, opd_nm: bool, wavele
 def run(args):
     import torch
 
-    from chromaqpi.cli.common import collect_inputs, output_dir, progress
+    from chromaqpi.cli.common import collect_inputs, naming_input, output_dir, progress
     from chromaqpi.errors import ConfigError
     from chromaqpi.io import write_json, write_tiff
     from chromaqpi.microscope import Microscope
@@ -66,19 +66,20 @@ def run(args):
     gen = torch.Generator().manual_seed(args.seed)
     lam = microscope.optics.wavelength_ref_um
     for path in progress(paths, desc="simulate"):
-        phase = load_phase(path, from_image=args.from_image, max_phase=args.max_phase, opd_nm=args.opd_nm,
-                           wavelength_um=lam)
-        image = simulate(phase, microscope, noise=not args.no_noise, generator=gen)[0].numpy()
-        meta = {"kind": "chromaqpi simulated image", "source": path.name, "channels": microscope.channel_names,
-                "units": "intensity, empty field = 1" + ("" if args.float else " (uint16: value/65535*2)"),
-                "noise": not args.no_noise, "seed": args.seed, "microscope": microscope.to_dict()}
-        stem = out / f"{path.stem}_sim"
-        if args.float:
-            write_tiff(stem.with_suffix(".tif"), image, metadata=meta, unit="intensity",
-                       pixel_size_um=microscope.sampling.pixel_size_um)
-        else:
-            write_tiff(stem.with_suffix(".tif"), image, metadata=meta, unit="intensity", dtype="uint16",
-                       value_range=(0.0, 2.0), pixel_size_um=microscope.sampling.pixel_size_um)
-        write_json(stem.with_suffix(".json"), meta)
+        with naming_input(path):
+            phase = load_phase(path, from_image=args.from_image, max_phase=args.max_phase, opd_nm=args.opd_nm,
+                               wavelength_um=lam)
+            image = simulate(phase, microscope, noise=not args.no_noise, generator=gen)[0].numpy()
+            meta = {"kind": "chromaqpi simulated image", "source": path.name, "channels": microscope.channel_names,
+                    "units": "intensity, empty field = 1" + ("" if args.float else " (uint16: value/65535*2)"),
+                    "noise": not args.no_noise, "seed": args.seed, "microscope": microscope.to_dict()}
+            stem = out / f"{path.stem}_sim"
+            if args.float:
+                write_tiff(stem.with_suffix(".tif"), image, metadata=meta, unit="intensity",
+                           pixel_size_um=microscope.sampling.pixel_size_um)
+            else:
+                write_tiff(stem.with_suffix(".tif"), image, metadata=meta, unit="intensity", dtype="uint16",
+                           value_range=(0.0, 2.0), pixel_size_um=microscope.sampling.pixel_size_um)
+            write_json(stem.with_suffix(".json"), meta)
     print(f"wrote {len(paths)} simulated image(s) to {out}")
     return 0
