@@ -24,8 +24,15 @@ COMMANDS = {
 HEAVY = {"reconstruct", "evaluate", "train", "demo", "dataset", "simulate"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (like every other user error), pointing at --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, str | None]:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="chromaqpi",
         description="Quantitative phase imaging from the chromatic defocus of one RGB brightfield image.",
     )
