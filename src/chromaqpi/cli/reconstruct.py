@@ -32,7 +32,8 @@ def add_arguments(parser):
     parser.add_argument("--model", metavar="NAME|PATH", help="learned model name or checkpoint folder")
     parser.add_argument("--steps", type=int, metavar="K", help="diffusion sampling steps")
     parser.add_argument("--samples", type=int, default=1, metavar="N",
-                        help="posterior samples; N > 1 also writes a per-pixel std map")
+                        help="posterior samples; N > 1 also writes their per-pixel std (a relative flag: "
+                             "it underestimates the error 2-15x, benchmarks/results/uncertainty.md)")
     parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
                         help="data-consistency steps of the iterative solver after a learned model")
     parser.add_argument("--refine-starts", choices=("model", "model+tie"), default="model",
@@ -103,7 +104,8 @@ def write_outputs(out, stem, phase, std, microscope, meta, *, preview: bool):
     opd_nm = phase * lam * 1000.0 / (2 * math.pi)
     write_tiff(out / f"{stem}_opd.tif", opd_nm, metadata={**meta, "quantity": "OPD"}, unit="nm", pixel_size_um=px)
     if std is not None:
-        write_tiff(out / f"{stem}_std.tif", std, metadata={**meta, "quantity": "posterior std of phase"},
+        write_tiff(out / f"{stem}_std.tif", std, metadata={**meta, "quantity": "std of posterior draws of phase",
+                                                           "calibration": "uncalibrated spread, not an error bar"},
                    unit="rad", pixel_size_um=px)
     if preview:
         save_preview_png(out / f"{stem}_phase.png", phase, cmap="viridis", label=f"phase at {lam} µm (rad)",

@@ -443,7 +443,9 @@ def reconstruct_with_model(
         Images larger than ``tile`` are reconstructed in overlapping tiles, blended smoothly
         with per-tile offsets harmonised (:mod:`chromaqpi.tiling`): any size, bounded memory.
     return_std : bool
-        Also return the per-pixel posterior standard deviation over ``samples`` draws.
+        Also return the per-pixel posterior standard deviation over ``samples`` draws. It is
+        the model's spread, not a calibrated error: the shipped models' true error is 2-15x
+        larger (``benchmarks/results/uncertainty.md``).
     refine : int
         Data-consistency steps of the iterative solver (``chromaqpi.solvers.iterative.refine``,
         reduced quadrature) started from the model's estimate; 0 = none.
