@@ -66,7 +66,7 @@ def test_usage_errors_are_one_line(rgb_stack, tmp_path, capsys, extra):
         main(args)
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("chromaqpi") and ": error:" in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("chromaqpi reconstruct: error:"), lines
     assert "--help" in lines[0]
 
 

@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, str | None]:
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict, str | None]:
     parser = _Parser(
         prog="chromaqpi",
         description="Quantitative phase imaging from the chromatic defocus of one RGB brightfield image.",
@@ -40,19 +40,22 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, str | None]:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen subcommand's module is imported (keeps `--help` fast).
     chosen = next((a for a in argv if a in COMMANDS), None)
+    subparsers = {}
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        subparsers[name] = p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
             importlib.import_module(module).add_arguments(p)
-    return parser, chosen
+    return parser, subparsers, chosen
 
 
 def main(argv: list[str] | None = None) -> int:
     from chromaqpi.errors import ChromaQPIError
 
     argv = sys.argv[1:] if argv is None else argv
-    parser, chosen = build_parser(argv)
-    args = parser.parse_args(argv)
+    parser, subparsers, chosen = build_parser(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the subcommand, whose --help lists its options
+        subparsers.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if chosen is None or args.command is None:
         parser.print_help()
         return 2
