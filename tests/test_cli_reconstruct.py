@@ -41,6 +41,7 @@ def test_writes_phase_and_opd_that_match_the_api(rgb_stack, tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--refine-starts", "model+tie"], "--refine-starts needs --refine"),
+    (["--orientations"], "--orientations needs --samples"),
     (["--method", "no-such-method"], "no-such-method"),
     (["--samples", "0"], "--samples must be >= 1"),
     (["--refine", "-3"], "--refine must be >= 0"),

@@ -30,6 +30,9 @@ def test_tiny_zmd_checkpoint_runs_end_to_end(tmp_path):
 
     torch.manual_seed(0)
     net = build_model(model_config("zmd", 2, 8, 2, 1))
+    with torch.no_grad():  # zero-initialised output layers would hide what the views change
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
     save_model(tmp_path / "tiny", net, make_card(net, input_normalisation="paper-2shot"))
     images = chromaqpi.simulate(torch.rand(1, 40, 52), "paper-2shot", noise=False)
     gen = torch.Generator().manual_seed(1)
@@ -48,6 +51,10 @@ def test_tiny_zmd_checkpoint_runs_end_to_end(tmp_path):
     plain = chromaqpi.reconstruct(images, "paper-2shot", method="zmd", model=load_model(tmp_path / "tiny"), steps=3,
                                   samples=2, generator=torch.Generator().manual_seed(1), tile=32, overlap=8)
     assert float((plain - phase).abs().max()) < 1e-4
+    views = chromaqpi.reconstruct(images, "paper-2shot", method="mean", model=str(tmp_path / "tiny"), samples=4,
+                                  orientations=True, tile=32, overlap=8)
+    assert views.shape == mu.shape and torch.isfinite(views).all()
+    assert float((views - mu).abs().max()) > 1e-6  # an untrained net is not D4-equivariant: the views differ
 
 
 def test_missing_weights_give_a_clear_error(tmp_path):
@@ -79,3 +86,50 @@ def test_refine_from_model_and_tie_keeps_the_lower_misfit(tmp_path):
     assert misfit(refine_starts="model+tie") < 0.5 * misfit()
     with pytest.raises(ConfigError, match="refine_starts"):
         misfit(refine_starts="tie")
+
+
+class _ViewProbe:
+    """Stand-in predictor: 'phase' = input channel 0 plus a fixed pattern that ignores the view."""
+
+    kind = "mean"
+
+    def __init__(self, pattern):
+        self.pattern = pattern
+
+    def sample(self, x, *, samples=1, **_):
+        from chromaqpi.sampling import SampleResult
+
+        out = (x[:, :1] + self.pattern).float()
+        return SampleResult(out, torch.zeros_like(out), None)
+
+
+@pytest.mark.parametrize("bayer", [False, True])
+def test_orientation_views_are_turned_back_and_averaged(bayer):
+    from chromaqpi.microscope import Microscope
+    from chromaqpi.models.registry import _oriented_samples
+
+    scope = Microscope.from_preset("default")
+    if bayer:
+        scope = Microscope.from_dict({**scope.to_dict(), "sensor": {**scope.to_dict()["sensor"], "bayer": True}})
+    tiles = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    x = torch.arange(16.0).repeat(16, 1)  # a ramp along x: not D4-invariant
+    res = _oriented_samples(_ViewProbe(x), tiles, scope, 8, {})
+    # The view-following part (channel 0) must come back in place whatever the view.
+    if bayer:  # a flipped mosaic is another camera: identity only, all views equal
+        expected, spread = tiles[:, :1] + x, torch.zeros(2, 1, 16, 16)
+    else:
+        # Turned back, the fixed ramp appears as x, 15 - x, y and 15 - y, twice each: mean 7.5.
+        y = x.T
+        views = torch.stack([x, x, 15 - x, 15 - x, y, y, 15 - y, 15 - y])
+        expected, spread = tiles[:, :1] + 7.5, views.std(dim=0).expand(2, 1, 16, 16)
+    assert float((res.mean - expected).abs().max()) < 1e-5
+    assert float((res.std - spread).abs().max()) < 1e-4
+
+
+def test_invert_transform_undoes_every_d4_element():
+    from chromaqpi.datasets.augment import apply_transform, invert_transform
+
+    x = torch.rand(2, 5, 7, generator=torch.Generator().manual_seed(3))
+    for t in range(8):
+        assert torch.equal(invert_transform(apply_transform(x, t), t), x)
+    assert not torch.equal(apply_transform(x, 4), x)

@@ -10,6 +10,7 @@ bar) and, for learned models with ``--samples N > 1``, ``<stem>_std.tif``.
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 
@@ -34,6 +35,10 @@ def add_arguments(parser):
     parser.add_argument("--samples", type=int, default=1, metavar="N",
                         help="posterior samples; N > 1 also writes their per-pixel std (a relative flag: "
                              "it underestimates the error 2-15x, benchmarks/results/uncertainty.md)")
+    parser.add_argument("--orientations", action=argparse.BooleanOptionalAction, default=None,
+                        help="take the --samples draws on turned/flipped views of the image (the D4 "
+                             "elements the microscope allows), turned back before averaging "
+                             "(default: on when --samples > 1)")
     parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
                         help="data-consistency steps of the iterative solver after a learned model")
     parser.add_argument("--refine-starts", choices=("model", "model+tie"), default="model",
@@ -80,6 +85,12 @@ def method_options(args) -> dict:
     if args.samples > 1:
         options["samples"] = args.samples
         options["return_std"] = True
+    if args.orientations is not None:
+        if args.samples < 2:
+            from chromaqpi.errors import ConfigError
+
+            raise ConfigError("--orientations needs --samples N >= 2 (one view per draw)")
+        options["orientations"] = args.orientations
     if args.refine:
         options["refine"] = args.refine
         options["refine_starts"] = args.refine_starts

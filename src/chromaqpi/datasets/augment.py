@@ -27,7 +27,8 @@ import functools
 import numpy as np
 import torch
 
-__all__ = ["N_TRANSFORMS", "apply_transform", "transform_matrix", "valid_transforms", "source_invariant"]
+__all__ = ["N_TRANSFORMS", "apply_transform", "invert_transform", "transform_matrix", "valid_transforms",
+           "source_invariant"]
 
 N_TRANSFORMS = 8
 _QUARTER = np.array([[0, -1], [1, 0]])  # (y, x) -> (-x, y): torch.rot90(k=1, dims=(-2, -1))
@@ -42,6 +43,13 @@ def apply_transform(x, t: int):
         return np.ascontiguousarray(out[..., ::-1] if flip else out)
     out = torch.rot90(x, k, dims=(-2, -1)) if k else x
     return out.flip(-1) if flip else out.clone() if out is x else out
+
+
+def invert_transform(x: torch.Tensor, t: int) -> torch.Tensor:
+    """Undo :func:`apply_transform` ``t`` on the last two axes of a tensor."""
+    k, flip = t % 4, t >= 4
+    x = x.flip(-1) if flip else x
+    return torch.rot90(x, -k, dims=(-2, -1)) if k else x
 
 
 def transform_matrix(t: int) -> np.ndarray:

@@ -14,14 +14,15 @@ def _method(kind: str):
         images: torch.Tensor, microscope, *, model=None, steps: int = 25, samples: int = 1,
         sampler: str = "ddim", generator=None, condition: torch.Tensor | None = None, device=None,
         tile: int = 256, overlap: int = 48, return_std: bool = False, refine: int = 0,
-        refine_starts: str = "model", progress: bool = False,
+        refine_starts: str = "model", orientations: bool = True, progress: bool = False,
     ):
         from chromaqpi.models.registry import reconstruct_with_model
 
         return reconstruct_with_model(images, microscope, kind=kind, model=model, steps=steps, samples=samples,
                                       sampler=sampler, generator=generator, condition=condition, device=device,
                                       tile=tile, overlap=overlap, return_std=return_std, refine=refine,
-                                      refine_starts=refine_starts, progress=progress)
+                                      refine_starts=refine_starts, orientations=orientations,
+                                      progress=progress)
 
     reconstruct.__name__ = reconstruct.__qualname__ = kind
     reconstruct.__doc__ = (f"Phase (B, H, W) in radians with a trained {kind} model: the ``method={kind!r}`` "

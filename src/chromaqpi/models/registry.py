@@ -416,12 +416,27 @@ def _default_model_name(kind: str, microscope_name: str | None = None) -> str:
 REFINE_STARTS = ("model", "model+tie")
 
 
+def _oriented_samples(predictor, tiles: torch.Tensor, microscope, samples: int, options: dict):
+    """``samples`` draws, draw j on the tiles under the j-th allowed D4 element, turned back."""
+    from chromaqpi.datasets.augment import apply_transform, invert_transform, valid_transforms
+    from chromaqpi.sampling import SampleResult
+
+    allowed = valid_transforms(microscope, tuple(tiles.shape[-2:]))
+    draws = []
+    for j in range(samples):
+        t = allowed[j % len(allowed)]
+        view = apply_transform(tiles, t).contiguous(memory_format=torch.channels_last)
+        draws.append(invert_transform(predictor.sample(view, samples=1, **options).mean, t))
+    draws = torch.stack(draws)
+    return SampleResult(draws.mean(dim=0), draws.std(dim=0), None)
+
+
 def reconstruct_with_model(
     images: torch.Tensor, microscope, *, kind: str, model: str | Path | nn.Module | None = None,
     steps: int = 25, samples: int = 1, sampler: str = "ddim", generator=None,
     condition: torch.Tensor | None = None, device: str | torch.device | None = None,
     tile: int = 256, overlap: int = 48, return_std: bool = False, refine: int = 0,
-    refine_starts: str = "model", progress: bool = False,
+    refine_starts: str = "model", orientations: bool = True, progress: bool = False,
 ) -> torch.Tensor:
     """Phase from images with a learned model (the body of each model module's ``reconstruct``).
 
@@ -455,6 +470,14 @@ def reconstruct_with_model(
         model estimate that leads the non-convex fit into a worse local minimum than the classical
         start). Meant for (near-)noiseless data: with noise the lower objective is often not the
         fit nearer the truth, and the model start alone does better.
+    orientations : bool
+        Take draw j of ``samples`` on the image turned/flipped by the j-th D4 element that the
+        microscope allows (``chromaqpi.datasets.augment.valid_transforms``; the forward model
+        commutes with it, so each is an equally valid view), and turn the estimate back. The
+        models see the group only through training augmentation, so the views differ and their
+        average cancels part of each one's error; the std then includes that spread. Also
+        averages the deterministic mean network over ``samples`` views. Bayer cameras allow
+        the identity only.
     progress : bool
         Progress bar over tiles.
     condition : torch.Tensor, optional
@@ -490,9 +513,13 @@ def reconstruct_with_model(
                           f"{' + prior' if prior else ''}), got {x.shape[1]}")
 
     def run_tiles(tiles: torch.Tensor):
+        options = dict(steps=steps, generator=generator, sampler=sampler)
         with torch.no_grad():
-            res = predictor.sample(tiles.contiguous(memory_format=torch.channels_last), steps=steps,
-                                   generator=generator, sampler=sampler, samples=samples)
+            if orientations and samples > 1:
+                res = _oriented_samples(predictor, tiles, microscope, samples, options)
+            else:
+                res = predictor.sample(tiles.contiguous(memory_format=torch.channels_last), samples=samples,
+                                       **options)
         if return_std and res.std is not None:
             return res.mean[:, 0], res.std[:, 0]
         return res.mean[:, 0]

@@ -1,0 +1,116 @@
+"""Do draws over the D4 orientations (``orientations=True``) beat draws in one orientation?
+
+Usage: python benchmarks/bench_orientations.py [--n 16]
+       [--data default=data/default-val256,paper-2shot=data/paper-2shot-lownoise-val,...]
+       (validation shards, where the choice is made: 16 samples of 256 px each, built with
+       ``chromaqpi dataset build --n 16 --size 256`` and the validation seeds and sources of
+       scripts/train_shipped.sh: seed 12 for default and paper-2shot, 22 for the low-noise set
+       with --microscope scripts/paper-2shot-lownoise.toml)
+       python benchmarks/bench_orientations.py --sets phantoms-test,... --n 8
+       (the test sets, to measure the choice afterwards; writes orientations-test.md)
+
+The simulator commutes with every D4 element that the microscope allows (datasets/augment.py),
+so a turned or flipped image is an equally valid input; the networks learnt the group only from
+training augmentation. Per image (each with its own microscope from the shard): the mean net in
+one view and averaged over 8 views; ZMD with 1 draw, 4 draws in one view and 4 draws in 4 views.
+Scores: offset-aligned nMAE, MS-SSIM (fixed range: the folder's largest truth range) and, for the
+4-draw rows, RMSE / RMS(std) and 1-std coverage of their spread. Writes
+benchmarks/results/orientations.md (orientations-test.md with --sets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+from datetime import datetime
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from _common import markdown_table, write_results
+from chromaqpi.datasets.evalsets import get_evalset, load_evalset
+from chromaqpi.datasets.torch_data import ShardDataset
+from chromaqpi.metrics import align_offset, ms_ssim, normalised_mae
+from chromaqpi.microscope import Microscope
+from chromaqpi.models.registry import reconstruct_with_model
+
+DATA = ("default=data/default-val256,paper-2shot=data/paper-2shot-lownoise-val,"
+        "paper-2shot=data/paper-2shot-val")
+# row -> (kind, samples, orientations)
+ROWS = {"mean": ("mean", 1, False), "mean, 8 views": ("mean", 8, True),
+        "zmd": ("zmd", 1, False), "zmd-mean4, 1 view": ("zmd", 4, False), "zmd-mean4, 4 views": ("zmd", 4, True)}
+
+
+def folder_items(folder: str, n: int) -> list[tuple]:
+    """(images (1, C, H, W), phase (H, W), microscope) of the first n samples of a shard folder."""
+    data = ShardDataset(folder, augment=False, with_params=True)
+    return [(it["input"][None].float(), it["target"][0].double(),
+             Microscope.from_dict(json.loads(it["params"])["microscope"]))
+            for it in (data[i] for i in range(min(n, len(data))))]
+
+
+def evalset_items(name: str, n: int) -> list[tuple]:
+    return [(torch.as_tensor(s.images)[None].float(), torch.as_tensor(s.phase).double(), s.microscope)
+            for s in load_evalset(name, n=n)]
+
+
+def score(model: str, items: list[tuple], label: str) -> dict[str, dict[str, float]]:
+    data_range = max(float(true.max() - true.min()) for _, true, _ in items)
+    scores = {row: {"nmae": [], "ms_ssim": [], "num": 0.0, "den": 0.0, "cov1": []} for row in ROWS}
+    for i, (images, true, microscope) in enumerate(tqdm(items, desc=label, leave=False)):
+        for row, (kind, samples, orientations) in ROWS.items():
+            phase, std = reconstruct_with_model(
+                images, microscope, kind=kind, model=model, steps=25, samples=samples,
+                orientations=orientations, return_std=True, generator=torch.Generator().manual_seed(1000 + i))
+            est, std = phase[0].double(), std[0].double()
+            s = scores[row]
+            s["nmae"].append(float(normalised_mae(est, true, align="mean")))
+            s["ms_ssim"].append(float(ms_ssim(est, true, data_range=data_range, align="mean")))
+            if samples > 1 and kind == "zmd":
+                err = (align_offset(est, true, align="mean") - true).abs()
+                s["num"] += float((err ** 2).sum())
+                s["den"] += float((std ** 2).sum())
+                s["cov1"].append(float((err <= std).double().mean()))
+    return {row: {"nmae": float(np.mean(s["nmae"])), "ms_ssim": float(np.mean(s["ms_ssim"])),
+                  "ratio": (s["num"] / s["den"]) ** 0.5 if s["den"] > 0 else float("nan"),
+                  "cov1": 100 * float(np.mean(s["cov1"])) if s["cov1"] else float("nan"),
+                  "images": len(items)}
+            for row, s in scores.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=DATA, help="comma-separated MODEL=FOLDER pairs (validation shards)")
+    parser.add_argument("--sets", default="", help="comma-separated evaluation sets instead (test sets: "
+                        "only to measure a choice already made on validation)")
+    parser.add_argument("--n", type=int, default=16, help="first n images of each folder or set")
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)
+    if args.sets:
+        runs = [(get_evalset(s).microscope, s, functools.partial(evalset_items, s)) for s in args.sets.split(",")]
+    else:
+        runs = [(m, f, functools.partial(folder_items, f)) for m, f in (p.split("=") for p in args.data.split(","))]
+    header = ["model", "test set" if args.sets else "validation folder", "images", "row", "nMAE aligned", "MS-SSIM", "RMSE / RMS std",
+              "cover 1 std (%)", "nMAE vs 1 view"]
+    rows = []
+    for model, label, items in runs:
+        started = datetime.now()
+        r = score(model, items(args.n), label)
+        for row, v in r.items():
+            base = r["mean"] if row.startswith("mean") else r["zmd-mean4, 1 view"] if "4" in row else r["zmd"]
+            rows.append([model, label, v["images"], row, f"{v['nmae']:.4f}", f"{v['ms_ssim']:.4f}",
+                         f"{v['ratio']:.2f}", f"{v['cov1']:.1f}", f"{v['nmae'] / base['nmae']:.3f}"])
+        print(markdown_table(header, rows[-len(r):]), f"({(datetime.now() - started).seconds / 60:.1f} min)",
+              flush=True)
+    body = ("Shipped models, 25 DDIM steps, draw seeds 1000 + image index. 'N views': draw j (or the mean net's "
+            "j-th evaluation) on the image under the j-th D4 element the sample's microscope allows, turned back, "
+            "then averaged. 'nMAE vs 1 view' divides by the same model's row with the same number of draws in "
+            "one orientation (for the single-draw rows, itself).\n\n" + markdown_table(header, rows))
+    write_results("orientations-test" if args.sets else "orientations",
+                  f"D4 views on {'test' if args.sets else 'validation'} images", body)
+
+
+if __name__ == "__main__":
+    main()
