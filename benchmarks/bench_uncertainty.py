@@ -1,8 +1,9 @@
 """Is ZMD's uncertainty map (``--samples N``) calibrated? Its per-pixel spread against the true error.
 
-Usage: python benchmarks/bench_uncertainty.py [--n 8] [--draws 8] [--steps 25] [--sets a,b]
+Usage: python benchmarks/bench_uncertainty.py [--n 8] [--draws 8] [--steps 25] [--sets a,b] [--one-view]
 
-Per image: N seeded ZMD draws (the shipped model of the set's preset); their mean is the estimate and
+Per image: N seeded ZMD draws (the shipped model of the set's preset), draw k on the k-th D4 view
+the microscope allows (``--one-view``: all in the image's orientation); their mean is the estimate and
 their per-pixel standard deviation the uncertainty, as ``reconstruct(..., samples=N)`` returns. The
 error is the mean's offset-aligned error (phase from defocus has no DC). Two spreads are scored:
 ``raw`` (what the API returns today) and ``offset-free`` (each draw's mean offset from the others
@@ -15,7 +16,8 @@ removed first, since that offset is not observable either). Reported per set:
   (errors sit at edges);
 - Spearman correlation over images of mean sigma and the image's MAE (does sigma flag bad images?).
 
-No parameter is fitted: the test sets are only measured. Writes benchmarks/results/uncertainty.md.
+No parameter is fitted: the test sets are only measured. Writes benchmarks/results/uncertainty.md
+(uncertainty-one-view.md with ``--one-view``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from scipy import ndimage, stats
 from tqdm import tqdm
 
 from _common import markdown_table, write_results
+from chromaqpi.datasets.augment import apply_transform, invert_transform, valid_transforms
 from chromaqpi.datasets.evalsets import get_evalset, load_evalset
 from chromaqpi.metrics import align_offset
 from chromaqpi.models.registry import reconstruct_with_model
@@ -37,12 +40,17 @@ SETS = ("phantoms-test", "natural-test", "paper-2shot-test", "paper-2shot-noisy-
 SPREADS = ("raw", "offset-free")
 
 
-def draws_for(sample, n_draws: int, steps: int, seed: int) -> torch.Tensor:
-    """(N, H, W) float64 ZMD draws for one evaluation sample."""
+def draws_for(sample, n_draws: int, steps: int, seed: int, views: bool) -> torch.Tensor:
+    """(N, H, W) float64 ZMD draws for one evaluation sample; with ``views``, draw k is taken on
+    the k-th allowed D4 view and turned back, as ``samples=N`` does by default."""
     images = torch.as_tensor(sample.images)[None].float()
-    out = [reconstruct_with_model(images, sample.microscope, kind="zmd", steps=steps,
-                                  generator=torch.Generator().manual_seed(seed + k))[0]
-           for k in range(n_draws)]
+    allowed = valid_transforms(sample.microscope, tuple(images.shape[-2:])) if views else (0,)
+    out = []
+    for k in range(n_draws):
+        t = allowed[k % len(allowed)]
+        draw = reconstruct_with_model(apply_transform(images, t), sample.microscope, kind="zmd", steps=steps,
+                                      generator=torch.Generator().manual_seed(seed + k))
+        out.append(invert_transform(draw, t)[0])
     return torch.stack(out).double()
 
 
@@ -56,13 +64,13 @@ def edge_baseline(estimate: np.ndarray) -> np.ndarray:
     return ndimage.gaussian_filter(ndimage.gaussian_gradient_magnitude(estimate, 1.0), 2.0)
 
 
-def score_set(name: str, n: int, n_draws: int, steps: int) -> dict[str, float]:
+def score_set(name: str, n: int, n_draws: int, steps: int, views: bool) -> dict[str, float]:
     samples = load_evalset(name, n=n)
     per = {s: {"ratio_num": 0.0, "ratio_den": 0.0, "cov1": [], "cov2": [], "rho": [], "mean_sigma": []}
            for s in SPREADS}
     rho_edge, maes = [], []
     for i, sample in enumerate(tqdm(samples, desc=name, leave=False)):
-        draws = draws_for(sample, n_draws, steps, seed=1000 * (i + 1))
+        draws = draws_for(sample, n_draws, steps, seed=1000 * (i + 1), views=views)
         true = torch.as_tensor(sample.phase).double()
         estimate = draws.mean(dim=0)
         error = np.abs((align_offset(estimate, true, align="mean") - true).numpy())
@@ -93,11 +101,13 @@ def main():
     parser.add_argument("--draws", type=int, default=8, help="ZMD draws per image")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps per draw")
     parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--one-view", action="store_true", help="all draws in the image's own orientation "
+                        "(samples=N before orientations=True became the default)")
     args = parser.parse_args()
     rows = []
     for name in [s for s in args.sets.split(",") if s]:
         started = datetime.now()
-        r = score_set(name, args.n, args.draws, args.steps)
+        r = score_set(name, args.n, args.draws, args.steps, views=not args.one_view)
         minutes = (datetime.now() - started).total_seconds() / 60
         for kind in SPREADS:
             k = r[kind]
@@ -108,11 +118,13 @@ def main():
               "cover 2 sigma (%)", "Spearman sigma vs abs. error", "Spearman edge vs abs. error (baseline)",
               "Spearman over images", "minutes"]
     body = (f"ZMD with {args.draws} draws of {args.steps} DDIM steps per image (the shipped model of each "
-            "set's preset); error = |offset-aligned mean of the draws - truth|. Gaussian reference: 68.3 % "
+            "set's preset), " + ("all in the image's own orientation" if args.one_view else
+                                 "draw k on the k-th D4 view the microscope allows, turned back") + "; error = |offset-aligned mean of the draws - truth|. Gaussian reference: 68.3 % "
             "within 1 sigma, 95.4 % within 2 sigma, RMSE / RMS sigma = 1. The baseline column ranks pixels "
             "by the smoothed gradient magnitude of the estimate instead of sigma.\n\n"
             + markdown_table(header, rows))
-    write_results("uncertainty", "Calibration of the ZMD uncertainty map", body)
+    write_results("uncertainty-one-view" if args.one_view else "uncertainty",
+                  "Calibration of the ZMD uncertainty map" + (", one view" if args.one_view else ""), body)
 
 
 if __name__ == "__main__":
