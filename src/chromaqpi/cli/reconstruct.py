@@ -34,7 +34,7 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, metavar="K", help="diffusion sampling steps")
     parser.add_argument("--samples", type=int, default=1, metavar="N",
                         help="posterior samples; N > 1 also writes their per-pixel std (a relative flag: "
-                             "it underestimates the error 2-15x, benchmarks/results/uncertainty.md)")
+                             "it underestimates the error 2-9x, benchmarks/results/uncertainty.md)")
     parser.add_argument("--orientations", action=argparse.BooleanOptionalAction, default=None,
                         help="take the --samples draws on turned/flipped views of the image (the D4 "
                              "elements the microscope allows), turned back before averaging "

@@ -459,7 +459,7 @@ def reconstruct_with_model(
         with per-tile offsets harmonised (:mod:`chromaqpi.tiling`): any size, bounded memory.
     return_std : bool
         Also return the per-pixel posterior standard deviation over ``samples`` draws. It is
-        the model's spread, not a calibrated error: the shipped models' true error is 2-15x
+        the model's spread, not a calibrated error: the shipped models' true error is 2-9x
         larger (``benchmarks/results/uncertainty.md``).
     refine : int
         Data-consistency steps of the iterative solver (``chromaqpi.solvers.iterative.refine``,
