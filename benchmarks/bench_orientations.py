@@ -2,10 +2,8 @@
 
 Usage: python benchmarks/bench_orientations.py [--n 16]
        [--data default=data/default-val256,paper-2shot=data/paper-2shot-lownoise-val,...]
-       (validation shards, where the choice is made: 16 samples of 256 px each, built with
-       ``chromaqpi dataset build --n 16 --size 256`` and the validation seeds and sources of
-       scripts/train_shipped.sh: seed 12 for default and paper-2shot, 22 for the low-noise set
-       with --microscope scripts/paper-2shot-lownoise.toml)
+       (validation shards, where the choice is made: 16 samples of 256 px each with the shipped
+       recipe's sources and validation seeds, built by scripts/build_bench_val.sh)
        python benchmarks/bench_orientations.py --sets phantoms-test,... --n 8
        (the test sets, to measure the choice afterwards; writes orientations-test.md)
 

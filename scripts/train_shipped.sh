@@ -9,8 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CQ=.venv/bin/chromaqpi
-DEFAULT_SRC='cells(n_objects=[1,6]):0.3,rbc(n_objects=[1,8]):0.15,bacteria(n_objects=[2,12]):0.12,beads(n_objects=[1,4]):0.08,blobs(n_objects=[1,5]):0.1,textures:0.1,skimage-train:0.15'
-PAPER_SRC='skimage-train:0.75,textures(opd_max_um=[0.15,0.32]):0.25'
+source scripts/sources.sh  # DEFAULT_SRC, PAPER_SRC
 
 build() {  # family source n size seed out shard
   $CQ dataset build --microscope "$1" --source "$2" --n "$3" --size "$4" --seed "$5" --shard-size "$7" --out "$6" --quiet
