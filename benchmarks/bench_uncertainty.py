@@ -119,9 +119,10 @@ def main():
               "Spearman over images", "minutes"]
     body = (f"ZMD with {args.draws} draws of {args.steps} DDIM steps per image (the shipped model of each "
             "set's preset), " + ("all in the image's own orientation" if args.one_view else
-                                 "draw k on the k-th D4 view the microscope allows, turned back") + "; error = |offset-aligned mean of the draws - truth|. Gaussian reference: 68.3 % "
-            "within 1 sigma, 95.4 % within 2 sigma, RMSE / RMS sigma = 1. The baseline column ranks pixels "
-            "by the smoothed gradient magnitude of the estimate instead of sigma.\n\n"
+                                 "draw k on the k-th D4 view the microscope allows, turned back")
+            + "; error = |offset-aligned mean of the draws - truth|. Gaussian reference: 68.3 % within "
+            "1 sigma, 95.4 % within 2 sigma, RMSE / RMS sigma = 1. The baseline column ranks pixels by the "
+            "smoothed gradient magnitude of the estimate instead of sigma.\n\n"
             + markdown_table(header, rows))
     write_results("uncertainty-one-view" if args.one_view else "uncertainty",
                   "Calibration of the ZMD uncertainty map" + (", one view" if args.one_view else ""), body)
