@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# CHROMAQPI_BENCH_RESULTS redirects every results file (the smoke tests write to a temporary folder).
+RESULTS = Path(os.environ.get("CHROMAQPI_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def machine() -> str:

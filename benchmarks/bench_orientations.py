@@ -57,13 +57,13 @@ def evalset_items(name: str, n: int) -> list[tuple]:
             for s in load_evalset(name, n=n)]
 
 
-def score(model: str, items: list[tuple], label: str) -> dict[str, dict[str, float]]:
+def score(model: str, items: list[tuple], label: str, steps: int = 25) -> dict[str, dict[str, float]]:
     data_range = max(float(true.max() - true.min()) for _, true, _ in items)
     scores = {row: {"nmae": [], "ms_ssim": [], "num": 0.0, "den": 0.0, "cov1": []} for row in ROWS}
     for i, (images, true, microscope) in enumerate(tqdm(items, desc=label, leave=False)):
         for row, (kind, samples, orientations) in ROWS.items():
             phase, std = reconstruct_with_model(
-                images, microscope, kind=kind, model=model, steps=25, samples=samples,
+                images, microscope, kind=kind, model=model, steps=steps, samples=samples,
                 orientations=orientations, return_std=True, generator=torch.Generator().manual_seed(1000 + i))
             est, std = phase[0].double(), std[0].double()
             s = scores[row]
@@ -87,6 +87,7 @@ def main():
     parser.add_argument("--sets", default="", help="comma-separated evaluation sets instead (test sets: "
                         "only to measure a choice already made on validation)")
     parser.add_argument("--n", type=int, default=16, help="first n images of each folder or set")
+    parser.add_argument("--steps", type=int, default=25, help="DDIM steps per draw")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     if args.sets:
@@ -98,14 +99,14 @@ def main():
     rows = []
     for model, label, items in runs:
         started = datetime.now()
-        r = score(model, items(args.n), label)
+        r = score(model, items(args.n), label, args.steps)
         for row, v in r.items():
             base = r[BASELINE[row]]
             rows.append([model, label, v["images"], row, f"{v['nmae']:.4f}", f"{v['ms_ssim']:.4f}",
                          f"{v['ratio']:.2f}", f"{v['cov1']:.1f}", f"{v['nmae'] / base['nmae']:.3f}"])
         print(markdown_table(header, rows[-len(r):]), f"({(datetime.now() - started).seconds / 60:.1f} min)",
               flush=True)
-    body = ("Shipped models, 25 DDIM steps, draw seeds 1000 + image index. 'N views': draw j (or the mean net's "
+    body = (f"Shipped models, {args.steps} DDIM steps, draw seeds 1000 + image index. 'N views': draw j (or the mean net's "
             "j-th evaluation) on the image under the j-th D4 element the sample's microscope allows, turned back, "
             "then averaged. 'nMAE vs 1 view' divides by the same model's row with the same number of draws in "
             "one orientation (for the single-draw rows, itself).\n\n" + markdown_table(header, rows))

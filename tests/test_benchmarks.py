@@ -1,0 +1,84 @@
+"""Smoke runs of every benchmark script with tiny arguments, so none rots unnoticed.
+
+Each script runs as the README says (``python benchmarks/<script>.py ...``) in a fresh
+process, with its results folder and the evaluation-set cache redirected to a temporary
+directory (``CHROMAQPI_BENCH_RESULTS``, ``CHROMAQPI_CACHE``): the committed results are
+never touched. The checks are on structure (exit code, provenance lines, table rows), not
+on the numbers, which at these sizes mean nothing.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chromaqpi.datasets.build import build_dataset
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bench_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ, CHROMAQPI_BENCH_RESULTS=str(root / "results"), CHROMAQPI_CACHE=str(root / "cache"))
+    return root, env
+
+
+@pytest.fixture(scope="module")
+def val_shard(tmp_path_factory):
+    """A 4-sample paper-2shot shard at 64 px (stands in for the validation shards)."""
+    root = tmp_path_factory.mktemp("val")
+    build_dataset("textures", "paper-2shot", 4, 64, 3, root, shard_size=4, group_size=4, progress=False)
+    return root
+
+
+def run_bench(env, script: str, *args: str) -> None:
+    proc = subprocess.run([sys.executable, script, *args], cwd=BENCH, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def results_text(root: Path, name: str) -> str:
+    text = (root / "results" / f"{name}.md").read_text()
+    for line in ("- command: `python ", "- machine: ", "- date: ", "- commit: "):
+        assert line in text
+    return text
+
+
+CASES = {
+    "accuracy": ("bench_accuracy.py", ["--n", "1", "--sets", "paper-2shot-test", "--quick", "--steps", "2",
+                                       "--skip", "iterative,wotf"], ["| tie |", "| mean |", "| zmd |"]),
+    "uncertainty": ("bench_uncertainty.py", ["--n", "1", "--draws", "2", "--steps", "2",
+                                             "--sets", "paper-2shot-test"], ["paper-2shot-test"]),
+    "orientations-test": ("bench_orientations.py", ["--sets", "paper-2shot-test", "--n", "1", "--steps", "2"],
+                          ["| zmd-mean4, 4 views |", "| mean, 8 views |"]),
+    "inference-default-1threads": ("bench_inference.py", ["--steps", "1", "--big", "0"], ["| zmd | 1 |"]),
+    "classical": ("bench_classical.py", ["--n", "1", "--sets", "paper-2shot-test", "--iters", "2,3",
+                                         "--no-peer"], ["paper-2shot-test"]),
+    "simulator": ("bench_simulator.py", ["--samples", "1", "--default-repeat", "1", "--default-sizes", "32"],
+                  ["| 32x32 |"]),
+    "dataset": ("bench_dataset.py", ["--n-build", "2", "--draws", "1", "--phantoms", "1"],
+                ["## 2. Build speed", "DataLoader workers"]),
+    "models-shipped": ("bench_models.py", ["--size", "32", "--steps", "1", "--shipped"], ["| zmd |"]),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_benchmark_script_runs(bench_env, name):
+    root, env = bench_env
+    script, args, rows = CASES[name]
+    run_bench(env, script, *args)
+    text = results_text(root, name)
+    for row in rows:
+        assert row in text, f"{row!r} missing from {name}.md"
+
+
+def test_benchmarks_on_validation_shards(bench_env, val_shard):
+    root, env = bench_env
+    run_bench(env, "bench_refine_starts.py", "--data", str(val_shard), "--n", "1", "--steps", "2")
+    assert "both starts, lower objective" in results_text(root, "refine_starts")
+    run_bench(env, "bench_orientations.py", "--data", f"paper-2shot={val_shard}", "--n", "1", "--steps", "2")
+    assert "| zmd-mean4, 4 views |" in results_text(root, "orientations")
