@@ -108,6 +108,16 @@ def test_read_image_errors(tmp_path, make, match):
     assert "\n" not in str(exc.value)  # one-line messages for the CLI
 
 
+def test_damaged_tiff_is_one_error_without_log_lines(tmp_path, rng, caplog):
+    tifffile.imwrite(tmp_path / "ok.tif", rng.integers(0, 60000, size=(64, 64, 3), dtype=np.uint16))
+    data = bytearray((tmp_path / "ok.tif").read_bytes())
+    data[100:400] = np.random.default_rng(5).integers(0, 256, 300, dtype=np.uint8).tobytes()  # tags overwritten
+    _write_bytes(tmp_path / "damaged.tif", bytes(data))
+    with caplog.at_level("DEBUG"), pytest.raises(InputError, match="damaged.tif"):
+        io.read_image(tmp_path / "damaged.tif")
+    assert not [r for r in caplog.records if r.name.startswith("tifffile")]  # the message alone reaches the user
+
+
 def test_grayscale_when_rgb_needed(tmp_path, rng):
     iio.imwrite(tmp_path / "g.png", rng.integers(0, 200, size=(16, 18), dtype=np.uint8))
     img, _ = io.read_image(tmp_path / "g.png")

@@ -264,11 +264,25 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str]:
     return arr, ("YX" if arr.ndim == 2 else "YXS")
 
 
+@contextlib.contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """Silence tifffile's log lines on damaged files: the caller raises one InputError instead."""
+    import logging
+
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _read_tifffile(path: Path) -> tuple[np.ndarray, str]:
     """First TIFF series -> (array, axes as tifffile names them, e.g. 'YXS')."""
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         return series.asarray(), series.axes
 
@@ -481,7 +495,7 @@ def read_tiff_metadata(path) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
             text = (tif.imagej_metadata or {}).get("Info")
     except Exception as exc:
         raise InputError(f"{path}: cannot read TIFF ({_first_line(exc)})") from exc
@@ -503,7 +517,8 @@ def read_tiff(path) -> tuple[np.ndarray, dict]:
 
     meta = read_tiff_metadata(path)
     try:
-        data = tifffile.imread(path)
+        with _quiet_tifffile():
+            data = tifffile.imread(path)
     except Exception as exc:
         raise InputError(f"{path}: cannot read TIFF ({_first_line(exc)})") from exc
     q = meta.get("uint16_value")
