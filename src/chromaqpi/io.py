@@ -265,7 +265,7 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str]:
 
 
 @contextlib.contextmanager
-def _quiet_tifffile() -> Iterator[None]:
+def quiet_tifffile() -> Iterator[None]:
     """Silence tifffile's log lines on damaged files: the caller raises one InputError instead."""
     import logging
 
@@ -282,7 +282,7 @@ def _read_tifffile(path: Path) -> tuple[np.ndarray, str]:
     """First TIFF series -> (array, axes as tifffile names them, e.g. 'YXS')."""
     import tifffile
 
-    with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
+    with quiet_tifffile(), tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         return series.asarray(), series.axes
 
@@ -495,7 +495,7 @@ def read_tiff_metadata(path) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
-        with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
             text = (tif.imagej_metadata or {}).get("Info")
     except Exception as exc:
         raise InputError(f"{path}: cannot read TIFF ({_first_line(exc)})") from exc
@@ -517,7 +517,7 @@ def read_tiff(path) -> tuple[np.ndarray, dict]:
 
     meta = read_tiff_metadata(path)
     try:
-        with _quiet_tifffile():
+        with quiet_tifffile():
             data = tifffile.imread(path)
     except Exception as exc:
         raise InputError(f"{path}: cannot read TIFF ({_first_line(exc)})") from exc

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from chromaqpi.errors import ConfigError, InputError
+from chromaqpi.io import quiet_tifffile
 from chromaqpi.phantoms._params import draw
 from chromaqpi.phantoms.sample import PhaseSample, check_shape, opd_from_phase
 
@@ -161,7 +162,8 @@ def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
     try:
-        return tifffile.imread(path)
+        with quiet_tifffile():
+            return tifffile.imread(path)
     except Exception as exc:  # tifffile raises many types for corrupt files
         raise InputError(f"cannot read TIFF {path}: {exc}") from None
 
