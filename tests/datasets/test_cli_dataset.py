@@ -68,6 +68,23 @@ def test_damaged_manifest_is_a_one_line_error(tmp_path, capsys, manifest, messag
     assert not (tmp_path / "p.png").exists()
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda m: m.pop("shards"), "'shards' is not a list"),
+    (lambda m: m.pop("config"), "'config' is missing"),
+    (lambda m: m["config"].pop("shape"), "two-entry 'shape'"),
+    (lambda m: m.pop("channels"), "'channels' is missing"),
+    (lambda m: m["shards"][0].pop("start"), "lacks its 'file', 'start' or 'count'"),
+])
+def test_manifest_missing_an_entry_is_a_one_line_error(tmp_path, capsys, damage, message):
+    root = _fake_dataset(tmp_path / "ds")
+    manifest = json.loads((root / "manifest.json").read_text())
+    damage(manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["dataset", "verify", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_preview_of_a_shard_with_corrupt_deflate_data(tmp_path, capsys):
     root = _fake_dataset(tmp_path / "ds")
     shard = root / "shard-00000.npz"

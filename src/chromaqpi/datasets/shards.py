@@ -148,14 +148,33 @@ def read_manifest(root) -> dict:
         raise InputError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"{path} is not a chromaqpi dataset manifest")
-    # Readers index into the shard entries: a damaged list must fail here, in one line.
-    shards = manifest.get("shards", [])
-    if not (isinstance(shards, list) and all(isinstance(s, dict) for s in shards)):
-        raise InputError(f"{path}: 'shards' is not a list of shard entries (damaged manifest)")
+    # Builds, readers and verify index into these entries: a damaged manifest must fail here, in one line.
+    problem = _structure_problem(manifest)
+    if problem:
+        raise InputError(f"{path}: {problem} (damaged manifest)")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise InputError(f"{path} has format version {manifest['format_version']}; this chromaqpi reads "
                          f"<= {FORMAT_VERSION}: upgrade chromaqpi")
     return manifest
+
+
+def _structure_problem(manifest: dict) -> str | None:
+    """What is missing or mistyped among the entries every manifest this package writes has."""
+    config, shards = manifest.get("config"), manifest.get("shards")
+    if not isinstance(config, dict):
+        return "'config' is missing or not an object"
+    if not isinstance(config.get("n"), int) or not (isinstance(config.get("shape"), list)
+                                                     and len(config["shape"]) == 2):
+        return "'config' lacks an integer 'n' or a two-entry 'shape'"
+    if not isinstance(manifest.get("channels"), int):
+        return "'channels' is missing or not an integer"
+    if not (isinstance(shards, list) and all(isinstance(s, dict) for s in shards)):
+        return "'shards' is not a list of shard entries"
+    for s in shards:
+        if not (isinstance(s.get("file"), str) and isinstance(s.get("start"), int)
+                and isinstance(s.get("count"), int)):
+            return "a shard entry lacks its 'file', 'start' or 'count'"
+    return None
 
 
 def write_manifest(root, manifest: dict) -> None:
