@@ -14,8 +14,11 @@ def vignetted(rng, shape=(3, 96, 120)):
     return illum, illum * obj
 
 
-def test_auto_background_recovers_smooth_illumination(rng):
-    illum, raw = vignetted(rng)
+# 96x120 is fitted on every pixel; 515x700 on a coarse grid (step 4, rows 0..512 of 514),
+# where the samples must be placed at their true positions.
+@pytest.mark.parametrize("shape", [(3, 96, 120), (3, 515, 700)])
+def test_auto_background_recovers_smooth_illumination(rng, shape):
+    illum, raw = vignetted(rng, shape)
     est = estimate_background(raw)
     assert np.max(np.abs(est / illum - 1)) < 1e-6  # exact for a quadratic surface, object clipped away
     norm = flat_field(raw)
@@ -28,6 +31,14 @@ def test_measured_background_frame(rng):
     norm = flat_field(raw, background=illum)
     assert np.abs(norm[:, 60:, :] - 1).max() < 1e-6
     assert norm[1, 40, 55] == pytest.approx(1.4, rel=1e-6)
+
+
+def test_dark_level_is_subtracted_from_image_and_background(rng):
+    illum, raw = vignetted(rng)
+    dark = 100.0
+    norm = flat_field(raw + dark, background=illum + dark, dark=dark)
+    assert norm[1, 40, 55] == pytest.approx(1.4, rel=1e-6)  # without it: (1.4*1000+100)/1100 = 1.36
+    assert np.abs(norm[:, 60:, :] - 1).max() < 1e-6
 
 
 def test_background_errors():

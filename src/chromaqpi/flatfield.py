@@ -13,9 +13,11 @@ import numpy as np
 from chromaqpi.errors import InputError
 
 
-def _design(shape: tuple[int, int], order: int) -> np.ndarray:
+def _design(shape: tuple[int, int], order: int, step: int = 1) -> np.ndarray:
+    """Polynomial columns at every ``step``-th pixel of an (H, W) frame, in frame coordinates [-1, 1]."""
     h, w = shape
-    y, x = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    rows, cols_ = np.arange(0, h, step), np.arange(0, w, step)
+    y, x = np.meshgrid(2 * rows / max(h - 1, 1) - 1, 2 * cols_ / max(w - 1, 1) - 1, indexing="ij")
     cols = [x**i * y**j for i in range(order + 1) for j in range(order + 1 - i)]
     return np.stack([c.ravel() for c in cols], axis=1)
 
@@ -33,7 +35,7 @@ def estimate_background(raw: np.ndarray, *, order: int = 2, clip_sigma: float = 
     c, h, w = raw.shape
     step = max(1, min(h, w) // 128)  # a coarse grid is plenty for a smooth surface
     small = raw[:, ::step, ::step].astype(np.float64)
-    a_small = _design(small.shape[-2:], order)
+    a_small = _design((h, w), order, step)  # the samples' true positions, not a stretched grid
     a_full = _design((h, w), order)
     out = np.empty((c, h, w), dtype=np.float64)
     for ch in range(c):
