@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from chromaqpi.tiling import blend_window, reconstruct_tiled, tile_starts
@@ -16,12 +17,13 @@ def test_blend_window_is_smooth_and_positive():
     assert torch.all(w[:16].diff() > 0)
 
 
-def test_tiles_with_random_offsets_blend_without_seams():
+# (100, 700): the image is shorter than a tile, so tiles are 112 x 128 (not square).
+@pytest.mark.parametrize("h, w", [(300, 437), (100, 700)])
+def test_tiles_with_random_offsets_blend_without_seams(h, w):
     # A "model" that returns the truth inside each tile plus an arbitrary
     # constant (the DC phase is unobservable): after offset harmonisation the
     # mosaic equals the truth up to one global constant.
     gen = torch.Generator().manual_seed(0)
-    h, w = 300, 437
     y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     truth = torch.sin(x / 37) + 0.5 * torch.cos(y / 23) + 1e-3 * x * y / 100
     images = torch.stack([truth, truth, truth])  # channels carry the truth for the fake model

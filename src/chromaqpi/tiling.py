@@ -46,7 +46,8 @@ def _pad_to(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.pad(images[None], (0, pad_w, 0, pad_h), mode=mode)[0]
 
 
-def _harmonise_offsets(preds: torch.Tensor, boxes: list[tuple[int, int]], tile: int, weight2d: torch.Tensor):
+def _harmonise_offsets(preds: torch.Tensor, boxes: list[tuple[int, int]], th: int, tw: int,
+                       weight2d: torch.Tensor):
     """Per-tile constants c minimising Σ_overlaps mean_w(p_i + c_i - p_j - c_j)², Σc = 0."""
     n = len(boxes)
     if n == 1:
@@ -55,8 +56,8 @@ def _harmonise_offsets(preds: torch.Tensor, boxes: list[tuple[int, int]], tile: 
     for i in range(n):
         for j in range(i + 1, n):
             (yi, xi), (yj, xj) = boxes[i], boxes[j]
-            y0, y1 = max(yi, yj), min(yi, yj) + tile
-            x0, x1 = max(xi, xj), min(xi, xj) + tile
+            y0, y1 = max(yi, yj), min(yi, yj) + th
+            x0, x1 = max(xi, xj), min(xi, xj) + tw
             if y1 <= y0 or x1 <= x0:
                 continue
             pi = preds[i, y0 - yi:y1 - yi, x0 - xi:x1 - xi].double()
@@ -99,7 +100,7 @@ def reconstruct_tiled(fn: Callable, images: torch.Tensor, *, tile: int = 256, ov
     boxes = [(y, x) for y in tile_starts(hp, th, overlap) for x in tile_starts(wp, tw, overlap)]
     weight2d = blend_window(th, min(overlap, th // 2))[:, None] * blend_window(tw, min(overlap, tw // 2))[None, :]
     preds, stds = _run_tiles(fn, padded, boxes, th, tw, batch, progress)
-    offsets = _harmonise_offsets(preds, boxes, th, weight2d) if th == tw else torch.zeros(len(boxes))
+    offsets = _harmonise_offsets(preds, boxes, th, tw, weight2d)
     out = torch.zeros(hp, wp, dtype=torch.float64)
     out_std = torch.zeros(hp, wp, dtype=torch.float64) if stds is not None else None
     norm = torch.zeros(hp, wp, dtype=torch.float64)
