@@ -78,12 +78,46 @@ def test_corrupt_weights_fail_the_checksum(tmp_path):
 def test_pickle_checkpoint_named_in_a_card_is_refused_unread(tmp_path, monkeypatch):
     model = trained_pair()
     save_model(tmp_path / "m", model, make_card(model))
-    card = json.loads((tmp_path / "m" / "config.json").read_text())
-    card["weights"] = {"file": "model.pt"}  # no checksum: the safetensors reader itself must refuse it
-    (tmp_path / "m" / "config.json").write_text(json.dumps(card))
     torch.save(model.state_dict(), tmp_path / "m" / "model.pt")
+    card = json.loads((tmp_path / "m" / "config.json").read_text())
+    # Its true checksum: the safetensors reader itself must refuse the pickle.
+    card["weights"] = {"file": "model.pt", "sha256": registry.sha256_file(tmp_path / "m" / "model.pt")}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(card))
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a user's pickle was unpickled"))
     with pytest.raises(WeightsError, match="PyTorch pickle checkpoint; only safetensors") as err:
+        load_model(tmp_path / "m")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"file": "../other/model.safetensors"}, "file name inside the model folder"),
+    ({"file": "/etc/passwd"}, "file name inside the model folder"),
+    ({"file": "model.safetensors", "sha256": None}, "64-digit hex checksum"),
+    ({"file": "model.safetensors", "sha256": "abc"}, "64-digit hex checksum"),
+])
+def test_card_cannot_point_outside_its_folder_or_skip_the_checksum(tmp_path, weights, message):
+    model = trained_pair()
+    save_model(tmp_path / "m", model, make_card(model))
+    card = json.loads((tmp_path / "m" / "config.json").read_text())
+    card["weights"] = {**card["weights"], **weights}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match=message):
+        load_model(tmp_path / "m")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("in_channels", "three", "in_channels: expected int, got 'three'"),
+    ("unet", {"groups": 0}, "groups must be >= 1"),
+    ("unet", {"channel_mults": []}, "channel_mults"),
+    ("offset_invariant", "yes", "offset_invariant: expected bool, got 'yes'"),
+])
+def test_card_with_impossible_model_values_is_one_weights_error(tmp_path, field, value, message):
+    model = trained_pair()
+    save_model(tmp_path / "m", model, make_card(model))
+    card = json.loads((tmp_path / "m" / "config.json").read_text())
+    card["model"][field] = {**card["model"][field], **value} if isinstance(value, dict) else value
+    (tmp_path / "m" / "config.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match=message) as err:
         load_model(tmp_path / "m")
     assert "\n" not in str(err.value)
 

@@ -87,8 +87,43 @@ def config_from_dict(cls: type, data: dict, *, where: str = "") -> typing.Any:
             value = config_from_dict(sub, value, where=f"{where}.{key}" if where else key)
         elif typing.get_origin(hints[key]) is tuple and isinstance(value, list):
             value = tuple(value)
+        if sub is None and not _fits(hints[key], value):
+            raise ConfigError(f"{where + '.' if where else ''}{key}: expected {_type_name(hints[key])}, got {value!r}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _fits(tp, value) -> bool:
+    """Whether a JSON/TOML value has the field's annotated type (int accepted for float; bool is not a number)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is typing.Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(a, value) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(args[0], v) for v in value)
+        return len(args) == len(value) and all(_fits(a, v) for a, v in zip(args, value))
+    return True  # other annotations (dicts, nested containers) are checked where they are used
+
+
+def _type_name(tp) -> str:
+    name = getattr(tp, "__name__", None) if typing.get_origin(tp) is None else None
+    return name or str(tp).replace("typing.", "")
 
 
 def config_to_dict(config) -> dict:
@@ -151,6 +186,23 @@ def read_weights(path: str | Path, *, sha256: str | None = None) -> dict[str, to
         # A zip or pickle header: a torch.save checkpoint, which we never unpickle.
         hint = " (a PyTorch pickle checkpoint; only safetensors weights are loaded)" if _is_pickle(path) else ""
         raise WeightsError(f"cannot read weights {path}: {err}{hint}") from None
+
+
+def read_model_weights(model_dir: str | Path, card: dict) -> dict[str, torch.Tensor]:
+    """The weights a card's ``weights`` section names, checksum verified.
+
+    The file must be a plain name inside ``model_dir`` (a card cannot point at another file on the
+    machine) and the card must carry its sha256: a card without one could load anything.
+    """
+    model_dir, info = Path(model_dir), card["weights"]
+    name, sha = info.get("file", "model.safetensors"), info.get("sha256")
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise WeightsError(f"{model_dir / CONFIG_FILE}: weights.file must be a file name inside the model folder, "
+                           f"got {name!r}")
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha.lower())):
+        raise WeightsError(f"{model_dir / CONFIG_FILE}: weights.sha256 must be the file's 64-digit hex checksum, "
+                           f"got {sha!r}")
+    return read_weights(model_dir / name, sha256=sha.lower())
 
 
 def _is_pickle(path: Path) -> bool:
@@ -270,8 +322,9 @@ def load_model(name_or_path: str | Path, *, device: torch.device | str = "cpu") 
         model = build_model(card["model"])
     except ConfigError as err:
         raise WeightsError(f"{model_dir}: invalid model config: {err}") from None
-    info = card["weights"]
-    tensors = read_weights(model_dir / info.get("file", "model.safetensors"), sha256=info.get("sha256"))
+    except (TypeError, ValueError, ArithmeticError, IndexError, RuntimeError) as err:  # values the layers reject
+        raise WeightsError(f"{model_dir}: invalid model config ({type(err).__name__}: {err})") from None
+    tensors = read_model_weights(model_dir, card)
     load_weights_into(model, tensors, source=str(model_dir))
     model.card = card
     return model.to(device).eval()

@@ -57,6 +57,23 @@ class UNetConfig:
     dropout: float = 0.0
     embedding_channels: int = 0
 
+    def __post_init__(self):
+        from chromaqpi.errors import ConfigError
+
+        levels = len(self.channel_mults)
+        checks = [
+            (self.base_channels >= 1, "base_channels must be >= 1"),
+            (levels >= 1 and all(m >= 1 for m in self.channel_mults), "channel_mults must be >= 1 entries, each >= 1"),
+            (self.blocks_per_level >= 1, "blocks_per_level must be >= 1"),
+            (all(0 <= a < levels for a in self.attention_levels), f"attention_levels must lie in [0, {levels})"),
+            (self.attention_heads >= 1 and self.groups >= 1, "attention_heads and groups must be >= 1"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.embedding_channels >= 0, "embedding_channels must be >= 0 (0: 4 x base_channels)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"unet: {message}")
+
     @property
     def stride(self) -> int:
         """Factor by which H and W must be divisible."""

@@ -32,7 +32,7 @@ from torch import nn
 
 from chromaqpi.errors import WeightsError
 from chromaqpi.models.registry import (
-    CONFIG_FILE, load_weights_into, model_config, read_card, read_weights, sha256_file,
+    CONFIG_FILE, load_weights_into, model_config, read_card, read_model_weights, read_weights, sha256_file,
 )
 
 FORMAT = "chromaqpi-model"
@@ -169,7 +169,7 @@ def export_fp16(src: str | Path, dst: str | Path) -> Path:
         New model directory (config.json + half-size model.safetensors).
     """
     card = read_card(src)
-    tensors = read_weights(Path(src) / card["weights"]["file"], sha256=card["weights"].get("sha256"))
+    tensors = read_model_weights(src, card)
     card = {k: v for k, v in card.items() if k != "weights"}
     with atomic_directory(dst) as tmp:
         write_model_dir(tmp, tensors, card, dtype=torch.float16)
@@ -264,7 +264,7 @@ def load_training_checkpoint(
     tensors = read_weights(found / STATE_FILE, sha256=meta.get("sha256"))
     raw = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     load_weights_into(model, raw, source=f"{found} (raw weights)")
-    ema_w = read_weights(found / card["weights"]["file"], sha256=card["weights"].get("sha256"))
+    ema_w = read_model_weights(found, card)
     load_weights_into(ema.module, ema_w, source=f"{found} (EMA weights)")
     ema.updates = int(meta["ema"]["updates"])
     optimizer.load_state_dict(_optimizer_state(tensors, meta["optimizer"]))  # moves state to the params' device

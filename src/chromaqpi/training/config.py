@@ -198,6 +198,7 @@ class TrainConfig:
             (self.optim.lr > 0, "optim.lr must be > 0"),
             (0 <= self.optim.ema_decay < 1, "optim.ema_decay must be in [0, 1)"),
             (self.data.batch_size >= 1, "data.batch_size must be >= 1"),
+            (self.data.num_workers >= 0, "data.num_workers must be >= 0"),
             (self.precision in ("auto", "bf16", "fp32"), "precision: 'auto', 'bf16' or 'fp32'"),
             (self.validation.sampler in ("ddim", "ancestral"), "validation.sampler: 'ddim' or 'ancestral'"),
             (self.validation.max_batches >= 0, "validation.max_batches must be >= 0 (0: the whole set)"),
@@ -209,3 +210,5 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        kind, fields = self.model["kind"], {k: v for k, v in self.model.items() if k != "kind"}
+        config_from_dict(MODELS[kind][1], fields, where="model")  # field types and ranges, before any output
