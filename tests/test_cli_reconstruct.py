@@ -85,6 +85,8 @@ def test_grayscale_where_rgb_is_needed_is_rejected(tmp_path, capsys):
     ('{"model": 5, "weights": {}}', "lacks the 'model' or 'weights' section"),
     ('{"model": {"kind": "mean"}, "weights": "model.safetensors"}', "lacks the 'model' or 'weights' section"),
     (None, "folder has no config.json"),
+    ('{"format": "chromaqpi-model", "format_version": 7, "model": {}, "weights": {}}', "version 7 is not"),
+    ('{"model": {"kind": "mean"}, "weights": {}, "microscope": "oops"}', "'microscope' must map"),
 ])
 def test_malformed_model_folder_is_a_one_line_error(rgb_stack, tmp_path, capsys, card, message):
     path, _ = rgb_stack
@@ -174,3 +176,33 @@ def test_an_error_in_a_batch_names_the_file_and_leaves_no_empty_out(rgb_stack, t
     existing.mkdir()
     assert main([*args[:-3], "--out", str(existing), "--no-preview"]) == 2
     assert existing.is_dir()  # a folder the user already had is never removed
+
+
+@pytest.mark.parametrize("blocked", ["bump_phase.tif", "bump_opd.tif", "bump_phase.png"])
+def test_an_output_name_taken_by_a_folder_is_refused_before_any_file_is_written(rgb_stack, tmp_path, capsys,
+                                                                                blocked):
+    path, _ = rgb_stack
+    out = tmp_path / "out"
+    (out / blocked).mkdir(parents=True)
+    args = ["reconstruct", str(path), "--method", "tie", "--microscope", "paper-rgb", "--normalized",
+            "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{out / blocked} is a folder" in err and err.count("\n") == 1
+    assert [p.name for p in out.iterdir()] == [blocked]  # no partial set, no temp file
+
+
+def test_a_file_system_refusal_is_one_line_exit_1_and_no_empty_out(rgb_stack, tmp_path, capsys, monkeypatch):
+    from chromaqpi.cli import reconstruct as cli
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "out" / "bump_phase.tif"))
+
+    monkeypatch.setattr(cli, "write_outputs", disk_full)
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(rgb_stack[0]), "--method", "tie", "--microscope", "paper-rgb", "--normalized",
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"chromaqpi reconstruct: error: {out / 'bump_phase.tif'}: No space left on device\n"
+    assert not out.exists()
+

@@ -253,3 +253,12 @@ def test_atomic_write_keeps_old_content_on_failure(tmp_path):
     with io.atomic_write(target, "w") as f:
         f.write("new")
     assert target.read_text() == "new"
+
+
+def test_atomic_write_names_the_destination_folder(tmp_path):
+    (tmp_path / "x.tif").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder") as err:
+        with io.atomic_write(tmp_path / "x.tif") as f:
+            f.write(b"data")
+    assert err.value.filename == str(tmp_path / "x.tif")
+    assert [p.name for p in tmp_path.iterdir()] == ["x.tif"]

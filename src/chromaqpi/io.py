@@ -17,6 +17,7 @@ Conventions
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -95,6 +96,8 @@ def atomic_write(path, mode: str = "wb", *, encoding: str | None = None) -> Iter
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
     dest = Path(path)
+    if dest.is_dir():  # else os.replace fails late, naming the temporary file
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(dest))
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
         os.close(fd)  # reopen by name: some writers (tifffile) need ``f.name`` to be a path

@@ -70,6 +70,14 @@ def test_register_callable_and_lazy_string(case, monkeypatch):
         reconstruct(img, m, method="missing-attr")
 
 
+def test_a_method_returning_nan_is_an_error_not_a_result(case, monkeypatch):
+    m, _, img = case
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    register_method("nan-test", lambda images, microscope: torch.full_like(images[:, 0], float("nan")))
+    with pytest.raises(InputError, match="'nan-test' produced NaN/Inf phase"):
+        reconstruct(img, m, method="nan-test")
+
+
 @pytest.mark.parametrize("bad,match", [
     (np.ones((2, 40, 45), dtype=np.uint8), "float"),
     (torch.ones(3, 40, 45), "3 channels"),

@@ -122,6 +122,15 @@ def test_card_with_impossible_model_values_is_one_weights_error(tmp_path, field,
     assert "\n" not in str(err.value)
 
 
+def test_weights_of_a_diverged_run_are_refused_with_a_checksum_that_matches(tmp_path):
+    model = trained_pair()
+    with torch.no_grad():
+        next(model.parameters())[0].fill_(float("nan"))
+    save_model(tmp_path / "m", model, make_card(model))  # the card's sha256 is the NaN file's
+    with pytest.raises(WeightsError, match="NaN/Inf values.*diverged"):
+        load_model(tmp_path / "m")
+
+
 def test_fp16_export_is_half_size_and_loads_close(tmp_path):
     model = trained_pair()
     save_model(tmp_path / "m", model, make_card(model))

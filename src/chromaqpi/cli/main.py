@@ -1,4 +1,4 @@
-"""``chromaqpi`` command line: lazy subcommands, one-line user errors (exit 2)."""
+"""``chromaqpi`` command line: lazy subcommands, one-line user errors (exit 2; file-system errors exit 1)."""
 
 from __future__ import annotations
 
@@ -74,10 +74,18 @@ def main(argv: list[str] | None = None) -> int:
         remove_empty_outputs()
         print(f"chromaqpi {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system refused (a folder where a file goes, disk full, permissions)
+        remove_empty_outputs()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"chromaqpi {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         remove_empty_outputs()
         print("chromaqpi: interrupted", file=sys.stderr)
         return 130
+    except BaseException:  # a bug: keep its traceback, but leave no empty output folder
+        remove_empty_outputs()
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -106,20 +106,32 @@ def method_options(args) -> dict:
     return options
 
 
-def write_outputs(out, stem, phase, std, microscope, meta, *, preview: bool):
+def output_paths(out, stem, *, std: bool, preview: bool) -> dict:
+    """The files one input writes; none may be a folder (checked before the work, so no partial set)."""
+    from chromaqpi.errors import InputError
+
+    names = ["phase.tif", "opd.tif"] + ["std.tif"] * std + ["phase.png"] * preview
+    paths = {name: out / f"{stem}_{name}" for name in names}
+    for path in paths.values():
+        if path.is_dir():
+            raise InputError(f"output {path} is a folder; remove it or choose another --out")
+    return paths
+
+
+def write_outputs(paths, stem, phase, std, microscope, meta):
     from chromaqpi.io import save_preview_png, write_tiff
 
     px = microscope.sampling.pixel_size_um
     lam = microscope.optics.wavelength_ref_um
-    write_tiff(out / f"{stem}_phase.tif", phase, metadata={**meta, "quantity": "phase"}, unit="rad", pixel_size_um=px)
+    write_tiff(paths["phase.tif"], phase, metadata={**meta, "quantity": "phase"}, unit="rad", pixel_size_um=px)
     opd_nm = phase * lam * 1000.0 / (2 * math.pi)
-    write_tiff(out / f"{stem}_opd.tif", opd_nm, metadata={**meta, "quantity": "OPD"}, unit="nm", pixel_size_um=px)
+    write_tiff(paths["opd.tif"], opd_nm, metadata={**meta, "quantity": "OPD"}, unit="nm", pixel_size_um=px)
     if std is not None:
-        write_tiff(out / f"{stem}_std.tif", std, metadata={**meta, "quantity": "std of posterior draws of phase",
-                                                           "calibration": "uncalibrated spread, not an error bar"},
+        write_tiff(paths["std.tif"], std, metadata={**meta, "quantity": "std of posterior draws of phase",
+                                                        "calibration": "uncalibrated spread, not an error bar"},
                    unit="rad", pixel_size_um=px)
-    if preview:
-        save_preview_png(out / f"{stem}_phase.png", phase, cmap="viridis", label=f"phase at {lam} µm (rad)",
+    if "phase.png" in paths:
+        save_preview_png(paths["phase.png"], phase, cmap="viridis", label=f"phase at {lam} µm (rad)",
                          title=f"{stem}: {meta['method']}")
 
 
@@ -136,6 +148,7 @@ def run(args):
     out = output_dir(args.out)
     for path in progress(paths, desc=f"reconstruct ({args.method})"):
         with naming_input(path):
+            outputs = output_paths(out, path.stem, std=args.samples > 1, preview=not args.no_preview)
             images = torch.from_numpy(load_normalized(path, microscope, args))
             start = time.perf_counter()
             result = chromaqpi.reconstruct(images, microscope, method=args.method, **options)
@@ -144,7 +157,6 @@ def run(args):
                     "seed": args.seed, "source": path.name, "wavelength_um": microscope.optics.wavelength_ref_um,
                     "phase_offset": "zero-mean (the constant phase is not observable)",
                     "seconds": round(time.perf_counter() - start, 3), "microscope": microscope.to_dict()}
-            write_outputs(out, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope, meta,
-                          preview=not args.no_preview)
+            write_outputs(outputs, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope, meta)
     print(f"wrote {len(paths)} reconstruction(s) to {out}")
     return 0

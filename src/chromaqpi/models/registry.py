@@ -47,6 +47,9 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
 #: Folder of the named, shipped models.
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 CONFIG_FILE = "config.json"
+#: The card's ``format`` and the newest ``format_version`` this code reads.
+FORMAT = "chromaqpi-model"
+FORMAT_VERSION = 1
 
 
 # ---------------------------------------------------------------- config <-> dict
@@ -246,6 +249,9 @@ def load_weights_into(module: nn.Module, tensors: dict[str, torch.Tensor], *, so
     report = mismatch_report(state, tensors)
     if report:
         raise WeightsError(f"{source} does not match {type(module).__name__}: {report}")
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:  # a diverged run: every output would be NaN
+        raise WeightsError(f"{source}: weights hold NaN/Inf values ({_names(broken)}); the training diverged")
     with torch.no_grad():
         for name, value in state.items():
             value.copy_(tensors[name].to(value.dtype))
@@ -292,6 +298,11 @@ def read_card(model_dir: str | Path) -> dict:
     # Sections must be JSON objects: anything else would fail later with a TypeError.
     if not isinstance(card, dict) or not all(isinstance(card.get(k), dict) for k in ("model", "weights")):
         raise WeightsError(f"{path} lacks the 'model' or 'weights' section (JSON objects)")
+    if card.get("format", FORMAT) != FORMAT or card.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise WeightsError(f"{path}: format {card.get('format')!r} version {card.get('format_version')!r} is not "
+                           f"{FORMAT!r} version {FORMAT_VERSION} (written by another chromaqpi version?)")
+    if not isinstance(card.get("microscope") or {}, dict):
+        raise WeightsError(f"{path}: 'microscope' must map microscope fields to values or [low, high] ranges")
     return card
 
 

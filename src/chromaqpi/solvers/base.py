@@ -239,6 +239,9 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     phase, std = result if isinstance(result, tuple) else (result, None)
     if phase.shape != (batch.shape[0], *batch.shape[-2:]):
         raise RuntimeError(f"method {method!r} returned shape {tuple(phase.shape)}, expected (B, H, W)")
+    if not bool(torch.isfinite(phase).all()):  # never hand back NaN maps as a result
+        raise InputError(f"method {method!r} produced NaN/Inf phase from finite input "
+                         "(extreme contrast or options out of range)")
     phase = phase - _reference(phase, reference_mask)
     outputs = [_finish(t, batched, is_numpy, in_dtype) for t in (phase, std) if t is not None]
     return tuple(outputs) if std is not None else outputs[0]

@@ -32,11 +32,10 @@ from torch import nn
 
 from chromaqpi.errors import WeightsError
 from chromaqpi.models.registry import (
-    CONFIG_FILE, load_weights_into, model_config, read_card, read_model_weights, read_weights, sha256_file,
+    CONFIG_FILE, FORMAT, FORMAT_VERSION, load_weights_into, model_config, read_card, read_model_weights, read_weights,
+    sha256_file,
 )
 
-FORMAT = "chromaqpi-model"
-FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE, STATE_JSON = "train_state.safetensors", "train_state.json"
 
