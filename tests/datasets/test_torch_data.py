@@ -173,13 +173,17 @@ def test_train_cli_takes_several_data_and_val_folders(tiny_dataset, tmp_path, ca
     ("--width", "0", "base_channels must be >= 1"),
     ("--levels", "0", "channel_mults"),
     ("--workers", "-1", "num_workers must be >= 0"),
+    ("--out", "FILE", "exists and is not a folder"),
 ])
 def test_train_cli_refuses_impossible_sizes_before_writing(tiny_dataset, tmp_path, capsys, option, value, message):
     from chromaqpi.cli.main import main
 
     out = tmp_path / "run"
+    if value == "FILE":
+        (tmp_path / "FILE").write_text("x")
+        option, value = "--out", str(tmp_path / "FILE")
     assert main(["train", "--model", "zmd", "--data", str(tiny_dataset), "--out", str(out), "--steps", "1",
-                 option, value]) == 2
+                 "--crop", "16", option, value]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()

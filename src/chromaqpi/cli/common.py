@@ -97,6 +97,20 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
+def method_list(text: str) -> list[str]:
+    """The comma-separated ``--methods``, each a known method (checked before any work or output)."""
+    import chromaqpi
+    from chromaqpi.errors import ConfigError
+
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    known = chromaqpi.list_methods()
+    unknown = [m for m in methods if m not in known]
+    if unknown or not methods:
+        what = f"unknown method(s) {', '.join(unknown)}" if unknown else "no method given"
+        raise ConfigError(f"--methods {text!r}: {what}; choose from {', '.join(known)}")
+    return methods
+
+
 def progress(items, *, desc: str, disable: bool | None = None):
     """tqdm progress bar, shown only for more than one item."""
     from tqdm.auto import tqdm

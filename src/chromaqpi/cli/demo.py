@@ -134,11 +134,15 @@ def run(args):
     import torch
 
     import chromaqpi
-    from chromaqpi.cli.common import output_dir
+    from chromaqpi.cli.common import method_list, output_dir
+    from chromaqpi.errors import ConfigError
     from chromaqpi.flatfield import flat_field
     from chromaqpi.io import atomic_write, write_tiff
     from chromaqpi.microscope import Microscope
 
+    methods, skipped = available(method_list(args.methods))
+    if not methods:
+        raise ConfigError(f"none of --methods {args.methods!r} can run: no weights installed for {', '.join(skipped)}")
     out = output_dir(args.out)
     scope = Microscope.from_preset("default")
     raw, background, truth = load_demo()
@@ -148,7 +152,6 @@ def run(args):
     write_tiff(out / "input_flatfielded.tif", images, metadata={"quantity": "I/I_bg", "channels": "RGB"},
                unit="intensity", pixel_size_um=scope.sampling.pixel_size_um)
 
-    methods, skipped = available([m.strip() for m in args.methods.split(",") if m.strip()])
     results, seconds = {}, {}
     x = torch.from_numpy(images)
     for name in methods:

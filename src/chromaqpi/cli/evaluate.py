@@ -21,15 +21,19 @@ def add_arguments(parser):
 def run(args):
     import torch
 
+    from chromaqpi.cli.common import method_list, output_dir
     from chromaqpi.datasets.evalsets import load_evalset
     from chromaqpi.evaluation import evaluate
 
+    methods = method_list(args.methods)
+    if args.cache:
+        output_dir(args.cache)
+    out = output_dir(args.out)
     samples = load_evalset(args.evalset, n=args.n, cache_dir=args.cache, progress=True)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     stochastic = {"ddpm", "cvdm", "zmd"}
     options = {m: {"generator": torch.Generator().manual_seed(args.seed)} for m in methods if m in stochastic}
     items = [{"images": s.images, "phase": s.phase, **({"labels": s.mask} if s.mask is not None else {})}
              for s in samples]
-    evaluate(methods, items, samples[0].microscope, args.out, options=options)
-    print(open(f"{args.out}/metrics.md").read())
+    evaluate(methods, items, samples[0].microscope, out, options=options)
+    print((out / "metrics.md").read_text())
     return 0

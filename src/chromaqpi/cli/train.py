@@ -148,7 +148,10 @@ def run(args):
         json.dump(config.to_dict(), sys.stdout, indent=2)
         print()
         return 0
+    from chromaqpi.cli.common import output_dir
+
+    out = output_dir(args.out)  # removed again if it stays empty (the data fail to load)
     train_set, val_set = datasets(args, config.model.get("prior"))
-    result = train(config, train_set, val_set, args.out, resume=args.resume)
+    result = train(config, train_set, val_set, out, resume=args.resume)
     print(f"finished: {result}")
     return 0
