@@ -47,6 +47,12 @@ def test_writes_phase_and_opd_that_match_the_api(rgb_stack, tmp_path):
     (["--refine", "-3"], "--refine must be >= 0"),
     (["--dark", "nan"], "--dark must be a finite"),
     (["--method", "zmd", "--steps", "0"], "steps must be >= 1, got 0"),  # 0 used to mean "the default"
+    (["--dark", "0.1"], "--normalized inputs are already flat-fielded"),  # would be ignored
+    (["--background", "bg.tif"], "--normalized inputs are already flat-fielded"),
+    (["--steps", "5"], "--method tie does not take --steps"),  # named by flag, not by internal option
+    (["--samples", "4"], "--method tie does not take --samples"),
+    (["--refine", "3"], "--method tie does not take --refine ("),
+    (["--method", "mean", "--steps", "5"], "--method mean does not take --steps"),
 ])
 def test_user_errors_exit_2_without_output(rgb_stack, tmp_path, capsys, extra, message):
     path, _ = rgb_stack

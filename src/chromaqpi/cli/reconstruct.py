@@ -63,6 +63,27 @@ def load_normalized(path, microscope, args) -> np.ndarray:
     return flat_field(image, background=background, dark=args.dark)
 
 
+# The method option each flag sets, to name the flag (not the option) when a method does not take it.
+FLAG_OF = {"model": "--model", "steps": "--steps", "samples": "--samples", "return_std": "--samples",
+           "orientations": "--orientations", "refine": "--refine", "refine_starts": "--refine"}
+DIFFUSION = ("ddpm", "cvdm", "zmd")
+
+
+def check_flags_fit_method(method: str, options: dict) -> None:
+    import inspect
+
+    from chromaqpi.errors import ConfigError
+    from chromaqpi.solvers.base import get_method
+
+    params = inspect.signature(get_method(method)).parameters
+    flags = sorted({FLAG_OF[k] for k in options if k in FLAG_OF and k not in params})
+    if method == "mean" and "steps" in options:  # accepted by the signature, but the mean net takes no steps
+        flags.append("--steps")
+    if flags:
+        raise ConfigError(f"--method {method} does not take {', '.join(flags)} (--model, --samples, --orientations "
+                          f"and --refine are for mean, {', '.join(DIFFUSION)}; --steps for {', '.join(DIFFUSION)})")
+
+
 def check_options(args) -> None:
     """Reject values the methods would silently ignore or report under another name."""
     from chromaqpi.errors import ConfigError
@@ -73,6 +94,9 @@ def check_options(args) -> None:
         raise ConfigError(f"--refine must be >= 0 steps, got {args.refine}")
     if not math.isfinite(args.dark):
         raise ConfigError(f"--dark must be a finite black level, got {args.dark}")
+    if args.normalized and (args.background or args.dark != 0):
+        raise ConfigError("--normalized inputs are already flat-fielded: drop --background/--dark, "
+                          "or the raw image needs them without --normalized")
 
 
 def method_options(args) -> dict:
@@ -98,7 +122,8 @@ def method_options(args) -> dict:
         from chromaqpi.errors import ConfigError
 
         raise ConfigError("--refine-starts needs --refine STEPS")
-    if args.method in {"mean", "ddpm", "cvdm", "zmd"}:
+    check_flags_fit_method(args.method, options)
+    if args.method in {"mean", *DIFFUSION}:
         import torch
 
         options["generator"] = torch.Generator().manual_seed(args.seed)
