@@ -136,3 +136,27 @@ def test_cli_rejects_complex_and_bool_phase_files(tmp_path, capsys, dtype):
     assert main(args) == 2
     assert "unsupported pixel type" in capsys.readouterr().err
     assert not (out.exists() and list(out.iterdir()))
+
+
+def test_cli_measures_a_reconstruct_output_folder(tmp_path, capsys):
+    # reconstruct writes <stem>_phase.tif, _opd.tif and _phase.png; measure on the folder takes the phase maps only.
+    import torch
+
+    import chromaqpi
+
+    phase, _ = bead_field()
+    images = chromaqpi.simulate(torch.as_tensor(phase[None, :96, :128]), "paper-rgb", noise=False)[0].numpy()
+    np.save(tmp_path / "cells.npy", images.astype(np.float32))
+    rec = tmp_path / "rec"
+    assert main(["reconstruct", str(tmp_path / "cells.npy"), "--method", "tie", "--microscope", "paper-rgb",
+                 "--normalized", "--out", str(rec)]) == 0
+    assert {"cells_phase.tif", "cells_opd.tif", "cells_phase.png"} <= {p.name for p in rec.iterdir()}
+    out = tmp_path / "out"
+    assert main(["measure", str(rec), "--out", str(out), "--no-preview"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["cells_labels.tif", "cells_objects.csv"]
+    assert "cells_phase.tif: " in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes_opd.tif").write_bytes(b"")
+    assert main(["measure", str(empty), "--out", str(tmp_path / "o3")]) == 2
+    assert "no images (*_phase.tif|.tiff)" in capsys.readouterr().err

@@ -11,15 +11,20 @@ from chromaqpi.errors import InputError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy"}
 
 
-def collect_inputs(items: list[str]) -> list[Path]:
-    """Expand files and folders (non-recursive) into a sorted list of image files."""
+def collect_inputs(items: list[str], *, suffixes=IMAGE_SUFFIXES, name_end: str = "") -> list[Path]:
+    """Expand files and folders (non-recursive) into a sorted list of image files.
+
+    In folders only files with one of ``suffixes`` whose stem ends with ``name_end`` are taken
+    (``measure`` takes a reconstruct output folder's ``*_phase.tif``, not its OPD or previews).
+    """
     paths: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.stem.endswith(name_end))
             if not found:
-                raise InputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {path}")
+                pattern = f"*{name_end}" + "|".join(sorted(suffixes)) if name_end else ", ".join(sorted(suffixes))
+                raise InputError(f"no images ({pattern}) in folder {path}")
             paths.extend(found)
         elif path.is_file():
             paths.append(path)

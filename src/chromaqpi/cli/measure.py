@@ -13,7 +13,8 @@ import math
 
 
 def add_arguments(parser):
-    parser.add_argument("inputs", nargs="+", metavar="PHASE", help="phase TIFFs in rad (files or folders)")
+    parser.add_argument("inputs", nargs="+", metavar="PHASE",
+                        help="phase TIFFs in rad, or folders (their *_phase.tif, as reconstruct writes them)")
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--threshold", type=float, metavar="RAD",
                         help="phase above the medium that counts as object (default: Otsu's threshold)")
@@ -103,7 +104,8 @@ def run(args):
     from chromaqpi.measure import measure_objects, measurements_table, segment_objects
 
     _check_options(args)
-    paths = collect_inputs(args.inputs)
+    # In folders: the phase maps reconstruct wrote (not its OPD, std or previews).
+    paths = collect_inputs(args.inputs, suffixes={".tif", ".tiff"}, name_end="_phase")
     out = output_dir(args.out)
     total = 0
     for path in progress(paths, desc="measure"):
