@@ -212,3 +212,19 @@ def test_a_file_system_refusal_is_one_line_exit_1_and_no_empty_out(rgb_stack, tm
     assert err == f"chromaqpi reconstruct: error: {out / 'bump_phase.tif'}: No space left on device\n"
     assert not out.exists()
 
+
+
+def test_simulate_takes_integer_phase_and_opd_maps_at_face_value(tmp_path):
+    # An int16 OPD map in nm is values, not camera codes: it must not be divided by 32767,
+    # nor refused as "saturated" or "constant" like an intensity image.
+    opd = np.zeros((48, 48), np.int16)
+    opd[16:32, 16:32] = 120  # nm
+    np.save(tmp_path / "opd_int.npy", opd)
+    np.save(tmp_path / "opd_float.npy", opd.astype(np.float32))
+    out = tmp_path / "out"
+    base = ["simulate", "--microscope", "paper-rgb", "--opd-nm", "--no-noise", "--float", "--out", str(out)]
+    assert main([*base, str(tmp_path / "opd_int.npy"), str(tmp_path / "opd_float.npy")]) == 0
+    from_int, _ = read_tiff(out / "opd_int_sim.tif")
+    from_float, _ = read_tiff(out / "opd_float_sim.tif")
+    np.testing.assert_array_equal(from_int, from_float)
+    assert float(np.ptp(from_float)) > 0.01  # a 120 nm step gives visible defocus contrast

@@ -262,3 +262,19 @@ def test_atomic_write_names_the_destination_folder(tmp_path):
             f.write(b"data")
     assert err.value.filename == str(tmp_path / "x.tif")
     assert [p.name for p in tmp_path.iterdir()] == ["x.tif"]
+
+
+def test_read_map_keeps_values_and_undoes_the_uint16_mapping(tmp_path):
+    phase = np.linspace(-1.5, 2.5, 40 * 30).reshape(40, 30)
+    io.write_tiff(tmp_path / "q.tif", phase, metadata={"wavelength_um": 0.55}, unit="rad", dtype="uint16",
+                  value_range=(-2.0, 3.0))
+    back, meta = io.read_map(tmp_path / "q.tif")
+    assert np.abs(back - phase).max() < 5.0 / 65535 and meta["wavelength_um"] == 0.55
+    np.save(tmp_path / "codes.npy", np.full((8, 8), 200, np.uint8))  # constant and "saturated" is fine for a map
+    assert io.read_map(tmp_path / "codes.npy")[0].max() == 200.0
+    np.save(tmp_path / "rgb.npy", np.zeros((3, 8, 8), np.float32))
+    with pytest.raises(InputError, match="expected one plane"):
+        io.read_map(tmp_path / "rgb.npy")
+    np.save(tmp_path / "nan.npy", np.full((8, 8), np.nan))
+    with pytest.raises(InputError, match="NaN or Inf"):
+        io.read_map(tmp_path / "nan.npy")

@@ -530,6 +530,35 @@ def read_tiff(path) -> tuple[np.ndarray, dict]:
     return data, meta
 
 
+def read_map(path) -> tuple[np.ndarray, dict]:
+    """Read a map of physical values (phase in rad, OPD in nm) -> ((H, W) float64, metadata).
+
+    Unlike :func:`read_image`, values are taken as they are: integers are not scaled by their
+    dtype maximum and no intensity checks (saturation, constant field) apply. A TIFF written by
+    :func:`write_tiff` as uint16 is mapped back to its physical values and its metadata returned;
+    other files give empty metadata.
+
+    Raises
+    ------
+    InputError
+        Unreadable file, non-real pixel type, more than one plane, or NaN/Inf values.
+    """
+    path = Path(path)
+    raw, _, fmt = _load_raw(path)
+    if raw.dtype == bool or not (np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.integer)):
+        raise InputError(f"{path.name}: unsupported pixel type {raw.dtype} (need real values)")
+    meta = read_tiff_metadata(path) if fmt == "tiff" else {}
+    arr = np.squeeze(raw).astype(np.float64)
+    q = meta.get("uint16_value")
+    if q is not None:
+        arr = q["offset"] + q["scale"] * arr
+    if arr.ndim != 2:
+        raise InputError(f"{path.name}: expected one plane (H, W), got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{path.name}: contains NaN or Inf values")
+    return arr, meta
+
+
 # ---------------------------------------------------------------------------
 # Preview PNG
 # ---------------------------------------------------------------------------

@@ -52,21 +52,6 @@ def _check_options(args) -> None:
         raise ConfigError(f"--alpha must be positive and finite, got {args.alpha}")
 
 
-def _phase_plane(phase, name: str):
-    """The one real-valued plane of a phase TIFF as float64 (complex or bool data is not a phase)."""
-    import numpy as np
-
-    from chromaqpi.errors import InputError
-
-    phase = np.asarray(phase)
-    if phase.dtype == bool or not (np.issubdtype(phase.dtype, np.floating) or np.issubdtype(phase.dtype, np.integer)):
-        raise InputError(f"{name}: unsupported pixel type {phase.dtype} (need a real-valued phase in rad)")
-    phase = np.squeeze(phase.astype(np.float64))
-    if phase.ndim != 2:
-        raise InputError(f"{name}: expected one phase plane, got shape {phase.shape}")
-    return phase
-
-
 def _write_csv(path, names, rows) -> None:
     from chromaqpi.io import atomic_write
 
@@ -100,7 +85,7 @@ def _save_overlay(path, phase, labels, title: str) -> None:
 
 def run(args):
     from chromaqpi.cli.common import collect_inputs, naming_input, output_dir, progress
-    from chromaqpi.io import read_tiff, write_tiff
+    from chromaqpi.io import read_map, write_tiff
     from chromaqpi.measure import measure_objects, measurements_table, segment_objects
 
     _check_options(args)
@@ -110,8 +95,7 @@ def run(args):
     total = 0
     for path in progress(paths, desc="measure"):
         with naming_input(path):
-            phase, meta = read_tiff(path)
-            phase = _phase_plane(phase, path.name)
+            phase, meta = read_map(path)
             px, lam = _calibration(meta, args, path.name)
             seg = segment_objects(phase, threshold_rad=args.threshold, min_area_px=max(1, round(args.min_area / px**2)))
             rows = measure_objects(phase, seg.labels, wavelength_um=lam, pixel_size_um=px,

@@ -32,18 +32,21 @@ def add_arguments(parser):
 def load_phase(path, *, from_image: bool, max_phase: float, opd_nm: bool, wavelength_um: float) -> np.ndarray:
     """Phase in radians at ``wavelength_um`` from a phase/OPD map or an ordinary image."""
     from chromaqpi.errors import InputError
-    from chromaqpi.io import read_image
+    from chromaqpi.io import read_image, read_map
 
-    data, _ = read_image(path)
     if from_image:
+        data, _ = read_image(path)
         grey = data.mean(axis=0) if data.ndim == 3 else data
         span = float(grey.max() - grey.min())
         if span == 0:
             raise InputError(f"{path}: constant image, cannot be scaled to a phase range")
         return ((grey - grey.min()) / span * max_phase).astype(np.float32)
-    if data.ndim != 2:
-        raise InputError(f"{path}: a phase map must be one channel (H,W), got shape {data.shape}; "
-                         "use --from-image for colour pictures")
+    try:  # values as they are (an int16 OPD map in nm is not a camera image to scale by 32767)
+        data, _ = read_map(path)
+    except InputError as exc:
+        if "one plane" in str(exc):
+            raise InputError(f"{exc}; a phase map has one channel: use --from-image for colour pictures") from None
+        raise
     if opd_nm:
         return (2 * math.pi * data / (wavelength_um * 1000.0)).astype(np.float32)
     return data.astype(np.float32)
