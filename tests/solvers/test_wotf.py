@@ -126,7 +126,7 @@ def test_abbe_data_of_a_weak_object_polychromatic():
     m = Microscope.from_preset("default").replace(spectra={"n_wavelengths": 5}, optics={"source_points": 8})
     phase = gaussian((40, 43), 0.1, 0.8, 0.1625)
     out = reconstruct(simulate(phase, m, noise=False), m, method="wotf")[0]
-    assert rel_rms_after_offset(out, phase) < 0.05
+    assert rel_rms_after_offset(out, phase) < 0.015  # 0.55 % measured
 
 
 def test_invalid_options(three_planes):
