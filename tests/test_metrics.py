@@ -77,6 +77,21 @@ def test_ssim_of_constant_images_is_luminance_term():
     assert float(val) == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), rel=1e-12)
 
 
+@pytest.mark.parametrize("noise", [0.05, 0.3, 1.0])
+def test_ssim_matches_scikit_image_reference(noise):
+    # An independent implementation of Wang et al. 2004 with the same settings (Gaussian window
+    # σ = 1.5 px truncated at 11 px, population covariances, fixed data range, valid region).
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    true = np.cumsum(np.cumsum(rng.standard_normal((64, 72)), 0), 1) / 20
+    pred = true + noise * rng.standard_normal(true.shape)
+    ours = float(M.ssim(torch.tensor(pred), torch.tensor(true), data_range=6.0))
+    reference = structural_similarity(pred, true, data_range=6.0, gaussian_weights=True, sigma=1.5,
+                                      use_sample_covariance=False)
+    assert ours == pytest.approx(reference, abs=1e-9)
+
+
 def test_psnr_uses_fixed_range_not_image_range(tiny):
     pred, true = tiny
     # a 10x larger range gives exactly +20 dB, whatever the images span
