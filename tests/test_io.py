@@ -278,3 +278,18 @@ def test_read_map_keeps_values_and_undoes_the_uint16_mapping(tmp_path):
     np.save(tmp_path / "nan.npy", np.full((8, 8), np.nan))
     with pytest.raises(InputError, match="NaN or Inf"):
         io.read_map(tmp_path / "nan.npy")
+
+
+def test_chroma_subsampled_jpeg_warns_and_a_full_colour_one_does_not(tmp_path, recwarn):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((48, 56, 3)) * 200 + 20).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "s420.jpg", quality=95)  # Pillow's default: 4:2:0
+    Image.fromarray(pixels).save(tmp_path / "s444.jpg", quality=95, subsampling=0)
+    with pytest.warns(UserWarning, match="s420.jpg: JPEG with 4:2:0 chroma subsampling"):
+        _, info = io.read_image(tmp_path / "s420.jpg", need_channels=3)
+    assert info["chroma_subsampling"] == "4:2:0"
+    recwarn.clear()
+    _, info = io.read_image(tmp_path / "s444.jpg", need_channels=3)
+    assert info["chroma_subsampling"] is None and not [w for w in recwarn if "chroma" in str(w.message)]

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -267,6 +268,19 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str]:
     return arr, ("YX" if arr.ndim == 2 else "YXS")
 
 
+_JPEG_SAMPLING = {1: "4:2:2", 2: "4:2:0"}
+
+
+def jpeg_chroma_subsampling(path: Path) -> str | None:
+    """``"4:2:2"``/``"4:2:0"`` when a colour JPEG stores its colour at reduced resolution, else None."""
+    from PIL import Image, JpegImagePlugin
+
+    with Image.open(path) as im:
+        if im.format != "JPEG" or im.mode not in ("RGB", "YCbCr"):
+            return None
+        return _JPEG_SAMPLING.get(JpegImagePlugin.get_sampling(im))
+
+
 @contextlib.contextmanager
 def quiet_tifffile() -> Iterator[None]:
     """Silence tifffile's log lines on damaged files: the caller raises one InputError instead."""
@@ -389,6 +403,14 @@ def read_image(
     info["saturated_fraction"] = saturated_fraction(arr, 1.0) if sat_level else None
     check_intensity_image(arr, need_channels=need_channels, saturation_level=sat_level,
                           max_saturated_fraction=max_saturated_fraction, name=path.name)
+    if fmt == "jpeg" and arr.ndim == 3:
+        info["chroma_subsampling"] = jpeg_chroma_subsampling(path)
+        if info["chroma_subsampling"]:
+            # The phase signal is the difference between colour channels, which such a JPEG keeps
+            # at half resolution: fine detail is lost or mixed between channels.
+            warnings.warn(f"{path.name}: JPEG with {info['chroma_subsampling']} chroma subsampling keeps colour "
+                          "at half resolution, so fine phase detail is unreliable; save TIFF/PNG (or 4:4:4 JPEG)",
+                          stacklevel=2)
     if linearize_srgb:
         arr = srgb_decode(arr)
     info["shape"] = tuple(arr.shape)

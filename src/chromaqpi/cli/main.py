@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_flush_denormal(True)
     from chromaqpi.cli.common import remove_empty_outputs
 
+    import warnings
+
+    # Warnings as one line, like errors (not the file and source line of the library call).
+    warnings.formatwarning = lambda message, *_args, **_kw: f"chromaqpi {args.command}: warning: {message}\n"
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
