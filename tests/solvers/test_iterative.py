@@ -127,6 +127,30 @@ def test_early_stopping_on_relative_change(paper2, smooth_random_phase):
     assert len(losses) == 50
 
 
+def test_progress_bar_counts_the_iterations_run_and_changes_nothing(paper2, smooth_random_phase, monkeypatch):
+    import tqdm.auto
+
+    bars = []
+
+    class Recorder(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if kwargs.get("desc") == "iterative fit":
+                self.shown = not kwargs.get("disable")  # (close() sets .disable)
+                bars.append(self)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    img = simulate(smooth_random_phase, paper2, noise=False)
+    starts = [smooth_random_phase + 0.3 * torch.sin(torch.arange(53, dtype=torch.float64) / 5)[None, :],
+              torch.zeros_like(smooth_random_phase)]
+    shown = refine(img, paper2, starts, steps=60, progress=True)
+    assert torch.equal(shown, refine(img, paper2, starts, steps=60))
+    assert bars[0].shown and not bars[1].shown  # only when asked for
+    assert bars[0].n == bars[0].total == 2 * 60
+    refine(img, paper2, starts, steps=60, tol=0.5, progress=True)  # stops early: 5 calm iterations
+    assert 0 < bars[2].n == bars[2].total < 2 * 60  # the iterations saved are taken off the total
+
+
 def test_fast_microscope_reduces_quadrature():
     m = fast_microscope(Microscope.from_preset("default"))
     assert m.spectra.n_wavelengths == 7 and m.optics.source_points == 12

@@ -128,6 +128,8 @@ def method_options(args) -> dict:
 
         options["generator"] = torch.Generator().manual_seed(args.seed)
         options["progress"] = True
+    elif args.method == "iterative":  # minutes per image on the full default optics
+        options["progress"] = True
     return options
 
 

@@ -97,8 +97,11 @@ def _objective(images, sim, phase, *, loss, tv, tikhonov) -> torch.Tensor:
     return value
 
 
-def _fit_one(images, sim, phase0, precond, *, loss, tv, tikhonov, optimizer, lr, max_iter, tol):
-    """Optimise one image (1, C, H, W) from phase0 (1, H, W); returns (phase, losses)."""
+def _fit_one(images, sim, phase0, precond, *, loss, tv, tikhonov, optimizer, lr, max_iter, tol, bar=None):
+    """Optimise one image (1, C, H, W) from phase0 (1, H, W); returns (phase, losses).
+
+    ``bar``: a progress bar advanced once per iteration.
+    """
     u = _apply(1.0 / precond, phase0).detach().clone().requires_grad_(True)
     opt = _make_optimizer(optimizer, [u], lr)
 
@@ -119,6 +122,8 @@ def _fit_one(images, sim, phase0, precond, *, loss, tv, tikhonov, optimizer, lr,
         else:
             calm = 0
         losses.append(value)
+        if bar is not None:
+            bar.update(1)
         if calm >= _PATIENCE:
             break
     return _apply(precond, u).detach(), losses
@@ -144,7 +149,8 @@ def _check_numbers(**values) -> None:
 
 def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, steps: int = 50,
            loss: str = "amplitude", tv="auto", tikhonov: float = 0.0, optimizer: str = "lbfgs",
-           lr: float | None = None, tol: float = 1e-6, fast: bool = False, precondition: bool = True) -> torch.Tensor:
+           lr: float | None = None, tol: float = 1e-6, fast: bool = False, precondition: bool = True,
+           progress: bool = False) -> torch.Tensor:
     """Data-consistency refinement of a phase estimate with the exact forward model.
 
     Parameters
@@ -167,6 +173,7 @@ def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, st
         for 5 consecutive iterations.
     fast : use :func:`fast_microscope` (fewer wavelengths and source points).
     precondition : optimise in the WOTF-preconditioned variable (see Notes).
+    progress : show a progress bar of the iterations (all images and starts).
 
     Returns
     -------
@@ -209,15 +216,24 @@ def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, st
     shape = images.shape[-2:]
     precond = (_preconditioner(model, shape, dtype=images.dtype, device=images.device) if precondition
                else torch.ones(shape, dtype=images.dtype, device=images.device))
-    kw = dict(loss=loss, tikhonov=float(tikhonov), optimizer=optimizer, lr=lr, tol=tol)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=images.shape[0] * len(starts) * int(steps), desc="iterative fit", unit="it",
+               disable=not progress)
+    kw = dict(loss=loss, tikhonov=float(tikhonov), optimizer=optimizer, lr=lr, tol=tol, bar=bar)
     out = []
     for b in range(images.shape[0]):
         image = images[b:b + 1]
         warmed = [_warm_up(image, sim, start[b:b + 1], precond, tv, int(steps), kw) for start in starts]
         weight = min(w for _, w, _ in warmed)
-        fits = [_fit_one(image, sim, phase, precond, tv=weight, max_iter=left, **kw)[0] for phase, _, left in warmed]
+        fits = []
+        for phase, _, left in warmed:
+            fit, losses = _fit_one(image, sim, phase, precond, tv=weight, max_iter=left, **kw)
+            bar.total -= left - len(losses)  # iterations early stopping saved
+            fits.append(fit)
         out.append(fits[0] if len(fits) == 1 else min(fits, key=lambda phase: _final_objective(
             image, sim, phase, tv=weight, loss=kw["loss"], tikhonov=kw["tikhonov"])))
+    bar.close()
     return torch.cat(out)
 
 
@@ -248,7 +264,7 @@ def _final_objective(image, sim, phase, **terms) -> float:
 def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie", max_iter: int = 200,
               loss: str = "amplitude", tv="auto", tikhonov: float = 0.0, optimizer: str = "lbfgs",
               lr: float | None = None, tol: float = 1e-6, fast: bool = False,
-              precondition: bool = True) -> torch.Tensor:
+              precondition: bool = True, progress: bool = False) -> torch.Tensor:
     """Iterative phase retrieval: linear initialisation, then :func:`refine`.
 
     Parameters
@@ -257,7 +273,7 @@ def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie"
     microscope : resolved Microscope.
     init : ``"tie"`` (default), ``"wotf"`` or ``"zeros"``: the starting phase.
     max_iter : maximum iterations (early stopping may end sooner).
-    loss, tv, tikhonov, optimizer, lr, tol, fast, precondition
+    loss, tv, tikhonov, optimizer, lr, tol, fast, precondition, progress
         As in :func:`refine`.
 
     Returns
@@ -286,4 +302,4 @@ def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie"
     else:
         raise ConfigError(f"init must be 'tie', 'wotf' or 'zeros', got {init!r}")
     return refine(images, microscope, phase0, steps=max_iter, loss=loss, tv=tv, tikhonov=tikhonov,
-                  optimizer=optimizer, lr=lr, tol=tol, fast=fast, precondition=precondition)
+                  optimizer=optimizer, lr=lr, tol=tol, fast=fast, precondition=precondition, progress=progress)
