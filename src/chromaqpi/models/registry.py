@@ -605,7 +605,8 @@ def reconstruct_with_model(
             from chromaqpi.solvers.tie import tie
 
             starts.append(tie(images, microscope))
-        phase = refine_phase(images, microscope, starts, steps=int(refine), fast=True).to(phase.dtype)
+        phase = refine_phase(images, microscope, starts, steps=int(refine), fast=True,
+                             progress=progress).to(phase.dtype)
     if return_std:
         return phase, torch.stack(stds).to(images.device)
     return phase
