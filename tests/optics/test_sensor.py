@@ -43,3 +43,27 @@ def test_bilinear_demosaic_is_exact_for_linear_ramps():
     rgb = torch.stack([1 + 0.01 * x, 1 + 0.02 * y, 1 - 0.01 * x + 0.01 * y])[None].double()
     out = demosaic_bilinear(mosaic(rgb))
     assert torch.allclose(out[..., 2:-2, 2:-2], rgb[..., 2:-2, 2:-2], atol=1e-12)
+
+
+def test_read_noise_adds_its_variance_at_low_light(generator):
+    # N_bg = 100 e-: shot variance 1/N_bg = 0.01 and read variance σ_r²/N_bg² = 0.01 are equal, so a
+    # missing or mis-scaled read-noise term changes the total by 50 % or more (tolerance 2 %).
+    s = Sensor(full_well_e=10000, fill_fraction=0.01, read_noise_e=10.0, bit_depth=16)
+    out = camera_noise(torch.ones(1, 1, 500, 500, dtype=torch.float64), s, generator=generator)
+    gain = 10000 / 2**16
+    expected = 1 / 100 + (10.0**2 + gain**2 / 12) / 100**2
+    assert float(out.var()) == pytest.approx(expected, rel=0.02)
+
+
+def test_mosaic_is_rggb_from_the_top_left_pixel():
+    rgb = torch.stack([torch.full((4, 6), v) for v in (1.0, 2.0, 3.0)])[None]
+    raw = mosaic(rgb)[0, 0]
+    assert raw[0::2, 0::2].eq(1).all() and raw[1::2, 1::2].eq(3).all()  # R top-left, B bottom-right
+    assert raw[0::2, 1::2].eq(2).all() and raw[1::2, 0::2].eq(2).all()  # G on the other diagonal
+
+
+def test_reference_paper_gaussian_noise_has_its_bias_and_spread(generator):
+    s = Sensor(model="gaussian", gaussian_mean=0.01, gaussian_std=0.05)
+    out = apply_sensor(torch.ones(1, 2, 300, 300, dtype=torch.float64), s, noise=True, generator=generator)
+    assert float(out.mean()) == pytest.approx(1.01, abs=5 * 0.05 / 300 / 2**0.5)
+    assert float(out.std()) == pytest.approx(0.05, rel=0.01)
