@@ -161,18 +161,19 @@ def test_train_cli_takes_several_data_and_val_folders(tiny_dataset, tmp_path, ca
     assert (resolved["validation"]["batch_size"], resolved["data"]["batch_size"]) == (8, 2)
     assert main(["train", "--model", "mean", "--data", both, "--out", str(tmp_path), "--val-batch-size", "-1",
                  "--dry-run"]) == 2
-    assert "validation.batch_size must be >= 0" in capsys.readouterr().err
+    assert "--val-batch-size (validation.batch_size) must be >= 0" in capsys.readouterr().err
     assert main(["train", "--model", "mean", "--data", f"{tiny_dataset},", "--out", str(tmp_path / "r")]) == 2
     assert "empty folder name" in capsys.readouterr().err and not (tmp_path / "r").exists()
     assert main(["train", "--model", "mean", "--data", both, "--out", str(tmp_path), "--val-batches", "-1",
                  "--dry-run"]) == 2
-    assert "validation.max_batches must be >= 0" in capsys.readouterr().err
+    assert "--val-batches (validation.max_batches) must be >= 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("--width", "0", "base_channels must be >= 1"),
-    ("--levels", "0", "channel_mults"),
-    ("--workers", "-1", "num_workers must be >= 0"),
+    ("--width", "0", "--width (unet.base_channels) must be >= 1"),
+    ("--levels", "0", "--levels (unet.channel_mults)"),
+    ("--workers", "-1", "--workers (data.num_workers) must be >= 0"),
+    ("--steps", "0", "--steps (schedule.steps) must be >= 1"),
     ("--out", "FILE", "exists and is not a folder"),
 ])
 def test_train_cli_refuses_impossible_sizes_before_writing(tiny_dataset, tmp_path, capsys, option, value, message):

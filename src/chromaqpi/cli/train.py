@@ -80,6 +80,22 @@ def model_config(kind: str, channels: int, width: int, levels: int, blocks: int 
     return config
 
 
+# Config keys the flags set: a bad value is reported under the flag the user typed, and its key.
+FLAG_OF_KEY = {"schedule.steps": "--steps", "data.batch_size": "--batch-size", "optim.lr": "--lr",
+               "validation.every": "--val-every", "validation.max_batches": "--val-batches",
+               "validation.batch_size": "--val-batch-size", "data.num_workers": "--workers",
+               "unet: base_channels": "--width", "unet: channel_mults": "--levels",
+               "unet: blocks_per_level": "--blocks"}
+
+
+def _named_by_flag(err: ConfigError) -> ConfigError:
+    message = str(err)
+    for key, flag in FLAG_OF_KEY.items():
+        if message.startswith(key):
+            return ConfigError(f"{flag} ({key.replace('unet: ', 'unet.')}){message[len(key):]}")
+    return err
+
+
 def resolve_config(args, channels: int):
     from chromaqpi.training.config import TrainConfig
 
@@ -109,9 +125,11 @@ def resolve_config(args, channels: int):
     if args.init_from:
         data["init_from"] = args.init_from
         data["data"]["description"]["init_from"] = args.init_from
-    config = TrainConfig.from_dict(data)
+    try:
+        config = TrainConfig.from_dict(data)
+    except ConfigError as err:
+        raise _named_by_flag(err) from None
     config.microscope = {"family": args.microscope}
-    config.validate()
     return config
 
 
