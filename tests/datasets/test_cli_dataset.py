@@ -37,6 +37,19 @@ def test_dry_run_prints_the_first_microscope_and_builds_nothing(tmp_path, capsys
     assert "skimage-train" in text and "gaussian_std" in text and not out.exists()
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--shard-size", "0"], "shard_size (0) must be a positive multiple"),  # was a ZeroDivisionError
+    (["--n", "0"], "n must be a positive integer"),
+    (["--size", "7"], "size must be >= 8 pixels"),
+])
+def test_dry_run_refuses_what_a_build_would_refuse(tmp_path, capsys, extra, message):
+    args = ["dataset", "build", "--microscope", "paper-2shot", "--n", "8", "--seed", "1", "--out",
+            str(tmp_path / "dry"), "--dry-run", *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
 def _fake_dataset(root, shards=None):
     """A one-sample dataset written by hand (no build): manifest plus a shard of float16 zeros."""
     import numpy as np

@@ -73,6 +73,7 @@ def _build(args):
 def _dry_run(args):
     import json
 
+    from chromaqpi.datasets.build import build_config
     from chromaqpi.datasets.generate import draw_group_microscope
     from chromaqpi.datasets.randomize import resolve_ranges
     from chromaqpi.datasets.seeds import check_seed
@@ -81,6 +82,8 @@ def _dry_run(args):
     ranges = resolve_ranges(args.microscope)
     base = ranges.base_microscope()
     specs = resolve_sources(args.source or ranges.default_source, wavelength_um=base.optics.wavelength_ref_um)
+    build_config(specs, ranges, args.n, args.size, args.seed, args.shard_size, args.group_size,
+                 not args.no_noise)  # the checks a build makes, so a dry run accepts only what would run
     first = draw_group_microscope(ranges, check_seed(args.seed), 0)
     print(f"# sources: {format_sources(specs)}")
     print(f"# family: {json.dumps(ranges.to_dict())}")

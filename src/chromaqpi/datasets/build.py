@@ -49,7 +49,9 @@ def _shape(size) -> tuple[int, int]:
     return shape
 
 
-def _config(sources, ranges: Ranges, n, shape, seed, shard_size, group_size, noise) -> dict:
+def build_config(sources, ranges: Ranges, n, size, seed, shard_size, group_size, noise) -> dict:
+    """The manifest's ``config`` of a build, checked (ConfigError on sizes or counts that cannot work)."""
+    shape = _shape(size)
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ConfigError(f"n must be a positive integer, got {n!r}")
     if shard_size < 1 or group_size < 1 or shard_size % group_size:
@@ -194,7 +196,7 @@ def build_dataset(sources, family, n: int, size, seed: int, out_dir, *, workers:
     base = ranges.base_microscope()
     specs = resolve_sources(ranges.default_source if sources is None else sources,
                             wavelength_um=base.optics.wavelength_ref_um, allow_heldout=allow_heldout)
-    config = _config(specs, ranges, n, _shape(size), seed, shard_size, group_size, noise)
+    config = build_config(specs, ranges, n, size, seed, shard_size, group_size, noise)
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"--out {root} exists and is not a folder")

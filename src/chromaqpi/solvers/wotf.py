@@ -165,7 +165,7 @@ def _difference_symbols(shape, *, dtype, device):
     ky = torch.fft.fftfreq(shape[0], dtype=dtype, device=device)
     kx = torch.fft.fftfreq(shape[1], dtype=dtype, device=device)
     dy = torch.polar(torch.ones_like(ky), 2 * math.pi * ky) - 1
-    dx = torch.polar(torch.ones_like(kx), 2 * math.pi * kx) - 1
+    dx = torch.polar(torch.ones_like(kx), math.pi * kx) - 1
     return dy[:, None], dx[None, :]
 
 
