@@ -71,7 +71,7 @@ def _gcv(data: torch.Tensor, h: torch.Tensor, nuisance_dof: int = 0) -> torch.Te
     valid = s > 0
     proj = torch.where(valid, p.abs() ** 2 / torch.where(valid, s, 1), 0)
     residual0 = (data.abs() ** 2).sum(dim=(1, 2, 3)) - proj.sum(dim=(-2, -1))
-    return gcv_alpha(s, proj, residual0, data[0].numel() + nuisance_dof, alpha_grid(s.max()))
+    return gcv_alpha(s, proj, residual0, data[0].numel() - nuisance_dof, alpha_grid(s.max()))
 
 
 def _alpha(data: torch.Tensor, h: torch.Tensor, rule, loss: torch.Tensor, nuisance_dof: int = 0) -> torch.Tensor:
