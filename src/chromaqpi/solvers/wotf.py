@@ -57,7 +57,7 @@ def light_loss(images: torch.Tensor) -> torch.Tensor:
     model error of strong objects behind a finite pupil (PHYSICS.md §4.2);
     excess light (e.g. the paper's biased noise) is not a loss and counts as 0.
     """
-    return (1 - images.to(torch.float64).mean(dim=(-2, -1))).abs().amax(dim=1)
+    return (1 - images.to(torch.float64).mean(dim=(-2, -1))).clamp(min=0).amax(dim=1)
 
 
 def _gcv(data: torch.Tensor, h: torch.Tensor, nuisance_dof: int = 0) -> torch.Tensor:
@@ -165,7 +165,7 @@ def _difference_symbols(shape, *, dtype, device):
     ky = torch.fft.fftfreq(shape[0], dtype=dtype, device=device)
     kx = torch.fft.fftfreq(shape[1], dtype=dtype, device=device)
     dy = torch.polar(torch.ones_like(ky), 2 * math.pi * ky) - 1
-    dx = torch.polar(torch.ones_like(kx), math.pi * kx) - 1
+    dx = torch.polar(torch.ones_like(kx), 2 * math.pi * kx) - 1
     return dy[:, None], dx[None, :]
 
 
