@@ -74,16 +74,21 @@ def _metrics(pred: torch.Tensor, sample: dict, data_range: float, phi_max: float
     return {k: float(v) for k, v in values.items()}
 
 
+def _columns(rows: list[dict]) -> list[str]:
+    """Every key of any row, in first-seen order (dry mass exists only for samples with labels)."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
 def _summary(rows: list[dict], methods: Sequence[str]) -> dict[str, dict[str, tuple[float, float]]]:
     """Per method: metric -> (mean, std) over samples, NaNs ignored."""
     out: dict[str, dict[str, tuple[float, float]]] = {}
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         stats = {}
-        for key in mine[0]:
+        for key in _columns(mine):
             if key in ("sample", "method"):
                 continue
-            vals = np.array([r[key] for r in mine], dtype=float)
+            vals = np.array([r.get(key, math.nan) for r in mine], dtype=float)  # absent: not measured here
             vals = vals[np.isfinite(vals)]
             stats[key] = (float(vals.mean()), float(vals.std())) if vals.size else (math.nan, math.nan)
         out[method] = stats
@@ -112,7 +117,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     from chromaqpi.io import atomic_write
 
     buffer = _io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(buffer, fieldnames=_columns(rows), restval="nan")
     writer.writeheader()
     writer.writerows(rows)
     with atomic_write(path, "w") as handle:

@@ -131,3 +131,43 @@ def test_invalid_ranges_raise(bad):
 def test_unknown_family_lists_valid_ones():
     with pytest.raises(ConfigError, match="paper-rgb"):
         resolve_ranges("no-such-family")
+
+
+def _draw_many(ranges, n=400, seed=0):
+    from chromaqpi.datasets.randomize import draw_microscope
+    rng = np.random.default_rng(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [draw_microscope(None, ranges, rng) for _ in range(n)]
+
+
+def test_na_jitter_is_symmetric_around_the_nominal_na():
+    # Kills R2 (jitter drawn from [0, j] only): NA (1 + U(-j, j)) has mean NA and half the draws below.
+    from chromaqpi.datasets.randomize import Objective, Ranges
+    r = Ranges(base="default", objectives=[Objective(20, 0.4, (1.0, 1.0), (1.0, 1.0))], na_jitter=0.1)
+    ratio = np.array([m.optics.na_objective / 0.4 for m in _draw_many(r)])
+    assert ratio.min() >= 0.9 - 1e-6 and ratio.max() <= 1.1 + 1e-6
+    assert abs(ratio.mean() - 1) < 0.01 and 0.4 < np.mean(ratio < 1) < 0.6  # 400 draws: sd 0.003, 0.025
+
+
+def test_achromat_linear_term_has_the_documented_sign():
+    # Kills R4 (a1 (0.55 - lambda)): shift = a1 (lambda - 0.55) with no secondary spectrum.
+    from chromaqpi.datasets.randomize import achromat_shift_um
+    assert achromat_shift_um(0.0, 0.56, 2.0, wavelengths_um=(0.45, 0.55, 0.65)) == pytest.approx([-0.2, 0.0, 0.2])
+
+
+def test_bayer_probability_is_the_probability_of_a_mosaic():
+    # Kills R6 (uniform() > p): p = 0.2 gives ~20 % mosaics, p = 0 none, p = 1 all.
+    from chromaqpi.datasets.randomize import Ranges
+    for p, lo, hi in ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.2, 0.14, 0.26)):
+        frac = np.mean([m.sensor.bayer for m in _draw_many(Ranges(base="default", bayer_probability=p), n=300)])
+        assert lo <= frac <= hi, (p, frac)
+
+
+@pytest.mark.parametrize("jitter", [-0.1, 0.5, 1.2])
+def test_na_jitter_out_of_range_is_refused(jitter):
+    # Kills R7 (na_jitter check removed): a jitter >= 1 would draw NA <= 0.
+    from chromaqpi.datasets.randomize import Ranges
+    from chromaqpi.errors import ConfigError
+    with pytest.raises(ConfigError, match="na_jitter"):
+        Ranges(base="default", na_jitter=jitter)

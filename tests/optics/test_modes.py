@@ -1,6 +1,7 @@
 """Coherent-mode decomposition (chromaqpi.optics.modes): exact identity and truncation bound."""
 
 import numpy as np
+import pytest
 import torch
 
 from chromaqpi.optics.modes import coherent_modes, separable_gram
@@ -47,3 +48,32 @@ def test_truncated_modes_obey_the_error_bound_and_save_ffts():
         # Dropping modes only removes non-negative terms, bounded by the dropped eigenvalue mass.
         assert float(error.min()) > -1e-12 and float(error.max()) <= tolerance
         assert len(coeffs) < 25  # measured 9 and 12 modes for 50 nodes (actual errors 5e-7, 8e-12)
+
+
+def _mode_case(z=2.5):
+    from chromaqpi.optics.modes import separable_gram
+    from chromaqpi.optics.pupil import fresnel_factors
+    lam = np.linspace(0.4, 0.7, 50)
+    w = np.exp(-0.5 * ((lam - 0.55) / 0.06) ** 2)
+    ky, kx = fresnel_factors((40, 36), 0.21, lam, np.full_like(lam, z), 1.0)
+    return separable_gram(ky, kx), torch.as_tensor(w / w.sum())
+
+
+@pytest.mark.parametrize("tolerance", [1e-4, 1e-8])
+def test_coherent_modes_keep_the_fewest_modes(tolerance):
+    # Kills M2 (drops modes up to 10x the tolerance): r is minimal, by an independent eigen-solve.
+    from chromaqpi.optics.modes import coherent_modes
+    gram, w = _mode_case()
+    root = np.sqrt(w.numpy())
+    mu = np.sort(np.clip(np.linalg.eigvalsh(root[:, None] * gram.numpy() * root[None, :]), 0, None))
+    r_expected = len(mu) - int(np.sum(np.cumsum(mu) <= tolerance))
+    assert len(coherent_modes(gram, w, tolerance)) == r_expected
+
+
+def test_coherent_modes_are_ordered_by_decreasing_power():
+    # Kills M1 (ascending order): mode power C G C^H is diagonal, decreasing.
+    from chromaqpi.optics.modes import coherent_modes
+    gram, w = _mode_case()
+    c = coherent_modes(gram, w, 1e-8)
+    power = torch.einsum("jk,kl,jl->j", c.conj(), gram, c).real
+    assert len(power) > 2 and torch.all(power.diff() <= 1e-9 * power[0])

@@ -176,3 +176,47 @@ def test_gaussian_random_field_statistics_and_spectrum():
     again = gaussian_random_field((64, 65), 0.2, rng=np.random.default_rng(4), beta=2.5)
     other = gaussian_random_field((64, 65), 0.2, rng=np.random.default_rng(5), beta=2.5)
     assert np.array_equal(same, again) and not np.array_equal(same, other)
+
+
+def test_spherocyte_peak_opd_is_dn_times_thickness():
+    # Kills C1 (thickness drawn twice as large): an oblate spheroid of full thickness t peaks at dn*t.
+    from chromaqpi.phantoms import render_object
+    s = render_object("spherocyte", (81, 83), 0.1, rng=np.random.default_rng(0), n_medium=1.333,
+                      params={"diameter_um": 6.0, "thickness_um": 2.0, "n_obj": 1.40})
+    assert float(s.opd_um.max()) == pytest.approx(2.0 * (1.40 - 1.333), rel=0.01)
+
+
+def test_object_cut_by_the_border_is_marked_clipped():
+    # Kills C2 (_fully_inside always True).
+    from chromaqpi.phantoms import render_object
+    kw = dict(rng=np.random.default_rng(0), n_medium=1.333, params={"diameter_um": 3.0, "n_obj": 1.45})
+    assert render_object("bead", (61, 61), 0.1, centre_um=(0.5, 3.0), **kw).meta["objects"][0]["clipped"]
+    kw["rng"] = np.random.default_rng(0)
+    assert not render_object("bead", (61, 61), 0.1, centre_um=(3.0, 3.0), **kw).meta["objects"][0]["clipped"]
+
+
+def test_no_overlap_in_a_crowded_field_keeps_bounding_circles_apart():
+    # Kills C3 (distance >= max(extents) instead of their sum). Small field, many tries: close pairs
+    # are frequent, so the bound is actually exercised.
+    from chromaqpi.phantoms import make_scene
+    hits = 0
+    for seed in range(20):
+        s = make_scene((60, 60), 0.2, rng=np.random.default_rng(seed), kinds=["bead"], n_objects=12,
+                       allow_overlap=False, max_tries=200, kind_params={"bead": {"diameter_um": 2.0}})
+        c = np.array([o["centre_um"] for o in s.meta["objects"]])
+        d = np.hypot(*(c[:, None, :] - c[None, :, :]).transpose(2, 0, 1))[np.triu_indices(len(c), 1)]
+        assert np.all(d >= 2.0 - 1e-9)
+        hits += int(np.sum(d < 2.5))
+    assert hits > 0  # the test saw near-contacts
+
+
+def test_scene_labels_each_object_separately():
+    # Kills C6 (every object labelled 1): non-overlapping objects keep their own label on their support.
+    from chromaqpi.phantoms import make_scene, render_object
+    s = make_scene((80, 80), 0.25, rng=np.random.default_rng(2), kinds=["bead"], n_objects=5, n_medium=1.333,
+                   allow_overlap=False, kind_params={"bead": {"diameter_um": 3.0}})
+    assert len(s.meta["objects"]) >= 3
+    for o in s.meta["objects"]:
+        one = render_object("bead", s.shape, 0.25, rng=np.random.default_rng(0), centre_um=o["centre_um"],
+                            n_medium=1.333, params={"diameter_um": o["diameter_um"], "n_obj": o["n_obj"]})
+        assert np.array_equal(s.mask == o["label"], one.opd_um != 0)

@@ -139,3 +139,72 @@ def test_invalid_options():
             reconstruct(img, m, method="tie", **bad)
     with pytest.raises(ConfigError, match="order-2"):
         reconstruct(img, m, method="tie", order=2)
+
+
+def test_tie_cutoff_frequency_halves_the_gain_at_fc():
+    # Kills T1 (alpha = (pi f_c)^4 instead of (2 pi f_c)^4). Analytic: the filter |k|^2/(|k|^4+alpha)
+    # at |k| = 2 pi f_c is exactly half the plain inverse Laplacian.
+    from chromaqpi.solvers.tie import solve_poisson
+    n, dx, cycles = 64, 0.1, 5
+    f = cycles / (n * dx)
+    x = torch.arange(n, dtype=torch.float64) * dx
+    rhs = torch.cos(2 * math.pi * f * x)[None, None, :].expand(1, n, n).contiguous()
+    i0 = torch.ones_like(rhs)
+    plain = solve_poisson(rhs, i0, dx, regularization=0.0)
+    cut = solve_poisson(rhs, i0, dx, regularization=f)
+    exact = -rhs / (2 * math.pi * f) ** 2
+    assert torch.allclose(plain, exact, atol=1e-12)
+    assert torch.allclose(cut, 0.5 * exact, atol=1e-12)
+
+
+def test_tie_auto_in_focus_fits_the_intercept_for_the_default_spread():
+    # Kills T2 (_MIN_SPREAD 0.2 -> 0.3): the default preset (spread 0.29) is documented as fitted.
+    from chromaqpi.solvers.tie import defocus_coordinates, derivative_fit
+    z = defocus_coordinates(Microscope.from_preset("default"))
+    zt = torch.tensor(z, dtype=torch.float64)
+    assert 0.2 < float(zt.std(unbiased=False) / zt.pow(2).mean().sqrt()) < 0.3  # the documented 0.29
+    img = (0.9 + 0.05 * zt)[None, :, None, None].expand(1, 3, 4, 5)
+    d_i, i0, _ = derivative_fit(img, z)  # in_focus="auto"
+    assert torch.allclose(i0, torch.full_like(i0, 0.9), atol=1e-12)
+    assert torch.allclose(d_i, torch.full_like(d_i, 0.05), atol=1e-12)
+
+
+def test_derivative_fit_unity_anchor_returns_the_true_slope():
+    # Kills T6 (images - 1 dropped for the anchored fit): I(zeta) = 1 + s zeta gives dI = s, exactly.
+    from chromaqpi.solvers.tie import derivative_fit
+    z = [0.8, 1.0, 1.3]
+    slope = torch.linspace(-0.2, 0.3, 20, dtype=torch.float64).reshape(1, 4, 5)
+    img = 1 + slope[:, None] * torch.tensor(z, dtype=torch.float64)[None, :, None, None]
+    d_i, i0, gain = derivative_fit(img, z, in_focus="unity")
+    assert torch.allclose(d_i, slope, atol=1e-12) and torch.all(i0 == 1)
+    assert gain == pytest.approx(1 / sum(v * v for v in z))
+
+
+def test_teague_with_uniform_attenuation_equals_the_uniform_form():
+    # Kills T7 (Teague also divides rhs by mean(I0)): for I0 = const = c, div(c grad phi) = rhs gives
+    # phi = lap^-1(rhs)/c in both forms.
+    from chromaqpi.solvers.tie import solve_poisson
+    g = torch.Generator().manual_seed(0)
+    rhs = torch.randn(1, 41, 45, generator=g, dtype=torch.float64)  # odd: no Nyquist bin
+    rhs = rhs - rhs.mean()
+    i0 = torch.full_like(rhs, 0.5)
+    teague = solve_poisson(rhs, i0, 0.2, regularization=0.0, teague=True)
+    uniform = solve_poisson(rhs, i0, 0.2, regularization=0.0, teague=False)
+    ref = 2.0 * solve_poisson(rhs, torch.ones_like(rhs), 0.2, regularization=0.0)
+    assert torch.allclose(uniform, ref, atol=1e-10)
+    assert torch.allclose(teague, ref, atol=1e-8 * float(ref.abs().max()))
+
+
+def test_teague_floors_dark_pixels_at_i0_floor_times_mean():
+    # Kills T3 (I0 floor dropped): pixels with I0 = 0 behave as if I0 = i0_floor * mean(I0).
+    from chromaqpi.solvers.tie import solve_poisson
+    g = torch.Generator().manual_seed(1)
+    rhs = torch.randn(1, 32, 34, generator=g, dtype=torch.float64)
+    i0 = 1 + 0.1 * torch.rand(1, 32, 34, generator=g, dtype=torch.float64)
+    i0[0, 10:13, 5:8] = 0.0
+    floored = i0.clone()
+    floored[0, 10:13, 5:8] = 0.1 * float(i0.mean())
+    out = solve_poisson(rhs, i0, 0.2, regularization=0.0, teague=True, i0_floor=0.1)
+    ref = solve_poisson(rhs, floored, 0.2, regularization=0.0, teague=True, i0_floor=0.0)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out, ref, atol=1e-10 * float(ref.abs().max()))

@@ -174,3 +174,58 @@ def test_strong_picture_phase_no_worse_than_a_constant(name, y, x):
     assert mae(reconstruct(img, m, method="wotf")[0]) < constant
     assert mae(reconstruct(img, m, method="wotf", tv=1e-3)[0]) < constant
     assert mae(reconstruct(img, m, method="wotf", alpha="gcv", nuisance="none")[0]) > 3 * constant  # the old rule
+
+
+def _planes(planes):
+    """Three or two planes behind a 0.4 NA objective with a 0.2 NA condenser, 0.2 µm pixels."""
+    return planes_microscope(planes, na=0.4, na_ill=0.2, points=12, n=1.33, dx=0.2)
+
+
+def _weak(shape, seed, amp=0.01):
+    return amp * torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_light_loss_counts_only_lost_light():
+    # Kills W1 (clamp(min=0) -> abs): excess light (biased noise) is not a loss.
+    from chromaqpi.solvers.wotf import light_loss
+    img = torch.ones(2, 3, 8, 9, dtype=torch.float64)
+    img[0] *= 1.05                       # 5 % excess in every channel: no loss
+    img[1, 1] = 0.97                     # 3 % lost in one channel, 2 % excess in another
+    img[1, 2] = 1.02
+    assert light_loss(img).tolist() == pytest.approx([0.0, 0.03], abs=1e-12)
+
+
+def test_auto_alpha_is_the_squared_light_loss_on_noiseless_data():
+    # Kills W2 (alpha = max(GCV, delta) instead of delta^2). Noiseless linear data: GCV picks ~0,
+    # a DC deficit of delta = 0.1 (invisible to the phase TFs, H^phi(0) = 0) sets alpha = delta^2.
+    m = _planes([(0.55, -1.0), (0.55, 0.3), (0.55, 1.5)])
+    img = linear_images(m, _weak((32, 36), 0)) - 0.1
+    auto = reconstruct(img, m, method="wotf", alpha="auto", padding="none")
+    same = reconstruct(img, m, method="wotf", alpha=0.01, padding="none")
+    other = reconstruct(img, m, method="wotf", alpha=0.1, padding="none")
+    scale = float(same.abs().max())
+    assert float((auto - same).abs().max()) < 1e-6 * scale
+    assert float((auto - other).abs().max()) > 1e-2 * scale
+
+
+def test_auto_nuisance_needs_three_channels():
+    # Kills W3 (C >= 3 -> C >= 2): a two-plane stack with separation >= 0.2 keeps the pure-phase model.
+    # (Not a symmetric +-dz pair: there H^phi is orthogonal to H^a and profiling changes nothing.)
+    from chromaqpi.solvers.wotf import absorption_separation
+    m = _planes([(0.55, -0.5), (0.55, 1.5)])
+    assert absorption_separation(*channel_transfer_functions(m, (32, 36))) >= 0.2
+    img = linear_images(m, _weak((32, 36), 1), _weak((32, 36), 2))
+    auto = reconstruct(img, m, method="wotf", alpha=1e-6, padding="none")
+    none = reconstruct(img, m, method="wotf", alpha=1e-6, nuisance="none", padding="none")
+    prof = reconstruct(img, m, method="wotf", alpha=1e-6, nuisance="absorption", padding="none")
+    assert torch.allclose(auto, none, atol=1e-12)
+    assert float((prof - none).abs().max()) > 1e-3 * float(none.abs().max())
+
+
+def test_auto_nuisance_leaves_paper_rgb_alone():
+    # Kills W8 (_MIN_SEPARATION 0.2 -> 0.1): paper-rgb (separation 0.14) is documented as not profiled.
+    m = Microscope.from_preset("paper-rgb").replace(spectra={"n_wavelengths": 5})
+    img = linear_images(m, _weak((32, 36), 3), _weak((32, 36), 4))
+    auto = reconstruct(img, m, method="wotf", alpha=1e-4, padding="none")
+    none = reconstruct(img, m, method="wotf", alpha=1e-4, nuisance="none", padding="none")
+    assert torch.allclose(auto, none, atol=1e-12)
