@@ -31,8 +31,8 @@ def test_demo_refuses_unknown_methods_before_writing(tmp_path, capsys, methods, 
 
 @pytest.mark.parametrize("extra, message", [
     (["--methods", "tie,bogus"], "unknown method(s) bogus"),
-    (["--out", "FILE"], "exists and is not a folder"),
-    (["--cache", "FILE"], "exists and is not a folder"),
+    (["--out", "FILE"], "--out FILE_PATH exists and is not a folder"),
+    (["--cache", "FILE"], "--cache FILE_PATH exists and is not a folder"),  # named by its own flag
 ])
 def test_evaluate_refuses_bad_options_before_building_the_set(tmp_path, capsys, extra, message):
     (tmp_path / "FILE").write_text("x")
@@ -42,5 +42,5 @@ def test_evaluate_refuses_bad_options_before_building_the_set(tmp_path, capsys, 
     argv = ["evaluate", "--set", "paper-2shot-test", "--n", "1", *[x for kv in args.items() for x in kv]]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    assert message.replace("FILE_PATH", str(tmp_path / "FILE")) in err and err.count("\n") == 1
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()

@@ -194,7 +194,7 @@ def test_an_output_name_taken_by_a_folder_is_refused_before_any_file_is_written(
             "--out", str(out)]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert f"{out / blocked} is a folder" in err and err.count("\n") == 1
+    assert f"error: output {out / blocked} is a folder" in err and err.count("\n") == 1  # not blamed on the input
     assert [p.name for p in out.iterdir()] == [blocked]  # no partial set, no temp file
 
 
@@ -228,3 +228,37 @@ def test_simulate_takes_integer_phase_and_opd_maps_at_face_value(tmp_path):
     from_float, _ = read_tiff(out / "opd_float_sim.tif")
     np.testing.assert_array_equal(from_int, from_float)
     assert float(np.ptp(from_float)) > 0.01  # a 120 nm step gives visible defocus contrast
+
+
+def test_simulate_refuses_png_phase_maps_and_blocked_outputs(tmp_path, capsys):
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32), 200, np.uint8)).save(tmp_path / "map.png")
+    assert main(["simulate", str(tmp_path / "map.png"), "--out", str(tmp_path / "o")]) == 2
+    assert "PNG/JPEG hold pictures, not phase values; use --from-image" in capsys.readouterr().err
+    np.save(tmp_path / "map.npy", np.zeros((32, 32), np.float32))
+    out = tmp_path / "o2"
+    (out / "map_sim.json").mkdir(parents=True)
+    assert main(["simulate", str(tmp_path / "map.npy"), "--out", str(out), "--no-noise"]) == 2
+    assert "map_sim.json is a folder" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["map_sim.json"]  # the TIFF was not written first
+
+
+def test_cli_warnings_are_one_line_and_the_format_is_restored(rgb_stack, tmp_path):
+    import subprocess
+    import sys
+    import warnings
+
+    path, images = rgb_stack
+    dim = tmp_path / "dim.npy"
+    np.save(dim, (0.2 * images).astype(np.float32))  # median far from 1: the solvers warn
+    args = [str(dim), "--method", "tie", "--microscope", "paper-rgb", "--normalized", "--out", str(tmp_path / "o"),
+            "--no-preview"]
+    run = subprocess.run([sys.executable, "-m", "chromaqpi.cli.main", "reconstruct", *args],
+                         capture_output=True, text=True, check=True)
+    lines = [line for line in run.stderr.splitlines() if "median intensity" in line]
+    assert len(lines) == 1 and lines[0].startswith("chromaqpi reconstruct: warning: median intensity")
+    assert "warnings.warn" not in run.stderr  # no source line of the library call
+    before = warnings.formatwarning
+    assert main(["reconstruct", *args]) == 0  # in process: the format is put back afterwards
+    assert warnings.formatwarning is before

@@ -169,8 +169,26 @@ def test_cli_measures_a_reconstruct_output_folder(tmp_path, capsys):
     assert main(["measure", str(rec), "--out", str(out), "--no-preview"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["cells_labels.tif", "cells_objects.csv"]
     assert "cells_phase.tif: " in capsys.readouterr().out
+    # Any other folder: every phase map in it (here from another tool, no _phase suffix).
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("cell1.tif", "cell2.tif"):
+        write_tiff(plain / name, phase[:96, :128], metadata={"wavelength_um": LAM}, unit="rad", pixel_size_um=PX)
+    assert main(["measure", str(plain), "--out", str(tmp_path / "o3"), "--no-preview"]) == 0
+    assert {"cell1_objects.csv", "cell2_objects.csv"} <= {p.name for p in (tmp_path / "o3").iterdir()}
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / "notes_opd.tif").write_bytes(b"")
-    assert main(["measure", str(empty), "--out", str(tmp_path / "o3")]) == 2
-    assert "no images (*_phase.tif|.tiff)" in capsys.readouterr().err
+    (empty / "notes.txt").write_text("x")
+    assert main(["measure", str(empty), "--out", str(tmp_path / "o4")]) == 2
+    assert "no images (.npy, .tif, .tiff) in folder" in capsys.readouterr().err
+
+
+def test_cli_output_name_taken_by_a_folder_leaves_no_partial_set(tmp_path, capsys):
+    phase, _ = bead_field()
+    write_tiff(tmp_path / "cells_phase.tif", phase, metadata={"wavelength_um": LAM}, unit="rad", pixel_size_um=PX)
+    out = tmp_path / "out"
+    (out / "cells_objects.png").mkdir(parents=True)
+    assert main(["measure", str(tmp_path / "cells_phase.tif"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"output {out / 'cells_objects.png'} is a folder" in err and not err.startswith(str(tmp_path))
+    assert [p.name for p in out.iterdir()] == ["cells_objects.png"]  # no CSV or labels written first

@@ -19,3 +19,7 @@ class InputError(ChromaQPIError, ValueError):
 
 class WeightsError(ChromaQPIError):
     """Missing, corrupt or mismatched model weights."""
+
+
+class MethodError(ChromaQPIError):
+    """A method gave no usable result (NaN/Inf) from valid input: reported, never returned."""

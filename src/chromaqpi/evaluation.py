@@ -75,8 +75,9 @@ def _metrics(pred: torch.Tensor, sample: dict, data_range: float, phi_max: float
 
 
 def _columns(rows: list[dict]) -> list[str]:
-    """Every key of any row, in first-seen order (dry mass exists only for samples with labels)."""
-    return list(dict.fromkeys(key for row in rows for key in row))
+    """Every key of any row (dry mass exists only for samples with labels), ``seconds`` last."""
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    return [k for k in keys if k != "seconds"] + ["seconds"] * ("seconds" in keys)
 
 
 def _summary(rows: list[dict], methods: Sequence[str]) -> dict[str, dict[str, tuple[float, float]]]:

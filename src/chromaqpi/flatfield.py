@@ -16,8 +16,8 @@ from chromaqpi.errors import InputError
 def _design(shape: tuple[int, int], order: int, step: int = 1) -> np.ndarray:
     """Polynomial columns at every ``step``-th pixel of an (H, W) frame, in frame coordinates [-1, 1]."""
     h, w = shape
-    rows, cols_ = np.arange(0, h, step), np.arange(0, w, step)
-    y, x = np.meshgrid(2 * rows / max(h - 1, 1) - 1, 2 * cols_ / max(w - 1, 1) - 1, indexing="ij")
+    row_pos, col_pos = np.arange(0, h, step), np.arange(0, w, step)
+    y, x = np.meshgrid(2 * row_pos / max(h - 1, 1) - 1, 2 * col_pos / max(w - 1, 1) - 1, indexing="ij")
     cols = [x**i * y**j for i in range(order + 1) for j in range(order + 1 - i)]
     return np.stack([c.ravel() for c in cols], axis=1)
 

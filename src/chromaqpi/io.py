@@ -552,13 +552,13 @@ def read_tiff(path) -> tuple[np.ndarray, dict]:
     return data, meta
 
 
-def read_map(path) -> tuple[np.ndarray, dict]:
+def read_map(path, *, plane_hint: str = "") -> tuple[np.ndarray, dict]:
     """Read a map of physical values (phase in rad, OPD in nm) -> ((H, W) float64, metadata).
 
     Unlike :func:`read_image`, values are taken as they are: integers are not scaled by their
     dtype maximum and no intensity checks (saturation, constant field) apply. A TIFF written by
     :func:`write_tiff` as uint16 is mapped back to its physical values and its metadata returned;
-    other files give empty metadata.
+    other files give empty metadata. ``plane_hint`` is appended to the error for a multi-plane file.
 
     Raises
     ------
@@ -575,7 +575,7 @@ def read_map(path) -> tuple[np.ndarray, dict]:
     if q is not None:
         arr = q["offset"] + q["scale"] * arr
     if arr.ndim != 2:
-        raise InputError(f"{path.name}: expected one plane (H, W), got shape {arr.shape}")
+        raise InputError(f"{path.name}: expected one plane (H, W), got shape {arr.shape}{plane_hint}")
     if not np.isfinite(arr).all():
         raise InputError(f"{path.name}: contains NaN or Inf values")
     return arr, meta

@@ -171,7 +171,9 @@ def test_train_cli_takes_several_data_and_val_folders(tiny_dataset, tmp_path, ca
 
 @pytest.mark.parametrize("option, value, message", [
     ("--width", "0", "--width (unet.base_channels) must be >= 1"),
-    ("--levels", "0", "--levels (unet.channel_mults)"),
+    ("--levels", "0", "--levels must be 1 to 6"),
+    ("--levels", "9", "--levels must be 1 to 6"),  # [:levels] silently gave 6
+    ("--levels", "-1", "--levels must be 1 to 6"),  # ... and 5
     ("--workers", "-1", "--workers (data.num_workers) must be >= 0"),
     ("--steps", "0", "--steps (schedule.steps) must be >= 1"),
     ("--out", "FILE", "exists and is not a folder"),
@@ -188,3 +190,20 @@ def test_train_cli_refuses_impossible_sizes_before_writing(tiny_dataset, tmp_pat
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_train_cli_blames_a_bad_config_value_on_its_key_not_on_a_flag(tiny_dataset, tmp_path, capsys):
+    from chromaqpi.cli.main import main
+
+    (tmp_path / "bad.toml").write_text("seed = 7\n[schedule]\nsteps = 0\n")
+    args = ["train", "--model", "mean", "--data", str(tiny_dataset), "--out", str(tmp_path / "r"), "--dry-run"]
+    assert main([*args, "--config", str(tmp_path / "bad.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "schedule.steps must be >= 1" in err and "--steps" not in err
+    (tmp_path / "ok.toml").write_text("seed = 7\n[data]\nnum_workers = 1\n")
+    assert main([*args, "--config", str(tmp_path / "ok.toml")]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["seed"] == 7 and resolved["data"]["num_workers"] == 1  # flags left unset keep the TOML's
+    (tmp_path / "heads.toml").write_text("[model.unet]\nbase_channels = 24\nattention_heads = 5\n")
+    assert main([*args, "--config", str(tmp_path / "heads.toml")]) == 2
+    assert "attention_heads 5 must divide" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The common reconstruct() contract: registry, validation, shapes, dtypes, offset convention."""
 
+import math
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from solver_cases import gaussian, two_shot
 
 import chromaqpi
 from chromaqpi import list_methods, reconstruct, simulate
-from chromaqpi.errors import ConfigError, InputError
+from chromaqpi.errors import ConfigError, InputError, MethodError
 from chromaqpi.solvers import base
 from chromaqpi.solvers.base import phase_to_opd_nm, register_method
 
@@ -74,8 +75,11 @@ def test_a_method_returning_nan_is_an_error_not_a_result(case, monkeypatch):
     m, _, img = case
     monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
     register_method("nan-test", lambda images, microscope: torch.full_like(images[:, 0], float("nan")))
-    with pytest.raises(InputError, match="'nan-test' produced NaN/Inf phase"):
+    with pytest.raises(MethodError, match="'nan-test' returned NaN/Inf phase"):
         reconstruct(img, m, method="nan-test")
+    register_method("nan-std-test", lambda images, microscope: (images[:, 0], torch.full_like(images[:, 0], math.inf)))
+    with pytest.raises(MethodError, match="'nan-std-test' returned NaN/Inf std"):
+        reconstruct(img, m, method="nan-std-test")
 
 
 @pytest.mark.parametrize("bad,match", [

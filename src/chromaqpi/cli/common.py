@@ -11,21 +11,22 @@ from chromaqpi.errors import InputError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy"}
 
 
-def collect_inputs(items: list[str], *, suffixes=IMAGE_SUFFIXES, name_end: str = "") -> list[Path]:
+def collect_inputs(items: list[str], *, suffixes=IMAGE_SUFFIXES, prefer_end: str = "") -> list[Path]:
     """Expand files and folders (non-recursive) into a sorted list of image files.
 
-    In folders only files with one of ``suffixes`` whose stem ends with ``name_end`` are taken
-    (``measure`` takes a reconstruct output folder's ``*_phase.tif``, not its OPD or previews).
+    A folder gives its files with one of ``suffixes``; with ``prefer_end``, only those whose stem
+    ends with it when it has any (``measure`` takes a reconstruct output folder's ``*_phase.tif``,
+    not its OPD or previews, and any other folder's phase maps).
     """
     paths: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.stem.endswith(name_end))
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+            preferred = [p for p in found if prefer_end and p.stem.endswith(prefer_end)]
             if not found:
-                pattern = f"*{name_end}" + "|".join(sorted(suffixes)) if name_end else ", ".join(sorted(suffixes))
-                raise InputError(f"no images ({pattern}) in folder {path}")
-            paths.extend(found)
+                raise InputError(f"no images ({', '.join(sorted(suffixes))}) in folder {path}")
+            paths.extend(preferred or found)
         elif path.is_file():
             paths.append(path)
         else:
@@ -60,19 +61,27 @@ def naming_input(path: Path):
 _created_dirs: list[Path] = []
 
 
-def output_dir(path: str) -> Path:
+def output_dir(path: str, flag: str = "--out") -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder")
+        raise InputError(f"{flag} {out} exists and is not a folder")
     missing = [d for d in (out, *out.parents) if not d.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         _created_dirs.extend(missing)  # deepest first
     except OSError as exc:  # a parent is a file, or not writable
-        raise InputError(f"--out {out}: cannot create folder ({exc.strerror})") from None
+        raise InputError(f"{flag} {out}: cannot create folder ({exc.strerror})") from None
     if not _writable(out):
-        raise InputError(f"--out {out}: folder is not writable")
+        raise InputError(f"{flag} {out}: folder is not writable")
     return out
+
+
+def free_outputs(*paths: Path) -> list[Path]:
+    """``paths``, checked before the work: none may be a folder (so no partial set of outputs is left)."""
+    for path in paths:
+        if path.is_dir():
+            raise InputError(f"output {path} is a folder; remove it or choose another --out")
+    return list(paths)
 
 
 def remove_empty_outputs() -> None:

@@ -44,14 +44,11 @@ def load_demo():
 
 
 def available(methods):
-    import chromaqpi
+    """(methods that can run, methods skipped for lack of weights); names are already checked."""
     from chromaqpi.models_available import has_weights
 
-    known = set(chromaqpi.list_methods())
-    keep, skipped = [], []
-    for m in methods:
-        (keep if m in known and has_weights(m) else skipped).append(m)
-    return keep, skipped
+    keep = [m for m in methods if has_weights(m)]
+    return keep, [m for m in methods if m not in keep]
 
 
 def sample_figure(path, truth, images):
@@ -165,7 +162,7 @@ def run(args):
     rows = metrics_table(phase_true, torch.from_numpy(truth["mask"]), results, seconds,
                          scope.sampling.pixel_size_um, scope.optics.wavelength_ref_um)
     table = _markdown(rows)
-    note = f"\n\nSkipped (no bundled weights or method unavailable): {', '.join(skipped)}\n" if skipped else "\n"
+    note = f"\n\nSkipped (no bundled weights): {', '.join(skipped)}\n" if skipped else "\n"
     with atomic_write(out / "metrics.md", "w") as f:
         f.write("# chromaqpi demo: bundled urine-sediment-like sample (default microscope)\n\n"
                 "Offset-aligned metrics align the prediction to the truth by the best constant "

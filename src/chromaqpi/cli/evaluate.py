@@ -27,7 +27,7 @@ def run(args):
 
     methods = method_list(args.methods)
     if args.cache:
-        output_dir(args.cache)
+        output_dir(args.cache, flag="--cache")
     out = output_dir(args.out)
     samples = load_evalset(args.evalset, n=args.n, cache_dir=args.cache, progress=True)
     stochastic = {"ddpm", "cvdm", "zmd"}

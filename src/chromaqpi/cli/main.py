@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 
@@ -48,6 +49,22 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict, str | 
     return parser, subparsers, chosen
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """Warnings as one line, like errors (not the file and source line of the library call); restored after."""
+    import warnings
+
+    def one_line(message, category, *_args, **_kw):
+        kind = "warning" if issubclass(category, UserWarning) else category.__name__
+        return f"chromaqpi {command}: {kind}: {message}\n"
+
+    previous, warnings.formatwarning = warnings.formatwarning, one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
 def main(argv: list[str] | None = None) -> int:
     from chromaqpi.errors import ChromaQPIError
 
@@ -67,13 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_flush_denormal(True)
     from chromaqpi.cli.common import remove_empty_outputs
 
-    import warnings
-
-    # Warnings as one line, like errors (not the file and source line of the library call).
-    warnings.formatwarning = lambda message, *_args, **_kw: f"chromaqpi {args.command}: warning: {message}\n"
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
-        return int(module.run(args) or 0)
+        with _one_line_warnings(args.command):
+            return int(module.run(args) or 0)
     except ChromaQPIError as exc:
         remove_empty_outputs()
         print(f"chromaqpi {args.command}: error: {exc}", file=sys.stderr)

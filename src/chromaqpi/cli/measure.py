@@ -14,7 +14,8 @@ import math
 
 def add_arguments(parser):
     parser.add_argument("inputs", nargs="+", metavar="PHASE",
-                        help="phase TIFFs in rad, or folders (their *_phase.tif, as reconstruct writes them)")
+                        help="phase maps in rad (TIFF/NPY), or folders of them (a reconstruct output "
+                             "folder: its *_phase.tif)")
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--threshold", type=float, metavar="RAD",
                         help="phase above the medium that counts as object (default: Otsu's threshold)")
@@ -84,16 +85,19 @@ def _save_overlay(path, phase, labels, title: str) -> None:
 
 
 def run(args):
-    from chromaqpi.cli.common import collect_inputs, naming_input, output_dir, progress
+    from chromaqpi.cli.common import collect_inputs, free_outputs, naming_input, output_dir, progress
     from chromaqpi.io import read_map, write_tiff
     from chromaqpi.measure import measure_objects, measurements_table, segment_objects
 
     _check_options(args)
-    # In folders: the phase maps reconstruct wrote (not its OPD, std or previews).
-    paths = collect_inputs(args.inputs, suffixes={".tif", ".tiff"}, name_end="_phase")
+    # In folders: the phase maps reconstruct wrote (not its OPD, std or previews), else every map.
+    paths = collect_inputs(args.inputs, suffixes={".tif", ".tiff", ".npy"}, prefer_end="_phase")
     out = output_dir(args.out)
     total = 0
     for path in progress(paths, desc="measure"):
+        stem = path.stem.removesuffix("_phase")
+        csv_path, labels_path, png_path = free_outputs(
+            *(out / f"{stem}_{name}" for name in ("objects.csv", "labels.tif", "objects.png")))
         with naming_input(path):
             phase, meta = read_map(path)
             px, lam = _calibration(meta, args, path.name)
@@ -101,14 +105,13 @@ def run(args):
             rows = measure_objects(phase, seg.labels, wavelength_um=lam, pixel_size_um=px,
                                    background_rad=seg.background_rad, alpha_um3_per_pg=args.alpha)
             names, table = measurements_table(rows)
-            stem = path.stem.removesuffix("_phase")
-            _write_csv(out / f"{stem}_objects.csv", names, table)
+            _write_csv(csv_path, names, table)
             labels_meta = {"quantity": "object labels", "source": path.name,
                            "background_rad": seg.background_rad, "threshold_rad": seg.threshold_rad}
-            write_tiff(out / f"{stem}_labels.tif", seg.labels, unit="label", pixel_size_um=px,
+            write_tiff(labels_path, seg.labels, unit="label", pixel_size_um=px,
                        dtype="uint16", value_range=(0, 65535), metadata=labels_meta)
             if not args.no_preview:
-                _save_overlay(out / f"{stem}_objects.png", phase - seg.background_rad, seg.labels,
+                _save_overlay(png_path, phase - seg.background_rad, seg.labels,
                               f"{stem}: {len(rows)} objects, threshold {seg.threshold_rad:.3g} rad")
             total += len(rows)
             print(f"{path.name}: {len(rows)} objects, total dry mass {sum(r.dry_mass_pg for r in rows):.4g} pg")

@@ -76,10 +76,13 @@ def check_flags_fit_method(method: str, options: dict) -> None:
     from chromaqpi.solvers.base import get_method
 
     params = inspect.signature(get_method(method)).parameters
-    flags = sorted({FLAG_OF[k] for k in options if k in FLAG_OF and k not in params})
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # takes any option, as the core check allows
+    flags = {FLAG_OF[k] for k in options if k in FLAG_OF and k not in params}
     if method == "mean" and "steps" in options:  # accepted by the signature, but the mean net takes no steps
-        flags.append("--steps")
+        flags.add("--steps")
     if flags:
+        flags = sorted(flags)
         raise ConfigError(f"--method {method} does not take {', '.join(flags)} (--model, --samples, --orientations "
                           f"and --refine are for mean, {', '.join(DIFFUSION)}; --steps for {', '.join(DIFFUSION)})")
 
@@ -134,15 +137,11 @@ def method_options(args) -> dict:
 
 
 def output_paths(out, stem, *, std: bool, preview: bool) -> dict:
-    """The files one input writes; none may be a folder (checked before the work, so no partial set)."""
-    from chromaqpi.errors import InputError
+    """The files one input writes, none a folder (checked before the work, so no partial set)."""
+    from chromaqpi.cli.common import free_outputs
 
     names = ["phase.tif", "opd.tif"] + ["std.tif"] * std + ["phase.png"] * preview
-    paths = {name: out / f"{stem}_{name}" for name in names}
-    for path in paths.values():
-        if path.is_dir():
-            raise InputError(f"output {path} is a folder; remove it or choose another --out")
-    return paths
+    return dict(zip(names, free_outputs(*(out / f"{stem}_{name}" for name in names))))
 
 
 def write_outputs(paths, stem, phase, std, microscope, meta):
@@ -174,8 +173,8 @@ def run(args):
     options = method_options(args)
     out = output_dir(args.out)
     for path in progress(paths, desc=f"reconstruct ({args.method})"):
+        outputs = output_paths(out, path.stem, std=args.samples > 1, preview=not args.no_preview)
         with naming_input(path):
-            outputs = output_paths(out, path.stem, std=args.samples > 1, preview=not args.no_preview)
             images = torch.from_numpy(load_normalized(path, microscope, args))
             start = time.perf_counter()
             result = chromaqpi.reconstruct(images, microscope, method=args.method, **options)

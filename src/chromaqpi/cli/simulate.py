@@ -10,6 +10,7 @@ microscope embedded as JSON metadata, plus a sidecar JSON.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -41,12 +42,11 @@ def load_phase(path, *, from_image: bool, max_phase: float, opd_nm: bool, wavele
         if span == 0:
             raise InputError(f"{path}: constant image, cannot be scaled to a phase range")
         return ((grey - grey.min()) / span * max_phase).astype(np.float32)
-    try:  # values as they are (an int16 OPD map in nm is not a camera image to scale by 32767)
-        data, _ = read_map(path)
-    except InputError as exc:
-        if "one plane" in str(exc):
-            raise InputError(f"{exc}; a phase map has one channel: use --from-image for colour pictures") from None
-        raise
+    if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg"):
+        raise InputError(f"{Path(path).name}: PNG/JPEG hold pictures, not phase values; use --from-image, "
+                         "or save the phase map as TIFF/NPY")
+    # Values as they are (an int16 OPD map in nm is not a camera image to scale by 32767).
+    data, _ = read_map(path, plane_hint="; a phase map has one channel: use --from-image for colour pictures")
     if opd_nm:
         return (2 * math.pi * data / (wavelength_um * 1000.0)).astype(np.float32)
     return data.astype(np.float32)
@@ -55,7 +55,7 @@ def load_phase(path, *, from_image: bool, max_phase: float, opd_nm: bool, wavele
 def run(args):
     import torch
 
-    from chromaqpi.cli.common import collect_inputs, naming_input, output_dir, progress
+    from chromaqpi.cli.common import collect_inputs, free_outputs, naming_input, output_dir, progress
     from chromaqpi.errors import ConfigError
     from chromaqpi.io import write_json, write_tiff
     from chromaqpi.microscope import Microscope
@@ -69,6 +69,8 @@ def run(args):
     gen = torch.Generator().manual_seed(args.seed)
     lam = microscope.optics.wavelength_ref_um
     for path in progress(paths, desc="simulate"):
+        stem = out / f"{path.stem}_sim"
+        tif_path, json_path = free_outputs(stem.with_suffix(".tif"), stem.with_suffix(".json"))
         with naming_input(path):
             phase = load_phase(path, from_image=args.from_image, max_phase=args.max_phase, opd_nm=args.opd_nm,
                                wavelength_um=lam)
@@ -76,13 +78,12 @@ def run(args):
             meta = {"kind": "chromaqpi simulated image", "source": path.name, "channels": microscope.channel_names,
                     "units": "intensity, empty field = 1" + ("" if args.float else " (uint16: value/65535*2)"),
                     "noise": not args.no_noise, "seed": args.seed, "microscope": microscope.to_dict()}
-            stem = out / f"{path.stem}_sim"
             if args.float:
-                write_tiff(stem.with_suffix(".tif"), image, metadata=meta, unit="intensity",
+                write_tiff(tif_path, image, metadata=meta, unit="intensity",
                            pixel_size_um=microscope.sampling.pixel_size_um)
             else:
-                write_tiff(stem.with_suffix(".tif"), image, metadata=meta, unit="intensity", dtype="uint16",
+                write_tiff(tif_path, image, metadata=meta, unit="intensity", dtype="uint16",
                            value_range=(0.0, 2.0), pixel_size_um=microscope.sampling.pixel_size_um)
-            write_json(stem.with_suffix(".json"), meta)
+            write_json(json_path, meta)
     print(f"wrote {len(paths)} simulated image(s) to {out}")
     return 0

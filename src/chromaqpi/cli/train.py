@@ -50,19 +50,21 @@ def add_arguments(parser):
                         help="mean network corrects this classical solver's phase (mean and zmd models)")
     parser.add_argument("--init-from", metavar="MODEL",
                         help="start from a trained model's weights (shipped name or directory), e.g. to fine-tune")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    parser.add_argument("--workers", type=int, help="DataLoader workers (default: 0, in the training process)")
     parser.add_argument("--val-every", type=int, help="validate every N steps")
     parser.add_argument("--val-batches", type=int, help="validation batches per check (0: the whole set)")
     parser.add_argument("--val-batch-size", type=int,
                         help="validation batch size (default: the training batch size); with --val-batches it sets "
                              "how many images each check scores")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, help="the run's one seed (default: 0, or the --config value)")
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 
 def model_config(kind: str, channels: int, width: int, levels: int, blocks: int = 2, sigma_zmd: float = 0.5,
                  prior: str | None = None) -> dict:
+    if not 1 <= levels <= 6:
+        raise ConfigError(f"--levels must be 1 to 6 U-Net resolution levels, got {levels}")
     mults = [1, 2, 4, 8, 8, 8][:levels]
     unet = {"base_channels": width, "channel_mults": mults, "blocks_per_level": blocks, "mid_attention": True,
             "groups": 8}
@@ -80,18 +82,21 @@ def model_config(kind: str, channels: int, width: int, levels: int, blocks: int 
     return config
 
 
-# Config keys the flags set: a bad value is reported under the flag the user typed, and its key.
-FLAG_OF_KEY = {"schedule.steps": "--steps", "data.batch_size": "--batch-size", "optim.lr": "--lr",
-               "validation.every": "--val-every", "validation.max_batches": "--val-batches",
-               "validation.batch_size": "--val-batch-size", "data.num_workers": "--workers",
-               "unet: base_channels": "--width", "unet: channel_mults": "--levels",
-               "unet: blocks_per_level": "--blocks"}
+# Config keys the flags set (key -> flag, argparse dest): a bad value the user gave by flag is
+# reported under that flag and its key; one from --config under its key alone.
+FLAG_OF_KEY = {"schedule.steps": ("--steps", "steps"), "data.batch_size": ("--batch-size", "batch_size"),
+               "optim.lr": ("--lr", "lr"), "validation.every": ("--val-every", "val_every"),
+               "validation.max_batches": ("--val-batches", "val_batches"),
+               "validation.batch_size": ("--val-batch-size", "val_batch_size"),
+               "data.num_workers": ("--workers", "workers"), "unet: base_channels": ("--width", "width"),
+               "unet: channel_mults": ("--levels", "levels"), "unet: blocks_per_level": ("--blocks", "blocks")}
 
 
-def _named_by_flag(err: ConfigError) -> ConfigError:
+def _named_by_flag(err: ConfigError, args, model_from_flags: bool) -> ConfigError:
     message = str(err)
-    for key, flag in FLAG_OF_KEY.items():
-        if message.startswith(key):
+    for key, (flag, dest) in FLAG_OF_KEY.items():
+        given = model_from_flags if key.startswith("unet") else getattr(args, dest) is not None
+        if message.startswith(key) and given:
             return ConfigError(f"{flag} ({key.replace('unet: ', 'unet.')}){message[len(key):]}")
     return err
 
@@ -108,11 +113,13 @@ def resolve_config(args, channels: int):
                 data = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read --config {args.config}: {exc}") from None
+    model_from_flags = "model" not in data
     data.setdefault("model", model_config(args.model, channels, args.width, args.levels, args.blocks,
-                                                args.sigma_zmd, args.prior))
+                                          args.sigma_zmd, args.prior))
     data["model"]["kind"] = args.model
     data.setdefault("input_normalisation", PAPER_NORMALISATION.get(args.microscope, "flatfield"))
-    data["seed"] = args.seed
+    if args.seed is not None:
+        data["seed"] = args.seed
     for section, key, value in (("schedule", "steps", args.steps), ("data", "batch_size", args.batch_size),
                                 ("optim", "lr", args.lr), ("validation", "every", args.val_every),
                                 ("validation", "max_batches", args.val_batches),
@@ -128,7 +135,7 @@ def resolve_config(args, channels: int):
     try:
         config = TrainConfig.from_dict(data)
     except ConfigError as err:
-        raise _named_by_flag(err) from None
+        raise _named_by_flag(err, args, model_from_flags) from None
     config.microscope = {"family": args.microscope}
     return config
 
@@ -140,7 +147,7 @@ def _folders(text: str, flag: str) -> list[str]:
     return folders
 
 
-def datasets(args, prior: str | None = None):
+def datasets(args, prior: str | None = None, seed: int = 0):
     from chromaqpi.datasets.torch_data import OnTheFlyDataset, ShardDataset
 
     if args.data == "on-the-fly":
@@ -148,10 +155,10 @@ def datasets(args, prior: str | None = None):
 
         # Under torchrun every rank simulates its own stream of samples.
         rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        train = OnTheFlyDataset(args.source, family=args.microscope, size=args.crop, seed=args.seed,
+        train = OnTheFlyDataset(args.source, family=args.microscope, size=args.crop, seed=seed,
                                 rank=rank, world_size=world, prior=prior)
     else:
-        train = ShardDataset(_folders(args.data, "--data"), crop=args.crop, seed=args.seed, prior=prior)
+        train = ShardDataset(_folders(args.data, "--data"), crop=args.crop, seed=seed, prior=prior)
     val = ShardDataset(_folders(args.val, "--val"), crop=None, augment=False, prior=prior) if args.val else None
     return train, val
 
@@ -169,7 +176,7 @@ def run(args):
     from chromaqpi.cli.common import output_dir
 
     out = output_dir(args.out)  # removed again if it stays empty (the data fail to load)
-    train_set, val_set = datasets(args, config.model.get("prior"))
+    train_set, val_set = datasets(args, config.model.get("prior"), config.seed)
     result = train(config, train_set, val_set, out, resume=args.resume)
     print(f"finished: {result}")
     return 0

@@ -299,8 +299,9 @@ def read_card(model_dir: str | Path) -> dict:
     if not isinstance(card, dict) or not all(isinstance(card.get(k), dict) for k in ("model", "weights")):
         raise WeightsError(f"{path} lacks the 'model' or 'weights' section (JSON objects)")
     if card.get("format", FORMAT) != FORMAT or card.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
-        raise WeightsError(f"{path}: format {card.get('format')!r} version {card.get('format_version')!r} is not "
-                           f"{FORMAT!r} version {FORMAT_VERSION} (written by another chromaqpi version?)")
+        raise WeightsError(f"{path}: format {card.get('format', FORMAT)!r} version "
+                           f"{card.get('format_version', FORMAT_VERSION)!r} is not {FORMAT!r} version "
+                           f"{FORMAT_VERSION} (written by another chromaqpi version?)")
     if not isinstance(card.get("microscope") or {}, dict):
         raise WeightsError(f"{path}: 'microscope' must map microscope fields to values or [low, high] ranges")
     return card

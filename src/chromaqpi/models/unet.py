@@ -73,6 +73,11 @@ class UNetConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"unet: {message}")
+        attended = [self.base_channels * self.channel_mults[a] for a in self.attention_levels]
+        attended += [self.base_channels * self.channel_mults[-1]] * self.mid_attention
+        if any(c % self.attention_heads for c in attended):
+            raise ConfigError(f"unet: attention_heads {self.attention_heads} must divide the channels of every "
+                              f"attention layer ({sorted(set(attended))})")
 
     @property
     def stride(self) -> int:

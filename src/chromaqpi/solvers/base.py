@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from chromaqpi.errors import ConfigError, InputError
+from chromaqpi.errors import ConfigError, InputError, MethodError
 from chromaqpi.microscope import Microscope
 
 # Classical solvers, imported on first use.
@@ -239,9 +239,10 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     phase, std = result if isinstance(result, tuple) else (result, None)
     if phase.shape != (batch.shape[0], *batch.shape[-2:]):
         raise RuntimeError(f"method {method!r} returned shape {tuple(phase.shape)}, expected (B, H, W)")
-    if not bool(torch.isfinite(phase).all()):  # never hand back NaN maps as a result
-        raise InputError(f"method {method!r} produced NaN/Inf phase from finite input "
-                         "(extreme contrast or options out of range)")
+    for name, t in (("phase", phase), ("std", std)):
+        if t is not None and not bool(torch.isfinite(t).all()):  # never hand back NaN maps as a result
+            raise MethodError(f"method {method!r} returned NaN/Inf {name} (an input far outside what it handles, "
+                              "options out of range, or a fault in the method)")
     phase = phase - _reference(phase, reference_mask)
     outputs = [_finish(t, batched, is_numpy, in_dtype) for t in (phase, std) if t is not None]
     return tuple(outputs) if std is not None else outputs[0]

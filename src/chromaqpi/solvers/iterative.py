@@ -218,22 +218,21 @@ def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, st
                else torch.ones(shape, dtype=images.dtype, device=images.device))
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=images.shape[0] * len(starts) * int(steps), desc="iterative fit", unit="it",
-               disable=not progress)
-    kw = dict(loss=loss, tikhonov=float(tikhonov), optimizer=optimizer, lr=lr, tol=tol, bar=bar)
     out = []
-    for b in range(images.shape[0]):
-        image = images[b:b + 1]
-        warmed = [_warm_up(image, sim, start[b:b + 1], precond, tv, int(steps), kw) for start in starts]
-        weight = min(w for _, w, _ in warmed)
-        fits = []
-        for phase, _, left in warmed:
-            fit, losses = _fit_one(image, sim, phase, precond, tv=weight, max_iter=left, **kw)
-            bar.total -= left - len(losses)  # iterations early stopping saved
-            fits.append(fit)
-        out.append(fits[0] if len(fits) == 1 else min(fits, key=lambda phase: _final_objective(
-            image, sim, phase, tv=weight, loss=kw["loss"], tikhonov=kw["tikhonov"])))
-    bar.close()
+    with tqdm(total=images.shape[0] * len(starts) * int(steps), desc="iterative fit", unit="it",
+              disable=not progress) as bar:
+        kw = dict(loss=loss, tikhonov=float(tikhonov), optimizer=optimizer, lr=lr, tol=tol, bar=bar)
+        for b in range(images.shape[0]):
+            image = images[b:b + 1]
+            warmed = [_warm_up(image, sim, start[b:b + 1], precond, tv, int(steps), kw) for start in starts]
+            weight = min(w for _, w, _ in warmed)
+            fits = []
+            for phase, _, left in warmed:
+                fit, losses = _fit_one(image, sim, phase, precond, tv=weight, max_iter=left, **kw)
+                bar.total -= left - len(losses)  # iterations early stopping saved
+                fits.append(fit)
+            out.append(fits[0] if len(fits) == 1 else min(fits, key=lambda phase: _final_objective(
+                image, sim, phase, tv=weight, loss=kw["loss"], tikhonov=kw["tikhonov"])))
     return torch.cat(out)
 
 
