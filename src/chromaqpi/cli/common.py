@@ -125,6 +125,26 @@ def method_list(text: str) -> list[str]:
     return methods
 
 
+@contextmanager
+def naming_flags(flags: dict[str, str]):
+    """Report a ConfigError about a config key under the flag that set it: ``--steps (schedule.steps) ...``.
+
+    ``flags`` maps the leading words of a message (the key as the library names it) to the flag the
+    user typed; pass only the flags actually given, so a value from a --config file keeps its key.
+    """
+    from chromaqpi.errors import ConfigError
+
+    try:
+        yield
+    except ConfigError as err:
+        message = str(err)
+        for key, flag in flags.items():
+            rest = message[len(key):]
+            if message.startswith(key) and rest[:1] in (" ", ":"):  # the whole key, not a longer name
+                raise ConfigError(f"{flag} ({key.replace(': ', '.')}){rest}") from None
+        raise
+
+
 def progress(items, *, desc: str, disable: bool | None = None):
     """tqdm progress bar, shown only for more than one item."""
     from tqdm.auto import tqdm

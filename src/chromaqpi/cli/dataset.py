@@ -56,15 +56,21 @@ def run(args):
     return {"build": _build, "preview": _preview, "verify": _verify}[args.action](args)
 
 
+# The build's messages name its parameters; on the command line they are flags.
+BUILD_FLAGS = {"n": "--n", "size": "--size", "shard_size": "--shard-size", "seed": "--seed"}
+
+
 def _build(args):
+    from chromaqpi.cli.common import naming_flags
     from chromaqpi.datasets.build import build_dataset
 
     if args.dry_run:
-        return _dry_run(args)
-
-    manifest = build_dataset(args.source, args.microscope, args.n, args.size, args.seed, args.out,
-                             workers=args.workers, shard_size=args.shard_size, group_size=args.group_size,
-                             noise=not args.no_noise, progress=not args.quiet)
+        with naming_flags(BUILD_FLAGS):
+            return _dry_run(args)
+    with naming_flags(BUILD_FLAGS):
+        manifest = build_dataset(args.source, args.microscope, args.n, args.size, args.seed, args.out,
+                                 workers=args.workers, shard_size=args.shard_size, group_size=args.group_size,
+                                 noise=not args.no_noise, progress=not args.quiet)
     size = sum(s.get("bytes") or 0 for s in manifest["shards"])
     print(f"{args.out}: {manifest['config']['n']} samples in {len(manifest['shards'])} shard(s), "
           f"{size / 2**20:.1f} MiB, family {manifest['config']['family']['name']}")
@@ -76,15 +82,14 @@ def _dry_run(args):
     from chromaqpi.datasets.build import build_config
     from chromaqpi.datasets.generate import draw_group_microscope
     from chromaqpi.datasets.randomize import resolve_ranges
-    from chromaqpi.datasets.seeds import check_seed
     from chromaqpi.datasets.sources import format_sources, resolve_sources
 
     ranges = resolve_ranges(args.microscope)
     base = ranges.base_microscope()
     specs = resolve_sources(args.source or ranges.default_source, wavelength_um=base.optics.wavelength_ref_um)
-    build_config(specs, ranges, args.n, args.size, args.seed, args.shard_size, args.group_size,
-                 not args.no_noise)  # the checks a build makes, so a dry run accepts only what would run
-    first = draw_group_microscope(ranges, check_seed(args.seed), 0)
+    config = build_config(specs, ranges, args.n, args.size, args.seed, args.shard_size, args.group_size,
+                          not args.no_noise)  # the checks a build makes, so a dry run accepts only what would run
+    first = draw_group_microscope(ranges, config["seed"], 0)
     print(f"# sources: {format_sources(specs)}")
     print(f"# family: {json.dumps(ranges.to_dict())}")
     print(f"# {args.n} samples of {args.size}x{args.size} in {-(-args.n // args.shard_size)} shard(s) -> {args.out}")

@@ -92,16 +92,13 @@ FLAG_OF_KEY = {"schedule.steps": ("--steps", "steps"), "data.batch_size": ("--ba
                "unet: channel_mults": ("--levels", "levels"), "unet: blocks_per_level": ("--blocks", "blocks")}
 
 
-def _named_by_flag(err: ConfigError, args, model_from_flags: bool) -> ConfigError:
-    message = str(err)
-    for key, (flag, dest) in FLAG_OF_KEY.items():
-        given = model_from_flags if key.startswith("unet") else getattr(args, dest) is not None
-        if message.startswith(key) and given:
-            return ConfigError(f"{flag} ({key.replace('unet: ', 'unet.')}){message[len(key):]}")
-    return err
+def _given_flags(args, model_from_flags: bool) -> dict[str, str]:
+    return {key: flag for key, (flag, dest) in FLAG_OF_KEY.items()
+            if (model_from_flags if key.startswith("unet") else getattr(args, dest) is not None)}
 
 
 def resolve_config(args, channels: int):
+    from chromaqpi.cli.common import naming_flags
     from chromaqpi.training.config import TrainConfig
 
     data: dict = {}
@@ -132,10 +129,8 @@ def resolve_config(args, channels: int):
     if args.init_from:
         data["init_from"] = args.init_from
         data["data"]["description"]["init_from"] = args.init_from
-    try:
+    with naming_flags(_given_flags(args, model_from_flags)):
         config = TrainConfig.from_dict(data)
-    except ConfigError as err:
-        raise _named_by_flag(err, args, model_from_flags) from None
     config.microscope = {"family": args.microscope}
     return config
 
