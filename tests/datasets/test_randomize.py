@@ -142,7 +142,7 @@ def _draw_many(ranges, n=400, seed=0):
 
 
 def test_na_jitter_is_symmetric_around_the_nominal_na():
-    # Kills R2 (jitter drawn from [0, j] only): NA (1 + U(-j, j)) has mean NA and half the draws below.
+    # Catches a slip (jitter drawn from [0, j] only): NA (1 + U(-j, j)) has mean NA and half the draws below.
     from chromaqpi.datasets.randomize import Objective, Ranges
     r = Ranges(base="default", objectives=[Objective(20, 0.4, (1.0, 1.0), (1.0, 1.0))], na_jitter=0.1)
     ratio = np.array([m.optics.na_objective / 0.4 for m in _draw_many(r)])
@@ -151,13 +151,13 @@ def test_na_jitter_is_symmetric_around_the_nominal_na():
 
 
 def test_achromat_linear_term_has_the_documented_sign():
-    # Kills R4 (a1 (0.55 - lambda)): shift = a1 (lambda - 0.55) with no secondary spectrum.
+    # Catches a slip (a1 (0.55 - lambda)): shift = a1 (lambda - 0.55) with no secondary spectrum.
     from chromaqpi.datasets.randomize import achromat_shift_um
     assert achromat_shift_um(0.0, 0.56, 2.0, wavelengths_um=(0.45, 0.55, 0.65)) == pytest.approx([-0.2, 0.0, 0.2])
 
 
 def test_bayer_probability_is_the_probability_of_a_mosaic():
-    # Kills R6 (uniform() > p): p = 0.2 gives ~20 % mosaics, p = 0 none, p = 1 all.
+    # Catches a slip (uniform() > p): p = 0.2 gives ~20 % mosaics, p = 0 none, p = 1 all.
     from chromaqpi.datasets.randomize import Ranges
     for p, lo, hi in ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.2, 0.14, 0.26)):
         frac = np.mean([m.sensor.bayer for m in _draw_many(Ranges(base="default", bayer_probability=p), n=300)])
@@ -166,7 +166,7 @@ def test_bayer_probability_is_the_probability_of_a_mosaic():
 
 @pytest.mark.parametrize("jitter", [-0.1, 0.5, 1.2])
 def test_na_jitter_out_of_range_is_refused(jitter):
-    # Kills R7 (na_jitter check removed): a jitter >= 1 would draw NA <= 0.
+    # Catches a slip (na_jitter check removed): a jitter >= 1 would draw NA <= 0.
     from chromaqpi.datasets.randomize import Ranges
     from chromaqpi.errors import ConfigError
     with pytest.raises(ConfigError, match="na_jitter"):

@@ -85,7 +85,7 @@ def _gaussian_denoiser(mu, sigma):
 
 @pytest.mark.parametrize("sampler,eta", [("ddim", 0.0), ("ddim", 1.0), ("ancestral", 0.0)])
 def test_sampler_draws_the_gaussian_target_distribution(sampler, eta):
-    # Kills SA2 (ancestral mean), SA3 (ancestral variance), SA4 (DDIM signal term at gbar_t).
+    # Catches a slip (ancestral mean), (ancestral variance), (DDIM signal term at gbar_t).
     # With the exact denoiser of a Gaussian target, 200 steps give samples of that Gaussian.
     from chromaqpi.sampling import run_chain, sample_generators
     mu, sigma, shape = 0.5, 0.3, (2, 1, 64, 64)
@@ -97,7 +97,7 @@ def test_sampler_draws_the_gaussian_target_distribution(sampler, eta):
 
 
 def test_ddim_eta_one_is_stochastic_eta_zero_is_not():
-    # Kills SA1 (the DDIM noise scale s vanishes): with eta = 1 the chain injects fresh noise.
+    # Catches a slip (the DDIM noise scale s vanishes): with eta = 1 the chain injects fresh noise.
     from chromaqpi.sampling import run_chain, sample_generators
     shape = (1, 1, 8, 8)
     grid = lambda times: [torch.exp(-12.0 * t**2) for t in times]  # noqa: E731
@@ -109,7 +109,7 @@ def test_ddim_eta_one_is_stochastic_eta_zero_is_not():
 
 
 def test_posterior_std_uses_n_minus_one():
-    # Kills SA5 (population std): documented N - 1 normalisation.
+    # Catches a slip (population std): documented N - 1 normalisation.
     from chromaqpi.sampling import posterior_samples, randn_per_sample
     res = posterior_samples(lambda g: randn_per_sample((2, 1, 3, 4), g, "cpu"), 2, samples=3,
                             generator=torch.Generator().manual_seed(0), keep=True)
@@ -118,7 +118,7 @@ def test_posterior_std_uses_n_minus_one():
 
 
 def test_clipping_recomputes_eps_consistently():
-    # Kills SA6 (eps not recomputed after clipping). Reference: DDIM(0) with clipped x0 written out by
+    # Catches a slip (eps not recomputed after clipping). Reference: DDIM(0) with clipped x0 written out by
     # hand for K = 2 steps, eps re-derived from the clipped estimate.
     from chromaqpi.sampling import randn_per_sample, run_chain, sample_generators
     shape = (1, 1, 6, 7)
@@ -141,7 +141,7 @@ def test_clipping_recomputes_eps_consistently():
 
 
 def test_ancestral_step_is_the_ddpm_posterior_in_its_x0_form():
-    # Kills SA3 (variance beta_t instead of the posterior beta~_t) and SA2. Reference: Ho et al. eq. 7,
+    # Catches a slip (variance beta_t instead of the posterior beta~_t) and in the ancestral mean. Reference: Ho et al. eq. 7,
     # q(z_s | z_t, y0) with mean sqrt(gs) b/(1-gt) y0 + sqrt(a)(1-gs)/(1-gt) z_t, var (1-gs) b/(1-gt),
     # a = gt/gs, b = 1 - a -- written in y0, independent of the eps form in the code.
     from chromaqpi.sampling import ancestral_step, predict_clean

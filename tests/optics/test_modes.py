@@ -61,7 +61,7 @@ def _mode_case(z=2.5):
 
 @pytest.mark.parametrize("tolerance", [1e-4, 1e-8])
 def test_coherent_modes_keep_the_fewest_modes(tolerance):
-    # Kills M2 (drops modes up to 10x the tolerance): r is minimal, by an independent eigen-solve.
+    # Catches a slip (drops modes up to 10x the tolerance): r is minimal, by an independent eigen-solve.
     from chromaqpi.optics.modes import coherent_modes
     gram, w = _mode_case()
     root = np.sqrt(w.numpy())
@@ -71,7 +71,7 @@ def test_coherent_modes_keep_the_fewest_modes(tolerance):
 
 
 def test_coherent_modes_are_ordered_by_decreasing_power():
-    # Kills M1 (ascending order): mode power C G C^H is diagonal, decreasing.
+    # Catches a slip (ascending order): mode power C G C^H is diagonal, decreasing.
     from chromaqpi.optics.modes import coherent_modes
     gram, w = _mode_case()
     c = coherent_modes(gram, w, 1e-8)

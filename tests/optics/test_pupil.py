@@ -4,7 +4,7 @@ import torch
 
 
 def test_defocus_factor_removes_evanescent_waves():
-    # Kills P3 (evanescent components kept with |D| = 1): for |f| > n/lambda the factor is 0.
+    # Catches a slip (evanescent components kept with |D| = 1): for |f| > n/lambda the factor is 0.
     from chromaqpi.optics.pupil import defocus_factor, frequency_grid
     fy, fx = frequency_grid((64, 66), 0.1)
     d = defocus_factor(fy, fx, 0.55, 1.0, 1.33, paraxial=False)

@@ -179,7 +179,7 @@ def test_gaussian_random_field_statistics_and_spectrum():
 
 
 def test_spherocyte_peak_opd_is_dn_times_thickness():
-    # Kills C1 (thickness drawn twice as large): an oblate spheroid of full thickness t peaks at dn*t.
+    # Catches a slip (thickness drawn twice as large): an oblate spheroid of full thickness t peaks at dn*t.
     from chromaqpi.phantoms import render_object
     s = render_object("spherocyte", (81, 83), 0.1, rng=np.random.default_rng(0), n_medium=1.333,
                       params={"diameter_um": 6.0, "thickness_um": 2.0, "n_obj": 1.40})
@@ -187,7 +187,7 @@ def test_spherocyte_peak_opd_is_dn_times_thickness():
 
 
 def test_object_cut_by_the_border_is_marked_clipped():
-    # Kills C2 (_fully_inside always True).
+    # Catches a slip (_fully_inside always True).
     from chromaqpi.phantoms import render_object
     kw = dict(rng=np.random.default_rng(0), n_medium=1.333, params={"diameter_um": 3.0, "n_obj": 1.45})
     assert render_object("bead", (61, 61), 0.1, centre_um=(0.5, 3.0), **kw).meta["objects"][0]["clipped"]
@@ -196,7 +196,7 @@ def test_object_cut_by_the_border_is_marked_clipped():
 
 
 def test_no_overlap_in_a_crowded_field_keeps_bounding_circles_apart():
-    # Kills C3 (distance >= max(extents) instead of their sum). Small field, many tries: close pairs
+    # Catches a slip (distance >= max(extents) instead of their sum). Small field, many tries: close pairs
     # are frequent, so the bound is actually exercised.
     from chromaqpi.phantoms import make_scene
     hits = 0
@@ -211,7 +211,7 @@ def test_no_overlap_in_a_crowded_field_keeps_bounding_circles_apart():
 
 
 def test_scene_labels_each_object_separately():
-    # Kills C6 (every object labelled 1): non-overlapping objects keep their own label on their support.
+    # Catches a slip (every object labelled 1): non-overlapping objects keep their own label on their support.
     from chromaqpi.phantoms import make_scene, render_object
     s = make_scene((80, 80), 0.25, rng=np.random.default_rng(2), kinds=["bead"], n_objects=5, n_medium=1.333,
                    allow_overlap=False, kind_params={"bead": {"diameter_um": 3.0}})

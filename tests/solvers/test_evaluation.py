@@ -51,7 +51,7 @@ def _eval_with_predictions(tmp_path, monkeypatch, samples, preds, **kw):
 
 
 def test_evaluate_data_range_is_the_largest_truth_range(tmp_path, monkeypatch):
-    # Kills EV1 (min instead of max over samples).
+    # Catches a slip (min instead of max over samples).
     t1 = torch.linspace(0, 1, 40 * 40, dtype=torch.float64).reshape(40, 40)
     t2 = 3 * t1
     imgs = torch.ones(2, 40, 40, dtype=torch.float64)
@@ -67,7 +67,7 @@ def _eval_case():
 
 
 def test_evaluate_uses_the_mask(tmp_path, monkeypatch):
-    # Kills EV3 (mask ignored): an error only outside the mask gives zero masked metrics.
+    # Catches a slip (mask ignored): an error only outside the mask gives zero masked metrics.
     truth, _, imgs = _eval_case()
     pred = truth.clone()
     pred[30:, 30:] += 0.7
@@ -80,7 +80,7 @@ def test_evaluate_uses_the_mask(tmp_path, monkeypatch):
 
 
 def test_evaluate_default_phi_max_and_labels(tmp_path, monkeypatch):
-    # Kills EV4 (default phi_max 3.5 changed) and EV5 (labels not passed on: no dry-mass column).
+    # Catches a slip (default phi_max 3.5 changed) and (labels not passed on: no dry-mass column).
     truth, labels, imgs = _eval_case()
     pred = truth.clone()
     pred[10:20, 10:20] = 1.2                  # 20 % dry-mass error of the labelled object
@@ -103,7 +103,7 @@ def test_evaluate_with_labels_on_only_some_samples(tmp_path, monkeypatch):
 
 
 def test_evaluate_summary_ignores_nan_metrics_of_small_images(tmp_path, monkeypatch):
-    # Kills EV2 (NaN filter removed): MS-SSIM is NaN for <= 32 px images, finite for larger ones.
+    # Catches a slip (NaN filter removed): MS-SSIM is NaN for <= 32 px images, finite for larger ones.
     big = torch.rand(48, 48, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     small = big[:24, :24].clone()
     s = _eval_with_predictions(tmp_path, monkeypatch, [(torch.ones(2, 48, 48), big), (torch.ones(2, 24, 24), small)],

@@ -142,7 +142,7 @@ def test_invalid_options():
 
 
 def test_tie_cutoff_frequency_halves_the_gain_at_fc():
-    # Kills T1 (alpha = (pi f_c)^4 instead of (2 pi f_c)^4). Analytic: the filter |k|^2/(|k|^4+alpha)
+    # Catches a slip (alpha = (pi f_c)^4 instead of (2 pi f_c)^4). Analytic: the filter |k|^2/(|k|^4+alpha)
     # at |k| = 2 pi f_c is exactly half the plain inverse Laplacian.
     from chromaqpi.solvers.tie import solve_poisson
     n, dx, cycles = 64, 0.1, 5
@@ -158,7 +158,7 @@ def test_tie_cutoff_frequency_halves_the_gain_at_fc():
 
 
 def test_tie_auto_in_focus_fits_the_intercept_for_the_default_spread():
-    # Kills T2 (_MIN_SPREAD 0.2 -> 0.3): the default preset (spread 0.29) is documented as fitted.
+    # Catches a slip (_MIN_SPREAD 0.2 -> 0.3): the default preset (spread 0.29) is documented as fitted.
     from chromaqpi.solvers.tie import defocus_coordinates, derivative_fit
     z = defocus_coordinates(Microscope.from_preset("default"))
     zt = torch.tensor(z, dtype=torch.float64)
@@ -170,7 +170,7 @@ def test_tie_auto_in_focus_fits_the_intercept_for_the_default_spread():
 
 
 def test_derivative_fit_unity_anchor_returns_the_true_slope():
-    # Kills T6 (images - 1 dropped for the anchored fit): I(zeta) = 1 + s zeta gives dI = s, exactly.
+    # Catches a slip (images - 1 dropped for the anchored fit): I(zeta) = 1 + s zeta gives dI = s, exactly.
     from chromaqpi.solvers.tie import derivative_fit
     z = [0.8, 1.0, 1.3]
     slope = torch.linspace(-0.2, 0.3, 20, dtype=torch.float64).reshape(1, 4, 5)
@@ -181,7 +181,7 @@ def test_derivative_fit_unity_anchor_returns_the_true_slope():
 
 
 def test_teague_with_uniform_attenuation_equals_the_uniform_form():
-    # Kills T7 (Teague also divides rhs by mean(I0)): for I0 = const = c, div(c grad phi) = rhs gives
+    # Catches a slip (Teague also divides rhs by mean(I0)): for I0 = const = c, div(c grad phi) = rhs gives
     # phi = lap^-1(rhs)/c in both forms.
     from chromaqpi.solvers.tie import solve_poisson
     g = torch.Generator().manual_seed(0)
@@ -196,7 +196,7 @@ def test_teague_with_uniform_attenuation_equals_the_uniform_form():
 
 
 def test_teague_floors_dark_pixels_at_i0_floor_times_mean():
-    # Kills T3 (I0 floor dropped): pixels with I0 = 0 behave as if I0 = i0_floor * mean(I0).
+    # Catches a slip (I0 floor dropped): pixels with I0 = 0 behave as if I0 = i0_floor * mean(I0).
     from chromaqpi.solvers.tie import solve_poisson
     g = torch.Generator().manual_seed(1)
     rhs = torch.randn(1, 32, 34, generator=g, dtype=torch.float64)

@@ -186,7 +186,7 @@ def _weak(shape, seed, amp=0.01):
 
 
 def test_light_loss_counts_only_lost_light():
-    # Kills W1 (clamp(min=0) -> abs): excess light (biased noise) is not a loss.
+    # Catches a slip (clamp(min=0) -> abs): excess light (biased noise) is not a loss.
     from chromaqpi.solvers.wotf import light_loss
     img = torch.ones(2, 3, 8, 9, dtype=torch.float64)
     img[0] *= 1.05                       # 5 % excess in every channel: no loss
@@ -196,7 +196,7 @@ def test_light_loss_counts_only_lost_light():
 
 
 def test_auto_alpha_is_the_squared_light_loss_on_noiseless_data():
-    # Kills W2 (alpha = max(GCV, delta) instead of delta^2). Noiseless linear data: GCV picks ~0,
+    # Catches a slip (alpha = max(GCV, delta) instead of delta^2). Noiseless linear data: GCV picks ~0,
     # a DC deficit of delta = 0.1 (invisible to the phase TFs, H^phi(0) = 0) sets alpha = delta^2.
     m = _planes([(0.55, -1.0), (0.55, 0.3), (0.55, 1.5)])
     img = linear_images(m, _weak((32, 36), 0)) - 0.1
@@ -209,7 +209,7 @@ def test_auto_alpha_is_the_squared_light_loss_on_noiseless_data():
 
 
 def test_auto_nuisance_needs_three_channels():
-    # Kills W3 (C >= 3 -> C >= 2): a two-plane stack with separation >= 0.2 keeps the pure-phase model.
+    # Catches a slip (C >= 3 -> C >= 2): a two-plane stack with separation >= 0.2 keeps the pure-phase model.
     # (Not a symmetric +-dz pair: there H^phi is orthogonal to H^a and profiling changes nothing.)
     from chromaqpi.solvers.wotf import absorption_separation
     m = _planes([(0.55, -0.5), (0.55, 1.5)])
@@ -223,7 +223,7 @@ def test_auto_nuisance_needs_three_channels():
 
 
 def test_auto_nuisance_leaves_paper_rgb_alone():
-    # Kills W8 (_MIN_SEPARATION 0.2 -> 0.1): paper-rgb (separation 0.14) is documented as not profiled.
+    # Catches a slip (_MIN_SEPARATION 0.2 -> 0.1): paper-rgb (separation 0.14) is documented as not profiled.
     m = Microscope.from_preset("paper-rgb").replace(spectra={"n_wavelengths": 5})
     img = linear_images(m, _weak((32, 36), 3), _weak((32, 36), 4))
     auto = reconstruct(img, m, method="wotf", alpha=1e-4, padding="none")

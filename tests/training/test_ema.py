@@ -25,7 +25,7 @@ def test_ema_rejects_bad_decay():
 
 
 def test_ema_without_warmup_uses_the_target_decay_from_the_start():
-    # Kills E2 (warmup flag ignored).
+    # Catches a slip (warmup flag ignored).
     from chromaqpi.training.ema import EMA
     net = torch.nn.Linear(2, 1)
     ema = EMA(net, decay=0.9, warmup=False)
@@ -40,7 +40,7 @@ def test_ema_without_warmup_uses_the_target_decay_from_the_start():
 
 
 def test_ema_copies_buffers_and_stays_in_eval_mode():
-    # Kills E3 (buffers not copied) and E5 (averaged copy left in training mode).
+    # Catches a slip (buffers not copied) and (averaged copy left in training mode).
     from chromaqpi.training.ema import EMA
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     ema = EMA(net, decay=0.99)
@@ -53,7 +53,7 @@ def test_ema_copies_buffers_and_stays_in_eval_mode():
 
 
 def test_ema_rejects_negative_decay():
-    # Kills E4 (lower bound of the decay check removed).
+    # Catches a slip (lower bound of the decay check removed).
     from chromaqpi.training.ema import EMA
     with pytest.raises(ValueError):
         EMA(torch.nn.Linear(1, 1), decay=-0.1)
