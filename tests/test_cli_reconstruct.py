@@ -260,5 +260,6 @@ def test_cli_warnings_are_one_line_and_the_format_is_restored(rgb_stack, tmp_pat
     assert len(lines) == 1 and lines[0].startswith("chromaqpi reconstruct: warning: median intensity")
     assert "warnings.warn" not in run.stderr  # no source line of the library call
     before = warnings.formatwarning
-    assert main(["reconstruct", *args]) == 0  # in process: the format is put back afterwards
+    with pytest.warns(UserWarning, match="median intensity"):
+        assert main(["reconstruct", *args]) == 0  # in process: the format is put back afterwards
     assert warnings.formatwarning is before
