@@ -263,3 +263,13 @@ def test_cli_warnings_are_one_line_and_the_format_is_restored(rgb_stack, tmp_pat
     with pytest.warns(UserWarning, match="median intensity"):
         assert main(["reconstruct", *args]) == 0  # in process: the format is put back afterwards
     assert warnings.formatwarning is before
+
+
+def test_a_missing_background_is_named_by_its_flag_before_any_input_is_read(rgb_stack, tmp_path, capsys):
+    path, _ = rgb_stack
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(path), "--method", "tie", "--microscope", "paper-rgb",
+                 "--background", str(tmp_path / "nofile.tif"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --background {tmp_path / 'nofile.tif'}: no such file" in err and str(path) not in err
+    assert not out.exists()

@@ -49,7 +49,21 @@ def add_arguments(parser):
     parser.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
 
 
-def load_normalized(path, microscope, args) -> np.ndarray:
+def read_background(args, microscope) -> np.ndarray | None:
+    """The --background frame, read once for every input (its errors name that flag)."""
+    from chromaqpi.errors import InputError
+    from chromaqpi.io import read_image
+
+    if not args.background:
+        return None
+    try:
+        background, _ = read_image(args.background, linearize_srgb=args.srgb, need_channels=microscope.n_channels)
+    except InputError as exc:
+        raise InputError(f"--background {exc}") from None
+    return background
+
+
+def load_normalized(path, microscope, args, background=None) -> np.ndarray:
     """Read, linearise and flat-field one image to (C, H, W), empty field = 1."""
     from chromaqpi.flatfield import flat_field
     from chromaqpi.io import read_image
@@ -57,9 +71,6 @@ def load_normalized(path, microscope, args) -> np.ndarray:
     image, _ = read_image(path, linearize_srgb=args.srgb, need_channels=microscope.n_channels)
     if args.normalized:
         return image
-    background = None
-    if args.background:
-        background, _ = read_image(args.background, linearize_srgb=args.srgb, need_channels=microscope.n_channels)
     return flat_field(image, background=background, dark=args.dark)
 
 
@@ -171,11 +182,12 @@ def run(args):
     microscope = Microscope.resolve(args.microscope)
     paths = collect_inputs(args.inputs)
     options = method_options(args)
+    background = read_background(args, microscope)
     out = output_dir(args.out)
     for path in progress(paths, desc=f"reconstruct ({args.method})"):
         outputs = output_paths(out, path.stem, std=args.samples > 1, preview=not args.no_preview)
         with naming_input(path):
-            images = torch.from_numpy(load_normalized(path, microscope, args))
+            images = torch.from_numpy(load_normalized(path, microscope, args, background))
             start = time.perf_counter()
             result = chromaqpi.reconstruct(images, microscope, method=args.method, **options)
             phase, std = (result if isinstance(result, tuple) else (result, None))
