@@ -229,3 +229,16 @@ def test_auto_nuisance_leaves_paper_rgb_alone():
     auto = reconstruct(img, m, method="wotf", alpha=1e-4, padding="none")
     none = reconstruct(img, m, method="wotf", alpha=1e-4, nuisance="none", padding="none")
     assert torch.allclose(auto, none, atol=1e-12)
+
+
+def test_gcv_recovers_a_weak_absorption_object_from_a_low_noise_pair():
+    # Absorption only, ±1 µm pair, noise 1e-4: GCV on the absorption operator H^a keeps detail the data
+    # support (0.16 % measured). GCV on the wrong operator (H^φ, nearly orthogonal to H^a for a
+    # symmetric pair, so the data look like noise to it) over-smooths: 0.83 %.
+    m = _planes([(0.55, -1.0), (0.55, 1.0)])
+    shape = (64, 70)
+    a = gaussian(shape, 0.05, 1.0, 0.2, centre=(30, 30)) + gaussian(shape, 0.03, 0.6, 0.2, centre=(45, 50))
+    _, h_abs = channel_transfer_functions(m, shape)
+    img = 1 + torch.fft.ifft2(h_abs * torch.fft.fft2(a)).real + seeded_noise((2, *shape), 1e-4, 5)
+    _, absorption = invert_wotf(img[None], m, alpha=1e-3, absorption=True, alpha_absorption="gcv", padding="none")
+    assert rel_rms_after_offset(absorption[0], a) < 0.004
