@@ -141,7 +141,8 @@ def test_clipping_recomputes_eps_consistently():
 
 
 def test_ancestral_step_is_the_ddpm_posterior_in_its_x0_form():
-    # Catches a slip (variance beta_t instead of the posterior beta~_t) and in the ancestral mean. Reference: Ho et al. eq. 7,
+    # Catches a slip in the ancestral mean or variance (beta_t instead of the posterior beta~_t).
+    # Reference: Ho et al. eq. 7,
     # q(z_s | z_t, y0) with mean sqrt(gs) b/(1-gt) y0 + sqrt(a)(1-gs)/(1-gt) z_t, var (1-gs) b/(1-gt),
     # a = gt/gs, b = 1 - a -- written in y0, independent of the eps form in the code.
     from chromaqpi.sampling import ancestral_step, predict_clean
