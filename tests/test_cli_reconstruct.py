@@ -234,13 +234,16 @@ def test_simulate_refuses_png_phase_maps_and_blocked_outputs(tmp_path, capsys):
     from PIL import Image
 
     Image.fromarray(np.full((32, 32), 200, np.uint8)).save(tmp_path / "map.png")
-    assert main(["simulate", str(tmp_path / "map.png"), "--out", str(tmp_path / "o")]) == 2
+    np.save(tmp_path / "a.npy", np.zeros((32, 32), np.float32))
+    out = tmp_path / "o"
+    assert main(["simulate", str(tmp_path / "a.npy"), str(tmp_path / "map.png"), "--out", str(out)]) == 2
     assert "PNG/JPEG hold pictures, not phase values; use --from-image" in capsys.readouterr().err
+    assert not out.exists()  # refused before a.npy was simulated
     np.save(tmp_path / "map.npy", np.zeros((32, 32), np.float32))
     out = tmp_path / "o2"
     (out / "map_sim.json").mkdir(parents=True)
     assert main(["simulate", str(tmp_path / "map.npy"), "--out", str(out), "--no-noise"]) == 2
-    assert "map_sim.json is a folder" in capsys.readouterr().err
+    assert f"error: output {out / 'map_sim.json'} is a folder" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["map_sim.json"]  # the TIFF was not written first
 
 
@@ -273,3 +276,24 @@ def test_a_missing_background_is_named_by_its_flag_before_any_input_is_read(rgb_
     err = capsys.readouterr().err
     assert f"error: --background {tmp_path / 'nofile.tif'}: no such file" in err and str(path) not in err
     assert not out.exists()
+
+
+def test_a_method_failing_in_a_batch_names_the_file(rgb_stack, tmp_path, capsys, monkeypatch):
+    import chromaqpi.solvers.base as base
+
+    path, images = rgb_stack
+    second = tmp_path / "zz.npy"
+    np.save(second, images)
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    calls = []
+
+    @base.register_method("nan-second")
+    def nan_second(batch, microscope):
+        calls.append(1)
+        return torch.full_like(batch[:, 0], float("nan") if len(calls) == 2 else 0.0)
+
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(path), str(second), "--method", "nan-second", "--microscope", "paper-rgb",
+                 "--normalized", "--out", str(out), "--no-preview"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {second}: method 'nan-second' returned NaN/Inf phase" in err

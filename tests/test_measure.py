@@ -190,5 +190,17 @@ def test_cli_output_name_taken_by_a_folder_leaves_no_partial_set(tmp_path, capsy
     (out / "cells_objects.png").mkdir(parents=True)
     assert main(["measure", str(tmp_path / "cells_phase.tif"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"output {out / 'cells_objects.png'} is a folder" in err and not err.startswith(str(tmp_path))
+    assert f"error: output {out / 'cells_objects.png'} is a folder" in err  # not blamed on the input
     assert [p.name for p in out.iterdir()] == ["cells_objects.png"]  # no CSV or labels written first
+    assert main(["measure", str(tmp_path / "cells_phase.tif"), "--out", str(out), "--no-preview"]) == 0  # no PNG
+
+
+def test_cli_refuses_two_inputs_that_would_write_the_same_outputs(tmp_path, capsys):
+    phase, _ = bead_field()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_tiff(tmp_path / "a" / "cell_phase.tif", phase, metadata={"wavelength_um": LAM}, unit="rad", pixel_size_um=PX)
+    np.save(tmp_path / "b" / "cell.npy", phase)  # both give cell_objects.csv
+    assert main(["measure", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "o"),
+                 "--pixel-size", str(PX), "--wavelength", str(LAM)]) == 2
+    assert "would write the same outputs (cell_*)" in capsys.readouterr().err

@@ -41,6 +41,7 @@ def test_dry_run_prints_the_first_microscope_and_builds_nothing(tmp_path, capsys
     (["--shard-size", "0"], "--shard-size (shard_size) must be a positive multiple"),  # was a ZeroDivisionError
     (["--n", "0"], "--n (n) must be a positive integer"),
     (["--size", "7"], "--size (size) must be >= 8 pixels"),
+    (["--group-size", "0"], "--group-size (group_size) must be >= 1"),
 ])
 def test_dry_run_refuses_what_a_build_would_refuse(tmp_path, capsys, extra, message):
     args = ["dataset", "build", "--microscope", "paper-2shot", "--n", "8", "--seed", "1", "--out",

@@ -176,6 +176,7 @@ def test_train_cli_takes_several_data_and_val_folders(tiny_dataset, tmp_path, ca
     ("--levels", "-1", "--levels must be 1 to 6"),  # ... and 5
     ("--workers", "-1", "--workers (data.num_workers) must be >= 0"),
     ("--steps", "0", "--steps (schedule.steps) must be >= 1"),
+    ("--seed", "-1", "--seed (seed) must be an integer in [0, 2**31)"),  # was a traceback after the data loaded
     ("--out", "FILE", "exists and is not a folder"),
 ])
 def test_train_cli_refuses_impossible_sizes_before_writing(tiny_dataset, tmp_path, capsys, option, value, message):

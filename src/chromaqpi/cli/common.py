@@ -16,7 +16,8 @@ def collect_inputs(items: list[str], *, suffixes=IMAGE_SUFFIXES, prefer_end: str
 
     A folder gives its files with one of ``suffixes``; with ``prefer_end``, only those whose stem
     ends with it when it has any (``measure`` takes a reconstruct output folder's ``*_phase.tif``,
-    not its OPD or previews, and any other folder's phase maps).
+    not its OPD or previews, and any other folder's phase maps). Outputs are named after the stem
+    without ``prefer_end``; two inputs that would share it are refused.
     """
     paths: list[Path] = []
     for item in items:
@@ -31,29 +32,32 @@ def collect_inputs(items: list[str], *, suffixes=IMAGE_SUFFIXES, prefer_end: str
             paths.append(path)
         else:
             raise InputError(f"input not found: {path}")
-    _check_distinct_stems(paths)
+    _check_distinct_stems(paths, prefer_end)
     return paths
 
 
-def _check_distinct_stems(paths: list[Path]) -> None:
+def _check_distinct_stems(paths: list[Path], drop_end: str = "") -> None:
     # Outputs are named after the input's stem: a.png and a.tif (or two folders' a.tif) would overwrite each other.
     seen: dict[str, Path] = {}
     for p in paths:
-        if p.stem in seen and seen[p.stem].resolve() != p.resolve():
-            raise InputError(f"inputs {seen[p.stem]} and {p} would write the same outputs ({p.stem}_*); rename one")
-        seen.setdefault(p.stem, p)
+        stem = p.stem.removesuffix(drop_end) if drop_end else p.stem
+        if stem in seen and seen[stem].resolve() != p.resolve():
+            raise InputError(f"inputs {seen[stem]} and {p} would write the same outputs ({stem}_*); rename one")
+        seen.setdefault(stem, p)
 
 
 @contextmanager
 def naming_input(path: Path):
-    """Prefix an input error with the file it came from (a batch of 100 images needs to say which one)."""
+    """Prefix an input or method error with the file it came from (a batch of 100 images needs to say which)."""
+    from chromaqpi.errors import MethodError
+
     try:
         yield
-    except InputError as exc:
+    except (InputError, MethodError) as exc:
         message = str(exc)
         if path.name in message:
             raise
-        raise InputError(f"{path}: {message}") from None
+        raise type(exc)(f"{path}: {message}") from None
 
 
 # Folders output_dir created in this process, so that a command failing before it writes anything

@@ -57,7 +57,8 @@ def run(args):
 
 
 # The build's messages name its parameters; on the command line they are flags.
-BUILD_FLAGS = {"n": "--n", "size": "--size", "shard_size": "--shard-size", "seed": "--seed"}
+BUILD_FLAGS = {"n": "--n", "size": "--size", "shard_size": "--shard-size", "group_size": "--group-size",
+               "seed": "--seed"}
 
 
 def _build(args):

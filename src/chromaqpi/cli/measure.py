@@ -96,8 +96,8 @@ def run(args):
     total = 0
     for path in progress(paths, desc="measure"):
         stem = path.stem.removesuffix("_phase")
-        csv_path, labels_path, png_path = free_outputs(
-            *(out / f"{stem}_{name}" for name in ("objects.csv", "labels.tif", "objects.png")))
+        names = ["objects.csv", "labels.tif"] + ["objects.png"] * (not args.no_preview)
+        csv_path, labels_path, *png_path = free_outputs(*(out / f"{stem}_{name}" for name in names))
         with naming_input(path):
             phase, meta = read_map(path)
             px, lam = _calibration(meta, args, path.name)
@@ -111,7 +111,7 @@ def run(args):
             write_tiff(labels_path, seg.labels, unit="label", pixel_size_um=px,
                        dtype="uint16", value_range=(0, 65535), metadata=labels_meta)
             if not args.no_preview:
-                _save_overlay(png_path, phase - seg.background_rad, seg.labels,
+                _save_overlay(png_path[0], phase - seg.background_rad, seg.labels,
                               f"{stem}: {len(rows)} objects, threshold {seg.threshold_rad:.3g} rad")
             total += len(rows)
             print(f"{path.name}: {len(rows)} objects, total dry mass {sum(r.dry_mass_pg for r in rows):.4g} pg")

@@ -10,9 +10,11 @@ microscope embedded as JSON metadata, plus a sidecar JSON.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
+
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def add_arguments(parser):
@@ -42,9 +44,6 @@ def load_phase(path, *, from_image: bool, max_phase: float, opd_nm: bool, wavele
         if span == 0:
             raise InputError(f"{path}: constant image, cannot be scaled to a phase range")
         return ((grey - grey.min()) / span * max_phase).astype(np.float32)
-    if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg"):
-        raise InputError(f"{Path(path).name}: PNG/JPEG hold pictures, not phase values; use --from-image, "
-                         "or save the phase map as TIFF/NPY")
     # Values as they are (an int16 OPD map in nm is not a camera image to scale by 32767).
     data, _ = read_map(path, plane_hint="; a phase map has one channel: use --from-image for colour pictures")
     if opd_nm:
@@ -56,7 +55,7 @@ def run(args):
     import torch
 
     from chromaqpi.cli.common import collect_inputs, free_outputs, naming_input, output_dir, progress
-    from chromaqpi.errors import ConfigError
+    from chromaqpi.errors import ConfigError, InputError
     from chromaqpi.io import write_json, write_tiff
     from chromaqpi.microscope import Microscope
     from chromaqpi.optics.simulator import simulate
@@ -65,6 +64,10 @@ def run(args):
         raise ConfigError(f"--max-phase must be a finite phase in rad, got {args.max_phase}")
     microscope = Microscope.resolve(args.microscope)
     paths = collect_inputs(args.inputs)
+    pictures = [p for p in paths if p.suffix.lower() in PICTURE_SUFFIXES]
+    if pictures and not args.from_image:  # before any work: a batch is refused whole
+        raise InputError(f"{pictures[0]}: PNG/JPEG hold pictures, not phase values; use --from-image, "
+                         "or save the phase map as TIFF/NPY")
     out = output_dir(args.out)
     gen = torch.Generator().manual_seed(args.seed)
     lam = microscope.optics.wavelength_ref_um

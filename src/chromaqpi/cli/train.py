@@ -89,7 +89,8 @@ FLAG_OF_KEY = {"schedule.steps": ("--steps", "steps"), "data.batch_size": ("--ba
                "validation.max_batches": ("--val-batches", "val_batches"),
                "validation.batch_size": ("--val-batch-size", "val_batch_size"),
                "data.num_workers": ("--workers", "workers"), "unet: base_channels": ("--width", "width"),
-               "unet: channel_mults": ("--levels", "levels"), "unet: blocks_per_level": ("--blocks", "blocks")}
+               "unet: channel_mults": ("--levels", "levels"), "unet: blocks_per_level": ("--blocks", "blocks"),
+               "unet: attention_heads": ("--width", "width"), "seed": ("--seed", "seed")}
 
 
 def _given_flags(args, model_from_flags: bool) -> dict[str, str]:

@@ -54,7 +54,9 @@ def build_config(sources, ranges: Ranges, n, size, seed, shard_size, group_size,
     shape = _shape(size)
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ConfigError(f"n must be a positive integer, got {n!r}")
-    if shard_size < 1 or group_size < 1 or shard_size % group_size:
+    if group_size < 1:
+        raise ConfigError(f"group_size must be >= 1, got {group_size}")
+    if shard_size < 1 or shard_size % group_size:
         raise ConfigError(f"shard_size must be a positive multiple of group_size, got {shard_size} and {group_size}")
     return {"sources": [s.to_dict() for s in sources], "family": ranges.to_dict(), "n": int(n),
             "shape": list(shape), "seed": seeds.check_seed(seed), "shard_size": int(shard_size),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from chromaqpi.errors import ConfigError, WeightsError
+from chromaqpi.datasets.seeds import check_seed
 from chromaqpi.models.registry import MODELS, config_from_dict, config_to_dict, input_normalisation_mode
 
 
@@ -210,5 +211,6 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        check_seed(self.seed)  # every random stream derives from it
         kind, fields = self.model["kind"], {k: v for k, v in self.model.items() if k != "kind"}
         config_from_dict(MODELS[kind][1], fields, where="model")  # field types and ranges, before any output
