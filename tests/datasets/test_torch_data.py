@@ -205,6 +205,9 @@ def test_train_cli_blames_a_bad_config_value_on_its_key_not_on_a_flag(tiny_datas
     assert main([*args, "--config", str(tmp_path / "ok.toml")]) == 0
     resolved = json.loads(capsys.readouterr().out)
     assert resolved["seed"] == 7 and resolved["data"]["num_workers"] == 1  # flags left unset keep the TOML's
+    (tmp_path / "unet.toml").write_text("[model.unet]\nbase_channels = 8\n")
+    assert main([*args, "--config", str(tmp_path / "unet.toml"), "--microscope", "paper-2shot"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["in_channels"] == 2  # the family's, not the default 3
     (tmp_path / "heads.toml").write_text("[model.unet]\nbase_channels = 24\nattention_heads = 5\n")
     assert main([*args, "--config", str(tmp_path / "heads.toml")]) == 2
     assert "attention_heads 5 must divide" in capsys.readouterr().err

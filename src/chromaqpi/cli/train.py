@@ -115,6 +115,9 @@ def resolve_config(args, channels: int):
     data.setdefault("model", model_config(args.model, channels, args.width, args.levels, args.blocks,
                                           args.sigma_zmd, args.prior))
     data["model"]["kind"] = args.model
+    # A [model] table without in_channels gets the family's (the dataclass default 3 is wrong for
+    # two-plane families and with a prior plane).
+    data["model"].setdefault("in_channels", channels + (data["model"].get("prior") is not None))
     data.setdefault("input_normalisation", PAPER_NORMALISATION.get(args.microscope, "flatfield"))
     if args.seed is not None:
         data["seed"] = args.seed
