@@ -6,7 +6,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from chromaqpi.errors import InputError
+from chromaqpi.errors import InputError, MethodError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy"}
 
@@ -49,8 +49,6 @@ def _check_distinct_stems(paths: list[Path], drop_end: str = "") -> None:
 @contextmanager
 def naming_input(path: Path):
     """Prefix an input or method error with the file it came from (a batch of 100 images needs to say which)."""
-    from chromaqpi.errors import MethodError
-
     try:
         yield
     except (InputError, MethodError) as exc:
@@ -80,12 +78,16 @@ def output_dir(path: str, flag: str = "--out") -> Path:
     return out
 
 
-def free_outputs(*paths: Path) -> list[Path]:
-    """``paths``, checked before the work: none may be a folder (so no partial set of outputs is left)."""
-    for path in paths:
+def output_files(out: Path, stem: str, names: list[str]) -> dict[str, Path]:
+    """The files one input writes, ``name -> out/<stem>_<name>``, checked before its work.
+
+    None may be a folder, so a failure cannot leave part of an input's outputs behind.
+    """
+    paths = {name: out / f"{stem}_{name}" for name in names}
+    for path in paths.values():
         if path.is_dir():
             raise InputError(f"output {path} is a folder; remove it or choose another --out")
-    return list(paths)
+    return paths
 
 
 def remove_empty_outputs() -> None:

@@ -85,7 +85,7 @@ def _save_overlay(path, phase, labels, title: str) -> None:
 
 
 def run(args):
-    from chromaqpi.cli.common import collect_inputs, free_outputs, naming_input, output_dir, progress
+    from chromaqpi.cli.common import collect_inputs, naming_input, output_dir, output_files, progress
     from chromaqpi.io import read_map, write_tiff
     from chromaqpi.measure import measure_objects, measurements_table, segment_objects
 
@@ -96,8 +96,7 @@ def run(args):
     total = 0
     for path in progress(paths, desc="measure"):
         stem = path.stem.removesuffix("_phase")
-        names = ["objects.csv", "labels.tif"] + ["objects.png"] * (not args.no_preview)
-        csv_path, labels_path, *png_path = free_outputs(*(out / f"{stem}_{name}" for name in names))
+        outputs = output_files(out, stem, ["objects.csv", "labels.tif"] + ["objects.png"] * (not args.no_preview))
         with naming_input(path):
             phase, meta = read_map(path)
             px, lam = _calibration(meta, args, path.name)
@@ -105,13 +104,13 @@ def run(args):
             rows = measure_objects(phase, seg.labels, wavelength_um=lam, pixel_size_um=px,
                                    background_rad=seg.background_rad, alpha_um3_per_pg=args.alpha)
             names, table = measurements_table(rows)
-            _write_csv(csv_path, names, table)
+            _write_csv(outputs["objects.csv"], names, table)
             labels_meta = {"quantity": "object labels", "source": path.name,
                            "background_rad": seg.background_rad, "threshold_rad": seg.threshold_rad}
-            write_tiff(labels_path, seg.labels, unit="label", pixel_size_um=px,
+            write_tiff(outputs["labels.tif"], seg.labels, unit="label", pixel_size_um=px,
                        dtype="uint16", value_range=(0, 65535), metadata=labels_meta)
             if not args.no_preview:
-                _save_overlay(png_path[0], phase - seg.background_rad, seg.labels,
+                _save_overlay(outputs["objects.png"], phase - seg.background_rad, seg.labels,
                               f"{stem}: {len(rows)} objects, threshold {seg.threshold_rad:.3g} rad")
             total += len(rows)
             print(f"{path.name}: {len(rows)} objects, total dry mass {sum(r.dry_mass_pg for r in rows):.4g} pg")

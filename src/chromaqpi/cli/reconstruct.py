@@ -147,14 +147,6 @@ def method_options(args) -> dict:
     return options
 
 
-def output_paths(out, stem, *, std: bool, preview: bool) -> dict:
-    """The files one input writes, none a folder (checked before the work, so no partial set)."""
-    from chromaqpi.cli.common import free_outputs
-
-    names = ["phase.tif", "opd.tif"] + ["std.tif"] * std + ["phase.png"] * preview
-    return dict(zip(names, free_outputs(*(out / f"{stem}_{name}" for name in names))))
-
-
 def write_outputs(paths, stem, phase, std, microscope, meta):
     from chromaqpi.io import save_preview_png, write_tiff
 
@@ -176,7 +168,7 @@ def run(args):
     import torch
 
     import chromaqpi
-    from chromaqpi.cli.common import collect_inputs, naming_input, output_dir, progress
+    from chromaqpi.cli.common import collect_inputs, naming_input, output_dir, output_files, progress
     from chromaqpi.microscope import Microscope
 
     microscope = Microscope.resolve(args.microscope)
@@ -185,7 +177,8 @@ def run(args):
     background = read_background(args, microscope)
     out = output_dir(args.out)
     for path in progress(paths, desc=f"reconstruct ({args.method})"):
-        outputs = output_paths(out, path.stem, std=args.samples > 1, preview=not args.no_preview)
+        names = ["phase.tif", "opd.tif"] + ["std.tif"] * (args.samples > 1) + ["phase.png"] * (not args.no_preview)
+        outputs = output_files(out, path.stem, names)
         with naming_input(path):
             images = torch.from_numpy(load_normalized(path, microscope, args, background))
             start = time.perf_counter()

@@ -54,7 +54,7 @@ def load_phase(path, *, from_image: bool, max_phase: float, opd_nm: bool, wavele
 def run(args):
     import torch
 
-    from chromaqpi.cli.common import collect_inputs, free_outputs, naming_input, output_dir, progress
+    from chromaqpi.cli.common import collect_inputs, naming_input, output_dir, output_files, progress
     from chromaqpi.errors import ConfigError, InputError
     from chromaqpi.io import write_json, write_tiff
     from chromaqpi.microscope import Microscope
@@ -72,8 +72,7 @@ def run(args):
     gen = torch.Generator().manual_seed(args.seed)
     lam = microscope.optics.wavelength_ref_um
     for path in progress(paths, desc="simulate"):
-        stem = out / f"{path.stem}_sim"
-        tif_path, json_path = free_outputs(stem.with_suffix(".tif"), stem.with_suffix(".json"))
+        outputs = output_files(out, path.stem, ["sim.tif", "sim.json"])
         with naming_input(path):
             phase = load_phase(path, from_image=args.from_image, max_phase=args.max_phase, opd_nm=args.opd_nm,
                                wavelength_um=lam)
@@ -82,11 +81,11 @@ def run(args):
                     "units": "intensity, empty field = 1" + ("" if args.float else " (uint16: value/65535*2)"),
                     "noise": not args.no_noise, "seed": args.seed, "microscope": microscope.to_dict()}
             if args.float:
-                write_tiff(tif_path, image, metadata=meta, unit="intensity",
+                write_tiff(outputs["sim.tif"], image, metadata=meta, unit="intensity",
                            pixel_size_um=microscope.sampling.pixel_size_um)
             else:
-                write_tiff(tif_path, image, metadata=meta, unit="intensity", dtype="uint16",
+                write_tiff(outputs["sim.tif"], image, metadata=meta, unit="intensity", dtype="uint16",
                            value_range=(0.0, 2.0), pixel_size_um=microscope.sampling.pixel_size_um)
-            write_json(json_path, meta)
+            write_json(outputs["sim.json"], meta)
     print(f"wrote {len(paths)} simulated image(s) to {out}")
     return 0

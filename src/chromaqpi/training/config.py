@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from chromaqpi.errors import ConfigError, WeightsError
 from chromaqpi.datasets.seeds import check_seed
+from chromaqpi.errors import ConfigError, WeightsError
 from chromaqpi.models.registry import MODELS, config_from_dict, config_to_dict, input_normalisation_mode
 
 
