@@ -211,3 +211,22 @@ def test_train_cli_blames_a_bad_config_value_on_its_key_not_on_a_flag(tiny_datas
     (tmp_path / "heads.toml").write_text("[model.unet]\nbase_channels = 24\nattention_heads = 5\n")
     assert main([*args, "--config", str(tmp_path / "heads.toml")]) == 2
     assert "attention_heads 5 must divide" in capsys.readouterr().err
+
+
+def test_train_cli_refuses_model_flags_beside_a_config_model_table(tiny_dataset, tmp_path, capsys):
+    from chromaqpi.cli.main import main
+
+    (tmp_path / "unet.toml").write_text("[model.unet]\nbase_channels = 8\n")
+    args = ["train", "--model", "mean", "--data", str(tiny_dataset), "--out", str(tmp_path / "r"), "--dry-run",
+            "--config", str(tmp_path / "unet.toml")]
+    # The table sets the whole model: a flag beside it would be silently ignored.
+    assert main([*args, "--width", "32", "--blocks", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--width, --blocks: the --config file's [model] table sets the whole model" in err
+    assert err.count("\n") == 1
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["unet"]["base_channels"] == 8
+    # Without a table the flags build the model, and the defaults fill what is not given.
+    assert main([*args[:-2], "--width", "32"]) == 0
+    unet = json.loads(capsys.readouterr().out)["model"]["unet"]
+    assert unet["base_channels"] == 32 and unet["blocks_per_level"] == 2 and len(unet["channel_mults"]) == 4

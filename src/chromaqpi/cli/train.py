@@ -25,6 +25,8 @@ import sys
 from chromaqpi.errors import ConfigError
 
 PAPER_NORMALISATION = {"paper-rgb": "paper-rgb", "paper-2shot": "paper-2shot"}
+# Flags that build the [model] table (argparse dest -> default when not given).
+MODEL_FLAGS = {"width": 24, "levels": 4, "blocks": 2, "sigma_zmd": 0.5, "prior": None}
 
 
 def add_arguments(parser):
@@ -41,11 +43,13 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=int, help="global batch size")
     parser.add_argument("--crop", type=int, default=96, help="training crop (px, multiple of the stride)")
     parser.add_argument("--lr", type=float, help="peak learning rate")
-    parser.add_argument("--width", type=int, default=24, help="U-Net base channels (default: %(default)s)")
-    parser.add_argument("--levels", type=int, default=4, help="U-Net resolution levels (default: %(default)s)")
-    parser.add_argument("--blocks", type=int, default=2, help="residual blocks per U-Net level (default: %(default)s)")
-    parser.add_argument("--sigma-zmd", type=float, default=0.5,
-                        help="ZMD residual scale in rad: about the RMS of Y - mu(X) (default: %(default)s)")
+    # The model flags have no argparse default, so that one given beside a [model] table is seen.
+    parser.add_argument("--width", type=int, help=f"U-Net base channels (default: {MODEL_FLAGS['width']})")
+    parser.add_argument("--levels", type=int, help=f"U-Net resolution levels (default: {MODEL_FLAGS['levels']})")
+    parser.add_argument("--blocks", type=int,
+                        help=f"residual blocks per U-Net level (default: {MODEL_FLAGS['blocks']})")
+    parser.add_argument("--sigma-zmd", type=float, help="ZMD residual scale in rad: about the RMS of Y - mu(X) "
+                        f"(default: {MODEL_FLAGS['sigma_zmd']})")
     parser.add_argument("--prior", choices=("tie",),
                         help="mean network corrects this classical solver's phase (mean and zmd models)")
     parser.add_argument("--init-from", metavar="MODEL",
@@ -95,7 +99,7 @@ FLAG_OF_KEY = {"schedule.steps": ("--steps", "steps"), "data.batch_size": ("--ba
 
 def _given_flags(args, model_from_flags: bool) -> dict[str, str]:
     return {key: flag for key, (flag, dest) in FLAG_OF_KEY.items()
-            if (model_from_flags if key.startswith("unet") else getattr(args, dest) is not None)}
+            if getattr(args, dest) is not None or (model_from_flags and key.startswith("unet"))}
 
 
 def resolve_config(args, channels: int):
@@ -112,8 +116,16 @@ def resolve_config(args, channels: int):
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read --config {args.config}: {exc}") from None
     model_from_flags = "model" not in data
-    data.setdefault("model", model_config(args.model, channels, args.width, args.levels, args.blocks,
-                                          args.sigma_zmd, args.prior))
+    given = [dest for dest in MODEL_FLAGS if getattr(args, dest) is not None]
+    if not model_from_flags and given:
+        flags = ", ".join("--" + dest.replace("_", "-") for dest in given)
+        raise ConfigError(f"{flags}: the --config file's [model] table sets the whole model; "
+                          "set the value there or drop the table")
+    if model_from_flags:
+        m = {dest: default if getattr(args, dest) is None else getattr(args, dest)
+             for dest, default in MODEL_FLAGS.items()}
+        data["model"] = model_config(args.model, channels, m["width"], m["levels"], m["blocks"],
+                                     m["sigma_zmd"], m["prior"])
     data["model"]["kind"] = args.model
     # A [model] table without in_channels gets the family's (the dataclass default 3 is wrong for
     # two-plane families and with a prior plane).
