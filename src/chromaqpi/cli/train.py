@@ -13,7 +13,8 @@ The same on 8 GPUs (DDP, NCCL), simulating data in the loader::
         --microscope default --out runs/zmd-big --steps 200000 --batch-size 32 --width 64
 
 A TOML file (``--config``) can set every field of
-:class:`chromaqpi.training.config.TrainConfig`; flags override it. The
+:class:`chromaqpi.training.config.TrainConfig`; flags override it, except that a
+``[model]`` table sets the whole model (``--width`` and the other model flags are then refused). The
 resolved config is written to ``RUN/config.json`` (``--dry-run`` prints it and stops).
 """
 
@@ -38,7 +39,7 @@ def add_arguments(parser):
                         help="randomisation family (default, paper-rgb, paper-2shot) the model is for")
     parser.add_argument("--source", metavar="SPEC", help="phase sources for on-the-fly data (e.g. cells:2,textures:1)")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
-    parser.add_argument("--config", metavar="TOML", help="TrainConfig fields as TOML (flags override)")
+    parser.add_argument("--config", metavar="TOML", help="TrainConfig fields as TOML (flags override; a [model] table excludes the model flags)")
     parser.add_argument("--steps", type=int, help="optimiser steps")
     parser.add_argument("--batch-size", type=int, help="global batch size")
     parser.add_argument("--crop", type=int, default=96, help="training crop (px, multiple of the stride)")
