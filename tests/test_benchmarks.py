@@ -62,6 +62,8 @@ CASES = {
                   ["| 32x32 |"]),
     "dataset": ("bench_dataset.py", ["--n-build", "2", "--draws", "1", "--phantoms", "1"],
                 ["## 2. Build speed", "DataLoader workers"]),
+    "microscopes": ("bench_microscopes.py", ["--n", "1", "--size", "64", "--steps", "1", "--classes",
+                                             "family,10x-0.25"], ["| family | 0/1 |", "| 10x-0.25 | 1/1 |"]),
     "models-shipped": ("bench_models.py", ["--size", "32", "--steps", "1", "--shipped"], ["| zmd |"]),
 }
 

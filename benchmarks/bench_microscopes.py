@@ -1,0 +1,147 @@
+"""How the shipped `default` model holds up on microscopes it was not trained on.
+
+Usage: python benchmarks/bench_microscopes.py [--n 8] [--steps 25] [--classes family,10x-0.25,...]
+
+The `default` family draws a 20x/0.40 or a 40x/0.65 achromat (secondary spectrum, defocus, NA
+jitter, condenser, medium, illuminant, camera and sensor drawn per image, datasets/randomize.py).
+Users have other objectives. Each class below is the family with its objective list replaced by
+one objective (everything else drawn as in training), on cell scenes (the `cells` source of
+phantoms-test) simulated with the drawn microscope's full quadrature and sensor noise:
+
+- ``family``: the family as trained (both objectives), the in-distribution reference;
+- ``20x-0.40``, ``40x-0.65``: each of the family's objectives alone;
+- ``40x-0.65-apo``: a plan-apochromat (secondary spectrum 0.1-0.3 µm instead of 0.5-2):
+  inside the card's envelope (NA, pixel, medium), far less chromatic defocus;
+- ``20x-0.40-deep``: the 20x achromat focused 3-6 µm away (training: 0.5-3 µm);
+- ``10x-0.25``: a 10x/0.25 achromat (secondary spectrum 2-8 µm, defocus 1-5 µm, pixels
+  0.24-0.65 µm): outside the envelope in NA and pixel size;
+- ``60x-0.85``: a 60x/0.85 dry achromat (secondary spectrum 0.3-1.2 µm, defocus 0.2-1.5 µm):
+  outside the envelope in NA.
+
+Seeds: sample i of every class draws its microscope, object and noise from the evaluation streams
+``(EVAL_KEY, 300, i, stream)`` (datasets/seeds.py), disjoint from every training stream. The draws
+come in a fixed order, so sample i of two classes with the same magnification differs in the
+objective's ranges only (same illuminant, camera, noise, pixel size and cells): the paired columns
+compare each out-of-family class with its in-family twin on the same scenes. Across magnifications
+the field of view differs (the cells keep their size in µm), so those nMAEs are not comparable.
+TIE and WOTF are given each image's exact microscope (they know its defocus); the `default`
+networks see only the normalised image. Scores: offset-aligned nMAE (MAE·2/3.5) and MS-SSIM
+(data range 3.5 rad), mean over images, ZMD's nMAE relative to TIE's on the same images, and
+ZMD's and TIE's nMAE relative to the paired in-family class. The iterative solver (70 s per image here) is left out.
+Writes benchmarks/results/microscopes.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from dataclasses import replace
+from datetime import datetime
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import chromaqpi
+from _common import markdown_table, write_results
+from chromaqpi.datasets import seeds
+from chromaqpi.datasets.randomize import Objective, draw_microscope, get_family
+from chromaqpi.metrics import ms_ssim, normalised_mae
+from chromaqpi.models.registry import load_model, microscope_family_warnings
+from chromaqpi.optics.simulator import simulate
+from chromaqpi.phantoms import get_source, phase_rad
+
+SET_ID = 300  # evaluation set id of every class (not used by any registered set)
+METHODS = ("tie", "wotf", "mean", "zmd")
+DATA_RANGE = 3.5
+
+# class -> (objectives replacing the family's, or None for the family as trained; description;
+#           the in-family class it is paired with: same pixels, objects, noise, only the optics differ)
+CLASSES = {
+    "family": (None, "the default family as trained (20x/0.40 or 40x/0.65 achromat)", None),
+    "20x-0.40": ([Objective(20, 0.40, (1.0, 4.0), (0.5, 3.0))], "the family's 20x achromat alone", None),
+    "40x-0.65": ([Objective(40, 0.65, (0.5, 2.0), (0.3, 2.0))], "the family's 40x achromat alone", None),
+    "40x-0.65-apo": ([Objective(40, 0.65, (0.1, 0.3), (0.3, 2.0))], "40x/0.65 plan-apochromat, S 0.1-0.3 µm",
+                     "40x-0.65"),
+    "20x-0.40-deep": ([Objective(20, 0.40, (1.0, 4.0), (3.0, 6.0))], "20x achromat, defocus 3-6 µm", "20x-0.40"),
+    "10x-0.25": ([Objective(10, 0.25, (2.0, 8.0), (1.0, 5.0))],
+                 "10x/0.25 achromat (outside the NA and pixel envelope)", None),
+    "60x-0.85": ([Objective(60, 0.85, (0.3, 1.2), (0.2, 1.5))], "60x/0.85 dry achromat (outside the NA envelope)",
+                 None),
+}
+
+
+def class_sample(name: str, i: int, size: int):
+    """(images (1, C, H, W), true phase (H, W), microscope) of sample i of a class."""
+    objectives = CLASSES[name][0]
+    family = get_family("default")
+    ranges = family if objectives is None else replace(family, objectives=objectives)
+    microscope = draw_microscope(None, ranges, seeds.rng_from(seeds.eval_sequence(SET_ID, i, 0)))
+    source = get_source("cells", wavelength_um=microscope.optics.wavelength_ref_um)
+    obj = source((size, size), microscope.sampling.pixel_size_um, seeds.rng_from(seeds.eval_sequence(SET_ID, i, 1)))
+    phase = torch.from_numpy(phase_rad(obj, microscope.optics.wavelength_ref_um))
+    generator = seeds.torch_generator_from(seeds.eval_sequence(SET_ID, i, 2))
+    with torch.no_grad():
+        images = simulate(phase, microscope, noise=True, generator=generator)
+    return images.float(), phase.double(), microscope
+
+
+def score_class(name: str, n: int, size: int, steps: int, card: dict) -> dict:
+    scores = {m: {"nmae": [], "ms_ssim": []} for m in METHODS}
+    outside = 0
+    for i in tqdm(range(n), desc=name, leave=False):
+        images, true, microscope = class_sample(name, i, size)
+        outside += bool(microscope_family_warnings(card, microscope))
+        for method in METHODS:
+            opts = {"model": "default", "steps": steps, "samples": 1,
+                    "generator": torch.Generator().manual_seed(1000 + i)} if method == "zmd" else {}
+            if method == "mean":
+                opts = {"model": "default"}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # the envelope warning is counted above
+                est = chromaqpi.reconstruct(images, microscope, method=method, **opts)[0].double()
+            scores[method]["nmae"].append(float(normalised_mae(est, true, align="mean")))
+            scores[method]["ms_ssim"].append(float(ms_ssim(est, true, data_range=DATA_RANGE, align="mean")))
+    return {"outside": outside, **{m: {key: float(np.mean(v)) for key, v in s.items()} for m, s in scores.items()}}
+
+
+def paired(results: dict, name: str, methods) -> list[str]:
+    """nMAE of each method on class ``name`` over its in-family twin's, or "-" without one."""
+    twin = results.get(CLASSES[name][2])
+    return [f"{results[name][m]['nmae'] / twin[m]['nmae']:.2f}" if twin else "-" for m in methods]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=8, help="images per class")
+    parser.add_argument("--size", type=int, default=256, help="image size (pixels)")
+    parser.add_argument("--steps", type=int, default=25, help="DDIM steps of the ZMD draw")
+    parser.add_argument("--classes", default=",".join(CLASSES), help="comma-separated classes")
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)
+    names = args.classes.split(",")
+    unknown = [c for c in names if c not in CLASSES]
+    if unknown:
+        parser.error(f"unknown classes {unknown}; valid: {', '.join(CLASSES)}")
+    card = load_model("default").card.get("microscope")
+    results, started = {}, datetime.now()
+    for name in names:
+        results[name] = score_class(name, args.n, args.size, args.steps, card)
+        print(name, {m: round(results[name][m]["nmae"], 4) for m in METHODS}, flush=True)
+    header = ["class", "images outside the card's envelope"] + [f"nMAE {m}" for m in METHODS] + \
+             [f"MS-SSIM {m}" for m in METHODS] + ["ZMD / TIE nMAE", "ZMD vs paired class", "TIE vs paired class"]
+    rows = []
+    for name, r in results.items():
+        rows.append([name, f"{r['outside']}/{args.n}"] + [f"{r[m]['nmae']:.4f}" for m in METHODS]
+                    + [f"{r[m]['ms_ssim']:.4f}" for m in METHODS]
+                    + [f"{r['zmd']['nmae'] / r['tie']['nmae']:.2f}"] + paired(results, name, ("zmd", "tie")))
+    classes = "\n".join(f"- `{name}`: {CLASSES[name][1]}" for name in names)
+    body = (f"Shipped `default` model, {args.n} cell scenes of {args.size} px per class, ZMD one {args.steps}-step "
+            f"DDIM draw (seed 1000 + image index), {(datetime.now() - started).seconds / 60:.1f} min in all. "
+            "Lower nMAE is better; ratios below 1 mean ZMD is better than the reference.\n\n"
+            f"{classes}\n\n" + markdown_table(header, rows))
+    write_results("microscopes", "The default model on microscopes outside its training family", body)
+
+
+if __name__ == "__main__":
+    main()
