@@ -42,13 +42,19 @@ def test_dry_run_prints_the_first_microscope_and_builds_nothing(tmp_path, capsys
     (["--n", "0"], "--n (n) must be a positive integer"),
     (["--size", "7"], "--size (size) must be >= 8 pixels"),
     (["--group-size", "0"], "--group-size (group_size) must be >= 1"),
+    (["--workers", "-1"], "--workers (workers) must be an integer >= 0"),  # was a silent in-process build
+    (["--out", "FILE"], "exists and is not a folder"),
 ])
-def test_dry_run_refuses_what_a_build_would_refuse(tmp_path, capsys, extra, message):
+@pytest.mark.parametrize("dry", [True, False])
+def test_dry_run_refuses_what_a_build_would_refuse(tmp_path, capsys, extra, message, dry):
+    (tmp_path / "FILE").write_text("x")
+    extra = [str(tmp_path / "FILE") if a == "FILE" else a for a in extra]
     args = ["dataset", "build", "--microscope", "paper-2shot", "--n", "8", "--seed", "1", "--out",
-            str(tmp_path / "dry"), "--dry-run", *extra]
+            str(tmp_path / "dry"), "--quiet", *(["--dry-run"] if dry else []), *extra]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "dry").exists() and (tmp_path / "FILE").read_text() == "x"
 
 
 def _fake_dataset(root, shards=None):

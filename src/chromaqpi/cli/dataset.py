@@ -58,7 +58,7 @@ def run(args):
 
 # The build's messages name its parameters; on the command line they are flags.
 BUILD_FLAGS = {"n": "--n", "size": "--size", "shard_size": "--shard-size", "group_size": "--group-size",
-               "seed": "--seed"}
+               "seed": "--seed", "workers": "--workers"}
 
 
 def _build(args):
@@ -80,11 +80,12 @@ def _build(args):
 def _dry_run(args):
     import json
 
-    from chromaqpi.datasets.build import build_config
+    from chromaqpi.datasets.build import build_config, check_target
     from chromaqpi.datasets.generate import draw_group_microscope
     from chromaqpi.datasets.randomize import resolve_ranges
     from chromaqpi.datasets.sources import format_sources, resolve_sources
 
+    check_target(args.out, args.workers)
     ranges = resolve_ranges(args.microscope)
     base = ranges.base_microscope()
     specs = resolve_sources(args.source or ranges.default_source, wavelength_um=base.optics.wavelength_ref_um)

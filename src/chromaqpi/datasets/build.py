@@ -162,6 +162,15 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def check_target(out_dir, workers) -> None:
+    """The checks on where and how a build runs (a dry run makes them too)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        # -1 means "all cores" elsewhere (joblib); here it would quietly build in one process.
+        raise ConfigError(f"workers must be an integer >= 0 (0 or 1: build in this process), got {workers!r}")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ConfigError(f"--out {out_dir} exists and is not a folder")
+
+
 def build_dataset(sources, family, n: int, size, seed: int, out_dir, *, workers: int = 1,
                   shard_size: int = DEFAULT_SHARD_SIZE, group_size: int = DEFAULT_GROUP_SIZE, noise: bool = True,
                   progress: bool = True, start_method: str = "spawn", allow_heldout: bool = False,
@@ -194,14 +203,13 @@ def build_dataset(sources, family, n: int, size, seed: int, out_dir, *, workers:
     dict
         The final manifest (also in ``out_dir/manifest.json``).
     """
+    check_target(out_dir, workers)
     ranges = resolve_ranges(family)
     base = ranges.base_microscope()
     specs = resolve_sources(ranges.default_source if sources is None else sources,
                             wavelength_um=base.optics.wavelength_ref_um, allow_heldout=allow_heldout)
     config = build_config(specs, ranges, n, size, seed, shard_size, group_size, noise)
     root = Path(out_dir)
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"--out {root} exists and is not a folder")
     root.mkdir(parents=True, exist_ok=True)
     _clean_temporaries(root)
     manifest = _start_manifest(root, config, ranges)
