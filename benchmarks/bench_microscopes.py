@@ -93,10 +93,9 @@ def score_class(name: str, n: int, size: int, steps: int, card: dict) -> dict:
         images, true, microscope = class_sample(name, i, size)
         outside += bool(microscope_family_warnings(card, microscope))
         for method in METHODS:
-            opts = {"model": "default", "steps": steps, "samples": 1,
-                    "generator": torch.Generator().manual_seed(1000 + i)} if method == "zmd" else {}
-            if method == "mean":
-                opts = {"model": "default"}
+            opts = {"model": "default"} if method in ("mean", "zmd") else {}
+            if method == "zmd":
+                opts.update(steps=steps, samples=1, generator=torch.Generator().manual_seed(1000 + i))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # the envelope warning is counted above
                 est = chromaqpi.reconstruct(images, microscope, method=method, **opts)[0].double()

@@ -39,7 +39,8 @@ def add_arguments(parser):
                         help="randomisation family (default, paper-rgb, paper-2shot) the model is for")
     parser.add_argument("--source", metavar="SPEC", help="phase sources for on-the-fly data (e.g. cells:2,textures:1)")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
-    parser.add_argument("--config", metavar="TOML", help="TrainConfig fields as TOML (flags override; a [model] table excludes the model flags)")
+    parser.add_argument("--config", metavar="TOML",
+                        help="TrainConfig fields as TOML (flags override; a [model] table excludes the model flags)")
     parser.add_argument("--steps", type=int, help="optimiser steps")
     parser.add_argument("--batch-size", type=int, help="global batch size")
     parser.add_argument("--crop", type=int, default=96, help="training crop (px, multiple of the stride)")
