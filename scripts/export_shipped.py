@@ -2,6 +2,7 @@
 
 Usage: python scripts/export_shipped.py [--checkpoint best|last] [NAME ...]
        (default: best; names default: default paper-2shot paper-rgb)
+       python scripts/export_shipped.py --refresh-envelope [NAME ...]
 
 NAME is a family (its ZMD model) or FAMILY-ddpm / FAMILY-cvdm (the comparison models).
 Reads runs/KIND-FAMILY/checkpoints/best (EMA weights with the best validation
@@ -22,30 +23,12 @@ from pathlib import Path
 import torch
 
 from chromaqpi.datasets.randomize import resolve_ranges
-from chromaqpi.models.registry import read_card, read_weights
-from chromaqpi.training.checkpoint import write_model_dir
+from chromaqpi.models.registry import family_envelope, read_card, read_weights
+from chromaqpi.training.checkpoint import atomic_write_bytes, atomic_write_json, write_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BYTES = 25 * 2**20
 CLIP_RESIDUAL = 4.0
-
-
-def family_envelope(family: str) -> dict:
-    """Microscope fields (dotted) -> value or [low, high] covered by the training family."""
-    r = resolve_ranges(family)
-    base = r.base_microscope()
-    env: dict = {"n_channels": base.n_channels}
-    if r.objectives:
-        nas = [o.na for o in r.objectives]
-        env["optics.na_objective"] = [min(nas) * (1 - r.na_jitter), max(nas) * (1 + r.na_jitter)]
-        mags = [o.magnification for o in r.objectives]
-        env["sampling.pixel_size_um"] = [r.camera_pixel_um[0] / max(mags), r.camera_pixel_um[1] / min(mags)]
-    else:
-        env["sampling.pixel_size_um"] = base.sampling.pixel_size_um
-        env["optics.na_objective"] = base.optics.na_objective
-    if r.n_medium:
-        env["optics.n_medium"] = list(r.n_medium)
-    return env
 
 
 def training_summary(run: Path) -> dict:
@@ -234,10 +217,32 @@ def export(name: str, checkpoint: str = "best") -> None:
     print(f"exported {name}: {size / 2**20:.1f} MiB from {src}")
 
 
+ENVELOPE_LINE = "  inference warns outside this envelope: `"
+
+
+def refresh_envelope(name: str) -> None:
+    """Rewrite a shipped model's ``microscope`` envelope (config.json and its card line) from
+    its family's current :func:`family_envelope`; the weights and everything else stay."""
+    family, _ = split_name(name)
+    dst = ROOT / "src" / "chromaqpi" / "weights" / name
+    config = json.loads((dst / "config.json").read_text())
+    config["microscope"] = family_envelope(family)
+    card_md = (dst / "MODEL_CARD.md").read_text().splitlines(keepends=True)
+    lines = [i for i, line in enumerate(card_md) if line.startswith(ENVELOPE_LINE)]
+    if len(lines) != 1:
+        sys.exit(f"{name}: MODEL_CARD.md has {len(lines)} envelope lines, expected 1")
+    card_md[lines[0]] = f"{ENVELOPE_LINE}{json.dumps(config['microscope'])}`\n"
+    atomic_write_json(dst / "config.json", config)
+    atomic_write_bytes(dst / "MODEL_CARD.md", "".join(card_md).encode())
+    print(f"{name}: envelope {json.dumps(config['microscope'])}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", choices=tuple(CHOSEN), default="best", help="which run checkpoint to ship")
+    parser.add_argument("--refresh-envelope", action="store_true",
+                        help="only rewrite the shipped models' microscope envelope (no run needed)")
     parser.add_argument("names", nargs="*", default=["default", "paper-2shot", "paper-rgb"])
     args = parser.parse_args()
     for fam in args.names:
-        export(fam, args.checkpoint)
+        refresh_envelope(fam) if args.refresh_envelope else export(fam, args.checkpoint)

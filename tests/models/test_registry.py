@@ -1,10 +1,16 @@
+import dataclasses
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from tiny_models import tiny_config
 
 import chromaqpi
+from chromaqpi.datasets.randomize import Objective, draw_microscope, get_family
 from chromaqpi.errors import ConfigError, WeightsError
-from chromaqpi.models.registry import build_model, microscope_family_warnings, normalise_input
+from chromaqpi.models.registry import (build_model, family_envelope, focus_separations_um, microscope_family_warnings,
+                                       normalise_input, read_card)
 from chromaqpi.training.checkpoint import make_card, save_model
 
 
@@ -55,6 +61,46 @@ def test_family_check_values_and_ranges():
     assert microscope_family_warnings({"n_channels": 3, "unknown.key": 1}, scope) == []
     msgs = microscope_family_warnings({"n_channels": 2, "sampling.pixel_size_um": [1.0, 2.0]}, scope)
     assert len(msgs) == 2
+
+
+def test_focus_separations_of_plane_presets_are_their_defocus_differences():
+    # Monochromatic planes: the weighted defocus of a plane is its own defocus, exactly.
+    assert focus_separations_um(chromaqpi.Microscope.from_preset("paper-2shot")) == \
+        pytest.approx({"effective_defocus_um.c1-c0": 2.0}, abs=1e-12)  # planes at z = -1, +1 µm
+    rgb = focus_separations_um(chromaqpi.Microscope.from_preset("paper-rgb"))  # all three at z = +1 µm
+    assert rgb == pytest.approx(dict.fromkeys(["effective_defocus_um.c1-c0", "effective_defocus_um.c2-c0",
+                                               "effective_defocus_um.c2-c1"], 0.0), abs=1e-12)
+
+
+def test_shipped_cards_carry_their_familys_current_envelope():
+    # A stale card (family ranges changed, card not refreshed) would warn for the wrong microscopes:
+    # scripts/export_shipped.py --refresh-envelope NAME rewrites it.
+    for name in ("default", "paper-2shot", "paper-rgb"):
+        card = read_card(Path(chromaqpi.__file__).parent / "weights" / name)
+        assert card["microscope"] == family_envelope(name), name
+        inside = chromaqpi.Microscope.from_preset(card["microscope_preset"])
+        assert microscope_family_warnings(card["microscope"], inside) == [], name
+
+
+def test_envelope_flags_objectives_with_little_chromatic_defocus():
+    # A 40x/0.65 plan-apochromat has the family's NA and pixel size but a secondary spectrum of
+    # 0.1-0.3 µm instead of 0.5-2: only the focus separations can see it. Measured with these draws:
+    # 59 % of the apochromats are flagged, 0.15 % of fresh family draws (2000 each).
+    envelope = read_card(Path(chromaqpi.__file__).parent / "weights" / "default")["microscope"]
+    family = get_family("default")
+    apo = dataclasses.replace(family, objectives=[Objective(40, 0.65, (0.1, 0.3), (0.3, 2.0))])
+    rng = np.random.default_rng(12345)
+
+    def flagged(ranges, n=300):
+        return np.mean([bool(microscope_family_warnings(envelope, draw_microscope(None, ranges, rng)))
+                        for _ in range(n)])
+
+    assert flagged(apo) > 0.4
+    assert flagged(family) < 0.02
+    two_shot = chromaqpi.Microscope.from_preset("paper-2shot")
+    wider = two_shot.replace(planes=[{**p, "defocus_um": 1.5 * p["defocus_um"]} for p in two_shot.to_dict()["planes"]])
+    msgs = microscope_family_warnings(family_envelope("paper-2shot"), wider)
+    assert msgs == ["effective_defocus_um.c1-c0 = 3 (trained for [1.99, 2.01])"]
 
 
 def test_default_model_is_the_presets_model_of_the_requested_kind(tmp_path, monkeypatch):

@@ -8,7 +8,8 @@ A model directory holds ``config.json`` (the model card) and a safetensors weigh
     ``{"file": "model.safetensors", "sha256": ..., "dtype": ...}``; the checksum is verified when given.
 ``microscope``
     Training family: dotted Microscope fields mapped to a value or a ``[low, high]`` range, e.g.
-    ``{"n_channels": 3, "optics.na_objective": [0.3, 0.75]}`` (:func:`microscope_family_warnings`).
+    ``{"n_channels": 3, "optics.na_objective": [0.3, 0.75]}``, plus the channels' focus separations
+    (:func:`family_envelope`, :func:`microscope_family_warnings`).
 ``input_normalisation``
     How flat-field images were turned into model inputs (:func:`normalise_input`).
 ``data``, ``provenance``
@@ -398,11 +399,69 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def focus_separations_um(microscope) -> dict[str, float]:
+    """Differences of the channels' spectrally weighted defocus (µm), every pair j > i, keyed
+    ``"effective_defocus_um.c<j>-c<i>"``.
+
+    These differences are the through-focus diversity the method reads: an objective with
+    less (or reversed) longitudinal chromatic aberration than the training family is outside
+    it even at the same NA and pixel size (a plan-apochromat, ``benchmarks/results/microscopes.md``).
+    All pairs, because a family's draws are correlated: with the default family's achromats
+    blue minus green never falls below 0.27 µm, while blue minus red can be near zero.
+    """
+    from chromaqpi.microscope import effective_defocus_um
+
+    z = effective_defocus_um(microscope)
+    return {f"effective_defocus_um.c{j}-c{i}": z[j] - z[i] for i in range(len(z)) for j in range(i + 1, len(z))}
+
+
+#: draws, seed and widening of :func:`family_envelope`'s sampled focus separations: the
+#: range of 4000 draws, widened by 0.5 % of its width (at least 0.01 µm) each side so that
+#: the sampled extremes do not flag microscopes at the family's true edge.
+ENVELOPE_DRAWS, ENVELOPE_SEED, ENVELOPE_MARGIN, ENVELOPE_MIN_MARGIN_UM = 4000, 0, 0.005, 0.01
+
+
+def family_envelope(family) -> dict:
+    """The card's ``microscope`` entry for a randomisation family (name or
+    :class:`~chromaqpi.datasets.randomize.Ranges`): dotted fields -> value or [low, high].
+
+    NA, pixel size and medium index come from the family's ranges; the channels' focus
+    separations (:func:`focus_separations_um`) have no closed form over the illuminant,
+    camera and aberration draws, so their range is sampled from the family itself.
+    """
+    import numpy as np
+
+    from chromaqpi.datasets.randomize import draw_microscope, resolve_ranges
+
+    r = resolve_ranges(family)
+    base = r.base_microscope()
+    env: dict = {"n_channels": base.n_channels}
+    if r.objectives:
+        nas = [o.na for o in r.objectives]
+        env["optics.na_objective"] = [min(nas) * (1 - r.na_jitter), max(nas) * (1 + r.na_jitter)]
+        mags = [o.magnification for o in r.objectives]
+        env["sampling.pixel_size_um"] = [r.camera_pixel_um[0] / max(mags), r.camera_pixel_um[1] / min(mags)]
+    else:
+        env["sampling.pixel_size_um"] = base.sampling.pixel_size_um
+        env["optics.na_objective"] = base.optics.na_objective
+    if r.n_medium:
+        env["optics.n_medium"] = list(r.n_medium)
+    rng = np.random.default_rng(ENVELOPE_SEED)
+    draws = [focus_separations_um(draw_microscope(base, r, rng)) for _ in range(ENVELOPE_DRAWS)]
+    for key in draws[0]:
+        values = [d[key] for d in draws]
+        lo, hi = min(values), max(values)
+        pad = max(ENVELOPE_MARGIN * (hi - lo), ENVELOPE_MIN_MARGIN_UM)
+        env[key] = [round(lo - pad, 4), round(hi + pad, 4)]
+    return env
+
+
 def microscope_family_warnings(family: dict | None, microscope) -> list[str]:
     """Where ``microscope`` leaves the family a model was trained for.
 
     ``family`` maps dotted microscope fields (``"sampling.pixel_size_um"``, ``"optics.na_objective"``,
-    ``"n_channels"``, ...) to a value or an inclusive ``[low, high]`` range; other keys are ignored.
+    ``"n_channels"``, ...) and the derived focus separations (:func:`focus_separations_um`) to a
+    value or an inclusive ``[low, high]`` range; other keys are ignored.
 
     Returns
     -------
@@ -412,6 +471,8 @@ def microscope_family_warnings(family: dict | None, microscope) -> list[str]:
     if not family:
         return []
     actual = {**_flatten(microscope.to_dict()), "n_channels": microscope.n_channels}
+    if any(key.startswith("effective_defocus_um.") for key in family):
+        actual.update(focus_separations_um(microscope))
     problems = []
     for key, want in family.items():
         if key not in actual:
@@ -422,7 +483,8 @@ def microscope_family_warnings(family: dict | None, microscope) -> list[str]:
         else:
             ok = got == want
         if not ok:
-            problems.append(f"{key} = {got!r} (trained for {want!r})")
+            shown = f"{got:.4g}" if isinstance(got, float) else repr(got)
+            problems.append(f"{key} = {shown} (trained for {want!r})")
     return problems
 
 
