@@ -266,6 +266,28 @@ def test_cli_warnings_are_one_line_and_the_format_is_restored(rgb_stack, tmp_pat
     with pytest.warns(UserWarning, match="median intensity"):
         assert main(["reconstruct", *args]) == 0  # in process: the format is put back afterwards
     assert warnings.formatwarning is before
+    # The files carry the image's warnings (a map made under a warning says so wherever it goes).
+    for name in ("dim_phase.tif", "dim_opd.tif"):
+        notes = read_tiff(tmp_path / "o" / name)[1]["warnings"]
+        assert len(notes) == 1 and notes[0].startswith("median intensity")
+    plain = ["reconstruct", str(path), "--method", "tie", "--microscope", "paper-rgb", "--normalized",
+             "--out", str(tmp_path / "plain"), "--no-preview"]
+    assert main(plain) == 0
+    assert read_tiff(tmp_path / "plain" / "bump_phase.tif")[1]["warnings"] == []
+
+
+def test_a_batch_repeats_each_warning_once_and_records_it_per_image(rgb_stack, tmp_path, capsys):
+    path, images = rgb_stack
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b"):
+        np.save(folder / f"{name}.npy", (0.2 * images).astype(np.float32))
+    with pytest.warns(UserWarning, match="median intensity") as record:
+        assert main(["reconstruct", str(folder), "--method", "tie", "--microscope", "paper-rgb", "--normalized",
+                     "--out", str(tmp_path / "o"), "--no-preview"]) == 0
+    assert sum("median intensity" in str(w.message) for w in record) == 1
+    for name in ("a", "b"):
+        assert read_tiff(tmp_path / "o" / f"{name}_phase.tif")[1]["warnings"][0].startswith("median intensity")
 
 
 def test_a_missing_background_is_named_by_its_flag_before_any_input_is_read(rgb_stack, tmp_path, capsys):

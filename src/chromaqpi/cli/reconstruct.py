@@ -6,6 +6,8 @@ background estimate), reconstructs phase and writes per image:
 ``<stem>_phase.tif`` (float32, rad at the reference wavelength),
 ``<stem>_opd.tif`` (float32, nm), ``<stem>_phase.png`` (preview with colour
 bar) and, for learned models with ``--samples N > 1``, ``<stem>_std.tif``.
+The TIFFs' JSON metadata records the method, options, microscope and any warnings
+raised for that image (e.g. a microscope outside the model's training family).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -164,6 +167,15 @@ def write_outputs(paths, stem, phase, std, microscope, meta):
                          title=f"{stem}: {meta['method']}")
 
 
+def repeat_warnings(caught, shown: set[str]) -> None:
+    """Re-issue warnings recorded for one input (they also go into its files' metadata, so that
+    a phase map made outside a model's training family says so), each message once per batch."""
+    for w in caught:
+        if str(w.message) not in shown:
+            shown.add(str(w.message))
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def run(args):
     import torch
 
@@ -176,18 +188,24 @@ def run(args):
     options = method_options(args)
     background = read_background(args, microscope)
     out = output_dir(args.out)
+    shown: set[str] = set()
     for path in progress(paths, desc=f"reconstruct ({args.method})"):
         names = ["phase.tif", "opd.tif"] + ["std.tif"] * (args.samples > 1) + ["phase.png"] * (not args.no_preview)
         outputs = output_files(out, path.stem, names)
         with naming_input(path):
-            images = torch.from_numpy(load_normalized(path, microscope, args, background))
-            start = time.perf_counter()
-            result = chromaqpi.reconstruct(images, microscope, method=args.method, **options)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                images = torch.from_numpy(load_normalized(path, microscope, args, background))
+                start = time.perf_counter()
+                result = chromaqpi.reconstruct(images, microscope, method=args.method, **options)
+                seconds = time.perf_counter() - start
             phase, std = (result if isinstance(result, tuple) else (result, None))
             meta = {"method": args.method, "options": {k: v for k, v in options.items() if k != "generator"},
                     "seed": args.seed, "source": path.name, "wavelength_um": microscope.optics.wavelength_ref_um,
                     "phase_offset": "zero-mean (the constant phase is not observable)",
-                    "seconds": round(time.perf_counter() - start, 3), "microscope": microscope.to_dict()}
+                    "seconds": round(seconds, 3), "microscope": microscope.to_dict(),
+                    "warnings": list(dict.fromkeys(str(w.message) for w in caught))}
+            repeat_warnings(caught, shown)
             write_outputs(outputs, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope, meta)
     print(f"wrote {len(paths)} reconstruction(s) to {out}")
     return 0
