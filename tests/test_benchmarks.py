@@ -64,6 +64,8 @@ CASES = {
                 ["## 2. Build speed", "DataLoader workers"]),
     "microscopes": ("bench_microscopes.py", ["--n", "1", "--size", "64", "--steps", "1", "--classes",
                                              "family,10x-0.25"], ["| family | 0/1 |", "| 10x-0.25 | 1/1 |"]),
+    "misregistration": ("bench_misregistration.py", ["--n", "1", "--size", "64", "--steps", "1", "--shifts", "0,1"],
+                        ["| 0 |", "| 1 |"]),
     "models-shipped": ("bench_models.py", ["--size", "32", "--steps", "1", "--shipped"], ["| zmd |"]),
 }
 
