@@ -9,8 +9,8 @@ from tiny_models import tiny_config
 import chromaqpi
 from chromaqpi.datasets.randomize import Objective, draw_microscope, get_family
 from chromaqpi.errors import ConfigError, WeightsError
-from chromaqpi.models.registry import (build_model, family_envelope, focus_separations_um, microscope_family_warnings,
-                                       normalise_input, read_card)
+from chromaqpi.models.registry import (build_model, family_envelope, focus_features_um, focus_separations_um,
+                                       microscope_family_warnings, normalise_input, read_card)
 from chromaqpi.training.checkpoint import make_card, save_model
 
 
@@ -101,6 +101,21 @@ def test_envelope_flags_objectives_with_little_chromatic_defocus():
     wider = two_shot.replace(planes=[{**p, "defocus_um": 1.5 * p["defocus_um"]} for p in two_shot.to_dict()["planes"]])
     msgs = microscope_family_warnings(family_envelope("paper-2shot"), wider)
     assert msgs == ["effective_defocus_um.c1-c0 = 3 (trained for [1.99, 2.01])"]
+
+
+def test_envelope_flags_a_stack_shifted_along_z():
+    # Planes at 0 and +2 µm: the separation (2 µm) is the family's, the position is not. Their
+    # weighted defocus is the planes' own (monochromatic), so the mean is exactly 1 µm.
+    two_shot = chromaqpi.Microscope.from_preset("paper-2shot")
+    shifted = two_shot.replace(planes=[{**p, "defocus_um": p["defocus_um"] + 1.0} for p in two_shot.to_dict()["planes"]])
+    assert focus_features_um(shifted)["effective_defocus_um.mean"] == pytest.approx(1.0, abs=1e-12)
+    msgs = microscope_family_warnings(family_envelope("paper-2shot"), shifted)
+    assert msgs == ["effective_defocus_um.mean = 1 (trained for [-0.01, 0.01])"]
+    # A whole RGB stack in focus carries no phase contrast: outside the paper-rgb family (0.08-2.95 µm).
+    rgb = chromaqpi.Microscope.from_preset("paper-rgb")
+    in_focus = rgb.replace(planes=[{**p, "defocus_um": 0.0} for p in rgb.to_dict()["planes"]])
+    assert microscope_family_warnings(family_envelope("paper-rgb"), in_focus) == \
+        ["effective_defocus_um.mean = 0 (trained for [0.0833, 2.9502])"]
 
 
 def test_default_model_is_the_presets_model_of_the_requested_kind(tmp_path, monkeypatch):

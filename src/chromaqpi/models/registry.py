@@ -411,8 +411,25 @@ def focus_separations_um(microscope) -> dict[str, float]:
     """
     from chromaqpi.microscope import effective_defocus_um
 
-    z = effective_defocus_um(microscope)
+    return _pair_differences(effective_defocus_um(microscope))
+
+
+def _pair_differences(z: list[float]) -> dict[str, float]:
     return {f"effective_defocus_um.c{j}-c{i}": z[j] - z[i] for i in range(len(z)) for j in range(i + 1, len(z))}
+
+
+def focus_features_um(microscope) -> dict[str, float]:
+    """The focus quantities an envelope bounds: the separations (:func:`focus_separations_um`)
+    and the channels' mean weighted defocus (``"effective_defocus_um.mean"``, µm).
+
+    The mean places the stack along z: phase contrast changes sign with defocus, so planes at
+    0 and +2 µm image a phase object differently from planes at -1 and +1 µm, although their
+    separation is the same.
+    """
+    from chromaqpi.microscope import effective_defocus_um
+
+    z = effective_defocus_um(microscope)
+    return {**_pair_differences(z), "effective_defocus_um.mean": sum(z) / len(z)}
 
 
 #: draws, seed and widening of :func:`family_envelope`'s sampled focus separations: the
@@ -426,8 +443,8 @@ def family_envelope(family) -> dict:
     :class:`~chromaqpi.datasets.randomize.Ranges`): dotted fields -> value or [low, high].
 
     NA, pixel size and medium index come from the family's ranges; the channels' focus
-    separations (:func:`focus_separations_um`) have no closed form over the illuminant,
-    camera and aberration draws, so their range is sampled from the family itself.
+    separations and mean defocus (:func:`focus_features_um`) have no closed form over the
+    illuminant, camera and aberration draws, so their range is sampled from the family itself.
     """
     import numpy as np
 
@@ -447,7 +464,7 @@ def family_envelope(family) -> dict:
     if r.n_medium:
         env["optics.n_medium"] = list(r.n_medium)
     rng = np.random.default_rng(ENVELOPE_SEED)
-    draws = [focus_separations_um(draw_microscope(base, r, rng)) for _ in range(ENVELOPE_DRAWS)]
+    draws = [focus_features_um(draw_microscope(base, r, rng)) for _ in range(ENVELOPE_DRAWS)]
     for key in draws[0]:
         values = [d[key] for d in draws]
         lo, hi = min(values), max(values)
@@ -460,7 +477,7 @@ def microscope_family_warnings(family: dict | None, microscope) -> list[str]:
     """Where ``microscope`` leaves the family a model was trained for.
 
     ``family`` maps dotted microscope fields (``"sampling.pixel_size_um"``, ``"optics.na_objective"``,
-    ``"n_channels"``, ...) and the derived focus separations (:func:`focus_separations_um`) to a
+    ``"n_channels"``, ...) and the derived focus quantities (:func:`focus_features_um`) to a
     value or an inclusive ``[low, high]`` range; other keys are ignored.
 
     Returns
@@ -472,7 +489,7 @@ def microscope_family_warnings(family: dict | None, microscope) -> list[str]:
         return []
     actual = {**_flatten(microscope.to_dict()), "n_channels": microscope.n_channels}
     if any(key.startswith("effective_defocus_um.") for key in family):
-        actual.update(focus_separations_um(microscope))
+        actual.update(focus_features_um(microscope))
     problems = []
     for key, want in family.items():
         if key not in actual:
