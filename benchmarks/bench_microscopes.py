@@ -13,7 +13,8 @@ phantoms-test) simulated with the drawn microscope's full quadrature and sensor 
 - ``40x-0.65-apo``: a plan-apochromat (secondary spectrum 0.1-0.3 µm instead of 0.5-2):
   inside the card's NA, pixel and medium ranges, far less chromatic defocus; the card's
   focus-separation ranges (``models.registry.family_envelope``) flag the draws with the least;
-- ``20x-0.40-deep``: the 20x achromat focused 3-6 µm away (training: 0.5-3 µm);
+- ``20x-0.40-deep``: the 20x achromat focused 3-6 µm away (training: 0.5-3 µm): the card's
+  mean-defocus range flags the deeper draws;
 - ``10x-0.25``: a 10x/0.25 achromat (secondary spectrum 2-8 µm, defocus 1-5 µm, pixels
   0.24-0.65 µm): outside the envelope in NA and pixel size;
 - ``60x-0.85``: a 60x/0.85 dry achromat (secondary spectrum 0.3-1.2 µm, defocus 0.2-1.5 µm):
