@@ -27,6 +27,7 @@ from tqdm import tqdm
 import chromaqpi
 from _common import markdown_table, write_results
 from chromaqpi.datasets.evalsets import get_evalset, load_evalset
+from chromaqpi.errors import ConfigError
 from chromaqpi.metrics import normalised_mae
 
 METHODS = ("tie", "tie (true z)", "mean", "zmd")
@@ -77,6 +78,12 @@ def main():
     shifts = [float(s) for s in args.shifts.split(",")]
     if 0.0 not in shifts:
         parser.error("--shifts must include 0 (the reference)")
+    try:
+        noisy = [name for name in args.sets.split(",") if get_evalset(name).noise]
+    except ConfigError as err:
+        parser.error(str(err))
+    if noisy:  # re-simulation draws fresh noise: the delta = 0 images could not match the stored ones
+        parser.error(f"--sets takes noiseless test sets only, not {', '.join(noisy)}")
     torch.set_flush_denormal(True)
     started = datetime.now()
     header = ["test set", "delta (µm)"] + [f"nMAE {m}" for m in METHODS] + [f"{m} / in focus" for m in METHODS]

@@ -432,7 +432,7 @@ def focus_features_um(microscope) -> dict[str, float]:
     return {**_pair_differences(z), "effective_defocus_um.mean": sum(z) / len(z)}
 
 
-#: draws, seed and widening of :func:`family_envelope`'s sampled focus separations: the
+#: draws, seed and widening of :func:`family_envelope`'s sampled focus quantities: the
 #: range of 4000 draws, widened by 0.5 % of its width (at least 0.01 µm) each side so that
 #: the sampled extremes do not flag microscopes at the family's true edge.
 ENVELOPE_DRAWS, ENVELOPE_SEED, ENVELOPE_MARGIN, ENVELOPE_MIN_MARGIN_UM = 4000, 0, 0.005, 0.01
