@@ -29,14 +29,9 @@ from _common import markdown_table, write_results
 from chromaqpi.datasets.evalsets import get_evalset, load_evalset
 from chromaqpi.errors import ConfigError
 from chromaqpi.metrics import normalised_mae
+from chromaqpi.solvers.focus import shift_focus
 
 METHODS = ("tie", "tie (true z)", "mean", "zmd")
-
-
-def shifted_stack(microscope, delta_um: float):
-    """The microscope with every plane moved by delta_um along z."""
-    return microscope.replace(planes=[{**p, "defocus_um": p["defocus_um"] + delta_um}
-                                      for p in microscope.to_dict()["planes"]])
 
 
 def estimate(method: str, images, declared, actual, model: str, steps: int, seed: int) -> torch.Tensor:
@@ -54,7 +49,7 @@ def score_set(name: str, n: int, shifts: list[float], steps: int) -> dict:
     for i, s in enumerate(tqdm(load_evalset(name, n=n), desc=name)):
         phase = s.phase.double()
         for d in shifts:
-            actual = shifted_stack(s.microscope, d)
+            actual = shift_focus(s.microscope, d)
             with torch.no_grad():
                 images = chromaqpi.simulate(phase.float(), actual, noise=spec.noise)
             if d == 0:

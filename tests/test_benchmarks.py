@@ -66,6 +66,10 @@ CASES = {
                                              "family,10x-0.25"], ["| family | 0/1 |", "| 10x-0.25 | 1/1 |"]),
     "misregistration": ("bench_misregistration.py", ["--n", "1", "--size", "64", "--steps", "1", "--shifts", "0,1"],
                         ["| 0 |", "| 1 |"]),
+    "focus-error": ("bench_focus_error.py", ["--n", "1", "--steps", "1", "--shifts", "0,0.2",
+                                             "--sets", "paper-2shot-test"], ["| paper-2shot-test | +0.2 |"]),
+    "focus-estimate": ("bench_focus_estimate.py", ["--n", "1", "--shifts", "0.2", "--search", "0.2",
+                                                   "--sets", "paper-2shot-test"], ["| paper-2shot-test | +0.2 |"]),
     "models-shipped": ("bench_models.py", ["--size", "32", "--steps", "1", "--shipped"], ["| zmd |"]),
 }
 

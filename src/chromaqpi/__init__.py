@@ -5,7 +5,8 @@ Public API (heavy modules are imported lazily, on first use):
 - :class:`Microscope`, :func:`list_presets` -- the typed optical description;
 - :func:`simulate` -- polychromatic partially coherent brightfield forward model;
 - :func:`reconstruct`, :func:`list_methods` -- every phase-retrieval method behind one call;
-- :func:`load_model` -- learned models (safetensors + JSON).
+- :func:`load_model` -- learned models (safetensors + JSON);
+- :func:`estimate_focus_offset` -- where the stack sits along z, fitted from the images.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _LAZY = {
     "reconstruct": "chromaqpi.solvers.base",
     "list_methods": "chromaqpi.solvers.base",
     "load_model": "chromaqpi.models.registry",
+    "estimate_focus_offset": "chromaqpi.solvers.focus",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -24,15 +24,8 @@ def add_arguments(parser):
     parser.add_argument("inputs", nargs="+", metavar="IMAGE", help="micrographs (files or folders)")
     parser.add_argument("--method", default="wotf", metavar="NAME", help="tie, wotf, iterative, mean, zmd, ... "
                         "(see `chromaqpi.list_methods()`; default: %(default)s)")
-    parser.add_argument("--microscope", "-m", default="default", metavar="PRESET|FILE",
-                        help="microscope preset or TOML (default: %(default)s)")
+    add_reading_arguments(parser)
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--background", metavar="IMAGE", help="empty-field image for flat-fielding")
-    parser.add_argument("--dark", type=float, default=0.0, metavar="LEVEL",
-                        help="black level in the file's units after scaling to [0, 1] (default: 0)")
-    parser.add_argument("--normalized", action="store_true",
-                        help="inputs are already flat-fielded (empty field = 1); skip flat-fielding")
-    parser.add_argument("--srgb", action="store_true", help="decode sRGB (JPEG/PNG from a camera) to linear first")
     parser.add_argument("--model", metavar="NAME|PATH", help="learned model name or checkpoint folder")
     parser.add_argument("--steps", type=int, metavar="K", help="diffusion sampling steps")
     parser.add_argument("--samples", type=int, default=1, metavar="N",
@@ -50,6 +43,28 @@ def add_arguments(parser):
                              "default: model)")
     parser.add_argument("--seed", type=int, default=0, help="seed for stochastic methods (default: 0)")
     parser.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
+
+
+def add_reading_arguments(parser):
+    """The microscope and how the micrographs are read and flat-fielded (shared with `chromaqpi focus`)."""
+    parser.add_argument("--microscope", "-m", default="default", metavar="PRESET|FILE",
+                        help="microscope preset or TOML (default: %(default)s)")
+    parser.add_argument("--background", metavar="IMAGE", help="empty-field image for flat-fielding")
+    parser.add_argument("--dark", type=float, default=0.0, metavar="LEVEL",
+                        help="black level in the file's units after scaling to [0, 1] (default: 0)")
+    parser.add_argument("--normalized", action="store_true",
+                        help="inputs are already flat-fielded (empty field = 1); skip flat-fielding")
+    parser.add_argument("--srgb", action="store_true", help="decode sRGB (JPEG/PNG from a camera) to linear first")
+
+
+def check_reading_options(args) -> None:
+    from chromaqpi.errors import ConfigError
+
+    if not math.isfinite(args.dark):
+        raise ConfigError(f"--dark must be a finite black level, got {args.dark}")
+    if args.normalized and (args.background or args.dark != 0):
+        raise ConfigError("--normalized inputs are already flat-fielded: drop --background/--dark, "
+                          "or the raw image needs them without --normalized")
 
 
 def read_background(args, microscope) -> np.ndarray | None:
@@ -109,11 +124,7 @@ def check_options(args) -> None:
         raise ConfigError(f"--samples must be >= 1, got {args.samples}")
     if args.refine < 0:
         raise ConfigError(f"--refine must be >= 0 steps, got {args.refine}")
-    if not math.isfinite(args.dark):
-        raise ConfigError(f"--dark must be a finite black level, got {args.dark}")
-    if args.normalized and (args.background or args.dark != 0):
-        raise ConfigError("--normalized inputs are already flat-fielded: drop --background/--dark, "
-                          "or the raw image needs them without --normalized")
+    check_reading_options(args)
 
 
 def method_options(args) -> dict:

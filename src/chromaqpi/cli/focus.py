@@ -1,0 +1,69 @@
+"""``chromaqpi focus IMAGE... --microscope PRESET|FILE [--out fitted.toml]``: where does the stack sit along z?
+
+Estimates, from the images alone, one offset by which every plane sits away from the declared
+microscope's focus (``solvers.focus.estimate_focus_offset``), prints it per image, and with
+``--out`` writes the declared microscope moved by the median offset as TOML, ready for
+``chromaqpi reconstruct --microscope fitted.toml``. Images wider than ``--crop`` are fitted on
+their central crop (the transfer functions' cost grows with the grid).
+"""
+
+from __future__ import annotations
+
+import statistics
+import warnings
+
+
+def add_arguments(parser):
+    from chromaqpi.cli.reconstruct import add_reading_arguments
+
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE", help="micrographs (files or folders)")
+    add_reading_arguments(parser)
+    parser.add_argument("--search", type=float, default=0.7, metavar="UM",
+                        help="largest trial offset in µm, either way (default: %(default)s)")
+    parser.add_argument("--step", type=float, default=0.1, metavar="UM", help="trial step in µm (default: %(default)s)")
+    parser.add_argument("--crop", type=int, default=256, metavar="PX",
+                        help="fit on the central PX x PX crop of larger images (default: %(default)s)")
+    parser.add_argument("--out", "-o", metavar="FILE", help="write the microscope with the fitted focus (TOML)")
+
+
+def run(args):
+    import torch
+
+    from chromaqpi.cli.common import collect_inputs, naming_input, output_file, progress
+    from chromaqpi.cli.reconstruct import check_reading_options, load_normalized, read_background
+    from chromaqpi.errors import ConfigError
+    from chromaqpi.io import atomic_write
+    from chromaqpi.microscope import Microscope
+    from chromaqpi.solvers.focus import estimate_focus_offset, shift_focus
+
+    check_reading_options(args)
+    if args.crop < 16:
+        raise ConfigError(f"--crop must be >= 16 px, got {args.crop}")
+    microscope = Microscope.resolve(args.microscope)
+    paths = collect_inputs(args.inputs)
+    out = output_file(args.out) if args.out else None
+    background = read_background(args, microscope)
+    offsets = []
+    for path in progress(paths, desc="focus"):
+        with naming_input(path):
+            images = torch.from_numpy(load_normalized(path, microscope, args, background))
+            fit = estimate_focus_offset(central_crop(images, args.crop), microscope,
+                                        search_um=args.search, step_um=args.step)
+        offsets.append(fit.offset_um)
+        print(f"{path}: focus offset {fit.offset_um:+.2f} µm (explained energy {max(fit.explained):.3f} at the fit, "
+              f"{fit.explained_declared:.3f} as declared)")
+        if abs(fit.offset_um) >= args.search - args.step / 2:
+            warnings.warn(f"{path.name}: the fit lies at the edge of the search range; widen --search", UserWarning)
+    if out is not None:
+        fitted = shift_focus(microscope, statistics.median(offsets))
+        with atomic_write(out, "w") as f:
+            f.write(fitted.to_toml())
+        print(f"wrote {out} (focus moved by the median offset {statistics.median(offsets):+.2f} µm)")
+    return 0
+
+
+def central_crop(images, size: int):
+    """The central size x size part of a (C, H, W) stack (the whole of a smaller side)."""
+    h, w = images.shape[-2:]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return images[..., top : top + size, left : left + size]
