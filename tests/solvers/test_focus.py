@@ -71,3 +71,12 @@ def test_no_contrast_and_bad_arguments():
         estimate_focus_offset(torch.ones(2, 3, 16, 16), scope)
     with pytest.raises(ConfigError, match="search_um"):
         estimate_focus_offset(torch.ones(3, 16, 16), scope, step_um=0)
+
+
+def test_rgb_mode_microscopes_are_warned():
+    # Measured biased by ~+0.5 um on the default preset (focus-estimate.md): the estimate must say so.
+    scope = Microscope.from_preset("default").replace(spectra={"n_wavelengths": 3}, optics={"source_points": 1})
+    images = simulate(torch.zeros(24, 24) + 0.05 * torch.rand(24, 24, generator=torch.Generator().manual_seed(0)),
+                      scope, noise=False)
+    with pytest.warns(UserWarning, match="not validated for RGB-mode"):
+        estimate_focus_offset(images[0], scope, search_um=0.2, step_um=0.1)

@@ -9,12 +9,16 @@ trial offset by the fraction of the data's spectral energy that the shifted mode
 directions explain (the phase-only least-squares fit per frequency, absorption profiled out
 where the WOTF inversion does it) and returns the best offset, refined by a parabola.
 The fit uses the linear (weak-object) model, so strong objects explain less at every offset
-and can shift the peak (see the benchmark ``bench_focus_estimate.py``).
+and can shift the peak. Measured (``benchmarks/results/focus-estimate.md``): on the paper presets
+(planes mode) it finds ±0.2-0.5 µm offsets to < 0.1 µm on average; on the broadband, partially
+coherent ``default`` preset with camera noise it is biased by about +0.5 µm, so RGB-mode microscopes
+get a warning.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,6 +102,10 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
     -------
     FocusEstimate; pass ``.microscope`` to :func:`chromaqpi.reconstruct` to use the fitted focus.
     """
+    if not microscope.planes:
+        warnings.warn("focus estimation is not validated for RGB-mode (broadband) microscopes: on the default "
+                      "preset it is biased by about +0.5 um (benchmarks/results/focus-estimate.md); "
+                      "do not use the fitted microscope", UserWarning, stacklevel=2)
     if images.ndim == 3:
         images = images[None]
     if images.ndim != 4 or images.shape[0] != 1:
