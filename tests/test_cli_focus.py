@@ -40,7 +40,7 @@ def test_fits_the_offset_and_writes_the_moved_microscope(shifted_2shot, tmp_path
     (["--step", "0"], "search_um"),
     (["--crop", "4"], "--crop must be >= 16"),
     (["--dark", "0.1"], "--normalized inputs are already flat-fielded"),
-    (["-m", "paper-rgb"], "3"),  # a two-plane file where three channels are needed
+    (["-m", "paper-rgb"], "image has 2 channel(s) but 3 are needed"),  # two planes given, three needed
 ])
 def test_user_errors_exit_2_without_output(shifted_2shot, tmp_path, capsys, extra, message):
     out = tmp_path / "fitted.toml"

@@ -20,7 +20,8 @@ def add_arguments(parser):
     add_reading_arguments(parser)
     parser.add_argument("--search", type=float, default=0.7, metavar="UM",
                         help="largest trial offset in µm, either way (default: %(default)s)")
-    parser.add_argument("--step", type=float, default=0.1, metavar="UM", help="trial step in µm (default: %(default)s)")
+    parser.add_argument("--step", type=float, default=0.1, metavar="UM",
+                        help="trial step in µm (default: %(default)s)")
     parser.add_argument("--crop", type=int, default=256, metavar="PX",
                         help="fit on the central PX x PX crop of larger images (default: %(default)s)")
     parser.add_argument("--out", "-o", metavar="FILE", help="write the microscope with the fitted focus (TOML)")

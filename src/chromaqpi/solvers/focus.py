@@ -11,7 +11,7 @@ where the WOTF inversion does it) and returns the best offset, refined by a para
 The fit uses the linear (weak-object) model, so strong objects explain less at every offset
 and can shift the peak. Measured (``benchmarks/results/focus-estimate.md``): on the paper presets
 (planes mode) it finds ±0.2-0.5 µm offsets to < 0.1 µm on average; on the broadband, partially
-coherent ``default`` preset with camera noise it is biased by about +0.5 µm, so RGB-mode microscopes
+coherent ``default`` preset with camera noise it lands at the search edge (+0.7 µm), so RGB-mode microscopes
 get a warning.
 """
 
@@ -73,14 +73,22 @@ def explained_fraction(images: torch.Tensor, microscope: Microscope, *, padding:
     1 for a noiseless weak phase object imaged by ``microscope``; NaN where the model has no
     contrast at all.
     """
-    field = mirror_pad(images.to(torch.float64) - 1, resolve_padding(padding, microscope))
-    data = torch.fft.fft2(field)
-    hp, ha = transfer_functions(microscope, field.shape[-2:], dtype=torch.float64, device=images.device)
-    if _use_nuisance("auto", hp, ha):
+    data = _spectrum(images, microscope, padding)
+    hp, ha = _transfer(microscope, data)
+    return _explained(data, hp, ha, _use_nuisance("auto", hp, ha))
+
+
+def _spectrum(images: torch.Tensor, microscope: Microscope, padding: str) -> torch.Tensor:
+    # The padding follows sampling.pad_px, which a focus shift leaves alone: one FFT serves every trial.
+    return torch.fft.fft2(mirror_pad(images.to(torch.float64) - 1, resolve_padding(padding, microscope)))
+
+
+def _explained(data: torch.Tensor, hp: torch.Tensor, ha: torch.Tensor, profile_absorption: bool) -> torch.Tensor:
+    if profile_absorption:
         hp, data = _profile_absorption(hp, ha), _project_out(data, ha)
     energy = (hp**2).sum(dim=0)
     if float(energy.max()) == 0:
-        return torch.full(images.shape[:1], math.nan, dtype=torch.float64)
+        return torch.full(data.shape[:1], math.nan, dtype=torch.float64)
     keep = energy > _REL_FLOOR * energy.max()
     proj = torch.einsum("chw,bchw->bhw", hp.to(data.dtype), data)
     fit = torch.where(keep, proj.abs() ** 2 / torch.where(keep, energy, 1), 0).sum(dim=(-2, -1))
@@ -104,7 +112,7 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
     """
     if not microscope.planes:
         warnings.warn("focus estimation is not validated for RGB-mode (broadband) microscopes: on the default "
-                      "preset it is biased by about +0.5 um (benchmarks/results/focus-estimate.md); "
+                      "preset it lands at the +0.7 um search edge (benchmarks/results/focus-estimate.md); "
                       "do not use the fitted microscope", UserWarning, stacklevel=2)
     if images.ndim == 3:
         images = images[None]
@@ -114,12 +122,21 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
         raise ConfigError(f"need search_um > 0 and 0 < step_um <= search_um, got {search_um} and {step_um}")
     n = int(round(search_um / step_um))
     offsets = [round(k * step_um, 9) for k in range(-n, n + 1)]
-    scores = np.array([float(explained_fraction(images, shift_focus(microscope, d))[0]) for d in offsets])
+    data = _spectrum(images, microscope, "auto")
+    # Whether the absorption is profiled out is decided once, at the declared focus, so every
+    # trial is scored under the same model (the WOTF rule could flip between trials).
+    profile = _use_nuisance("auto", *_transfer(microscope, data))
+    scores = np.array([float(_explained(data, *_transfer(shift_focus(microscope, d), data), profile)[0])
+                       for d in offsets])
     if np.isnan(scores).all():
         raise ConfigError("no trial focus gives the model any contrast: check the microscope's defocus")
     k = int(np.nanargmax(scores))
     best = offsets[k] + _parabola_vertex(scores, k) * step_um
     return FocusEstimate(float(best), tuple(offsets), tuple(float(s) for s in scores), shift_focus(microscope, best))
+
+
+def _transfer(microscope: Microscope, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return transfer_functions(microscope, data.shape[-2:], dtype=torch.float64, device=data.device)
 
 
 def _parabola_vertex(scores: np.ndarray, k: int) -> float:
