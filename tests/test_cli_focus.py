@@ -1,4 +1,4 @@
-"""`chromaqpi focus` end to end: the fitted offset, the written microscope, and user errors."""
+"""`chromaqpi focus` and `reconstruct --fit-focus` end to end: the fitted offset, the moved microscope, user errors."""
 
 import numpy as np
 import pytest
@@ -6,13 +6,14 @@ import torch
 
 import chromaqpi
 from chromaqpi.cli.main import main
+from chromaqpi.io import read_tiff
 from chromaqpi.microscope import Microscope
 from chromaqpi.solvers.focus import shift_focus
 
 
 @pytest.fixture(scope="module")
 def shifted_2shot(tmp_path_factory):
-    """A weak paper-2shot object imaged 0.3 µm beyond the declared planes, saved as (C, H, W) NPY."""
+    """A weak paper-2shot object imaged 0.3 µm beyond the declared planes, saved as (C, H, W) NPY (truth.npy beside it)."""
     g = torch.Generator().manual_seed(3)
     f = torch.fft.fftfreq(64, dtype=torch.float64)
     noise = torch.randn(64, 64, generator=g, dtype=torch.float64)
@@ -22,6 +23,7 @@ def shifted_2shot(tmp_path_factory):
     images = chromaqpi.simulate(phase.float(), shift_focus(scope, 0.3), noise=False)[0].numpy()
     path = tmp_path_factory.mktemp("in") / "field.npy"
     np.save(path, images.astype(np.float32))
+    np.save(path.with_name("truth.npy"), phase.numpy())
     return path
 
 
@@ -36,15 +38,38 @@ def test_fits_the_offset_and_writes_the_moved_microscope(shifted_2shot, tmp_path
     assert moved == pytest.approx([0.3, 0.3], abs=0.025)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--step", "0"], "search_um"),
-    (["--crop", "4"], "--crop must be >= 16"),
-    (["--dark", "0.1"], "--normalized inputs are already flat-fielded"),
-    (["-m", "paper-rgb"], "image has 2 channel(s) but 3 are needed"),  # two planes given, three needed
+def test_reconstruct_fit_focus_uses_and_records_the_moved_microscope(shifted_2shot, tmp_path):
+    out = tmp_path / "out"
+    base = ["reconstruct", str(shifted_2shot), "-m", "paper-2shot", "--normalized", "--method", "wotf", "--no-preview"]
+    assert main(base + ["--out", str(out / "declared")]) == 0
+    assert main(base + ["--fit-focus", "--out", str(out / "fitted")]) == 0
+    phase, meta = read_tiff(out / "fitted" / "field_phase.tif")
+    assert meta["focus_offset_um"] == pytest.approx(0.3, abs=0.025)
+    fitted = Microscope.from_dict(meta["microscope"])
+    assert fitted.to_dict() == shift_focus(Microscope.from_preset("paper-2shot"), meta["focus_offset_um"]).to_dict()
+    images = torch.from_numpy(np.load(shifted_2shot))
+    expected = chromaqpi.reconstruct(images, fitted, method="wotf").numpy()
+    np.testing.assert_allclose(phase, expected, atol=1e-5)
+    # The fitted focus must pay: WOTF's error against the truth (offset-aligned) drops at least 3x.
+    truth = np.load(shifted_2shot.with_name("truth.npy"))
+    declared, _ = read_tiff(out / "declared" / "field_phase.tif")
+    errors = [np.abs((p - p.mean()) - (truth - truth.mean())).mean() for p in (declared, phase)]
+    assert errors[1] < errors[0] / 3
+
+
+@pytest.mark.parametrize("command, extra, message", [
+    ("focus", ["--step", "0"], "0 < --step <= --search"),
+    ("focus", ["--crop", "4"], "--crop must be >= 16"),
+    ("focus", ["--dark", "0.1"], "--normalized inputs are already flat-fielded"),
+    ("focus", ["-m", "paper-rgb"], "image has 2 channel(s) but 3 are needed"),  # two planes given, three needed
+    ("reconstruct", ["--fit-focus", "-m", "default"], "--fit-focus is for planes-mode microscopes"),
+    ("reconstruct", ["--focus-crop", "64"], "--focus-search, --focus-step and --focus-crop need --fit-focus"),
+    ("reconstruct", ["--fit-focus", "--focus-crop", "4"], "--focus-crop must be >= 16"),
+    ("reconstruct", ["--fit-focus", "--focus-step", "1"], "0 < --focus-step <= --focus-search"),
 ])
-def test_user_errors_exit_2_without_output(shifted_2shot, tmp_path, capsys, extra, message):
-    out = tmp_path / "fitted.toml"
-    args = ["focus", str(shifted_2shot), "-m", "paper-2shot", "--normalized", "--out", str(out)] + extra
+def test_user_errors_exit_2_without_output(shifted_2shot, tmp_path, capsys, command, extra, message):
+    out = tmp_path / ("fitted.toml" if command == "focus" else "out")
+    args = [command, str(shifted_2shot), "-m", "paper-2shot", "--normalized", "--out", str(out)] + extra
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1

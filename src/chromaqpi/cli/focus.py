@@ -3,8 +3,9 @@
 Estimates, from the images alone, one offset by which every plane sits away from the declared
 microscope's focus (``solvers.focus.estimate_focus_offset``), prints it per image, and with
 ``--out`` writes the declared microscope moved by the median offset as TOML, ready for
-``chromaqpi reconstruct --microscope fitted.toml``. Images wider than ``--crop`` are fitted on
-their central crop (the transfer functions' cost grows with the grid).
+``chromaqpi reconstruct --microscope fitted.toml`` (``reconstruct --fit-focus`` fits and uses each
+image's own offset instead). Images wider than ``--crop`` are fitted on their central crop (the
+transfer functions' cost grows with the grid; a batch of one size computes them once).
 """
 
 from __future__ import annotations
@@ -18,13 +19,28 @@ def add_arguments(parser):
 
     parser.add_argument("inputs", nargs="+", metavar="IMAGE", help="micrographs (files or folders)")
     add_reading_arguments(parser)
-    parser.add_argument("--search", type=float, default=0.7, metavar="UM",
-                        help="largest trial offset in µm, either way (default: %(default)s)")
-    parser.add_argument("--step", type=float, default=0.1, metavar="UM",
-                        help="trial step in µm (default: %(default)s)")
-    parser.add_argument("--crop", type=int, default=256, metavar="PX",
-                        help="fit on the central PX x PX crop of larger images (default: %(default)s)")
+    add_search_arguments(parser)
     parser.add_argument("--out", "-o", metavar="FILE", help="write the microscope with the fitted focus (TOML)")
+
+
+def add_search_arguments(parser, prefix: str = ""):
+    """The focus search's flags (``--search``...; reconstruct names them ``--focus-search``...)."""
+    parser.add_argument(f"--{prefix}search", dest="search", type=float, default=0.7, metavar="UM",
+                        help="largest trial offset in µm, either way (default: %(default)s)")
+    parser.add_argument(f"--{prefix}step", dest="step", type=float, default=0.1, metavar="UM",
+                        help="trial step in µm (default: %(default)s)")
+    parser.add_argument(f"--{prefix}crop", dest="crop", type=int, default=256, metavar="PX",
+                        help="fit on the central PX x PX crop of larger images (default: %(default)s)")
+
+
+def check_search_options(args, prefix: str = "") -> None:
+    from chromaqpi.errors import ConfigError
+
+    if args.crop < 16:
+        raise ConfigError(f"--{prefix}crop must be >= 16 px, got {args.crop}")
+    if not (args.search > 0 and 0 < args.step <= args.search):
+        raise ConfigError(f"need --{prefix}search > 0 and 0 < --{prefix}step <= --{prefix}search, "
+                          f"got {args.search} and {args.step}")
 
 
 def run(args):
@@ -32,14 +48,12 @@ def run(args):
 
     from chromaqpi.cli.common import collect_inputs, naming_input, output_file, progress
     from chromaqpi.cli.reconstruct import check_reading_options, load_normalized, read_background
-    from chromaqpi.errors import ConfigError
     from chromaqpi.io import atomic_write
     from chromaqpi.microscope import Microscope
-    from chromaqpi.solvers.focus import estimate_focus_offset, shift_focus
+    from chromaqpi.solvers.focus import shift_focus
 
     check_reading_options(args)
-    if args.crop < 16:
-        raise ConfigError(f"--crop must be >= 16 px, got {args.crop}")
+    check_search_options(args)
     microscope = Microscope.resolve(args.microscope)
     paths = collect_inputs(args.inputs)
     out = output_file(args.out) if args.out else None
@@ -48,19 +62,26 @@ def run(args):
     for path in progress(paths, desc="focus"):
         with naming_input(path):
             images = torch.from_numpy(load_normalized(path, microscope, args, background))
-            fit = estimate_focus_offset(central_crop(images, args.crop), microscope,
-                                        search_um=args.search, step_um=args.step)
+            fit = fit_focus(images, microscope, args, path.name)
         offsets.append(fit.offset_um)
         print(f"{path}: focus offset {fit.offset_um:+.2f} µm (explained energy {max(fit.explained):.3f} at the fit, "
               f"{fit.explained_declared:.3f} as declared)")
-        if abs(fit.offset_um) >= args.search - args.step / 2:
-            warnings.warn(f"{path.name}: the fit lies at the edge of the search range; widen --search", UserWarning)
     if out is not None:
         fitted = shift_focus(microscope, statistics.median(offsets))
         with atomic_write(out, "w") as f:
             f.write(fitted.to_toml())
         print(f"wrote {out} (focus moved by the median offset {statistics.median(offsets):+.2f} µm)")
     return 0
+
+
+def fit_focus(images, microscope, args, name: str):
+    """The focus fit of one (C, H, W) stack on its central --crop, warning when it lands on the search edge."""
+    from chromaqpi.solvers.focus import estimate_focus_offset
+
+    fit = estimate_focus_offset(central_crop(images, args.crop), microscope, search_um=args.search, step_um=args.step)
+    if abs(fit.offset_um) >= args.search - args.step / 2:
+        warnings.warn(f"{name}: the focus fit lies at the edge of the search range; widen --search", UserWarning)
+    return fit
 
 
 def central_crop(images, size: int):

@@ -21,6 +21,8 @@ import numpy as np
 
 
 def add_arguments(parser):
+    from chromaqpi.cli.focus import add_search_arguments
+
     parser.add_argument("inputs", nargs="+", metavar="IMAGE", help="micrographs (files or folders)")
     parser.add_argument("--method", default="wotf", metavar="NAME", help="tie, wotf, iterative, mean, zmd, ... "
                         "(see `chromaqpi.list_methods()`; default: %(default)s)")
@@ -41,6 +43,11 @@ def add_arguments(parser):
                         help="refine from the model's estimate only, or also from TIE keeping the fit "
                              "with the lower objective (twice the cost; for near-noiseless data only; "
                              "default: model)")
+    parser.add_argument("--fit-focus", action="store_true",
+                        help="first fit each image's focus offset from the image (as `chromaqpi focus`) and "
+                             "reconstruct with the microscope moved by it (planes-mode microscopes only; recorded "
+                             "as focus_offset_um in the metadata)")
+    add_search_arguments(parser, prefix="focus-")
     parser.add_argument("--seed", type=int, default=0, help="seed for stochastic methods (default: 0)")
     parser.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
 
@@ -125,6 +132,17 @@ def check_options(args) -> None:
     if args.refine < 0:
         raise ConfigError(f"--refine must be >= 0 steps, got {args.refine}")
     check_reading_options(args)
+    check_focus_options(args)
+
+
+def check_focus_options(args) -> None:
+    from chromaqpi.cli.focus import check_search_options
+    from chromaqpi.errors import ConfigError
+
+    if args.fit_focus:
+        check_search_options(args, prefix="focus-")
+    elif (args.search, args.step, args.crop) != (0.7, 0.1, 256):
+        raise ConfigError("--focus-search, --focus-step and --focus-crop need --fit-focus")
 
 
 def method_options(args) -> dict:
@@ -192,11 +210,16 @@ def run(args):
 
     import chromaqpi
     from chromaqpi.cli.common import collect_inputs, naming_input, output_dir, output_files, progress
+    from chromaqpi.cli.focus import fit_focus
+    from chromaqpi.errors import ConfigError
     from chromaqpi.microscope import Microscope
 
     microscope = Microscope.resolve(args.microscope)
     paths = collect_inputs(args.inputs)
     options = method_options(args)
+    if args.fit_focus and not microscope.planes:
+        raise ConfigError("--fit-focus is for planes-mode microscopes: on RGB-mode ones the focus fit is biased "
+                          "(benchmarks/results/focus-estimate.md)")
     background = read_background(args, microscope)
     out = output_dir(args.out)
     shown: set[str] = set()
@@ -208,14 +231,18 @@ def run(args):
                 warnings.simplefilter("always")
                 images = torch.from_numpy(load_normalized(path, microscope, args, background))
                 start = time.perf_counter()
-                result = chromaqpi.reconstruct(images, microscope, method=args.method, **options)
+                fit = fit_focus(images, microscope, args, path.name) if args.fit_focus else None
+                scope = fit.microscope if fit else microscope
+                result = chromaqpi.reconstruct(images, scope, method=args.method, **options)
                 seconds = time.perf_counter() - start
             phase, std = (result if isinstance(result, tuple) else (result, None))
             meta = {"method": args.method, "options": {k: v for k, v in options.items() if k != "generator"},
                     "seed": args.seed, "source": path.name, "wavelength_um": microscope.optics.wavelength_ref_um,
                     "phase_offset": "zero-mean (the constant phase is not observable)",
-                    "seconds": round(seconds, 3), "microscope": microscope.to_dict(),
+                    "seconds": round(seconds, 3), "microscope": scope.to_dict(),
                     "warnings": list(dict.fromkeys(str(w.message) for w in caught))}
+            if fit:
+                meta["focus_offset_um"] = fit.offset_um
             repeat_warnings(caught, shown)
             write_outputs(outputs, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope, meta)
     print(f"wrote {len(paths)} reconstruction(s) to {out}")

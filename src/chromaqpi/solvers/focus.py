@@ -6,17 +6,26 @@ says (``benchmarks/results/focus-error.md``: 0.2 µm already costs 20 % nMAE on
 the direction of the data vector ``D(f) = H(f)·Φ(f)`` across channels, whatever the phase;
 a wrong focus turns that direction. :func:`estimate_focus_offset` therefore scores each
 trial offset by the fraction of the data's spectral energy that the shifted model's
-directions explain (the phase-only least-squares fit per frequency, absorption profiled out
-where the WOTF inversion does it) and returns the best offset, refined by a parabola.
-The fit uses the linear (weak-object) model, so strong objects explain less at every offset
-and can shift the peak. Measured (``benchmarks/results/focus-estimate.md``): on the paper presets
-(planes mode) it finds ±0.2-0.5 µm offsets to < 0.1 µm on average; on the broadband, partially
-coherent ``default`` preset with camera noise it lands at the search edge (+0.7 µm), so RGB-mode microscopes
-get a warning.
+directions explain (the phase-only least-squares fit per frequency; energy where a trial's model
+has no contrast counts as unexplained) and returns the best offset, refined by a parabola.
+
+The specimen is assumed transparent. Absorption is not profiled out as the WOTF inversion
+does for RGB-mode microscopes: at low frequencies ``H^φ_c ∝ λ_c·z_c·f²`` and ``H^a_c`` is the
+same for every channel, so a common shift ``z_c -> z_c + δ`` adds a channel-common term, the
+very direction profiling removes; profiled, the score barely moves with δ. So an absorbing
+specimen biases the estimate. The fit uses the linear (weak-object) model, so strong objects
+explain less at every offset and can shift the peak too.
+Measured (``benchmarks/results/focus-estimate.md``): on the paper presets (planes mode) it
+finds ±0.2-0.5 µm offsets to < 0.1 µm on average; on the broadband, partially coherent
+``default`` preset it finds a weak object's offset (the tests), but on the cell phantoms of
+``phantoms-test`` (several rad, camera noise) it is biased by about +0.4 µm and follows the
+true offset at only ~0.4x its size, so RGB-mode microscopes get a warning.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -27,7 +36,7 @@ import torch
 from chromaqpi.errors import ConfigError
 from chromaqpi.microscope import Microscope
 from chromaqpi.solvers.fourier import mirror_pad, resolve_padding
-from chromaqpi.solvers.wotf import _profile_absorption, _project_out, _use_nuisance, transfer_functions
+from chromaqpi.solvers.wotf import transfer_functions
 
 # Frequencies whose model energy Σ_c|H_c|² is below this share of its maximum count as
 # unexplained; without it a near-zero transfer direction would "explain" pure noise.
@@ -74,8 +83,8 @@ def explained_fraction(images: torch.Tensor, microscope: Microscope, *, padding:
     contrast at all.
     """
     data = _spectrum(images, microscope, padding)
-    hp, ha = _transfer(microscope, data)
-    return _explained(data, hp, ha, _use_nuisance("auto", hp, ha))
+    hp = _phase_transfer(microscope, data)
+    return _explained(data, hp, _contrast(hp))
 
 
 def _spectrum(images: torch.Tensor, microscope: Microscope, padding: str) -> torch.Tensor:
@@ -83,15 +92,23 @@ def _spectrum(images: torch.Tensor, microscope: Microscope, padding: str) -> tor
     return torch.fft.fft2(mirror_pad(images.to(torch.float64) - 1, resolve_padding(padding, microscope)))
 
 
-def _explained(data: torch.Tensor, hp: torch.Tensor, ha: torch.Tensor, profile_absorption: bool) -> torch.Tensor:
-    if profile_absorption:
-        hp, data = _profile_absorption(hp, ha), _project_out(data, ha)
+def _phase_transfer(microscope: Microscope, data: torch.Tensor) -> torch.Tensor:
+    return transfer_functions(microscope, data.shape[-2:], dtype=torch.float64, device=data.device)[0]
+
+
+def _contrast(hp: torch.Tensor) -> torch.Tensor:
+    """Frequencies where the model has contrast (its energy above ``_REL_FLOOR`` of the peak)."""
     energy = (hp**2).sum(dim=0)
-    if float(energy.max()) == 0:
+    return energy > _REL_FLOOR * energy.max()
+
+
+def _explained(data: torch.Tensor, hp: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Phase-only least-squares fit per frequency, summed over ``keep``, over the data's whole energy."""
+    if not bool(keep.any()):
         return torch.full(data.shape[:1], math.nan, dtype=torch.float64)
-    keep = energy > _REL_FLOOR * energy.max()
+    energy = torch.where(keep, (hp**2).sum(dim=0), 1)
     proj = torch.einsum("chw,bchw->bhw", hp.to(data.dtype), data)
-    fit = torch.where(keep, proj.abs() ** 2 / torch.where(keep, energy, 1), 0).sum(dim=(-2, -1))
+    fit = torch.where(keep, proj.abs() ** 2 / energy, 0).sum(dim=(-2, -1))
     return fit / (data.abs() ** 2).sum(dim=(1, 2, 3)).clamp(min=1e-300)
 
 
@@ -112,7 +129,7 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
     """
     if not microscope.planes:
         warnings.warn("focus estimation is not validated for RGB-mode (broadband) microscopes: on the default "
-                      "preset it lands at the +0.7 um search edge (benchmarks/results/focus-estimate.md); "
+                      "preset it is biased by about +0.4 um on cell phantoms (benchmarks/results/focus-estimate.md); "
                       "do not use the fitted microscope", UserWarning, stacklevel=2)
     if images.ndim == 3:
         images = images[None]
@@ -123,11 +140,9 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
     n = int(round(search_um / step_um))
     offsets = [round(k * step_um, 9) for k in range(-n, n + 1)]
     data = _spectrum(images, microscope, "auto")
-    # Whether the absorption is profiled out is decided once, at the declared focus, so every
-    # trial is scored under the same model (the WOTF rule could flip between trials).
-    profile = _use_nuisance("auto", *_transfer(microscope, data))
-    scores = np.array([float(_explained(data, *_transfer(shift_focus(microscope, d), data), profile)[0])
-                       for d in offsets])
+    transfer = _trial_models(json.dumps(microscope.to_dict(), sort_keys=True), tuple(offsets),
+                             tuple(data.shape[-2:]), str(data.device))
+    scores = np.array([float(_explained(data, hp, _contrast(hp))[0]) for hp in transfer])
     if np.isnan(scores).all():
         raise ConfigError("no trial focus gives the model any contrast: check the microscope's defocus")
     k = int(np.nanargmax(scores))
@@ -135,8 +150,13 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
     return FocusEstimate(float(best), tuple(offsets), tuple(float(s) for s in scores), shift_focus(microscope, best))
 
 
-def _transfer(microscope: Microscope, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return transfer_functions(microscope, data.shape[-2:], dtype=torch.float64, device=data.device)
+@functools.lru_cache(maxsize=1)
+def _trial_models(scope_json: str, offsets: tuple[float, ...], shape: tuple[int, int], device: str):
+    """Every trial's phase transfer functions, cached for the last call: a batch of same-sized images of
+    one microscope (the CLI, the benchmarks) computes the partially coherent, broadband trials once."""
+    microscope = Microscope.from_dict(json.loads(scope_json))
+    return [transfer_functions(shift_focus(microscope, d), shape, dtype=torch.float64, device=device)[0]
+            for d in offsets]
 
 
 def _parabola_vertex(scores: np.ndarray, k: int) -> float:
