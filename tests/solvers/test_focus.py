@@ -76,6 +76,21 @@ def test_rgb_mode_estimate_recovers_a_known_offset(delta, weak_detailed_phase):
     assert est.offset_um == pytest.approx(delta, abs=0.06)
 
 
+def test_large_fields_score_one_trial_at_a_time_alike(weak_detailed_phase, monkeypatch):
+    # Above the cache budget the trials are computed one at a time; the scores must not change.
+    import chromaqpi.solvers.focus as focus
+
+    scope = Microscope.from_preset("paper-2shot")
+    images = simulate(weak_detailed_phase, shift_focus(scope, 0.2), noise=False)[0]
+    cached = estimate_focus_offset(images, scope)
+    focus._trial_models.cache_clear()
+    monkeypatch.setattr(focus, "_CACHE_BYTES", 0)
+    streamed = estimate_focus_offset(images, scope)
+    assert focus._trial_models.cache_info().currsize == 0
+    assert streamed.explained == pytest.approx(cached.explained, rel=1e-12)
+    assert streamed.offset_um == pytest.approx(cached.offset_um, abs=1e-12)
+
+
 def test_no_contrast_and_bad_arguments():
     # paper-rgb planes at +1 µm moved by -1 µm are all in focus: a pure phase object gives no contrast.
     scope = Microscope.from_preset("paper-rgb")

@@ -41,6 +41,9 @@ from chromaqpi.solvers.wotf import transfer_functions
 # Frequencies whose model energy Σ_c|H_c|² is below this share of its maximum count as
 # unexplained; without it a near-zero transfer direction would "explain" pure noise.
 _REL_FLOOR = 1e-3
+# Largest set of trial transfer functions kept for the next image (15 trials of a 3-channel
+# 512 px padded grid take 90 MiB; the CLI fits a 256 px crop, padded to 512).
+_CACHE_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -140,8 +143,11 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
     n = int(round(search_um / step_um))
     offsets = [round(k * step_um, 9) for k in range(-n, n + 1)]
     data = _spectrum(images, microscope, "auto")
-    transfer = _trial_models(json.dumps(microscope.to_dict(), sort_keys=True), tuple(offsets),
-                             tuple(data.shape[-2:]), str(data.device))
+    if len(offsets) * data[0].numel() * 8 <= _CACHE_BYTES:
+        transfer = _trial_models(json.dumps(microscope.to_dict(), sort_keys=True), tuple(offsets),
+                                 tuple(data.shape[-2:]), str(data.device))
+    else:  # a large field: one trial in memory at a time
+        transfer = (_phase_transfer(shift_focus(microscope, d), data) for d in offsets)
     scores = np.array([float(_explained(data, hp, _contrast(hp))[0]) for hp in transfer])
     if np.isnan(scores).all():
         raise ConfigError("no trial focus gives the model any contrast: check the microscope's defocus")
