@@ -74,3 +74,15 @@ def test_user_errors_exit_2_without_output(shifted_2shot, tmp_path, capsys, comm
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_reconstruct_fit_at_the_search_edge_warns_with_its_flag(shifted_2shot, tmp_path):
+    # The object sits 0.3 µm off; a ±0.2 µm search must end on its edge and say which flag widens it.
+    out = tmp_path / "out"
+    args = ["reconstruct", str(shifted_2shot), "-m", "paper-2shot", "--normalized", "--no-preview", "--fit-focus",
+            "--focus-search", "0.2", "--out", str(out)]
+    with pytest.warns(UserWarning, match="edge of the search range; widen --focus-search"):
+        assert main(args) == 0
+    _, meta = read_tiff(out / "field_phase.tif")
+    assert meta["focus_offset_um"] == pytest.approx(0.2, abs=1e-9)
+    assert any("widen --focus-search" in w for w in meta["warnings"])

@@ -23,13 +23,16 @@ def add_arguments(parser):
     parser.add_argument("--out", "-o", metavar="FILE", help="write the microscope with the fitted focus (TOML)")
 
 
+SEARCH_DEFAULTS = {"search": 0.7, "step": 0.1, "crop": 256}
+
+
 def add_search_arguments(parser, prefix: str = ""):
     """The focus search's flags (``--search``...; reconstruct names them ``--focus-search``...)."""
-    parser.add_argument(f"--{prefix}search", dest="search", type=float, default=0.7, metavar="UM",
-                        help="largest trial offset in µm, either way (default: %(default)s)")
-    parser.add_argument(f"--{prefix}step", dest="step", type=float, default=0.1, metavar="UM",
+    parser.add_argument(f"--{prefix}search", dest="search", type=float, default=SEARCH_DEFAULTS["search"],
+                        metavar="UM", help="largest trial offset in µm, either way (default: %(default)s)")
+    parser.add_argument(f"--{prefix}step", dest="step", type=float, default=SEARCH_DEFAULTS["step"], metavar="UM",
                         help="trial step in µm (default: %(default)s)")
-    parser.add_argument(f"--{prefix}crop", dest="crop", type=int, default=256, metavar="PX",
+    parser.add_argument(f"--{prefix}crop", dest="crop", type=int, default=SEARCH_DEFAULTS["crop"], metavar="PX",
                         help="fit on the central PX x PX crop of larger images (default: %(default)s)")
 
 
@@ -74,13 +77,14 @@ def run(args):
     return 0
 
 
-def fit_focus(images, microscope, args, name: str):
+def fit_focus(images, microscope, args, name: str, prefix: str = ""):
     """The focus fit of one (C, H, W) stack on its central --crop, warning when it lands on the search edge."""
     from chromaqpi.solvers.focus import estimate_focus_offset
 
     fit = estimate_focus_offset(central_crop(images, args.crop), microscope, search_um=args.search, step_um=args.step)
     if abs(fit.offset_um) >= args.search - args.step / 2:
-        warnings.warn(f"{name}: the focus fit lies at the edge of the search range; widen --search", UserWarning)
+        warnings.warn(f"{name}: the focus fit lies at the edge of the search range; widen --{prefix}search",
+                      UserWarning)
     return fit
 
 

@@ -136,12 +136,12 @@ def check_options(args) -> None:
 
 
 def check_focus_options(args) -> None:
-    from chromaqpi.cli.focus import check_search_options
+    from chromaqpi.cli.focus import SEARCH_DEFAULTS, check_search_options
     from chromaqpi.errors import ConfigError
 
     if args.fit_focus:
         check_search_options(args, prefix="focus-")
-    elif (args.search, args.step, args.crop) != (0.7, 0.1, 256):
+    elif any(getattr(args, k) != v for k, v in SEARCH_DEFAULTS.items()):
         raise ConfigError("--focus-search, --focus-step and --focus-crop need --fit-focus")
 
 
@@ -231,8 +231,8 @@ def run(args):
                 warnings.simplefilter("always")
                 images = torch.from_numpy(load_normalized(path, microscope, args, background))
                 start = time.perf_counter()
-                fit = fit_focus(images, microscope, args, path.name) if args.fit_focus else None
-                scope = fit.microscope if fit else microscope
+                fit = fit_focus(images, microscope, args, path.name, prefix="focus-") if args.fit_focus else None
+                scope = microscope if fit is None else fit.microscope
                 result = chromaqpi.reconstruct(images, scope, method=args.method, **options)
                 seconds = time.perf_counter() - start
             phase, std = (result if isinstance(result, tuple) else (result, None))
@@ -241,7 +241,7 @@ def run(args):
                     "phase_offset": "zero-mean (the constant phase is not observable)",
                     "seconds": round(seconds, 3), "microscope": scope.to_dict(),
                     "warnings": list(dict.fromkeys(str(w.message) for w in caught))}
-            if fit:
+            if fit is not None:
                 meta["focus_offset_um"] = fit.offset_um
             repeat_warnings(caught, shown)
             write_outputs(outputs, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope, meta)
