@@ -19,7 +19,10 @@ Measured (``benchmarks/results/focus-estimate.md``): on the paper presets (plane
 finds ±0.2-0.5 µm offsets to < 0.1 µm on average; on the broadband, partially coherent
 ``default`` preset it finds a weak object's offset (the tests), but on the cell phantoms of
 ``phantoms-test`` (several rad, camera noise) it is biased by about +0.4 µm and follows the
-true offset at only ~0.4x its size, so RGB-mode microscopes get a warning.
+true offset at only ~0.4x its size. That bias is the strong-object nonlinearity (ad hoc,
+noiseless, shifts 0 and -0.4 µm): two scenes of 4 and 6.5 rad peak-to-peak, scaled to 0.1-0.3x,
+are found to 0.07 µm; a 12 rad crystal scene stays biased at 0.3x and errs by up to 0.15 µm at
+0.1x (1.2 rad). RGB-mode microscopes therefore get a warning.
 """
 
 from __future__ import annotations
@@ -132,8 +135,9 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
     """
     if not microscope.planes:
         warnings.warn("focus estimation is not validated for RGB-mode (broadband) microscopes: on the default "
-                      "preset it is biased by about +0.4 um on cell phantoms (benchmarks/results/focus-estimate.md); "
-                      "do not use the fitted microscope", UserWarning, stacklevel=2)
+                      "preset it is biased by about +0.4 um on cell phantoms of several rad (benchmarks/results/"
+                      "focus-estimate.md); use the fitted microscope only for weak specimens (peak-to-peak phase "
+                      "below ~1-2 rad)", UserWarning, stacklevel=2)
     if images.ndim == 3:
         images = images[None]
     if images.ndim != 4 or images.shape[0] != 1:
