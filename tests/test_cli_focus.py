@@ -38,11 +38,12 @@ def test_fits_the_offset_and_writes_the_moved_microscope(shifted_2shot, tmp_path
     assert moved == pytest.approx([0.3, 0.3], abs=0.025)
 
 
-def test_reconstruct_fit_focus_uses_and_records_the_moved_microscope(shifted_2shot, tmp_path):
+def test_reconstruct_fit_focus_uses_and_records_the_moved_microscope(shifted_2shot, tmp_path, capsys):
     out = tmp_path / "out"
     base = ["reconstruct", str(shifted_2shot), "-m", "paper-2shot", "--normalized", "--method", "wotf", "--no-preview"]
     assert main(base + ["--out", str(out / "declared")]) == 0
     assert main(base + ["--fit-focus", "--out", str(out / "fitted")]) == 0
+    assert "field.npy: focus offset +0.30 µm" in capsys.readouterr().out
     phase, meta = read_tiff(out / "fitted" / "field_phase.tif")
     assert meta["focus_offset_um"] == pytest.approx(0.3, abs=0.025)
     fitted = Microscope.from_dict(meta["microscope"])

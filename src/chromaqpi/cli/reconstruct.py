@@ -8,6 +8,9 @@ background estimate), reconstructs phase and writes per image:
 bar) and, for learned models with ``--samples N > 1``, ``<stem>_std.tif``.
 The TIFFs' JSON metadata records the method, options, microscope and any warnings
 raised for that image (e.g. a microscope outside the model's training family).
+``--fit-focus`` (planes-mode microscopes) first fits the image's focus offset as
+``chromaqpi focus`` does, prints it, and reconstructs with the moved microscope;
+the metadata then holds that microscope and ``focus_offset_um``.
 """
 
 from __future__ import annotations
@@ -243,6 +246,7 @@ def run(args):
                     "warnings": list(dict.fromkeys(str(w.message) for w in caught))}
             if fit is not None:
                 meta["focus_offset_um"] = fit.offset_um
+                print(f"{path}: focus offset {fit.offset_um:+.2f} µm")
             repeat_warnings(caught, shown)
             write_outputs(outputs, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope, meta)
     print(f"wrote {len(paths)} reconstruction(s) to {out}")
