@@ -68,8 +68,9 @@ CASES = {
                         ["| 0 |", "| 1 |"]),
     "focus-error": ("bench_focus_error.py", ["--n", "1", "--steps", "1", "--shifts", "0,0.2",
                                              "--sets", "paper-2shot-test"], ["| paper-2shot-test | +0.2 |"]),
-    "focus-estimate": ("bench_focus_estimate.py", ["--n", "1", "--shifts", "0.2", "--search", "0.2",
-                                                   "--sets", "paper-2shot-test"], ["| paper-2shot-test | +0.2 |"]),
+    "focus-estimate-phase0.5x": ("bench_focus_estimate.py", ["--n", "1", "--shifts", "0.2", "--search", "0.2",
+                                                             "--sets", "paper-2shot-test", "--phase-scale", "0.5"],
+                                 ["| paper-2shot-test | +0.2 |", "phase multiplied by 0.5"]),
     "models-shipped": ("bench_models.py", ["--size", "32", "--steps", "1", "--shipped"], ["| zmd |"]),
 }
 
