@@ -19,10 +19,9 @@ Measured (``benchmarks/results/focus-estimate.md``): on the paper presets (plane
 finds ±0.2-0.5 µm offsets to < 0.1 µm on average; on the broadband, partially coherent
 ``default`` preset it finds a weak object's offset (the tests), but on the cell phantoms of
 ``phantoms-test`` (several rad, camera noise) it is biased by about +0.4 µm and follows the
-true offset at only ~0.4x its size. That bias is the strong-object nonlinearity (ad hoc,
-noiseless, shifts 0 and -0.4 µm): two scenes of 4 and 6.5 rad peak-to-peak, scaled to 0.1-0.3x,
-are found to 0.07 µm; a 12 rad crystal scene stays biased at 0.3x and errs by up to 0.15 µm at
-0.1x (1.2 rad). RGB-mode microscopes therefore get a warning.
+true offset at only ~0.4x its size. That bias is the strong-object nonlinearity: the same
+scenes with their phase multiplied by 0.2 (``focus-estimate-phase0.2x.md``) are found to
+0.04-0.14 µm on average. RGB-mode microscopes therefore get a warning.
 """
 
 from __future__ import annotations
