@@ -71,6 +71,7 @@ CASES = {
     "focus-estimate-phase0.5x": ("bench_focus_estimate.py", ["--n", "1", "--shifts", "0.2", "--search", "0.2",
                                                              "--sets", "paper-2shot-test", "--phase-scale", "0.5"],
                                  ["| paper-2shot-test | +0.2 |", "phase multiplied by 0.5"]),
+    "transfer": ("bench_transfer.py", ["--sizes", "64", "--repeat", "1", "--threads", "1"], ["| 64x64 |"]),
     "models-shipped": ("bench_models.py", ["--size", "32", "--steps", "1", "--shipped"], ["| zmd |"]),
 }
 

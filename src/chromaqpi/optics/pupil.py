@@ -83,7 +83,25 @@ def _inside_pupil(f2, wavelength_um: float, na_objective: float):
     return f2 * wavelength_um**2 <= na_objective**2 * (1 + 1e-12)
 
 
-def shifted_kernels(shape, dx_um, wavelength_um, z_um, optics, nu, *, dtype=torch.float64, device=None):
+def pupil_band(shape, dx_um, wavelength_um, na_objective: float, nu, *, device=None):
+    """Row and column indices (FFT order) that some shifted pupil ``|f + u_s| <= NA/λ`` reaches.
+
+    Every kernel of :func:`shifted_kernels` vanishes outside these rows and columns; with
+    no pupil (NA = 0) they are all of them.
+    """
+    fy = torch.fft.fftfreq(shape[0], d=dx_um, dtype=torch.float64, device=device)
+    fx = torch.fft.fftfreq(shape[1], d=dx_um, dtype=torch.float64, device=device)
+    if na_objective <= 0:
+        return torch.arange(shape[0], device=device), torch.arange(shape[1], device=device)
+    u = torch.as_tensor(nu, dtype=torch.float64, device=device) / wavelength_um
+    reach = na_objective / wavelength_um * (1 + 1e-9)  # a hair wider than _inside_pupil's tolerance
+    rows = ((fy[:, None] + u[None, :, 0]).abs() <= reach).any(dim=1)
+    cols = ((fx[:, None] + u[None, :, 1]).abs() <= reach).any(dim=1)
+    return rows.nonzero().squeeze(1), cols.nonzero().squeeze(1)
+
+
+def shifted_kernels(shape, dx_um, wavelength_um, z_um, optics, nu, *, dtype=torch.float64, device=None,
+                    rows=None, cols=None):
     """Coherent transfer functions ``K_s(f) = P(f+u_s)·D_z(f+u_s)`` for each source point.
 
     ``u_s = ν_s/λ`` is the source tilt in the pupil (shifted-pupil Abbe form,
@@ -92,11 +110,16 @@ def shifted_kernels(shape, dx_um, wavelength_um, z_um, optics, nu, *, dtype=torc
     only: on an oversampled grid they are a few per cent of the field, and the
     square root, sine and cosine per pixel dominated the cost.
 
-    Returns complex (S, H, W) of the precision of ``dtype``.
+    ``rows``/``cols`` (index tensors, e.g. from :func:`pupil_band`) evaluate only
+    that sub-grid of the FFT-ordered grid, with the same values.
+
+    Returns complex (S, H, W) of the precision of ``dtype`` ((S, len(rows), len(cols)) with rows/cols).
     """
     u = torch.as_tensor(nu, dtype=dtype, device=device) / wavelength_um
     fy = torch.fft.fftfreq(shape[0], d=dx_um, dtype=dtype, device=device)
     fx = torch.fft.fftfreq(shape[1], d=dx_um, dtype=dtype, device=device)
+    fy = fy if rows is None else fy[rows]
+    fx = fx if cols is None else fx[cols]
     # |f + u_s|² in one (S, H, W) pass from per-axis squares.
     f2 = (fy[None, :, None] + u[:, 0, None, None]) ** 2 + (fx[None, None, :] + u[:, 1, None, None]) ** 2
     args = (wavelength_um, z_um, optics.n_medium)

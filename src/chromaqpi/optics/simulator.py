@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from chromaqpi.errors import InputError
 from chromaqpi.microscope import Microscope
 from chromaqpi.optics.modes import coherent_modes, separable_gram
-from chromaqpi.optics.pupil import frequency_grid, fresnel_factors, pupil, shifted_kernels, source_points
+from chromaqpi.optics.pupil import (frequency_grid, fresnel_factors, pupil, pupil_band, shifted_kernels,
+                                    source_points)
 from chromaqpi.optics.sensor import apply_sensor
 from chromaqpi.optics.spectra import channel_quadrature
 
@@ -147,18 +148,30 @@ class Simulator(torch.nn.Module):
         """Source-weighted kernels ``sqrt(w_s/I_bg)·K_s`` (S,H,W) for node k, and I_bg."""
         if k in self._kernels:
             return self._kernels[k]
-        ker = shifted_kernels(self.fine_shape, self.dx_fine, self.wavelengths[k], self.defocus[k],
-                              self.microscope.optics, self.source_nu, dtype=self.dtype, device=self._device)
-        w = self.source_weights
-        background = (w * ker[:, 0, 0].abs() ** 2).sum()
-        if background <= 0:
-            raise InputError("no illumination reaches the camera (condenser outside the objective pupil)")
-        # Folding sqrt(w_s / I_bg) into the kernel makes the Abbe sum a plain sum of |E|².
-        scaled = ker.mul_(torch.sqrt(w / background)[:, None, None]).to(self.cdtype)
-        out = (scaled, background)
+        out = self._scaled_kernels(k)
         if len(self._kernels) < self._cached_nodes:
             self._kernels[k] = out
         return out
+
+    def band_kernels(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`kernels` on the rows and columns the shifted pupils reach (elsewhere they are 0).
+
+        Returns (S, h, w) kernels and the (h,) row and (w,) column indices; not cached.
+        """
+        rows, cols = pupil_band(self.fine_shape, self.dx_fine, self.wavelengths[k],
+                                self.microscope.optics.na_objective, self.source_nu, device=self._device)
+        return self._scaled_kernels(k, rows, cols)[0], rows, cols
+
+    def _scaled_kernels(self, k: int, rows=None, cols=None) -> tuple[torch.Tensor, torch.Tensor]:
+        ker = shifted_kernels(self.fine_shape, self.dx_fine, self.wavelengths[k], self.defocus[k],
+                              self.microscope.optics, self.source_nu, dtype=self.dtype, device=self._device,
+                              rows=rows, cols=cols)
+        w = self.source_weights
+        background = (w * ker[:, 0, 0].abs() ** 2).sum()  # index 0 is f = 0 on the whole grid and in a band
+        if background <= 0:
+            raise InputError("no illumination reaches the camera (condenser outside the objective pupil)")
+        # Folding sqrt(w_s / I_bg) into the kernel makes the Abbe sum a plain sum of |E|².
+        return ker.mul_(torch.sqrt(w / background)[:, None, None]).to(self.cdtype), background
 
     # ------------------------------------------------------------------ forward
     def forward(self, phase: torch.Tensor, *, absorption: torch.Tensor | None = None, noise: bool = True,
