@@ -37,3 +37,17 @@ def test_band_is_the_whole_grid_without_a_pupil():
 
     rows, cols = pupil_band((8, 6), 0.1, 0.55, 0.0, [[0.0, 0.0]])
     assert rows.tolist() == list(range(8)) and cols.tolist() == list(range(6))
+
+
+def test_band_kernels_hold_in_float32():
+    from chromaqpi import Microscope
+    from chromaqpi.optics.simulator import Simulator
+
+    scope = Microscope.from_preset("default").replace(sampling={"oversample": 1, "pad_px": 0},
+                                                      spectra={"n_wavelengths": 3})
+    sim = Simulator(scope, (48, 50), dtype=torch.float32)
+    for k in range(len(sim.wavelengths)):
+        full, _ = sim.kernels(k)
+        band, rows, cols = sim.band_kernels(k)
+        assert torch.equal(band, full[:, rows[:, None], cols[None, :]])
+        assert torch.count_nonzero(full).item() == torch.count_nonzero(band).item()

@@ -94,7 +94,7 @@ def pupil_band(shape, dx_um, wavelength_um, na_objective: float, nu, *, device=N
     if na_objective <= 0:
         return torch.arange(shape[0], device=device), torch.arange(shape[1], device=device)
     u = torch.as_tensor(nu, dtype=torch.float64, device=device) / wavelength_um
-    reach = na_objective / wavelength_um * (1 + 1e-9)  # a hair wider than _inside_pupil's tolerance
+    reach = na_objective / wavelength_um * (1 + 1e-6)  # wider than _inside_pupil, even in float32
     rows = ((fy[:, None] + u[None, :, 0]).abs() <= reach).any(dim=1)
     cols = ((fx[:, None] + u[None, :, 1]).abs() <= reach).any(dim=1)
     return rows.nonzero().squeeze(1), cols.nonzero().squeeze(1)
