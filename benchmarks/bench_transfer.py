@@ -18,7 +18,7 @@ import torch
 from _common import markdown_table, timed, write_results
 from chromaqpi import Microscope
 from chromaqpi.optics.simulator import Simulator
-from chromaqpi.optics.transfer import compute_channel_transfer_functions
+from chromaqpi.optics.transfer import _negate_frequency, compute_channel_transfer_functions
 
 
 def whole_grid(microscope: Microscope, shape) -> torch.Tensor:
@@ -29,7 +29,7 @@ def whole_grid(microscope: Microscope, shape) -> torch.Tensor:
     for k, lam in enumerate(sim.wavelengths):
         kernels, _ = sim.kernels(k)
         corr = (kernels[:, :1, :1].conj() * kernels).sum(dim=0)
-        neg = torch.roll(torch.flip(corr, dims=(-2, -1)), shifts=(1, 1), dims=(-2, -1)).conj()
+        neg = _negate_frequency(corr).conj()
         scale = o.wavelength_ref_um / lam if o.phase_model == "opd" else 1.0
         h += sim.channel_weights[:, k, None, None] * scale * (1j * (corr - neg)).real
     return h

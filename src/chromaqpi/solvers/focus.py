@@ -88,7 +88,7 @@ def explained_fraction(images: torch.Tensor, microscope: Microscope, *, padding:
     contrast at all.
     """
     data = _spectrum(images, microscope, padding)
-    hp = _phase_transfer(microscope, data)
+    hp = _phase_transfer(microscope, tuple(data.shape[-2:]), data.device)
     return _explained(data, hp, _contrast(hp))
 
 
@@ -97,8 +97,8 @@ def _spectrum(images: torch.Tensor, microscope: Microscope, padding: str) -> tor
     return torch.fft.fft2(mirror_pad(images.to(torch.float64) - 1, resolve_padding(padding, microscope)))
 
 
-def _phase_transfer(microscope: Microscope, data: torch.Tensor) -> torch.Tensor:
-    return transfer_functions(microscope, data.shape[-2:], dtype=torch.float64, device=data.device)[0]
+def _phase_transfer(microscope: Microscope, shape: tuple[int, int], device) -> torch.Tensor:
+    return transfer_functions(microscope, shape, dtype=torch.float64, device=device)[0]
 
 
 def _contrast(hp: torch.Tensor) -> torch.Tensor:
@@ -150,7 +150,8 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
         transfer = _trial_models(json.dumps(microscope.to_dict(), sort_keys=True), tuple(offsets),
                                  tuple(data.shape[-2:]), str(data.device))
     else:  # a large field: one trial in memory at a time
-        transfer = (_phase_transfer(shift_focus(microscope, d), data) for d in offsets)
+        transfer = (_phase_transfer(shift_focus(microscope, d), tuple(data.shape[-2:]), data.device)
+                    for d in offsets)
     scores = np.array([float(_explained(data, hp, _contrast(hp))[0]) for hp in transfer])
     if np.isnan(scores).all():
         raise ConfigError("no trial focus gives the model any contrast: check the microscope's defocus")
@@ -164,8 +165,7 @@ def _trial_models(scope_json: str, offsets: tuple[float, ...], shape: tuple[int,
     """Every trial's phase transfer functions, cached for the last call: a batch of same-sized images of
     one microscope (the CLI, the benchmarks) computes the partially coherent, broadband trials once."""
     microscope = Microscope.from_dict(json.loads(scope_json))
-    return [transfer_functions(shift_focus(microscope, d), shape, dtype=torch.float64, device=device)[0]
-            for d in offsets]
+    return [_phase_transfer(shift_focus(microscope, d), shape, device) for d in offsets]
 
 
 def _parabola_vertex(scores: np.ndarray, k: int) -> float:
