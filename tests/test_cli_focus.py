@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import chromaqpi
+from chromaqpi.cli.focus import central_crop
 from chromaqpi.cli.main import main
 from chromaqpi.io import read_tiff
 from chromaqpi.microscope import Microscope
@@ -82,8 +83,54 @@ def test_reconstruct_fit_at_the_search_edge_warns_with_its_flag(shifted_2shot, t
     out = tmp_path / "out"
     args = ["reconstruct", str(shifted_2shot), "-m", "paper-2shot", "--normalized", "--no-preview", "--fit-focus",
             "--focus-search", "0.2", "--out", str(out)]
-    with pytest.warns(UserWarning, match="edge of the search range; widen --focus-search"):
+    with pytest.warns(UserWarning, match=r"edge of the search range: .* \(widen --focus-search\)"):
         assert main(args) == 0
     _, meta = read_tiff(out / "field_phase.tif")
     assert meta["focus_offset_um"] == pytest.approx(0.2, abs=1e-9)
     assert any("widen --focus-search" in w for w in meta["warnings"])
+
+
+@pytest.fixture(scope="module")
+def noise_2shot(tmp_path_factory):
+    """Camera-like white noise around an empty field: no object, so no focus signal."""
+    g = np.random.default_rng(5)
+    path = tmp_path_factory.mktemp("noise") / "empty.npy"
+    np.save(path, (1 + 0.02 * g.standard_normal((2, 64, 64))).astype(np.float32))
+    return path
+
+
+def test_focus_without_signal_writes_nothing(noise_2shot, tmp_path, capsys):
+    out = tmp_path / "fitted.toml"
+    with pytest.warns(UserWarning, match="no usable focus signal"):
+        assert main(["focus", str(noise_2shot), "-m", "paper-2shot", "--normalized", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "no focus signal, left out" in captured.out
+    assert "no image gave a usable focus signal" in captured.err and captured.err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_reconstruct_fit_focus_without_signal_keeps_the_declared_focus(noise_2shot, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["reconstruct", str(noise_2shot), "-m", "paper-2shot", "--normalized", "--method", "tie", "--no-preview",
+            "--fit-focus", "--out", str(out)]
+    with pytest.warns(UserWarning, match="no usable focus signal"):
+        assert main(args) == 0
+    assert "no focus signal in the fitted crop; kept the declared focus" in capsys.readouterr().out
+    _, meta = read_tiff(out / "empty_phase.tif")
+    assert meta["focus_offset_um"] == 0.0
+    assert meta["microscope"] == Microscope.from_preset("paper-2shot").to_dict()
+
+
+def test_central_crop_takes_the_middle_of_each_axis():
+    x = torch.arange(3 * 81 * 70).reshape(3, 81, 70)
+    crop = central_crop(x, 32)
+    assert torch.equal(crop, x[:, 24:56, 19:51])  # (81 - 32) // 2 = 24, (70 - 32) // 2 = 19
+    assert torch.equal(central_crop(x, 75), x[:, 3:78, :])  # an axis shorter than the crop is kept whole
+
+
+def test_focus_on_a_crop_finds_the_offset(shifted_2shot, capsys):
+    # The 64 px field fitted on its central 48 px (mirror-padded: a crop is not periodic).
+    assert main(["focus", str(shifted_2shot), "-m", "paper-2shot", "--normalized", "--crop", "48"]) == 0
+    printed = capsys.readouterr().out
+    offset = float(printed.split("focus offset ")[1].split(" µm")[0])
+    assert offset == pytest.approx(0.3, abs=0.05)

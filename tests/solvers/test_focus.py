@@ -8,7 +8,8 @@ import torch
 import chromaqpi
 from chromaqpi import Microscope, simulate
 from chromaqpi.errors import ConfigError
-from chromaqpi.solvers.focus import estimate_focus_offset, explained_fraction, shift_focus
+from chromaqpi.solvers.focus import (MAX_TRIALS, estimate_focus_offset, explained_fraction, score_noise, shift_focus,
+                                     trial_offsets)
 
 
 @pytest.fixture
@@ -109,3 +110,45 @@ def test_rgb_mode_microscopes_are_warned():
                       scope, noise=False)
     with pytest.warns(UserWarning, match="not validated for RGB-mode"):
         estimate_focus_offset(images[0], scope, search_um=0.2, step_um=0.1)
+
+
+def test_trial_grid_stays_within_the_search_and_is_bounded():
+    # n = floor(search / step): never a trial beyond ±search (round() had given ±2 for 1.5 / 1).
+    assert trial_offsets(1.5, 1.0) == [-1.0, 0.0, 1.0]
+    assert trial_offsets(0.25, 0.1) == pytest.approx([-0.2, -0.1, 0.0, 0.1, 0.2])
+    assert trial_offsets(0.3, 0.1) == pytest.approx([-0.3, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3])  # 0.3/0.1 = 2.9999...
+    assert len(trial_offsets(1.0, 2.0 / (MAX_TRIALS - 1))) == MAX_TRIALS
+    for search, step in ((math.inf, 0.1), (0.7, math.nan), (math.inf, math.inf), (0.7, 0.0), (0.1, 0.2)):
+        with pytest.raises(ConfigError, match="finite search_um > 0"):
+            trial_offsets(search, step)
+    with pytest.raises(ConfigError, match="trials; at most"):
+        trial_offsets(100.0, 0.001)
+
+
+@pytest.mark.parametrize("preset", ["paper-2shot", "paper-rgb"])
+def test_noise_and_empty_fields_carry_no_focus_signal(preset, weak_detailed_phase):
+    scope = Microscope.from_preset(preset)
+    # White noise: the best score sits a few noise std above chance (1/C), under the 12 the fit needs.
+    g = torch.Generator().manual_seed(1)
+    for size in (48, 96):
+        noise = 1 + 0.03 * torch.randn(scope.n_channels, size, size, generator=g, dtype=torch.float64)
+        with pytest.warns(UserWarning, match="no usable focus signal"):
+            fit = estimate_focus_offset(noise, scope)
+        assert not fit.reliable and fit.signal < 12
+    # The same size with a weak object is far above it.
+    images = simulate(weak_detailed_phase, shift_focus(scope, 0.2), noise=False)[0]
+    assert estimate_focus_offset(images, scope).signal > 50
+    with pytest.raises(ConfigError, match="no contrast"):
+        estimate_focus_offset(torch.ones(scope.n_channels, 32, 32), scope)
+    with pytest.raises(ConfigError, match="channels but the microscope describes"):
+        estimate_focus_offset(torch.ones(scope.n_channels + 1, 32, 32), scope)
+
+
+def test_score_noise_matches_white_noise():
+    # Independent check of the Beta(1, C-1) formula: explained fractions of many white-noise stacks.
+    scope = Microscope.from_preset("paper-rgb")
+    g = torch.Generator().manual_seed(2)
+    x = 1 + 0.05 * torch.randn(200, 3, 32, 32, generator=g, dtype=torch.float64)
+    scores = explained_fraction(x, scope)
+    assert float(scores.mean()) == pytest.approx(1 / 3, abs=0.01)
+    assert float(scores.std()) == pytest.approx(score_noise(3, 32 * 32), rel=0.25)

@@ -4,8 +4,10 @@ Estimates, from the images alone, one offset by which every plane sits away from
 microscope's focus (``solvers.focus.estimate_focus_offset``), prints it per image, and with
 ``--out`` writes the declared microscope moved by the median offset as TOML, ready for
 ``chromaqpi reconstruct --microscope fitted.toml`` (``reconstruct --fit-focus`` fits and uses each
-image's own offset instead). Images wider than ``--crop`` are fitted on their central crop (the
-transfer functions' cost grows with the grid; a batch of one size computes them once).
+image's own offset instead). Images larger than ``--crop`` along an axis are fitted on their central
+crop along it (the transfer functions' cost grows with the grid; a batch of one size computes them
+once). Fits whose scores are too flat to locate a focus (a crop of empty background) are reported
+and left out of the median; with none left, nothing is written.
 """
 
 from __future__ import annotations
@@ -33,17 +35,17 @@ def add_search_arguments(parser, prefix: str = ""):
     parser.add_argument(f"--{prefix}step", dest="step", type=float, default=SEARCH_DEFAULTS["step"], metavar="UM",
                         help="trial step in µm (default: %(default)s)")
     parser.add_argument(f"--{prefix}crop", dest="crop", type=int, default=SEARCH_DEFAULTS["crop"], metavar="PX",
-                        help="fit on the central PX x PX crop of larger images (default: %(default)s)")
+                        help="fit on the central part of larger images, at most PX along each axis "
+                             "(default: %(default)s)")
 
 
 def check_search_options(args, prefix: str = "") -> None:
     from chromaqpi.errors import ConfigError
+    from chromaqpi.solvers.focus import trial_offsets
 
     if args.crop < 16:
         raise ConfigError(f"--{prefix}crop must be >= 16 px, got {args.crop}")
-    if not (args.search > 0 and 0 < args.step <= args.search):
-        raise ConfigError(f"need --{prefix}search > 0 and 0 < --{prefix}step <= --{prefix}search, "
-                          f"got {args.search} and {args.step}")
+    trial_offsets(args.search, args.step, names=(f"--{prefix}search", f"--{prefix}step"))
 
 
 def run(args):
@@ -54,6 +56,8 @@ def run(args):
     from chromaqpi.io import atomic_write
     from chromaqpi.microscope import Microscope
     from chromaqpi.solvers.focus import shift_focus
+
+    from chromaqpi.errors import InputError
 
     check_reading_options(args)
     check_search_options(args)
@@ -66,9 +70,13 @@ def run(args):
         with naming_input(path):
             images = torch.from_numpy(load_normalized(path, microscope, args, background))
             fit = fit_focus(images, microscope, args, path.name)
-        offsets.append(fit.offset_um)
-        print(f"{path}: focus offset {fit.offset_um:+.2f} µm (explained energy {max(fit.explained):.3f} at the fit, "
-              f"{fit.explained_declared:.3f} as declared)")
+        verdict = "" if fit.reliable else " -- no focus signal, left out"
+        print(f"{path}: focus offset {fit.offset_um:+.2f} µm (explained energy {fit.explained_best:.3f} at the fit, "
+              f"{fit.explained_declared:.3f} as declared){verdict}")
+        if fit.reliable:
+            offsets.append(fit.offset_um)
+    if out is not None and not offsets:
+        raise InputError(f"no image gave a usable focus signal; {out} not written (fit a crop with objects: --crop)")
     if out is not None:
         fitted = shift_focus(microscope, statistics.median(offsets))
         with atomic_write(out, "w") as f:
@@ -81,10 +89,14 @@ def fit_focus(images, microscope, args, name: str, prefix: str = ""):
     """The focus fit of one (C, H, W) stack on its central --crop, warning when it lands on the search edge."""
     from chromaqpi.solvers.focus import estimate_focus_offset
 
-    fit = estimate_focus_offset(central_crop(images, args.crop), microscope, search_um=args.search, step_um=args.step)
-    if abs(fit.offset_um) >= args.search - args.step / 2:
-        warnings.warn(f"{name}: the focus fit lies at the edge of the search range; widen --{prefix}search",
-                      UserWarning)
+    crop = central_crop(images, args.crop)
+    # A crop is not periodic even where the preset's simulated fields are: pad it.
+    padding = "auto" if crop.shape == images.shape else "mirror"
+    fit = estimate_focus_offset(crop, microscope, search_um=args.search, step_um=args.step, padding=padding)
+    if fit.reliable and fit.offset_um in (fit.offsets_um[0], fit.offsets_um[-1]):
+        warnings.warn(f"{name}: the focus fit lies at the edge of the search range: the focus may be further off "
+                      f"(widen --{prefix}search), or strong objects pulled the fit there (compare with the declared "
+                      "focus)", UserWarning)
     return fit
 
 

@@ -10,7 +10,8 @@ The TIFFs' JSON metadata records the method, options, microscope and any warning
 raised for that image (e.g. a microscope outside the model's training family).
 ``--fit-focus`` (planes-mode microscopes) first fits the image's focus offset as
 ``chromaqpi focus`` does, prints it, and reconstructs with the moved microscope;
-the metadata then holds that microscope and ``focus_offset_um``.
+the metadata then holds that microscope and ``focus_offset_um``. A crop without focus
+signal (flat scores, e.g. empty background) keeps the declared focus (offset 0, with a warning).
 """
 
 from __future__ import annotations
@@ -235,7 +236,8 @@ def run(args):
                 images = torch.from_numpy(load_normalized(path, microscope, args, background))
                 start = time.perf_counter()
                 fit = fit_focus(images, microscope, args, path.name, prefix="focus-") if args.fit_focus else None
-                scope = microscope if fit is None else fit.microscope
+                # No focus signal in the crop: keep the declared focus rather than move it at random.
+                scope = fit.microscope if fit is not None and fit.reliable else microscope
                 result = chromaqpi.reconstruct(images, scope, method=args.method, **options)
                 seconds = time.perf_counter() - start
             phase, std = (result if isinstance(result, tuple) else (result, None))
@@ -245,8 +247,9 @@ def run(args):
                     "seconds": round(seconds, 3), "microscope": scope.to_dict(),
                     "warnings": list(dict.fromkeys(str(w.message) for w in caught))}
             if fit is not None:
-                meta["focus_offset_um"] = fit.offset_um
-                print(f"{path}: focus offset {fit.offset_um:+.2f} µm")
+                meta["focus_offset_um"] = fit.offset_um if fit.reliable else 0.0
+                print(f"{path}: focus offset {fit.offset_um:+.2f} µm" if fit.reliable else
+                      f"{path}: no focus signal in the fitted crop; kept the declared focus")
             repeat_warnings(caught, shown)
             write_outputs(outputs, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope, meta)
     print(f"wrote {len(paths)} reconstruction(s) to {out}")

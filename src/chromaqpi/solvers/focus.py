@@ -38,14 +38,20 @@ import torch
 from chromaqpi.errors import ConfigError
 from chromaqpi.microscope import Microscope
 from chromaqpi.solvers.fourier import mirror_pad, resolve_padding
-from chromaqpi.solvers.wotf import transfer_functions
+from chromaqpi.optics.transfer import channel_transfer_functions
 
 # Frequencies whose model energy Σ_c|H_c|² is below this share of its maximum count as
 # unexplained; without it a near-zero transfer direction would "explain" pure noise.
 _REL_FLOOR = 1e-3
 # Largest set of trial transfer functions kept for the next image (15 trials of a 3-channel
-# 512 px padded grid take 90 MiB; the CLI fits a 256 px crop, padded to 512).
+# 512 px padded grid take 90 MiB; the CLI fits a 256 px crop, padded to 512 where the preset pads).
 _CACHE_BYTES = 256 * 2**20
+# Most trial offsets one search may take (each costs a transfer-function computation).
+MAX_TRIALS = 201
+# Scores within this many white-noise standard deviations of what noise gives carry no focus
+# signal: on white noise the best score sits 3-4 of them above chance (1/C) and the curve spans
+# 5-8 (15 trials, 2-3 channels, 64-256 px).
+_SIGNAL_SIGMAS = 12.0
 
 
 @dataclass(frozen=True)
@@ -59,12 +65,28 @@ class FocusEstimate:
     explained : fraction of the data's spectral energy the model explains at each trial
         offset (NaN where the shifted model has no contrast, e.g. every plane in focus).
     microscope : the declared microscope with its focus moved by ``offset_um``.
+    signal : how far the best score rises above chance (1/C, what white noise scores) or above
+        the lowest score, whichever is more, in standard deviations of a white-noise score of the
+        same size (:func:`score_noise`); below 12 the data hold no usable focus signal (e.g. a crop
+        of empty background) and ``reliable`` is False.
     """
 
     offset_um: float
     offsets_um: tuple[float, ...]
     explained: tuple[float, ...]
     microscope: Microscope
+    signal: float = math.inf
+
+    @property
+    def reliable(self) -> bool:
+        """Whether the scores vary enough across the trials to locate the focus at all."""
+        return self.signal >= _SIGNAL_SIGMAS
+
+    @property
+    def explained_best(self) -> float:
+        """The highest explained fraction among the trials (NaN when no trial has contrast)."""
+        finite = [e for e in self.explained if not math.isnan(e)]
+        return max(finite) if finite else math.nan
 
     @property
     def explained_declared(self) -> float:
@@ -98,7 +120,8 @@ def _spectrum(images: torch.Tensor, microscope: Microscope, padding: str) -> tor
 
 
 def _phase_transfer(microscope: Microscope, shape: tuple[int, int], device) -> torch.Tensor:
-    return transfer_functions(microscope, shape, dtype=torch.float64, device=device)[0]
+    # Not through the WOTF solver's cache: trials would evict the caller's own microscope there.
+    return channel_transfer_functions(microscope, shape, dtype=torch.float64, device=device)[0]
 
 
 def _contrast(hp: torch.Tensor) -> torch.Tensor:
@@ -117,8 +140,31 @@ def _explained(data: torch.Tensor, hp: torch.Tensor, keep: torch.Tensor) -> torc
     return fit / (data.abs() ** 2).sum(dim=(1, 2, 3)).clamp(min=1e-300)
 
 
+def score_noise(channels: int, pixels: int) -> float:
+    """Standard deviation of the explained fraction of white noise (whose mean is 1/C).
+
+    Per frequency, the share of a random complex C-vector's energy along a fixed direction is
+    Beta(1, C-1) distributed (std sqrt(C-1) / (C·sqrt(C+1))); the score averages it over
+    ``pixels`` frequencies, half of them independent (Hermitian symmetry).
+    """
+    c = channels
+    return math.sqrt(c - 1) / (c * math.sqrt(c + 1)) / math.sqrt(max(pixels / 2, 1.0))
+
+
+def trial_offsets(search_um: float, step_um: float, names: tuple[str, str] = ("search_um", "step_um")) -> list[float]:
+    """The trial offsets ``-n·step .. +n·step`` with n·step <= search (µm); ConfigError naming ``names`` if invalid."""
+    search, step = names
+    if not (math.isfinite(search_um) and math.isfinite(step_um) and search_um > 0 and 0 < step_um <= search_um):
+        raise ConfigError(f"need finite {search} > 0 and 0 < {step} <= {search}, got {search_um} and {step_um}")
+    n = int(math.floor(search_um / step_um + 1e-9))
+    if 2 * n + 1 > MAX_TRIALS:
+        raise ConfigError(f"{search} / {step} = {search_um / step_um:g} gives {2 * n + 1} trials; at most "
+                          f"{MAX_TRIALS} are allowed (each computes transfer functions): use a coarser {step}")
+    return [round(k * step_um, 9) for k in range(-n, n + 1)]
+
+
 def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, search_um: float = 0.7,
-                          step_um: float = 0.1) -> FocusEstimate:
+                          step_um: float = 0.1, padding: str = "auto") -> FocusEstimate:
     """Estimate one focus offset shared by all planes from an image stack.
 
     Parameters
@@ -126,11 +172,16 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
     images : (C, H, W) or (1, C, H, W) flat-field-normalised intensities of one field of view.
     microscope : the declared microscope; the offset moves all its planes together (the
         separations are the optics' own and are kept).
-    search_um, step_um : trial offsets ``-search_um .. +search_um`` in steps of ``step_um``.
+    padding : as for :func:`chromaqpi.solvers.wotf.wotf`; ``"mirror"`` for a crop of a larger field
+        (``"auto"`` leaves unpadded the presets whose simulated images are periodic).
+    search_um, step_um : trial offsets in steps of ``step_um`` out to ``±search_um`` (the last step
+        that fits; at most :data:`MAX_TRIALS` trials).
 
     Returns
     -------
     FocusEstimate; pass ``.microscope`` to :func:`chromaqpi.reconstruct` to use the fitted focus.
+    When the scores are too flat to locate a focus (``.reliable`` is False: a field without
+    objects, pure noise) it warns; the offset is then meaningless.
     """
     if not microscope.planes:
         warnings.warn("focus estimation is not validated for RGB-mode (broadband) microscopes: on the default "
@@ -141,11 +192,13 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
         images = images[None]
     if images.ndim != 4 or images.shape[0] != 1:
         raise ConfigError(f"estimate_focus_offset takes one stack (C, H, W), got shape {tuple(images.shape)}")
-    if not (search_um > 0 and 0 < step_um <= search_um):
-        raise ConfigError(f"need search_um > 0 and 0 < step_um <= search_um, got {search_um} and {step_um}")
-    n = int(round(search_um / step_um))
-    offsets = [round(k * step_um, 9) for k in range(-n, n + 1)]
-    data = _spectrum(images, microscope, "auto")
+    if images.shape[1] != microscope.n_channels:
+        raise ConfigError(f"the stack has {images.shape[1]} channels but the microscope describes "
+                          f"{microscope.n_channels}")
+    offsets = trial_offsets(search_um, step_um)
+    data = _spectrum(images, microscope, padding)
+    if not bool((data.abs() > 0).any()):
+        raise ConfigError("the images have no contrast (a uniform field): nothing to fit a focus to")
     if len(offsets) * data[0].numel() * 8 <= _CACHE_BYTES:
         transfer = _trial_models(json.dumps(microscope.to_dict(), sort_keys=True), tuple(offsets),
                                  tuple(data.shape[-2:]), str(data.device))
@@ -157,7 +210,17 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
         raise ConfigError("no trial focus gives the model any contrast: check the microscope's defocus")
     k = int(np.nanargmax(scores))
     best = offsets[k] + _parabola_vertex(scores, k) * step_um
-    return FocusEstimate(float(best), tuple(offsets), tuple(float(s) for s in scores), shift_focus(microscope, best))
+    c = images.shape[1]
+    rise = max(scores[k] - 1 / c, scores[k] - np.nanmin(scores))
+    signal = float(rise / score_noise(c, images.shape[-2] * images.shape[-1]))
+    fit = FocusEstimate(float(best), tuple(offsets), tuple(float(s) for s in scores), shift_focus(microscope, best),
+                        signal)
+    if not fit.reliable:
+        warnings.warn(f"the focus scores are what noise would give ({signal:.1f} noise std above chance or "
+                      f"across the trials, need {_SIGNAL_SIGMAS:g}): the field holds no usable focus signal "
+                      "(empty background?); the offset is meaningless",
+                      UserWarning, stacklevel=2)
+    return fit
 
 
 @functools.lru_cache(maxsize=1)
