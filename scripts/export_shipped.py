@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -122,8 +123,9 @@ def model_card(name: str, card: dict, summary: dict, size_bytes: int, checkpoint
         kinds_env += f"{var}_{fam_var}={value} " if value not in (None, usual) else ""
     if kind == "zmd" and cfg.get("seed") not in (None, 2 if family == "default" else 3):  # the script's seeds
         kinds_env += f"SEED_{fam_var}={cfg['seed']} "
-    if family == "default" and data.get("data", "").startswith("data/default-train-"):  # the SIZE_default sets
-        kinds_env += f"SIZE_default={data['data'].rsplit('-', 1)[1]} "
+    sized = re.fullmatch(r"data/default-train-(\d+)(?:-s(\d+))?", data.get("data", ""))
+    if family == "default" and sized:  # the SIZE_default sets, DATASEED_default for a fresh one
+        kinds_env += f"SIZE_default={sized[1]} " + (f"DATASEED_default={sized[2]} " if sized[2] else "")
     return f"""# Model card: `{name}` ({title})
 
 {intro} Output: phase in
@@ -171,7 +173,7 @@ Trained for {steps} steps (batch {batch}) on {n_train} samples on a CPU{_stage_n
 a small model, far from converged.
 Real microscopes outside the family envelope, stained (absorbing) samples, JPEG-compressed images and
 lateral chromatic misregistration are not covered by the training data (a 2 px red/blue shift costs
-2.5 % in MAE for the shipped `default` ZMD and at most 6 % for the classical solvers:
+2.5 % in MAE for the `default` ZMD v3 (not re-measured for v4) and at most 6 % for the classical solvers:
 `benchmarks/results/misregistration.md`; not measured for the paper presets).
 """
 
