@@ -7,7 +7,7 @@ import torch
 
 import chromaqpi
 from chromaqpi import Microscope, simulate
-from chromaqpi.errors import ConfigError
+from chromaqpi.errors import ConfigError, InputError
 from chromaqpi.solvers.focus import (MAX_TRIALS, estimate_focus_offset, explained_fraction, score_noise, shift_focus,
                                      trial_offsets)
 
@@ -138,10 +138,15 @@ def test_noise_and_empty_fields_carry_no_focus_signal(preset, weak_detailed_phas
     # The same size with a weak object is far above it.
     images = simulate(weak_detailed_phase, shift_focus(scope, 0.2), noise=False)[0]
     assert estimate_focus_offset(images, scope).signal > 50
-    with pytest.raises(ConfigError, match="no contrast"):
-        estimate_focus_offset(torch.ones(scope.n_channels, 32, 32), scope)
-    with pytest.raises(ConfigError, match="channels but the microscope describes"):
+    for level in (1.0, 0.5):  # uniform, at or off the empty-field level
+        with pytest.raises(ConfigError, match="no contrast"):
+            estimate_focus_offset(torch.full((scope.n_channels, 32, 32), level), scope)
+    with pytest.raises(InputError, match="channels but the microscope has"):
         estimate_focus_offset(torch.ones(scope.n_channels + 1, 32, 32), scope)
+    bad = torch.ones(scope.n_channels, 32, 32)
+    bad[0, 3, 4] = math.nan
+    with pytest.raises(InputError, match="NaN or Inf"):
+        estimate_focus_offset(bad, scope)
 
 
 def test_score_noise_matches_white_noise():

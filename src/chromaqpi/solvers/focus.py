@@ -39,6 +39,7 @@ from chromaqpi.errors import ConfigError
 from chromaqpi.microscope import Microscope
 from chromaqpi.solvers.fourier import mirror_pad, resolve_padding
 from chromaqpi.optics.transfer import channel_transfer_functions
+from chromaqpi.solvers.base import as_image_batch
 
 # Frequencies whose model energy Σ_c|H_c|² is below this share of its maximum count as
 # unexplained; without it a near-zero transfer direction would "explain" pure noise.
@@ -79,7 +80,7 @@ class FocusEstimate:
 
     @property
     def reliable(self) -> bool:
-        """Whether the scores vary enough across the trials to locate the focus at all."""
+        """Whether the scores stand far enough above noise (chance and their own minimum) to locate a focus."""
         return self.signal >= _SIGNAL_SIGMAS
 
     @property
@@ -188,17 +189,13 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
                       "preset it is biased by about +0.4 um on cell phantoms of several rad (benchmarks/results/"
                       "focus-estimate.md); use the fitted microscope only for weak specimens (peak-to-peak phase "
                       "below ~1-2 rad)", UserWarning, stacklevel=2)
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4 or images.shape[0] != 1:
+    images, _ = as_image_batch(images, microscope.n_channels)  # shape, channels, dtype, NaN/Inf
+    if images.shape[0] != 1:
         raise ConfigError(f"estimate_focus_offset takes one stack (C, H, W), got shape {tuple(images.shape)}")
-    if images.shape[1] != microscope.n_channels:
-        raise ConfigError(f"the stack has {images.shape[1]} channels but the microscope describes "
-                          f"{microscope.n_channels}")
     offsets = trial_offsets(search_um, step_um)
-    data = _spectrum(images, microscope, padding)
-    if not bool((data.abs() > 0).any()):
+    if not bool((images.flatten(-2).std(dim=-1) > 0).any()):
         raise ConfigError("the images have no contrast (a uniform field): nothing to fit a focus to")
+    data = _spectrum(images, microscope, padding)
     if len(offsets) * data[0].numel() * 8 <= _CACHE_BYTES:
         transfer = _trial_models(json.dumps(microscope.to_dict(), sort_keys=True), tuple(offsets),
                                  tuple(data.shape[-2:]), str(data.device))
