@@ -123,9 +123,10 @@ def model_card(name: str, card: dict, summary: dict, size_bytes: int, checkpoint
         kinds_env += f"{var}_{fam_var}={value} " if value not in (None, usual) else ""
     if kind == "zmd" and cfg.get("seed") not in (None, 2 if family == "default" else 3):  # the script's seeds
         kinds_env += f"SEED_{fam_var}={cfg['seed']} "
-    sized = re.fullmatch(r"data/default-train-(\d+)(?:-s(\d+))?", data.get("data", ""))
-    if family == "default" and sized:  # the SIZE_default sets, DATASEED_default for a fresh one
+    sized = re.fullmatch(r"data/default-train-(\d+)(?:-s(\d+))?(?:-(dl))?", data.get("data", ""))
+    if family == "default" and sized:  # the SIZE_default sets, DATASEED_default for a fresh one, MIX_default
         kinds_env += f"SIZE_default={sized[1]} " + (f"DATASEED_default={sized[2]} " if sized[2] else "")
+        kinds_env += f"MIX_default={sized[3]} " if sized[3] else ""
     return f"""# Model card: `{name}` ({title})
 
 {intro} Output: phase in

@@ -4,6 +4,7 @@
 #   KINDS="ddpm cvdm" FAMILIES=paper-2shot bash scripts/train_shipped.sh   (the comparison models, same budget)
 #   CROP_<family>, BATCH_<family> (default 64 px, 8) and SEED_<family> (ZMD; default 2, paper models 3) override
 #   the crop, batch and seed; SIZE_default=256 trains on 256 px samples (the later stages use them: see the cards).
+#   MIX_default=dl trains on DEFAULT_DL_SRC (scripts/sources.sh: the mix plus dead-leaves scenes).
 # Datasets are built once (re-running resumes/skips them); training threads: OMP_NUM_THREADS (1 per job here).
 # On GPUs the same command scales with torchrun (see the model cards).
 set -euo pipefail
@@ -23,7 +24,9 @@ for fam in ${FAMILIES:-default paper-2shot paper-rgb}; do
       if [ "$size" = 128 ]; then build default "$DEFAULT_SRC" 10000 128 11 "$train" 256
       else  # DATASEED_default: a fresh set for a later stage (v3 used 13, v4 15)
         dseed=${DATASEED_default:-13} train=data/default-train-$size; [ "$dseed" = 13 ] || train+="-s$dseed"
-        build default "$DEFAULT_SRC" $((10000 * 128 * 128 / (size * size))) "$size" "$dseed" "$train" 64; fi
+        src=$DEFAULT_SRC; case ${MIX_default:-} in "") ;; dl) src=$DEFAULT_DL_SRC train+=-dl ;;
+          *) echo "unknown MIX_default=$MIX_default (dl or empty)" >&2; exit 2 ;; esac
+        build default "$src" $((10000 * 128 * 128 / (size * size))) "$size" "$dseed" "$train" 64; fi
       build default "$DEFAULT_SRC" 96 128 12 data/default-val 96
       # Shipped v2: 3000 offset-invariant steps at lr 3e-4 from the v1 model (2000 steps with the raw-offset
       # loss, this script at commit f0ddc90). From scratch: INIT_default= STEPS_default=5000.

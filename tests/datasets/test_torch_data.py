@@ -9,6 +9,7 @@ import torch
 from chromaqpi.datasets.augment import apply_transform, valid_transforms
 from chromaqpi.datasets.normalize import normalize_input, paper_phase, paper_target
 from chromaqpi.datasets.randomize import draw_microscope, get_family
+from chromaqpi.datasets.sources import check_training_sources
 from chromaqpi.datasets.torch_data import ShardDataset
 from chromaqpi.errors import ConfigError
 from chromaqpi.microscope import Microscope
@@ -230,3 +231,21 @@ def test_train_cli_refuses_model_flags_beside_a_config_model_table(tiny_dataset,
     assert main([*args[:-2], "--width", "32"]) == 0
     unet = json.loads(capsys.readouterr().out)["model"]["unet"]
     assert unet["base_channels"] == 32 and unet["blocks_per_level"] == 2 and len(unet["channel_mults"]) == 4
+
+
+def test_training_refuses_validation_and_test_pictures(tmp_path, capsys):
+    from chromaqpi.cli.main import main
+    from chromaqpi.datasets.build import build_dataset
+    from chromaqpi.datasets.torch_data import OnTheFlyDataset
+
+    val = tmp_path / "natural-val"  # building a validation set from them is fine ...
+    build_dataset("pictures-val", "default", 2, 32, 0, val, shard_size=2, group_size=2, progress=False)
+    out = tmp_path / "run"
+    assert main(["train", "--model", "mean", "--data", str(val), "--out", str(out), "--steps", "1",
+                 "--crop", "16"]) == 2  # ... training on it is not
+    err = capsys.readouterr().err
+    assert "pictures-val" in err and "never train on it" in err and err.count("\n") == 1
+    assert not out.exists()
+    with pytest.raises(ConfigError, match="pictures-val"):
+        OnTheFlyDataset("pictures-val", "default", 16, 0, n=2)
+    check_training_sources([{"name": "cells"}, {"name": "deadleaves"}], "x")  # ordinary sources pass

@@ -10,6 +10,7 @@ from chromaqpi.errors import ConfigError
 from chromaqpi.phantoms import (
     KIND_DEFAULTS,
     build_object,
+    dead_leaves,
     drift_field_rad,
     gaussian_random_field,
     list_kinds,
@@ -176,6 +177,32 @@ def test_gaussian_random_field_statistics_and_spectrum():
     again = gaussian_random_field((64, 65), 0.2, rng=np.random.default_rng(4), beta=2.5)
     other = gaussian_random_field((64, 65), 0.2, rng=np.random.default_rng(5), beta=2.5)
     assert np.array_equal(same, again) and not np.array_equal(same, other)
+
+
+def _spectral_slope(img: np.ndarray, f_lo: float, f_hi: float) -> float:
+    """Log-log slope of the radially averaged power spectrum between f_lo and f_hi (cycles/px)."""
+    p = np.abs(np.fft.fft2(img - img.mean())) ** 2
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(img.shape[1]), np.fft.fftfreq(img.shape[0])))
+    edges = np.geomspace(f_lo, f_hi, 9)
+    power = [p[(f >= a) & (f < b)].mean() for a, b in zip(edges[:-1], edges[1:])]
+    return float(np.polyfit(np.log(np.sqrt(edges[:-1] * edges[1:])), np.log(power), 1)[0])
+
+
+def test_dead_leaves_covers_the_grid_with_flat_leaves_and_scale_free_spectrum():
+    rng = np.random.default_rng(0)
+    imgs = [dead_leaves((256, 256), rng=rng) for _ in range(6)]
+    for img in imgs:
+        assert img.dtype == np.float32 and np.isfinite(img).all() and 0 <= img.min() and img.max() <= 1
+        # each leaf is one grey: far fewer distinct values than pixels, yet many leaves
+        assert 100 < len(np.unique(img)) < img.size // 20
+    # r^-3 sizes are scale invariant: power close to 1/f^2 between 1/rmax and 1/rmin
+    # (Lee, Mumford & Huang 2001); measured -1.4 to -2.0 per image, so the mean is held to +-0.4
+    assert np.mean([_spectral_slope(i, 1 / 64, 1 / 8) for i in imgs]) == pytest.approx(-1.8, abs=0.4)
+    # one leaf size only: a flat spectrum below 1/r and a steep fall above it, far from 1/f^2 in this band
+    single = [dead_leaves((256, 256), rng=rng, radius_px=(20.0, 20.0)) for _ in range(6)]
+    assert abs(np.mean([_spectral_slope(i, 1 / 64, 1 / 8) for i in single]) + 1.8) > 0.5
+    with pytest.raises(ConfigError):
+        dead_leaves((32, 32), rng=rng, radius_px=(5.0, 2.0))
 
 
 def test_spherocyte_peak_opd_is_dn_times_thickness():

@@ -12,6 +12,7 @@ from PIL import Image
 from chromaqpi.errors import ConfigError, InputError
 from chromaqpi.phantoms import (
     BUNDLED_TEST,
+    BUNDLED_VAL,
     BUNDLED_TRAIN,
     BundledImageSource,
     ImageFolderSource,
@@ -21,6 +22,7 @@ from chromaqpi.phantoms import (
     phase_rad,
 )
 from chromaqpi.phantoms.images import random_crop, to_grey
+from chromaqpi.phantoms.registry import get_source
 
 SHAPE = (45, 52)
 
@@ -134,26 +136,35 @@ def test_folder_errors(tmp_path):
 
 def test_bundled_split_is_fixed_and_disjoint():
     assert set(BUNDLED_TRAIN).isdisjoint(BUNDLED_TEST)
+    assert set(BUNDLED_VAL).isdisjoint(set(BUNDLED_TRAIN) | set(BUNDLED_TEST))
     assert len(BUNDLED_TEST) == 8 and len(BUNDLED_TRAIN) == 17  # about 1/3 held out
-    assert set(bundled_image_names("all")) == set(BUNDLED_TRAIN) | set(BUNDLED_TEST)
+    assert set(bundled_image_names("all")) == set(BUNDLED_TRAIN) | set(BUNDLED_TEST) | set(BUNDLED_VAL)
     with pytest.raises(ConfigError):
         bundled_image_names("validation")
     with pytest.raises(ConfigError, match="not in split"):
         BundledImageSource("train", names=("camera",))  # a test image cannot leak into training
 
 
+def test_validation_pictures_read_as_their_files_hold_them(no_network):
+    mri = load_bundled_image("mri")
+    assert 200 <= mri.max() < 256  # 8-bit values stored big-endian; little-endian would read them x256
+    dem = load_bundled_image("fault_dem")
+    assert dem.shape == (344, 403) and 200 < dem.min() < dem.max() < 1100  # elevations in metres
+    assert get_source("pictures-val").name == "pictures-val"
+
+
 def test_every_bundled_image_loads_offline(no_network):
     for name in bundled_image_names("all"):
         grey = load_bundled_image(name, rng=np.random.default_rng(0))
-        assert grey.dtype == np.float32 and grey.ndim == 2 and min(grey.shape) >= 100
+        assert grey.dtype == np.float32 and grey.ndim == 2 and min(grey.shape) >= 90  # topobathy: 91 x 120
         assert np.isfinite(grey).all() and grey.max() > grey.min(), name
 
 
 def test_bundled_sources_draw_only_their_split(no_network):
-    for split, names in (("train", BUNDLED_TRAIN), ("test", BUNDLED_TEST)):
+    for split, names in (("train", BUNDLED_TRAIN), ("test", BUNDLED_TEST), ("val", BUNDLED_VAL)):
         src = BundledImageSource(split)
         drawn = {src(SHAPE, 0.21, np.random.default_rng(s)).meta["image"] for s in range(30)}
-        assert drawn <= set(names) and len(drawn) >= 5
+        assert drawn <= set(names) and len(drawn) >= min(5, len(names))
     blobs = BundledImageSource("train", names=("binary_blobs",))
     a = blobs(SHAPE, 0.21, np.random.default_rng(0)).opd_um
     b = blobs(SHAPE, 0.21, np.random.default_rng(1)).opd_um

@@ -161,6 +161,7 @@ def _folders(text: str, flag: str) -> list[str]:
 
 
 def datasets(args, prior: str | None = None, seed: int = 0):
+    from chromaqpi.datasets.sources import check_training_sources
     from chromaqpi.datasets.torch_data import OnTheFlyDataset, ShardDataset
 
     if args.data == "on-the-fly":
@@ -172,6 +173,8 @@ def datasets(args, prior: str | None = None, seed: int = 0):
                                 rank=rank, world_size=world, prior=prior)
     else:
         train = ShardDataset(_folders(args.data, "--data"), crop=args.crop, seed=seed, prior=prior)
+        for folder, manifest in zip(_folders(args.data, "--data"), train.manifests):
+            check_training_sources(manifest["config"].get("sources", []), f"training data {folder}")
     val = ShardDataset(_folders(args.val, "--val"), crop=None, augment=False, prior=prior) if args.val else None
     return train, val
 

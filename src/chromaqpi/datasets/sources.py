@@ -22,10 +22,25 @@ from chromaqpi.phantoms import get_source, list_sources
 from chromaqpi.phantoms.registry import _FACTORIES
 
 __all__ = ["SourceSpec", "parse_sources", "format_sources", "resolve_sources", "instantiate",
-           "HELD_OUT_SOURCES"]
+           "HELD_OUT_SOURCES", "VALIDATION_SOURCES", "check_training_sources"]
 
 #: Sources reserved for evaluation sets: training builds refuse them unless told otherwise.
 HELD_OUT_SOURCES = ("skimage-test",)
+#: Sources reserved for validation sets: any build may use them, training refuses them.
+VALIDATION_SOURCES = ("pictures-val",)
+
+
+def check_training_sources(sources, where: str) -> None:
+    """Refuse training data drawn from evaluation or validation sources.
+
+    ``sources`` is a list of :class:`SourceSpec` or of their dicts (a manifest's
+    ``config["sources"]``); ``where`` names the data in the message.
+    """
+    names = {s.name if isinstance(s, SourceSpec) else str(s.get("name")) for s in sources}
+    reserved = sorted(names & set(HELD_OUT_SOURCES + VALIDATION_SOURCES))
+    if reserved:
+        raise ConfigError(f"{where} is drawn from {', '.join(reserved)}, kept for validation and evaluation; "
+                          f"never train on it")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from chromaqpi.datasets.build import DEFAULT_GROUP_SIZE
 from chromaqpi.datasets.generate import generate_group
 from chromaqpi.datasets.randomize import resolve_ranges
 from chromaqpi.datasets.shards import ShardReader, read_manifest, verify_dataset
-from chromaqpi.datasets.sources import resolve_sources
+from chromaqpi.datasets.sources import check_training_sources, resolve_sources
 from chromaqpi.errors import ConfigError, InputError
 from chromaqpi.models.prior import check_prior, sample_prior
 
@@ -241,6 +241,7 @@ class OnTheFlyDataset(IterableDataset):
         self.ranges = resolve_ranges(family)
         lam = self.ranges.base_microscope().optics.wavelength_ref_um
         self.sources = resolve_sources(self.ranges.default_source if sources is None else sources, wavelength_um=lam)
+        check_training_sources(self.sources, "on-the-fly training data")
         self.shape = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
         self.seed, self.n, self.start, self.group_size = int(seed), n, int(start), int(group_size)
         self.noise, self.device, self.with_params = noise, device, with_params

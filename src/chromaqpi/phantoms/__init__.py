@@ -27,6 +27,7 @@ from chromaqpi.phantoms.cells import (
 )
 from chromaqpi.phantoms.images import (
     BUNDLED_TEST,
+    BUNDLED_VAL,
     BUNDLED_TRAIN,
     BundledImageSource,
     ImageFolderSource,
@@ -36,14 +37,14 @@ from chromaqpi.phantoms.images import (
 )
 from chromaqpi.phantoms.registry import Source, get_source, list_sources, register_source
 from chromaqpi.phantoms.sample import PhaseSample, opd_from_phase, phase_rad
-from chromaqpi.phantoms.textures import TextureSource, drift_field_rad, gaussian_random_field
+from chromaqpi.phantoms.textures import DeadLeavesSource, TextureSource, dead_leaves, drift_field_rad, gaussian_random_field
 
 __all__ = [
     "PhaseSample", "phase_rad", "opd_from_phase",
     "make_scene", "render_object", "build_object", "list_kinds", "PhantomObject", "SceneSource",
     "KIND_DEFAULTS", "CLINICAL_MIX",
-    "gaussian_random_field", "TextureSource", "drift_field_rad",
+    "gaussian_random_field", "TextureSource", "dead_leaves", "DeadLeavesSource", "drift_field_rad",
     "image_to_phase", "ImageFolderSource", "BundledImageSource", "bundled_image_names",
-    "load_bundled_image", "BUNDLED_TRAIN", "BUNDLED_TEST",
+    "load_bundled_image", "BUNDLED_TRAIN", "BUNDLED_TEST", "BUNDLED_VAL",
     "Source", "register_source", "get_source", "list_sources",
 ]

@@ -13,7 +13,11 @@ object mask.
 
 Bundled images are read straight from the files inside the installed scikit-image
 package (never through its downloader), so they work offline; they are split once, in
-code, into :data:`BUNDLED_TRAIN` and :data:`BUNDLED_TEST`.
+code, into :data:`BUNDLED_TRAIN` and :data:`BUNDLED_TEST`. A third, smaller split,
+:data:`BUNDLED_VAL`, holds pictures from other installed packages (matplotlib's sample
+data and scikit-image files outside the other two): neither training nor the test sets
+use them, so they measure how a model does on pictures it has never seen without
+touching the test images.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "BUNDLED_TRAIN",
     "BUNDLED_TEST",
+    "BUNDLED_VAL",
     "bundled_image_names",
     "load_bundled_image",
     "load_image_grey",
@@ -75,9 +80,23 @@ BUNDLED_TRAIN = (
 )
 
 
+#: Validation pictures: package, file inside it, and how to read it. A photo, a small RGBA
+#: illustration, two elevation maps and an MRI slice -- textures unlike the training
+#: pictures'. Only validation sets use them (training refuses them).
+_VAL_FILES = {
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "image"),
+    "present": ("matplotlib", "mpl-data/sample_data/Minduka_Present_Blue_Pack.png", "image"),
+    "fault_dem": ("matplotlib", "mpl-data/sample_data/jacksboro_fault_dem.npz", "elevation"),
+    "topobathy": ("matplotlib", "mpl-data/sample_data/topobathy.npz", "topo"),
+    "mri": ("matplotlib", "mpl-data/sample_data/s1045.ima.gz", "uint16-256"),
+}
+BUNDLED_VAL = tuple(_VAL_FILES)
+
+
 def bundled_image_names(split: str = "train") -> tuple[str, ...]:
-    """Names of the bundled images in ``split``: ``"train"``, ``"test"`` or ``"all"``."""
-    splits = {"train": BUNDLED_TRAIN, "test": BUNDLED_TEST, "all": tuple(sorted(BUNDLED_TRAIN + BUNDLED_TEST))}
+    """Names of the bundled images in ``split``: ``"train"``, ``"test"``, ``"val"`` or ``"all"``."""
+    splits = {"train": BUNDLED_TRAIN, "test": BUNDLED_TEST, "val": BUNDLED_VAL,
+              "all": tuple(sorted(BUNDLED_TRAIN + BUNDLED_TEST + BUNDLED_VAL))}
     if split not in splits:
         raise ConfigError(f"unknown bundled image split {split!r}; valid: {', '.join(splits)}")
     return splits[split]
@@ -92,6 +111,9 @@ def load_bundled_image(name: str, *, rng: np.random.Generator | None = None) -> 
     """
     if name == "binary_blobs":
         return _binary_blobs(rng if rng is not None else np.random.default_rng(0))
+    if name in _VAL_FILES:
+        package, relative, kind = _VAL_FILES[name]
+        return _cached_package_file(package, relative, kind)
     if name not in _BUNDLED_FILES:
         raise ConfigError(f"unknown bundled image {name!r}; valid: {', '.join(bundled_image_names('all'))}")
     path = _skimage_data_dir() / _BUNDLED_FILES[name]
@@ -101,11 +123,35 @@ def load_bundled_image(name: str, *, rng: np.random.Generator | None = None) -> 
 
 
 def _skimage_data_dir() -> Path:
+    return _package_dir("skimage") / "data"
+
+
+def _package_dir(package: str) -> Path:
     # locate the package without importing it: skimage.data would pull in pooch
-    spec = importlib.util.find_spec("skimage")
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("scikit-image is not installed; the bundled image source needs it")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+        raise InputError(f"{package} is not installed; the bundled image source needs it")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_package_file(package: str, relative: str, kind: str) -> np.ndarray:
+    """A validation picture as grey float32: an image file, an ``.npz`` array or raw 256x256 uint16."""
+    path = _package_dir(package) / relative
+    if not path.is_file():
+        raise InputError(f"bundled picture {path} is missing from the installed {package}")
+    if kind == "image":
+        grey = load_image_grey(path)
+    elif kind == "uint16-256":
+        import gzip
+
+        with gzip.open(path) as raw:  # big-endian: values 0-215
+            grey = np.frombuffer(raw.read(), dtype=">u2").reshape(256, 256).astype(np.float32)
+    else:
+        with np.load(path, allow_pickle=False) as arrays:
+            grey = np.asarray(arrays[kind], dtype=np.float32)
+    grey.setflags(write=False)
+    return grey
 
 
 def _binary_blobs(rng: np.random.Generator) -> np.ndarray:
@@ -401,8 +447,9 @@ class BundledImageSource(_ImageSource):
 
     Parameters
     ----------
-    split : {"train", "test", "all"}
-        Which fixed list to draw from (:data:`BUNDLED_TRAIN`, :data:`BUNDLED_TEST`).
+    split : {"train", "test", "val", "all"}
+        Which fixed list to draw from (:data:`BUNDLED_TRAIN`, :data:`BUNDLED_TEST`,
+        :data:`BUNDLED_VAL`).
     phase_range_rad, wavelength_um
         As in :class:`ImageFolderSource`.
     names : tuple of str, optional
@@ -425,7 +472,7 @@ class BundledImageSource(_ImageSource):
 
     @property
     def name(self) -> str:
-        return f"skimage-{self.split}"
+        return "pictures-val" if self.split == "val" else f"skimage-{self.split}"
 
     def _names(self):
         return self.names

@@ -19,8 +19,10 @@ beads           calibration beads, non-overlapping (exact analytic OPD)
 bacteria        rods and cocci, single and in chains or clusters
 blobs           random smooth textured shapes
 textures        Gaussian random fields with power-law spectra (no mask)
+deadleaves      occluding random ellipses, picture-like statistics (no mask)
 skimage-train   bundled scikit-image pictures, training split (no mask)
 skimage-test    bundled scikit-image pictures, held-out split (no mask)
+pictures-val    other bundled pictures, for validation sets only (no mask)
 folder          any folder of PNG/JPEG/TIFF images; needs ``path=`` (no mask)
 =============== ==================================================================
 """
@@ -36,7 +38,7 @@ from chromaqpi.errors import ConfigError
 from chromaqpi.phantoms.cells import CLINICAL_MIX, N_MEDIUM, SceneSource
 from chromaqpi.phantoms.images import BundledImageSource, ImageFolderSource
 from chromaqpi.phantoms.sample import PhaseSample
-from chromaqpi.phantoms.textures import TextureSource
+from chromaqpi.phantoms.textures import DeadLeavesSource, TextureSource
 
 __all__ = ["Source", "register_source", "get_source", "list_sources"]
 
@@ -114,6 +116,14 @@ def _textures(*, beta=(2.0, 4.0), opd_max_um=(0.05, 0.3), outer_scale_um=None) -
     return TextureSource(beta=beta, opd_max_um=opd_max_um, outer_scale_um=outer_scale_um)
 
 
+@register_source("deadleaves")
+def _deadleaves(*, radius_px=(2.0, 128.0), blur_px=(0.0, 1.5), texture=(0.0, 0.15), phase_range_rad=(0.0, 3.5),
+                wavelength_um=0.55) -> Source:
+    """Dead-leaves scenes; see :class:`~chromaqpi.phantoms.textures.DeadLeavesSource`."""
+    return DeadLeavesSource(radius_px=tuple(radius_px), blur_px=blur_px, texture=texture,
+                            phase_range_rad=phase_range_rad, wavelength_um=wavelength_um)
+
+
 @register_source("skimage-train")
 def _skimage_train(*, phase_range_rad=(0.0, 3.5), wavelength_um=0.55, names=None) -> Source:
     """Bundled scikit-image pictures, training split."""
@@ -124,6 +134,12 @@ def _skimage_train(*, phase_range_rad=(0.0, 3.5), wavelength_um=0.55, names=None
 def _skimage_test(*, phase_range_rad=(0.0, 3.5), wavelength_um=0.55, names=None) -> Source:
     """Bundled scikit-image pictures, held-out test split."""
     return BundledImageSource("test", phase_range_rad, wavelength_um, None if names is None else tuple(names))
+
+
+@register_source("pictures-val")
+def _pictures_val(*, phase_range_rad=(0.0, 3.5), wavelength_um=0.55, names=None) -> Source:
+    """Validation pictures (matplotlib's samples and spare scikit-image files); never for training."""
+    return BundledImageSource("val", phase_range_rad, wavelength_um, None if names is None else tuple(names))
 
 
 @register_source("folder")
