@@ -172,8 +172,9 @@ def datasets(args, prior: str | None = None, seed: int = 0):
         train = OnTheFlyDataset(args.source, family=args.microscope, size=args.crop, seed=seed,
                                 rank=rank, world_size=world, prior=prior)
     else:
-        train = ShardDataset(_folders(args.data, "--data"), crop=args.crop, seed=seed, prior=prior)
-        for folder, manifest in zip(_folders(args.data, "--data"), train.manifests):
+        folders = _folders(args.data, "--data")
+        train = ShardDataset(folders, crop=args.crop, seed=seed, prior=prior)
+        for folder, manifest in zip(folders, train.manifests):
             check_training_sources(manifest["config"].get("sources", []), f"training data {folder}")
     val = ShardDataset(_folders(args.val, "--val"), crop=None, augment=False, prior=prior) if args.val else None
     return train, val
