@@ -5,6 +5,8 @@
 #   CROP_<family>, BATCH_<family> (default 64 px, 8) and SEED_<family> (ZMD; default 2, paper models 3) override
 #   the crop, batch and seed; SIZE_default=256 trains on 256 px samples (the later stages use them: see the cards).
 #   MIX_default=dl trains on DEFAULT_DL_SRC (scripts/sources.sh: the mix plus dead-leaves scenes).
+#   SHIFT_<family>=PX moves red and blue sideways against green by up to PX pixels in half the samples
+#   (train --channel-shift: lateral colour and camera channel offsets; RGB families without a prior only).
 # Datasets are built once (re-running resumes/skips them); training threads: OMP_NUM_THREADS (1 per job here).
 # On GPUs the same command scales with torchrun (see the model cards).
 set -euo pipefail
@@ -57,11 +59,12 @@ for fam in ${FAMILIES:-default paper-2shot paper-rgb}; do
       zmd=(--sigma-zmd 0.25 --prior tie --seed "${!svar:-3}" ${init:+--init-from "$init" --lr 3e-4 --steps "${!var:-1500}"}) ;;
     *) echo "unknown family $fam" >&2; exit 2 ;;
   esac
-  cvar="CROP_${fam//-/_}" bvar="BATCH_${fam//-/_}"
+  cvar="CROP_${fam//-/_}" bvar="BATCH_${fam//-/_}" shvar="SHIFT_${fam//-/_}"
   for kind in ${KINDS:-zmd}; do
     # comparison models (ddpm, cvdm): the same networks, data and steps, without ZMD's prior and residual scale
     extra=("${common[@]}"); [ "$kind" = zmd ] && extra+=("${zmd[@]}")
     $CQ train --model "$kind" --data "$train" --val "$val" --microscope "$fam" --out "runs/$kind-$fam" \
-      --batch-size "${!bvar:-8}" --crop "${!cvar:-64}" --width 16 --levels 4 --blocks 1 --seed 1 "${extra[@]}" ${RESUME:-}
+      --batch-size "${!bvar:-8}" --crop "${!cvar:-64}" --width 16 --levels 4 --blocks 1 --seed 1 "${extra[@]}" \
+      ${!shvar:+--channel-shift "${!shvar}"} ${RESUME:-}
   done
 done

@@ -128,6 +128,19 @@ def test_on_the_fly_matches_the_build(tiny_dataset, tiny):
         assert torch.allclose(it["input"], ref["input"], atol=1e-3, rtol=1e-3)
 
 
+def test_on_the_fly_channel_shift_moves_red_and_blue_only(tiny):
+    args = (None, "default", tiny["size"], tiny["seed"])
+    plain = list(OnTheFlyDataset(*args, n=8, group_size=tiny["group_size"], with_params=True))
+    moved = list(OnTheFlyDataset(*args, n=8, group_size=tiny["group_size"], channel_shift=2.0))
+    changed = 0
+    for p, m in zip(plain, moved):
+        assert torch.equal(p["target"], m["target"]) and torch.equal(p["input"][1], m["input"][1])
+        if json.loads(p["params"])["microscope"]["sensor"]["bayer"]:
+            assert torch.equal(p["input"], m["input"])
+        changed += not torch.equal(p["input"], m["input"])
+    assert changed
+
+
 def test_on_the_fly_workers_split_the_stream():
     ds = OnTheFlyDataset("beads", "paper-2shot", 16, 3, n=10, group_size=2)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from chromaqpi.datasets.augment import apply_transform, valid_transforms
+from chromaqpi.datasets.augment import apply_transform, draw_channel_shifts, shift_colour_channels, valid_transforms
 from chromaqpi.datasets.normalize import normalize_input, paper_phase, paper_target
 from chromaqpi.datasets.randomize import draw_microscope, get_family
 from chromaqpi.datasets.sources import check_training_sources
@@ -160,6 +160,9 @@ def test_train_cli_takes_several_data_and_val_folders(tiny_dataset, tmp_path, ca
                  "--batch-size", "2", "--dry-run"]) == 0
     resolved = json.loads(capsys.readouterr().out)
     assert (resolved["validation"]["batch_size"], resolved["data"]["batch_size"]) == (8, 2)
+    assert main(["train", "--model", "mean", "--data", both, "--out", str(tmp_path), "--channel-shift", "1.5",
+                 "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["description"]["channel_shift"] == 1.5
     assert main(["train", "--model", "mean", "--data", both, "--out", str(tmp_path), "--val-batch-size", "-1",
                  "--dry-run"]) == 2
     assert "--val-batch-size (validation.batch_size) must be >= 0" in capsys.readouterr().err
@@ -179,6 +182,7 @@ def test_train_cli_takes_several_data_and_val_folders(tiny_dataset, tmp_path, ca
     ("--steps", "0", "--steps (schedule.steps) must be >= 1"),
     ("--seed", "-1", "--seed (seed) must be an integer in [0, 2**31)"),  # was a traceback after the data loaded
     ("--out", "FILE", "exists and is not a folder"),
+    ("--channel-shift", "-1", "channel shift must be 0 to 16 px"),
 ])
 def test_train_cli_refuses_impossible_sizes_before_writing(tiny_dataset, tmp_path, capsys, option, value, message):
     from chromaqpi.cli.main import main
@@ -249,3 +253,67 @@ def test_training_refuses_validation_and_test_pictures(tmp_path, capsys):
     with pytest.raises(ConfigError, match="pictures-val"):
         OnTheFlyDataset("pictures-val", "default", 16, 0, n=2)
     check_training_sources([{"name": "cells"}, {"name": "deadleaves"}], "x")  # ordinary sources pass
+
+
+def _cosines(shape, dy=0.0, dx=0.0, seed=0):
+    """A band-limited (non-periodic) test image, translated by (dy, dx) analytically."""
+    rng = np.random.default_rng(seed)
+    k, phase = rng.uniform(-0.3, 0.3, (12, 2)), rng.uniform(0, 2 * np.pi, 12)
+    y, x = np.mgrid[:shape[0], :shape[1]].astype(float)
+    return sum(np.cos(2 * np.pi * (ky * (y - dy) + kx * (x - dx)) + p) for (ky, kx), p in zip(k, phase)) / 12
+
+
+@pytest.mark.parametrize("red, blue", [((0.0, 0.5), (0.0, 0.0)), ((0.7, -1.3), (-1.5, 0.25)), ((2.0, -2.0), (3.0, 1.0))])
+def test_channel_shift_translates_red_and_blue_only(red, blue):
+    image = np.stack([_cosines((64, 96))] * 3)
+    out = shift_colour_channels(image, np.array([red, blue]))
+    assert np.array_equal(out[1], image[1].astype(np.float32))  # green is the reference
+    amplitude = np.abs(image[0]).max()
+    for channel, (dy, dx) in ((0, red), (2, blue)):
+        err = np.abs(out[channel] - _cosines((64, 96), dy, dx))[8:-8, 8:-8]
+        # whole-pixel shifts are exact up to float32; sub-pixel ones carry the mirror seam's ringing (~0.5 %)
+        tol = 1e-6 if float(dy).is_integer() and float(dx).is_integer() else 0.015
+        assert err.max() < tol * amplitude, (channel, err.max())
+
+
+def test_channel_shift_keeps_white_noise_white():
+    # A Fourier shift multiplies each frequency by a unit phase factor: the noise keeps its variance and
+    # stays uncorrelated between neighbours (spline interpolation at half a pixel would smooth it).
+    noise = np.random.default_rng(3).normal(size=(3, 256, 256))
+    out = shift_colour_channels(noise, np.array([[0.5, 0.5], [-0.5, 0.0]]))
+    for c in (0, 2):
+        assert out[c].var() == pytest.approx(noise[c].var(), rel=0.03)
+        neighbour = np.corrcoef(out[c][:, 1:].ravel(), out[c][:, :-1].ravel())[0, 1]
+        assert abs(neighbour) < 0.03
+
+
+def test_channel_shift_draws():
+    rng = np.random.default_rng(0)
+    assert draw_channel_shifts(rng, 0.0) is None and draw_channel_shifts(rng, 2.0, prob=0.0) is None
+    draws = [draw_channel_shifts(rng, 2.0) for _ in range(400)]
+    shifted = [d for d in draws if d is not None]
+    assert 0.4 < len(shifted) / 400 < 0.6
+    for d in shifted:
+        lengths = np.hypot(d[:, 0], d[:, 1])
+        assert lengths.max() <= 2.0 + 1e-12
+        assert abs(d[0, 0] * d[1, 1] - d[0, 1] * d[1, 0]) < 1e-12  # one (radial) direction for both
+    assert max(np.hypot(*d[0]) for d in shifted) > 1.8
+
+
+def test_shard_dataset_channel_shift(tiny_dataset, tiny_planes_dataset):
+    plain = ShardDataset(tiny_dataset, augment=False, with_params=True)
+    moved = ShardDataset(tiny_dataset, augment=False, channel_shift=2.0, seed=2)
+    changed = 0
+    for i in range(len(plain)):
+        p, m = plain[i], moved[i]
+        assert torch.equal(p["target"], m["target"]) and torch.equal(p["input"][1], m["input"][1])
+        if json.loads(p["params"])["microscope"]["sensor"]["bayer"]:
+            assert torch.equal(p["input"], m["input"])  # interleaved colour planes are left alone
+        changed += not torch.equal(p["input"], m["input"])
+    assert changed
+    with pytest.raises(ConfigError, match="RGB"):
+        ShardDataset(tiny_planes_dataset, channel_shift=1.0)
+    with pytest.raises(ConfigError, match="prior"):
+        ShardDataset(tiny_dataset, channel_shift=1.0, prior="tie")
+    with pytest.raises(ConfigError, match="0 to 16"):
+        ShardDataset(tiny_dataset, channel_shift=float("nan"))

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from chromaqpi.datasets.augment import apply_transform, valid_transforms
+from chromaqpi.datasets.augment import apply_transform, draw_channel_shifts, shift_colour_channels, valid_transforms
 from chromaqpi.datasets.build import DEFAULT_GROUP_SIZE
 from chromaqpi.datasets.generate import generate_group
 from chromaqpi.datasets.randomize import resolve_ranges
@@ -57,6 +57,17 @@ def _crop_shape(crop, shape) -> tuple[int, int]:
     if not (0 < h <= shape[0] and 0 < w <= shape[1]):
         raise ConfigError(f"crop {h}x{w} does not fit the stored {shape[0]}x{shape[1]} samples")
     return h, w
+
+
+def _check_channel_shift(max_px: float, channels: int, prior: str | None) -> float:
+    max_px = float(max_px)
+    if not (np.isfinite(max_px) and 0 <= max_px <= 16):
+        raise ConfigError(f"channel shift must be 0 to 16 px, got {max_px}")
+    if max_px and channels != 3:
+        raise ConfigError(f"channel shift needs RGB data (3 channels), these have {channels}")
+    if max_px and prior is not None:
+        raise ConfigError("channel shift cannot be combined with a physics prior (it is computed before shifting)")
+    return max_px
 
 
 class DatasetFolder:
@@ -93,6 +104,10 @@ class ShardDataset(Dataset):
         samples start at even offsets so the RGGB phase is kept.
     augment : apply a random D4 transform among those valid for each sample's microscope
         (:func:`chromaqpi.datasets.augment.valid_transforms`; identity for Bayer data).
+    channel_shift : largest lateral offset (px) of red and blue against green, applied to half
+        the samples (:func:`chromaqpi.datasets.augment.draw_channel_shifts`) on the whole stored
+        image before cropping; 0 (default) turns it off. RGB data only; Bayer samples are left
+        alone (their colour planes are interleaved on the sensor). Not with ``prior``.
     verify : check every shard's sha256 against the manifest on opening; a mismatch
         raises :class:`~chromaqpi.errors.InputError` naming the shard.
     seed : seed of the crops, flips and mixture draws (with the epoch, see :meth:`set_epoch`).
@@ -106,7 +121,8 @@ class ShardDataset(Dataset):
     """
 
     def __init__(self, roots, *, weights=None, length: int | None = None, crop=None, augment: bool = True,
-                 verify: bool = True, seed: int = 0, with_params: bool = False, prior: str | None = None):
+                 channel_shift: float = 0.0, verify: bool = True, seed: int = 0, with_params: bool = False,
+                 prior: str | None = None):
         check_prior(prior)
         self.prior, self._prior_cache = prior, {}
         roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
@@ -124,6 +140,7 @@ class ShardDataset(Dataset):
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).tolist()
         self.length = int(length) if length is not None else int(sum(self.sizes))
         self.augment, self.seed, self.with_params, self.epoch = augment, int(seed), with_params, 0
+        self.channel_shift = _check_channel_shift(channel_shift, self.stores[0].channels, prior)
 
     def _weights(self, weights):
         if weights is None:
@@ -160,6 +177,10 @@ class ShardDataset(Dataset):
         d, local = self._locate(int(i), rng)
         raw = self.stores[d].sample(local)
         micro = raw["params"]["microscope"]
+        if self.channel_shift and not micro["sensor"].get("bayer"):
+            shifts = draw_channel_shifts(rng, self.channel_shift)
+            if shifts is not None:
+                raw["input"] = shift_colour_channels(raw["input"], shifts)
         if self.prior is not None:  # before cropping: the whole field's low frequencies, as at inference
             raw["prior"] = self._prior(d, local, raw["input"], micro)
         raw = self._crop(raw, rng, bool(micro["sensor"].get("bayer")))
@@ -224,6 +245,8 @@ class OnTheFlyDataset(IterableDataset):
     noise : apply sensor noise.
     device : simulate there (e.g. ``"cuda"`` with ``num_workers=0``); CPU by default.
     rank, world_size : split the stream between distributed processes.
+    channel_shift : largest lateral offset (px) of red and blue against green, as in
+        :class:`ShardDataset` (drawn from ``(seed, index)``).
     prior : physics prior name (``"tie"``) to return as ``"condition"``, or None.
 
     Notes
@@ -235,10 +258,12 @@ class OnTheFlyDataset(IterableDataset):
 
     def __init__(self, sources=None, family="default", size=128, seed: int = 0, *, n: int | None = None,
                  start: int = 0, group_size: int = DEFAULT_GROUP_SIZE, noise: bool = True, device=None,
-                 rank: int = 0, world_size: int = 1, with_params: bool = False, prior: str | None = None):
+                 rank: int = 0, world_size: int = 1, with_params: bool = False, prior: str | None = None,
+                 channel_shift: float = 0.0):
         check_prior(prior)
         self.prior = prior
         self.ranges = resolve_ranges(family)
+        self.channel_shift = _check_channel_shift(channel_shift, self.ranges.base_microscope().n_channels, prior)
         lam = self.ranges.base_microscope().optics.wavelength_ref_um
         self.sources = resolve_sources(self.ranges.default_source if sources is None else sources, wavelength_um=lam)
         check_training_sources(self.sources, "on-the-fly training data")
@@ -274,6 +299,10 @@ class OnTheFlyDataset(IterableDataset):
                     "opd": result.opd[b][None].float(), "mask": result.mask[b].to(torch.int32),
                     "has_mask": result.has_mask[b], "index": torch.tensor(int(index)),
                     "dataset": torch.tensor(0), "transform": torch.tensor(0)}
+            if self.channel_shift and not result.params[b]["microscope"]["sensor"].get("bayer"):
+                shifts = draw_channel_shifts(np.random.default_rng((self.seed, 0x5F1F7, int(index))), self.channel_shift)
+                if shifts is not None:
+                    item["input"] = torch.from_numpy(shift_colour_channels(item["input"].cpu().numpy(), shifts))
             if self.prior is not None:
                 item["condition"] = sample_prior(item["input"], result.params[b]["microscope"], self.prior)
             if self.with_params:
