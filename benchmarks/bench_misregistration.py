@@ -1,6 +1,7 @@
 """How much lateral misregistration between the colour channels costs each method.
 
-Usage: python benchmarks/bench_misregistration.py [--n 8] [--shifts 0,0.25,0.5,1,2] [--steps 25]
+Usage: python benchmarks/bench_misregistration.py [--n 8] [--shifts 0,0.25,0.5,1,2] [--lateral-colour 0.5,1]
+       [--steps 25]
 
 The phase signal lies in the differences between the channels, so a channel displaced
 sideways (lateral chromatic aberration of the objective, a colour camera's channel offsets,
@@ -8,7 +9,10 @@ a beam splitter) might be read as phase. This measures it: the `family` scenes o
 bench_microscopes.py (cell scenes of the `default` family, sensor noise, the same seeds), with
 red displaced by +d and blue by -d pixels along x relative to green (lateral colour pulls red
 and blue to opposite sides), by a Fourier shift of the simulated (periodic) images. Real lateral
-colour is a magnification difference, so d here stands for its local value in one tile.
+colour is a magnification difference, so d here stands for its local value in one tile; the
+`--lateral-colour` rows model it as such: red magnified by 1 + m and blue by 1 - m about the image
+centre (cubic spline, mirrored edges), so the offset grows from 0 at the centre to m x 128 px at the
+edge of a 256 px image.
 Scores: offset-aligned nMAE (mean offset), mean over images, and its ratio to the unshifted
 images. TIE and WOTF get each image's exact microscope; the `default` networks do not.
 Writes benchmarks/results/misregistration.md.
@@ -22,7 +26,7 @@ from datetime import datetime
 
 import numpy as np
 import torch
-from scipy.ndimage import fourier_shift
+from scipy.ndimage import affine_transform, fourier_shift
 from tqdm import tqdm
 
 import chromaqpi
@@ -42,23 +46,39 @@ def displace(images: torch.Tensor, d: float) -> torch.Tensor:
     return out
 
 
+def magnify(images: torch.Tensor, m: float) -> torch.Tensor:
+    """(1, 3, H, W) with red magnified by 1 + m and blue by 1 - m about the centre (green stays)."""
+    out = images.clone()
+    centre = (np.array(images.shape[-2:]) - 1) / 2
+    for channel, scale in ((0, 1 + m), (2, 1 - m)):
+        # output pixel x samples the input at centre + (x - centre) / scale
+        plane = images[0, channel].double().numpy()
+        out[0, channel] = torch.from_numpy(affine_transform(plane, np.full(2, 1 / scale), centre - centre / scale,
+                                                            order=3, mode="mirror"))
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8, help="images")
     parser.add_argument("--size", type=int, default=256, help="image size (pixels)")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps of the ZMD draw")
     parser.add_argument("--shifts", default="0,0.25,0.5,1,2", help="comma-separated d (pixels); 0 first")
+    parser.add_argument("--lateral-colour", default="0.5,1", help="comma-separated m (per cent); empty: none")
     args = parser.parse_args()
     shifts = [float(s) for s in args.shifts.split(",")]
     if shifts[0] != 0:
         parser.error("--shifts must start with 0 (the reference)")
+    cases = [(f"{d:g}", lambda x, d=d: displace(x, d)) for d in shifts]
+    cases += [(f"±{m:g} %", lambda x, m=m: magnify(x, m / 100))
+              for m in (float(v) for v in args.lateral_colour.split(",") if v.strip())]
     torch.set_flush_denormal(True)
     started = datetime.now()
-    nmae = {(d, m): [] for d in shifts for m in METHODS}
+    nmae = {(d, m): [] for d, _ in cases for m in METHODS}
     for i in tqdm(range(args.n), desc="images"):
         images, true, microscope = class_sample("family", i, args.size)
-        for d in shifts:
-            shifted = displace(images, d)
+        for d, distort in cases:
+            shifted = distort(images)
             for method in METHODS:
                 opts = {"model": "default"} if method in ("mean", "zmd") else {}
                 if method == "zmd":
@@ -68,12 +88,13 @@ def main():
                     est = chromaqpi.reconstruct(shifted, microscope, method=method, **opts)[0].double()
                 nmae[d, method].append(float(normalised_mae(est, true, align="mean")))
     mean = {key: float(np.mean(v)) for key, v in nmae.items()}
-    header = ["d (px)"] + [f"nMAE {m}" for m in METHODS] + [f"{m} / unshifted" for m in METHODS]
-    rows = [[f"{d:g}"] + [f"{mean[d, m]:.4f}" for m in METHODS]
-            + [f"{mean[d, m] / mean[0.0, m]:.3f}" for m in METHODS] for d in shifts]
+    header = ["d (px) or m"] + [f"nMAE {m}" for m in METHODS] + [f"{m} / unshifted" for m in METHODS]
+    rows = [[d] + [f"{mean[d, m]:.4f}" for m in METHODS]
+            + [f"{mean[d, m] / mean['0', m]:.3f}" for m in METHODS] for d, _ in cases]
     body = (f"Shipped `default` model; {args.n} cell scenes of {args.size} px (the `family` class of "
             f"microscopes.md, same seeds); ZMD one {args.steps}-step DDIM draw (seed 1000 + image index); red "
-            f"displaced by +d, blue by -d pixels along x; "
+            f"displaced by +d, blue by -d pixels along x; rows 'm': red magnified by 1 + m, blue by 1 - m about the "
+            f"centre; "
             f"{(datetime.now() - started).seconds / 60:.1f} min in all.\n\n" + markdown_table(header, rows))
     write_results("misregistration", "Cost of lateral misregistration between the colour channels", body)
 
