@@ -127,6 +127,7 @@ def model_card(name: str, card: dict, summary: dict, size_bytes: int, checkpoint
     if family == "default" and sized:  # the SIZE_default sets, DATASEED_default for a fresh one, MIX_default
         kinds_env += f"SIZE_default={sized[1]} " + (f"DATASEED_default={sized[2]} " if sized[2] else "")
         kinds_env += f"MIX_default={sized[3]} " if sized[3] else ""
+    kinds_env += f"SHIFT_{fam_var}={data['channel_shift']:g} " if data.get("channel_shift") else ""
     return f"""# Model card: `{name}` ({title})
 
 {intro} Output: phase in
@@ -144,7 +145,7 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
 - microscope family (domain randomisation, see `chromaqpi.datasets.randomize`): `{family}`;
   inference warns outside this envelope: `{json.dumps(card['microscope'])}`
 - input normalisation: `{card.get('input_normalisation')}`; training crops {data.get('crop')} px with
-  the dihedral augmentations the physics allows.
+  the dihedral augmentations the physics allows{_shift_note(data)}.
 
 ## Configuration
 - {n_params / 1e6:.2f} M parameters; {model_config_lines(kind, model, cfg)}
@@ -177,6 +178,13 @@ lateral chromatic misregistration are not covered by the training data (a 2 px r
 the `default` ZMD v5 16 % in MAE, 1 px 4.5 % (v3: 2.5 %, but v5 with 2 px is still below v3 without), and
 the classical solvers at most 6 %: `benchmarks/results/misregistration.md`; not measured for the paper presets).
 """
+
+
+def _shift_note(data: dict) -> str:
+    if not data.get("channel_shift"):
+        return ""
+    return (f", and red and blue moved sideways against green by up to {data['channel_shift']:g} px in half "
+            "the samples (`train --channel-shift`)")
 
 
 def _stage_note(cfg: dict) -> str:
