@@ -56,6 +56,55 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def merge_rows(name: str, header: list[str], rows: list[list], key_columns: int) -> tuple[list[list], str]:
+    """Put freshly measured ``rows`` into the table of an existing results file (``--update`` runs).
+
+    Rows are grouped by their first ``key_columns`` cells (e.g. model and set): a group that was
+    re-run replaces the old group in place, new groups are appended, other old groups are kept.
+    Returns the merged rows and a sentence for the body naming the kept groups and the run they
+    come from. Without an old file with the same header, returns ``rows`` unchanged.
+    """
+    path = RESULTS / f"{name}.md"
+    lines = path.read_text().splitlines() if path.exists() else []
+    head = "| " + " | ".join(header) + " |"
+    if head not in lines:
+        return rows, ""
+    old = []
+    for line in lines[lines.index(head) + 2:]:
+        if not line.startswith("| "):
+            break
+        old.append([c.strip() for c in line.strip()[1:-1].split("|")])
+
+    def key(row):
+        return tuple(str(c) for c in row[:key_columns])
+
+    fresh = {}
+    for row in rows:
+        fresh.setdefault(key(row), []).append(row)
+    merged, kept, done = [], [], set()
+    for row in old:
+        k = key(row)
+        if k not in fresh:
+            merged.append(row)
+            if " / ".join(k) not in kept:
+                kept.append(" / ".join(k))
+        elif k not in done:
+            merged += fresh[k]
+            done.add(k)
+    merged += [r for k, group in fresh.items() if k not in done for r in group]
+    if not kept:
+        return merged, ""
+    info = dict(line[2:].split(": ", 1) for line in lines if line.startswith("- ") and ": " in line)
+    earlier = next((line for line in lines if line.startswith(_MERGE_NOTE)), "")
+    note = (f"{_MERGE_NOTE} {', '.join(kept)} are kept from the previous run (command {info.get('command', '?')}, "
+            f"commit {info.get('commit', '?')}, {info.get('date', '?')}); the others were re-run by the command above."
+            + (f" That run's note: {earlier}" if earlier else ""))
+    return merged, note
+
+
+_MERGE_NOTE = "Merged table: the rows for"
+
+
 def write_results(name: str, title: str, body: str) -> Path:
     """Write benchmarks/results/<name>.md with command, machine, date and commit."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """How much lateral misregistration between the colour channels costs each method.
 
 Usage: python benchmarks/bench_misregistration.py [--n 8] [--shifts 0,0.25,0.5,1,2] [--lateral-colour 0.5,1]
-       [--steps 25]
+       [--steps 25] [--model default]
 
 The phase signal lies in the differences between the channels, so a channel displaced
 sideways (lateral chromatic aberration of the objective, a colour camera's channel offsets,
@@ -64,6 +64,7 @@ def main():
     parser.add_argument("--size", type=int, default=256, help="image size (pixels)")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps of the ZMD draw")
     parser.add_argument("--shifts", default="0,0.25,0.5,1,2", help="comma-separated d (pixels); 0 first")
+    parser.add_argument("--model", default="default", help="learned model: shipped name or checkpoint folder")
     parser.add_argument("--lateral-colour", default="0.5,1", help="comma-separated m (per cent); empty: none")
     args = parser.parse_args()
     shifts = [float(s) for s in args.shifts.split(",")]
@@ -80,7 +81,7 @@ def main():
         for d, distort in cases:
             shifted = distort(images)
             for method in METHODS:
-                opts = {"model": "default"} if method in ("mean", "zmd") else {}
+                opts = {"model": args.model} if method in ("mean", "zmd") else {}
                 if method == "zmd":
                     opts.update(steps=args.steps, samples=1, generator=torch.Generator().manual_seed(1000 + i))
                 with warnings.catch_warnings():
@@ -91,7 +92,7 @@ def main():
     header = ["d (px) or m"] + [f"nMAE {m}" for m in METHODS] + [f"{m} / unshifted" for m in METHODS]
     rows = [[d] + [f"{mean[d, m]:.4f}" for m in METHODS]
             + [f"{mean[d, m] / mean['0', m]:.3f}" for m in METHODS] for d, _ in cases]
-    body = (f"Shipped `default` model; {args.n} cell scenes of {args.size} px (the `family` class of "
+    body = (f"Model `{args.model}`; {args.n} cell scenes of {args.size} px (the `family` class of "
             f"microscopes.md, same seeds); ZMD one {args.steps}-step DDIM draw (seed 1000 + image index); red "
             f"displaced by +d, blue by -d pixels along x; rows 'm': red magnified by 1 + m, blue by 1 - m about the "
             f"centre; "

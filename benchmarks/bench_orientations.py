@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from _common import markdown_table, write_results
+from _common import markdown_table, merge_rows, write_results
 from chromaqpi.datasets.evalsets import get_evalset, load_evalset
 from chromaqpi.datasets.torch_data import ShardDataset
 from chromaqpi.metrics import align_offset, ms_ssim, normalised_mae
@@ -88,6 +88,8 @@ def main():
                         "only to measure a choice already made on validation)")
     parser.add_argument("--n", type=int, default=16, help="first n images of each folder or set")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps per draw")
+    parser.add_argument("--update", action="store_true", help="keep the results file's rows of the models and "
+                        "folders/sets not re-run (e.g. after retraining one model)")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     if args.sets:
@@ -106,12 +108,13 @@ def main():
                          f"{v['ratio']:.2f}", f"{v['cov1']:.1f}", f"{v['nmae'] / base['nmae']:.3f}"])
         print(markdown_table(header, rows[-len(r):]), f"({(datetime.now() - started).seconds / 60:.1f} min)",
               flush=True)
+    name = "orientations-test" if args.sets else "orientations"
+    rows, merged = merge_rows(name, header, rows, key_columns=2) if args.update else (rows, "")
     body = (f"Shipped models, {args.steps} DDIM steps, draw seeds 1000 + image index. 'N views': draw j (or the mean net's "
             "j-th evaluation) on the image under the j-th D4 element the sample's microscope allows, turned back, "
             "then averaged. 'nMAE vs 1 view' divides by the same model's row with the same number of draws in "
-            "one orientation (for the single-draw rows, itself).\n\n" + markdown_table(header, rows))
-    write_results("orientations-test" if args.sets else "orientations",
-                  f"D4 views on {'test' if args.sets else 'validation'} images", body)
+            f"one orientation (for the single-draw rows, itself). {merged}\n\n" + markdown_table(header, rows))
+    write_results(name, f"D4 views on {'test' if args.sets else 'validation'} images", body)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import torch
 from scipy import ndimage, stats
 from tqdm import tqdm
 
-from _common import markdown_table, write_results
+from _common import markdown_table, merge_rows, write_results
 from chromaqpi.datasets.augment import apply_transform, invert_transform, valid_transforms
 from chromaqpi.datasets.evalsets import get_evalset, load_evalset
 from chromaqpi.metrics import align_offset
@@ -103,6 +103,8 @@ def main():
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--one-view", action="store_true", help="all draws in the image's own orientation "
                         "(samples=N before orientations=True became the default)")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the results file's rows of the sets not re-run (e.g. after retraining one model)")
     args = parser.parse_args()
     rows = []
     for name in [s for s in args.sets.split(",") if s]:
@@ -117,15 +119,16 @@ def main():
     header = ["set", "preset", "sigma", "images", "MAE (rad)", "RMSE / RMS sigma", "cover 1 sigma (%)",
               "cover 2 sigma (%)", "Spearman sigma vs abs. error", "Spearman edge vs abs. error (baseline)",
               "Spearman over images", "minutes"]
+    name = "uncertainty-one-view" if args.one_view else "uncertainty"
+    rows, merged = merge_rows(name, header, rows, key_columns=1) if args.update else (rows, "")
     body = (f"ZMD with {args.draws} draws of {args.steps} DDIM steps per image (the shipped model of each "
             "set's preset), " + ("all in the image's own orientation" if args.one_view else
                                  "draw k on the k-th D4 view the microscope allows, turned back")
             + "; error = |offset-aligned mean of the draws - truth|. Gaussian reference: 68.3 % within "
             "1 sigma, 95.4 % within 2 sigma, RMSE / RMS sigma = 1. The baseline column ranks pixels by the "
-            "smoothed gradient magnitude of the estimate instead of sigma.\n\n"
+            f"smoothed gradient magnitude of the estimate instead of sigma. {merged}\n\n"
             + markdown_table(header, rows))
-    write_results("uncertainty-one-view" if args.one_view else "uncertainty",
-                  "Calibration of the ZMD uncertainty map" + (", one view" if args.one_view else ""), body)
+    write_results(name, "Calibration of the ZMD uncertainty map" + (", one view" if args.one_view else ""), body)
 
 
 if __name__ == "__main__":

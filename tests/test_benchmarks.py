@@ -92,3 +92,23 @@ def test_benchmarks_on_validation_shards(bench_env, val_shard):
     assert "both starts, lower objective" in results_text(root, "refine_starts")
     run_bench(env, "bench_orientations.py", "--data", f"paper-2shot={val_shard}", "--n", "1", "--steps", "2")
     assert "| zmd-mean4, 4 views |" in results_text(root, "orientations")
+
+
+def test_update_runs_merge_rows_by_group(tmp_path, monkeypatch):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _common
+    finally:
+        sys.path.remove(str(BENCH))
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    header = ["model", "set", "row", "value"]
+    old = [["default", "a", "mean", "1"], ["default", "a", "zmd", "2"], ["paper", "b", "zmd", "3"]]
+    (tmp_path / "t.md").write_text("# t\n\n- command: `python old.py`\n- commit: abc123\n- date: 2026-12-04 10:00\n\n"
+                                   "Text.\n\n" + _common.markdown_table(header, old) + "\n")
+    rows, note = _common.merge_rows("t", header, [["default", "a", "zmd", "9"], ["new", "c", "zmd", "7"]], 2)
+    assert rows == [["default", "a", "zmd", "9"], ["paper", "b", "zmd", "3"], ["new", "c", "zmd", "7"]]
+    assert "paper / b are kept" in note and "abc123" in note and "python old.py" in note
+    # a group that was re-run in full keeps nothing old; another header means another table
+    assert _common.merge_rows("t", header, old, 2) == (old, "")
+    assert _common.merge_rows("t", ["x"], [["1"]], 1) == ([["1"]], "")
+    assert _common.merge_rows("missing", header, old, 2) == (old, "")
