@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 __all__ = ["N_TRANSFORMS", "apply_transform", "invert_transform", "transform_matrix", "valid_transforms",
-           "source_invariant", "draw_channel_shifts", "shift_colour_channels"]
+           "source_invariant", "draw_channel_shifts", "shift_colour_channels", "random_channel_shift"]
 
 N_TRANSFORMS = 8
 _QUARTER = np.array([[0, -1], [1, 0]])  # (y, x) -> (-x, y): torch.rot90(k=1, dims=(-2, -1))
@@ -139,3 +139,20 @@ def shift_colour_channels(image: np.ndarray, shifts: np.ndarray) -> np.ndarray:
         moved = np.fft.irfft2(np.fft.rfft2(padded) * ramp, s=padded.shape)
         out[channel] = moved[margin:margin + h, margin:margin + w]
     return out
+
+
+def random_channel_shift(image, microscope: dict, max_px: float, rng: np.random.Generator, prob: float = 0.5):
+    """:func:`shift_colour_channels` by a :func:`draw_channel_shifts` draw, or ``image`` itself.
+
+    Bayer samples are returned as they are: their colour planes were interleaved on the sensor and
+    demosaiced afterwards, so moving the demosaiced planes is not what lateral colour does to them.
+    Accepts a NumPy array or a tensor and returns the same kind.
+    """
+    if not max_px or microscope["sensor"].get("bayer"):
+        return image
+    shifts = draw_channel_shifts(rng, max_px, prob)
+    if shifts is None:
+        return image
+    if isinstance(image, np.ndarray):
+        return shift_colour_channels(image, shifts)
+    return torch.from_numpy(shift_colour_channels(image.cpu().numpy(), shifts))

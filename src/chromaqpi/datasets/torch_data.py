@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from chromaqpi.datasets.augment import apply_transform, draw_channel_shifts, shift_colour_channels, valid_transforms
+from chromaqpi.datasets.augment import apply_transform, random_channel_shift, valid_transforms
 from chromaqpi.datasets.build import DEFAULT_GROUP_SIZE
 from chromaqpi.datasets.generate import generate_group
 from chromaqpi.datasets.randomize import resolve_ranges
@@ -177,10 +177,8 @@ class ShardDataset(Dataset):
         d, local = self._locate(int(i), rng)
         raw = self.stores[d].sample(local)
         micro = raw["params"]["microscope"]
-        if self.channel_shift and not micro["sensor"].get("bayer"):
-            shifts = draw_channel_shifts(rng, self.channel_shift)
-            if shifts is not None:
-                raw["input"] = shift_colour_channels(raw["input"], shifts)
+        if self.channel_shift:
+            raw["input"] = random_channel_shift(raw["input"], micro, self.channel_shift, rng)
         if self.prior is not None:  # before cropping: the whole field's low frequencies, as at inference
             raw["prior"] = self._prior(d, local, raw["input"], micro)
         raw = self._crop(raw, rng, bool(micro["sensor"].get("bayer")))
@@ -299,10 +297,10 @@ class OnTheFlyDataset(IterableDataset):
                     "opd": result.opd[b][None].float(), "mask": result.mask[b].to(torch.int32),
                     "has_mask": result.has_mask[b], "index": torch.tensor(int(index)),
                     "dataset": torch.tensor(0), "transform": torch.tensor(0)}
-            if self.channel_shift and not result.params[b]["microscope"]["sensor"].get("bayer"):
-                shifts = draw_channel_shifts(np.random.default_rng((self.seed, 0x5F1F7, int(index))), self.channel_shift)
-                if shifts is not None:
-                    item["input"] = torch.from_numpy(shift_colour_channels(item["input"].cpu().numpy(), shifts))
+            if self.channel_shift:
+                rng = np.random.default_rng((self.seed, 0x5F1F7, int(index)))
+                item["input"] = random_channel_shift(item["input"], result.params[b]["microscope"], self.channel_shift,
+                                                     rng)
             if self.prior is not None:
                 item["condition"] = sample_prior(item["input"], result.params[b]["microscope"], self.prior)
             if self.with_params:

@@ -1,0 +1,78 @@
+"""Score `default` model candidates on the selection sets, as the shipping rules in the cards and targets.md do.
+
+    python scripts/select_default.py v5=default v6=runs/zmd-default/checkpoints/last [--shift 2]
+
+Each candidate (a shipped name or a checkpoint folder) gets ZMD's offset-aligned MAE from
+chromaqpi.training.loop.validate (one 10-step DDIM draw per image, the training check) on the sets of
+scripts/build_select_val.sh: 32 pictures-val images and 32 whole 256 px samples of the training mix.
+With --shift PX each set is also scored with every image's red and blue moved by
+draw_channel_shifts(rng(1234, i), PX, prob=1) (Bayer samples stay as they are, as in training).
+The table gives each score's ratio to the first candidate and their mean; the rule that decides
+is written before the run (see the model card). Never point it at a test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from chromaqpi.datasets.augment import random_channel_shift
+from chromaqpi.datasets.torch_data import ShardDataset
+from chromaqpi.models.registry import load_model
+from chromaqpi.training.config import TrainConfig
+from chromaqpi.training.loop import validate
+
+SETS = ("data/natural-val", "data/default-val256-s14")
+SHIFT_SEED = 1234
+# The training check's settings (scripts/train_cpu_default.toml, train_shipped.sh), over the whole set.
+VALIDATION = {"batch_size": 8, "sampler": "ddim", "sampler_steps": 10, "seed": 1234, "max_batches": 0}
+
+
+class SelectionSet(Dataset):
+    """A validation folder's whole samples, optionally with red and blue moved by a per-image draw."""
+
+    def __init__(self, root: str, shift_px: float = 0.0):
+        self.samples, self.shift_px = ShardDataset(root, crop=None, augment=False, with_params=True), shift_px
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.samples[i]
+        micro = json.loads(item.pop("params"))["microscope"]
+        rng = np.random.default_rng((SHIFT_SEED, i))
+        item["input"] = random_channel_shift(item["input"], micro, self.shift_px, rng, prob=1.0)
+        return item
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("candidates", nargs="+", metavar="NAME=MODEL", help="the first one is the reference")
+    parser.add_argument("--shift", type=float, default=0.0, metavar="PX", help="also score shifted copies")
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)
+    cands = dict(c.split("=", 1) for c in args.candidates)
+    cfg = TrainConfig.from_dict({"validation": VALIDATION, "input_normalisation": "flatfield"})
+    sets = {root: SelectionSet(root) for root in SETS}
+    if args.shift:
+        sets.update({f"{root} shifted": SelectionSet(root, args.shift) for root in SETS})
+    mae = {}
+    for label, data in sets.items():
+        for name, model in cands.items():
+            r = validate(load_model(model), data, cfg)
+            mae[label, name] = r["mae_rad"]
+            print(label, name, json.dumps(r), flush=True)
+    ref = next(iter(cands))
+    print("\n| candidate | " + " | ".join(sets) + f" | mean ratio to {ref} |\n|" + "---|" * (len(sets) + 2))
+    for name in cands:
+        ratios = [mae[s, name] / mae[s, ref] for s in sets]
+        cells = [f"{mae[s, name]:.4f} ({r:.3f})" for s, r in zip(sets, ratios)]
+        print(f"| {name} | " + " | ".join(cells) + f" | {np.mean(ratios):.4f} |")
+
+
+if __name__ == "__main__":
+    main()
