@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The 256 px validation sets that choose between `default` model versions (from v5 on; see its card):
 # pictures the model never trained on (pictures-val) and whole 256 px samples of the training mix.
-# Never the test sets.
+# Never the test sets. scripts/select_default.py scores candidates on them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CQ=.venv/bin/chromaqpi
