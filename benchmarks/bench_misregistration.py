@@ -8,7 +8,8 @@ sideways (lateral chromatic aberration of the objective, a colour camera's chann
 a beam splitter) might be read as phase. This measures it: the `family` scenes of
 bench_microscopes.py (cell scenes of the `default` family, sensor noise, the same seeds), with
 red displaced by +d and blue by -d pixels along x relative to green (lateral colour pulls red
-and blue to opposite sides), by a Fourier shift of the simulated (periodic) images. Real lateral
+and blue to opposite sides), by the Fourier shift of the channel-shift training augmentation
+(`chromaqpi.datasets.augment.shift_colour_channels`, mirror-padded, so no strip wraps around). Real lateral
 colour is a magnification difference, so d here stands for its local value in one tile; the
 `--lateral-colour` rows model it as such: red magnified by 1 + m and blue by 1 - m about the image
 centre (cubic spline, mirrored edges), so the offset grows from 0 at the centre to m x 128 px at the
@@ -26,12 +27,13 @@ from datetime import datetime
 
 import numpy as np
 import torch
-from scipy.ndimage import affine_transform, fourier_shift
+from scipy.ndimage import affine_transform
 from tqdm import tqdm
 
 import chromaqpi
 from _common import markdown_table, write_results
 from bench_microscopes import class_sample
+from chromaqpi.datasets.augment import shift_colour_channels
 from chromaqpi.metrics import normalised_mae
 
 METHODS = ("tie", "wotf", "mean", "zmd")
@@ -39,11 +41,10 @@ METHODS = ("tie", "wotf", "mean", "zmd")
 
 def displace(images: torch.Tensor, d: float) -> torch.Tensor:
     """(1, 3, H, W) with red moved by +d and blue by -d pixels along x (green stays)."""
-    out = images.clone()
-    for channel, dx in ((0, d), (2, -d)):
-        spectrum = np.fft.fft2(images[0, channel].double().numpy())
-        out[0, channel] = torch.from_numpy(np.fft.ifft2(fourier_shift(spectrum, (0.0, dx))).real)
-    return out
+    if d == 0:
+        return images
+    shifts = np.array([[0.0, d], [0.0, -d]])
+    return torch.from_numpy(shift_colour_channels(images[0].double().numpy(), shifts))[None]
 
 
 def magnify(images: torch.Tensor, m: float) -> torch.Tensor:

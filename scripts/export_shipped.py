@@ -176,7 +176,7 @@ a small model, far from converged.
 Real microscopes outside the family envelope, stained (absorbing) samples, JPEG-compressed images and
 lateral chromatic misregistration are not covered by the training data (a 2 px red/blue shift costs
 the `default` ZMD v5 16 % in MAE, 1 px 4.5 % (v3: 2.5 %, but v5 with 2 px is still below v3 without), and
-the classical solvers at most 6 %: `benchmarks/results/misregistration.md`; not measured for the paper presets).
+the classical solvers at most 6.3 %: `benchmarks/results/misregistration.md`; not measured for the paper presets).
 """
 
 

@@ -146,7 +146,7 @@ def random_channel_shift(image, microscope: dict, max_px: float, rng: np.random.
 
     Bayer samples are returned as they are: their colour planes were interleaved on the sensor and
     demosaiced afterwards, so moving the demosaiced planes is not what lateral colour does to them.
-    Accepts a NumPy array or a tensor and returns the same kind.
+    Accepts a NumPy array or a tensor and returns the same kind (a tensor on its own device).
     """
     if not max_px or microscope["sensor"].get("bayer"):
         return image
@@ -155,4 +155,4 @@ def random_channel_shift(image, microscope: dict, max_px: float, rng: np.random.
         return image
     if isinstance(image, np.ndarray):
         return shift_colour_channels(image, shifts)
-    return torch.from_numpy(shift_colour_channels(image.cpu().numpy(), shifts))
+    return torch.from_numpy(shift_colour_channels(image.cpu().numpy(), shifts)).to(image.device)

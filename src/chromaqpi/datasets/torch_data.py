@@ -261,8 +261,9 @@ class OnTheFlyDataset(IterableDataset):
         check_prior(prior)
         self.prior = prior
         self.ranges = resolve_ranges(family)
-        self.channel_shift = _check_channel_shift(channel_shift, self.ranges.base_microscope().n_channels, prior)
-        lam = self.ranges.base_microscope().optics.wavelength_ref_um
+        base = self.ranges.base_microscope()
+        self.channel_shift = _check_channel_shift(channel_shift, base.n_channels, prior)
+        lam = base.optics.wavelength_ref_um
         self.sources = resolve_sources(self.ranges.default_source if sources is None else sources, wavelength_um=lam)
         check_training_sources(self.sources, "on-the-fly training data")
         self.shape = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
