@@ -128,6 +128,11 @@ def model_card(name: str, card: dict, summary: dict, size_bytes: int, checkpoint
         kinds_env += f"SIZE_default={sized[1]} " + (f"DATASEED_default={sized[2]} " if sized[2] else "")
         kinds_env += f"MIX_default={sized[3]} " if sized[3] else ""
     kinds_env += f"SHIFT_{fam_var}={data['channel_shift']:g} " if data.get("channel_shift") else ""
+    if data.get("channel_shift") and data.get("channel_shift_prob", 0.5) != 0.5:
+        kinds_env += f"SHIFTPROB_{fam_var}={data['channel_shift_prob']:g} "
+    lr = cfg.get("optim", {}).get("lr")
+    if cfg.get("init_from") and lr is not None and abs(lr - 3e-4) > 1e-12:  # the script's later-stage LR
+        kinds_env += f"LR_{fam_var}={lr:g} "
     return f"""# Model card: `{name}` ({title})
 
 {intro} Output: phase in
@@ -183,8 +188,10 @@ the classical solvers at most 6.3 %: `benchmarks/results/misregistration.md`; no
 def _shift_note(data: dict) -> str:
     if not data.get("channel_shift"):
         return ""
-    return (f", and red and blue moved sideways against green by up to {data['channel_shift']:g} px in half "
-            "the samples (`train --channel-shift`)")
+    prob = data.get("channel_shift_prob", 0.5)
+    share = "half the samples" if prob == 0.5 else f"{100 * prob:g} % of the samples"
+    return (f", and red and blue moved sideways against green by up to {data['channel_shift']:g} px in {share} "
+            "(`train --channel-shift`)")
 
 
 def _stage_note(cfg: dict) -> str:

@@ -5,8 +5,9 @@
 #   CROP_<family>, BATCH_<family> (default 64 px, 8) and SEED_<family> (ZMD; default 2, paper models 3) override
 #   the crop, batch and seed; SIZE_default=256 trains on 256 px samples (the later stages use them: see the cards).
 #   MIX_default=dl trains on DEFAULT_DL_SRC (scripts/sources.sh: the mix plus dead-leaves scenes).
-#   SHIFT_<family>=PX moves red and blue sideways against green by up to PX pixels in half the samples
-#   (train --channel-shift: lateral colour and camera channel offsets; RGB families without a prior only).
+#   SHIFT_<family>=PX moves red and blue sideways against green by up to PX pixels in half the samples, or in a
+#   share SHIFTPROB_<family> of them (train --channel-shift[-prob]: lateral colour and camera channel offsets;
+#   RGB families without a prior only). LR_<family> overrides a later stage's peak LR (3e-4).
 # Datasets are built once (re-running resumes/skips them); training threads: OMP_NUM_THREADS (1 per job here).
 # On GPUs the same command scales with torchrun (see the model cards).
 set -euo pipefail
@@ -36,7 +37,7 @@ for fam in ${FAMILIES:-default paper-2shot paper-rgb}; do
       val=data/default-val
       # Each check scores 48 validation images (6 batches of 8), whatever the training batch.
       common=(--config scripts/train_cpu_default.toml --steps "${STEPS_default:-3000}" --val-batch-size 8)
-      zmd=(--sigma-zmd 0.3 --seed "${SEED_default:-2}" ${init:+--init-from "$init" --lr 3e-4}) ;;
+      zmd=(--sigma-zmd 0.3 --seed "${SEED_default:-2}" ${init:+--init-from "$init" --lr "${LR_default:-3e-4}"}) ;;
     paper-2shot|paper-rgb)
       build "$fam" "$PAPER_SRC" 3000 256 11 "data/$fam-train" 256
       build "$fam" "$PAPER_SRC" 64 256 12 "data/$fam-val" 64
@@ -47,7 +48,7 @@ for fam in ${FAMILIES:-default paper-2shot paper-rgb}; do
       build "$fam" "$PAPER_SRC" 16 256 23 "data/$fam-noiseless-val" 64 --no-noise
       train="data/$fam-train,data/$fam-lownoise-train"
       val="data/$fam-noiseless-val,data/$fam-lownoise-val,data/$fam-val"
-      var="STEPS_${fam//-/_}" ivar="INIT_${fam//-/_}" svar="SEED_${fam//-/_}"
+      var="STEPS_${fam//-/_}" ivar="INIT_${fam//-/_}" svar="SEED_${fam//-/_}" lvar="LR_${fam//-/_}"
       # Defaults = the v2 stage: 1500 steps at lr 3e-4 on the mixed data from v1 (3000 steps on the paper-noise
       # data alone: this script at commit 23ae3e2, as were the shipped comparison models); the mean network
       # corrects the TIE estimate. Later stages continue with CROP_/BATCH_/SEED_ (their cards give the
@@ -56,15 +57,15 @@ for fam in ${FAMILIES:-default paper-2shot paper-rgb}; do
       # Each check scores 48 validation images (16 noiseless, 16 low-noise, then 16 paper-noise), whatever the
       # training batch; the shipped v5 (paper-2shot) and v6 (paper-rgb) checks had no noiseless third (32 images).
       common=(--config scripts/train_cpu_paper.toml --steps "${!var:-3000}" --val-batches 6 --val-batch-size 8)
-      zmd=(--sigma-zmd 0.25 --prior tie --seed "${!svar:-3}" ${init:+--init-from "$init" --lr 3e-4 --steps "${!var:-1500}"}) ;;
+      zmd=(--sigma-zmd 0.25 --prior tie --seed "${!svar:-3}" ${init:+--init-from "$init" --lr "${!lvar:-3e-4}" --steps "${!var:-1500}"}) ;;
     *) echo "unknown family $fam" >&2; exit 2 ;;
   esac
-  cvar="CROP_${fam//-/_}" bvar="BATCH_${fam//-/_}" shvar="SHIFT_${fam//-/_}"
+  cvar="CROP_${fam//-/_}" bvar="BATCH_${fam//-/_}" shvar="SHIFT_${fam//-/_}" spvar="SHIFTPROB_${fam//-/_}"
   for kind in ${KINDS:-zmd}; do
     # comparison models (ddpm, cvdm): the same networks, data and steps, without ZMD's prior and residual scale
     extra=("${common[@]}"); [ "$kind" = zmd ] && extra+=("${zmd[@]}")
     $CQ train --model "$kind" --data "$train" --val "$val" --microscope "$fam" --out "runs/$kind-$fam" \
       --batch-size "${!bvar:-8}" --crop "${!cvar:-64}" --width 16 --levels 4 --blocks 1 --seed 1 "${extra[@]}" \
-      ${!shvar:+--channel-shift "${!shvar}"} ${RESUME:-}
+      ${!shvar:+--channel-shift "${!shvar}"} ${!spvar:+--channel-shift-prob "${!spvar}"} ${RESUME:-}
   done
 done

@@ -163,6 +163,10 @@ def test_train_cli_takes_several_data_and_val_folders(tiny_dataset, tmp_path, ca
     assert main(["train", "--model", "mean", "--data", both, "--out", str(tmp_path), "--channel-shift", "1.5",
                  "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["data"]["description"]["channel_shift"] == 1.5
+    assert main(["train", "--model", "mean", "--data", both, "--out", str(tmp_path), "--channel-shift", "1",
+                 "--channel-shift-prob", "0.25", "--dry-run"]) == 0
+    described = json.loads(capsys.readouterr().out)["data"]["description"]
+    assert (described["channel_shift"], described["channel_shift_prob"]) == (1, 0.25)
     assert main(["train", "--model", "mean", "--data", both, "--out", str(tmp_path), "--val-batch-size", "-1",
                  "--dry-run"]) == 2
     assert "--val-batch-size (validation.batch_size) must be >= 0" in capsys.readouterr().err
@@ -183,6 +187,7 @@ def test_train_cli_takes_several_data_and_val_folders(tiny_dataset, tmp_path, ca
     ("--seed", "-1", "--seed (seed) must be an integer in [0, 2**31)"),  # was a traceback after the data loaded
     ("--out", "FILE", "exists and is not a folder"),
     ("--channel-shift", "-1", "channel shift must be 0 to 16 px"),
+    ("--channel-shift-prob", "0", "channel shift probability must be in (0, 1]"),
 ])
 def test_train_cli_refuses_impossible_sizes_before_writing(tiny_dataset, tmp_path, capsys, option, value, message):
     from chromaqpi.cli.main import main
@@ -311,6 +316,10 @@ def test_shard_dataset_channel_shift(tiny_dataset, tiny_planes_dataset):
             assert torch.equal(p["input"], m["input"])  # interleaved colour planes are left alone
         changed += not torch.equal(p["input"], m["input"])
     assert changed
+    always = ShardDataset(tiny_dataset, augment=False, channel_shift=2.0, channel_shift_prob=1.0, seed=2)
+    for i in range(len(plain)):  # probability 1: every RGB (non-Bayer) sample moves
+        bayer = json.loads(plain[i]["params"])["microscope"]["sensor"]["bayer"]
+        assert torch.equal(plain[i]["input"], always[i]["input"]) == bool(bayer)
     with pytest.raises(ConfigError, match="RGB"):
         ShardDataset(tiny_planes_dataset, channel_shift=1.0)
     with pytest.raises(ConfigError, match="prior"):

@@ -46,8 +46,10 @@ def add_arguments(parser):
     parser.add_argument("--crop", type=int, default=96, help="training crop (px, multiple of the stride)")
     parser.add_argument("--lr", type=float, help="peak learning rate")
     parser.add_argument("--channel-shift", type=float, default=0.0, metavar="PX",
-                        help="augment half the RGB samples with red and blue moved sideways against green by up to "
+                        help="augment RGB samples with red and blue moved sideways against green by up to "
                              "PX pixels (lateral colour, camera channel offsets); default 0: off")
+    parser.add_argument("--channel-shift-prob", type=float, default=0.5, metavar="P",
+                        help="share of the samples --channel-shift moves (default 0.5)")
     # The model flags have no argparse default, so that one given beside a [model] table is seen.
     parser.add_argument("--width", type=int, help=f"U-Net base channels (default: {MODEL_FLAGS['width']})")
     parser.add_argument("--levels", type=int, help=f"U-Net resolution levels (default: {MODEL_FLAGS['levels']})")
@@ -149,6 +151,7 @@ def resolve_config(args, channels: int):
                                                   "crop": args.crop, "source": args.source}
     if args.channel_shift:
         data["data"]["description"]["channel_shift"] = args.channel_shift
+        data["data"]["description"]["channel_shift_prob"] = args.channel_shift_prob
     if args.init_from:
         data["init_from"] = args.init_from
         data["data"]["description"]["init_from"] = args.init_from
@@ -175,10 +178,12 @@ def datasets(args, prior: str | None = None, seed: int = 0):
         # Under torchrun every rank simulates its own stream of samples.
         rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
         train = OnTheFlyDataset(args.source, family=args.microscope, size=args.crop, seed=seed,
-                                rank=rank, world_size=world, prior=prior, channel_shift=args.channel_shift)
+                                rank=rank, world_size=world, prior=prior, channel_shift=args.channel_shift,
+                                channel_shift_prob=args.channel_shift_prob)
     else:
         folders = _folders(args.data, "--data")
-        train = ShardDataset(folders, crop=args.crop, seed=seed, prior=prior, channel_shift=args.channel_shift)
+        train = ShardDataset(folders, crop=args.crop, seed=seed, prior=prior, channel_shift=args.channel_shift,
+                             channel_shift_prob=args.channel_shift_prob)
         for folder, manifest in zip(folders, train.manifests):
             check_training_sources(manifest["config"].get("sources", []), f"training data {folder}")
     val = ShardDataset(_folders(args.val, "--val"), crop=None, augment=False, prior=prior) if args.val else None

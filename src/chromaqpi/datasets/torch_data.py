@@ -59,10 +59,12 @@ def _crop_shape(crop, shape) -> tuple[int, int]:
     return h, w
 
 
-def _check_channel_shift(max_px: float, channels: int, prior: str | None) -> float:
-    max_px = float(max_px)
+def _check_channel_shift(max_px: float, channels: int, prior: str | None, prob: float = 0.5) -> float:
+    max_px, prob = float(max_px), float(prob)
     if not (np.isfinite(max_px) and 0 <= max_px <= 16):
         raise ConfigError(f"channel shift must be 0 to 16 px, got {max_px}")
+    if not 0 < prob <= 1:
+        raise ConfigError(f"channel shift probability must be in (0, 1], got {prob}")
     if max_px and channels != 3:
         raise ConfigError(f"channel shift needs RGB data (3 channels), these have {channels}")
     if max_px and prior is not None:
@@ -104,10 +106,11 @@ class ShardDataset(Dataset):
         samples start at even offsets so the RGGB phase is kept.
     augment : apply a random D4 transform among those valid for each sample's microscope
         (:func:`chromaqpi.datasets.augment.valid_transforms`; identity for Bayer data).
-    channel_shift : largest lateral offset (px) of red and blue against green, applied to half
-        the samples (:func:`chromaqpi.datasets.augment.draw_channel_shifts`) on the whole stored
+    channel_shift : largest lateral offset (px) of red and blue against green, applied to a share
+        ``channel_shift_prob`` of the samples (:func:`chromaqpi.datasets.augment.draw_channel_shifts`) on the whole stored
         image before cropping; 0 (default) turns it off. RGB data only; Bayer samples are left
         alone (their colour planes are interleaved on the sensor). Not with ``prior``.
+    channel_shift_prob : share of the samples that are shifted (default 0.5).
     verify : check every shard's sha256 against the manifest on opening; a mismatch
         raises :class:`~chromaqpi.errors.InputError` naming the shard.
     seed : seed of the crops, flips and mixture draws (with the epoch, see :meth:`set_epoch`).
@@ -121,8 +124,8 @@ class ShardDataset(Dataset):
     """
 
     def __init__(self, roots, *, weights=None, length: int | None = None, crop=None, augment: bool = True,
-                 channel_shift: float = 0.0, verify: bool = True, seed: int = 0, with_params: bool = False,
-                 prior: str | None = None):
+                 channel_shift: float = 0.0, channel_shift_prob: float = 0.5, verify: bool = True, seed: int = 0,
+                 with_params: bool = False, prior: str | None = None):
         check_prior(prior)
         self.prior, self._prior_cache = prior, {}
         roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
@@ -140,7 +143,8 @@ class ShardDataset(Dataset):
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).tolist()
         self.length = int(length) if length is not None else int(sum(self.sizes))
         self.augment, self.seed, self.with_params, self.epoch = augment, int(seed), with_params, 0
-        self.channel_shift = _check_channel_shift(channel_shift, self.stores[0].channels, prior)
+        self.channel_shift = _check_channel_shift(channel_shift, self.stores[0].channels, prior, channel_shift_prob)
+        self.channel_shift_prob = float(channel_shift_prob)
 
     def _weights(self, weights):
         if weights is None:
@@ -178,7 +182,7 @@ class ShardDataset(Dataset):
         raw = self.stores[d].sample(local)
         micro = raw["params"]["microscope"]
         if self.channel_shift:
-            raw["input"] = random_channel_shift(raw["input"], micro, self.channel_shift, rng)
+            raw["input"] = random_channel_shift(raw["input"], micro, self.channel_shift, rng, self.channel_shift_prob)
         if self.prior is not None:  # before cropping: the whole field's low frequencies, as at inference
             raw["prior"] = self._prior(d, local, raw["input"], micro)
         raw = self._crop(raw, rng, bool(micro["sensor"].get("bayer")))
@@ -243,7 +247,7 @@ class OnTheFlyDataset(IterableDataset):
     noise : apply sensor noise.
     device : simulate there (e.g. ``"cuda"`` with ``num_workers=0``); CPU by default.
     rank, world_size : split the stream between distributed processes.
-    channel_shift : largest lateral offset (px) of red and blue against green, as in
+    channel_shift, channel_shift_prob : lateral offsets of red and blue against green, as in
         :class:`ShardDataset` (drawn from ``(seed, index)``).
     prior : physics prior name (``"tie"``) to return as ``"condition"``, or None.
 
@@ -257,12 +261,13 @@ class OnTheFlyDataset(IterableDataset):
     def __init__(self, sources=None, family="default", size=128, seed: int = 0, *, n: int | None = None,
                  start: int = 0, group_size: int = DEFAULT_GROUP_SIZE, noise: bool = True, device=None,
                  rank: int = 0, world_size: int = 1, with_params: bool = False, prior: str | None = None,
-                 channel_shift: float = 0.0):
+                 channel_shift: float = 0.0, channel_shift_prob: float = 0.5):
         check_prior(prior)
         self.prior = prior
         self.ranges = resolve_ranges(family)
         base = self.ranges.base_microscope()
-        self.channel_shift = _check_channel_shift(channel_shift, base.n_channels, prior)
+        self.channel_shift = _check_channel_shift(channel_shift, base.n_channels, prior, channel_shift_prob)
+        self.channel_shift_prob = float(channel_shift_prob)
         lam = base.optics.wavelength_ref_um
         self.sources = resolve_sources(self.ranges.default_source if sources is None else sources, wavelength_um=lam)
         check_training_sources(self.sources, "on-the-fly training data")
@@ -301,7 +306,7 @@ class OnTheFlyDataset(IterableDataset):
             if self.channel_shift:
                 rng = np.random.default_rng((self.seed, 0x5F1F7, int(index)))
                 item["input"] = random_channel_shift(item["input"], result.params[b]["microscope"], self.channel_shift,
-                                                     rng)
+                                                     rng, self.channel_shift_prob)
             if self.prior is not None:
                 item["condition"] = sample_prior(item["input"], result.params[b]["microscope"], self.prior)
             if self.with_params:
