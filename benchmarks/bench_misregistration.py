@@ -1,7 +1,7 @@
 """How much lateral misregistration between the colour channels costs each method.
 
 Usage: python benchmarks/bench_misregistration.py [--n 8] [--shifts 0,0.25,0.5,1,2] [--lateral-colour 0.5,1]
-       [--steps 25] [--model default]
+       [--steps 25] [--model default] [--declared]
 
 The phase signal lies in the differences between the channels, so a channel displaced
 sideways (lateral chromatic aberration of the objective, a colour camera's channel offsets,
@@ -12,8 +12,9 @@ and blue to opposite sides), by the Fourier shift of the channel-shift training 
 (`chromaqpi.datasets.augment.shift_colour_channels`, mirror-padded, so no strip wraps around). Real lateral
 colour is a magnification difference, so d here stands for its local value in one tile; the
 `--lateral-colour` rows model it as such: red magnified by 1 + m and blue by 1 - m about the image
-centre (cubic spline, mirrored edges), so the offset grows from 0 at the centre to m x 128 px at the
-edge of a 256 px image.
+centre (`chromaqpi.registration.warp_channels`: cubic spline, mirrored edges), so the offset grows
+from 0 at the centre to m x 128 px at the edge of a 256 px image. With `--declared`, every distortion
+is also reconstructed with the microscope's `registration` declaring it, which `reconstruct` undoes.
 Scores: offset-aligned nMAE (mean offset), mean over images, and its ratio to the unshifted
 images. TIE and WOTF get each image's exact microscope; the `default` networks do not.
 Writes benchmarks/results/misregistration.md.
@@ -27,7 +28,6 @@ from datetime import datetime
 
 import numpy as np
 import torch
-from scipy.ndimage import affine_transform
 from tqdm import tqdm
 
 import chromaqpi
@@ -35,6 +35,8 @@ from _common import markdown_table, write_results
 from bench_microscopes import class_sample
 from chromaqpi.datasets.augment import shift_colour_channels
 from chromaqpi.metrics import normalised_mae
+from chromaqpi.microscope import Registration
+from chromaqpi.registration import warp_channels
 
 METHODS = ("tie", "wotf", "mean", "zmd")
 
@@ -47,16 +49,14 @@ def displace(images: torch.Tensor, d: float) -> torch.Tensor:
     return torch.from_numpy(shift_colour_channels(images[0].double().numpy(), shifts))[None]
 
 
-def magnify(images: torch.Tensor, m: float) -> torch.Tensor:
-    """(1, 3, H, W) with red magnified by 1 + m and blue by 1 - m about the centre (green stays)."""
-    out = images.clone()
-    centre = (np.array(images.shape[-2:]) - 1) / 2
-    for channel, scale in ((0, 1 + m), (2, 1 - m)):
-        # output pixel x samples the input at centre + (x - centre) / scale
-        plane = images[0, channel].double().numpy()
-        out[0, channel] = torch.from_numpy(affine_transform(plane, np.full(2, 1 / scale), centre - centre / scale,
-                                                            order=3, mode="mirror"))
-    return out
+def lateral_colour(m: float) -> Registration:
+    """Red magnified by 1 + m and blue by 1 - m about the centre (green stays)."""
+    return Registration(scale=[1 + m, 1.0, 1 - m])
+
+
+def opposite_shifts(d: float) -> Registration:
+    """Red moved by +d and blue by -d pixels along x: what :func:`displace` does."""
+    return Registration(shift_px=[[0.0, d], [0.0, 0.0], [0.0, -d]])
 
 
 def main():
@@ -67,20 +67,27 @@ def main():
     parser.add_argument("--shifts", default="0,0.25,0.5,1,2", help="comma-separated d (pixels); 0 first")
     parser.add_argument("--model", default="default", help="learned model: shipped name or checkpoint folder")
     parser.add_argument("--lateral-colour", default="0.5,1", help="comma-separated m (per cent); empty: none")
+    parser.add_argument("--declared", action="store_true",
+                        help="also each distortion declared in the microscope's registration (reconstruct undoes it)")
     args = parser.parse_args()
     shifts = [float(s) for s in args.shifts.split(",")]
     if shifts[0] != 0:
         parser.error("--shifts must start with 0 (the reference)")
-    cases = [(f"{d:g}", lambda x, d=d: displace(x, d)) for d in shifts]
-    cases += [(f"±{m:g} %", lambda x, m=m: magnify(x, m / 100))
+    # (label, distortion, registration declared to reconstruct or None)
+    cases = [(f"{d:g}", lambda x, d=d: displace(x, d), None) for d in shifts]
+    cases += [(f"±{m:g} %", lambda x, m=m: warp_channels(x, lateral_colour(m / 100)), None)
               for m in (float(v) for v in args.lateral_colour.split(",") if v.strip())]
+    if args.declared:
+        cases += [(f"{label}, declared", distort, opposite_shifts(float(label)) if "%" not in label
+                   else lateral_colour(float(label.strip("±% ")) / 100)) for label, distort, _ in cases[1:]]
     torch.set_flush_denormal(True)
     started = datetime.now()
-    nmae = {(d, m): [] for d, _ in cases for m in METHODS}
+    nmae = {(d, m): [] for d, _, _ in cases for m in METHODS}
     for i in tqdm(range(args.n), desc="images"):
-        images, true, microscope = class_sample("family", i, args.size)
-        for d, distort in cases:
+        images, true, plain = class_sample("family", i, args.size)
+        for d, distort, declared in cases:
             shifted = distort(images)
+            microscope = plain if declared is None else plain.replace(registration=declared)
             for method in METHODS:
                 opts = {"model": args.model} if method in ("mean", "zmd") else {}
                 if method == "zmd":
@@ -92,11 +99,12 @@ def main():
     mean = {key: float(np.mean(v)) for key, v in nmae.items()}
     header = ["d (px) or m"] + [f"nMAE {m}" for m in METHODS] + [f"{m} / unshifted" for m in METHODS]
     rows = [[d] + [f"{mean[d, m]:.4f}" for m in METHODS]
-            + [f"{mean[d, m] / mean['0', m]:.3f}" for m in METHODS] for d, _ in cases]
+            + [f"{mean[d, m] / mean['0', m]:.3f}" for m in METHODS] for d, _, _ in cases]
     body = (f"Model `{args.model}`; {args.n} cell scenes of {args.size} px (the `family` class of "
             f"microscopes.md, same seeds); ZMD one {args.steps}-step DDIM draw (seed 1000 + image index); red "
             f"displaced by +d, blue by -d pixels along x; rows 'm': red magnified by 1 + m, blue by 1 - m about the "
-            f"centre; "
+            f"centre; rows 'declared': the same images reconstructed with that misregistration declared in the "
+            f"microscope's `registration` (reconstruct resamples the channels back, cubic spline); "
             f"{(datetime.now() - started).seconds / 60:.1f} min in all.\n\n" + markdown_table(header, rows))
     write_results("misregistration", "Cost of lateral misregistration between the colour channels", body)
 

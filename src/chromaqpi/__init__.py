@@ -6,7 +6,8 @@ Public API (heavy modules are imported lazily, on first use):
 - :func:`simulate` -- polychromatic partially coherent brightfield forward model;
 - :func:`reconstruct`, :func:`list_methods` -- every phase-retrieval method behind one call;
 - :func:`load_model` -- learned models (safetensors + JSON);
-- :func:`estimate_focus_offset` -- where the stack sits along z, fitted from the images.
+- :func:`estimate_focus_offset` -- where the stack sits along z, fitted from the images;
+- :func:`estimate_registration` -- the channels' lateral colour, fitted from a calibration image.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _LAZY = {
     "list_methods": "chromaqpi.solvers.base",
     "load_model": "chromaqpi.models.registry",
     "estimate_focus_offset": "chromaqpi.solvers.focus",
+    "estimate_registration": "chromaqpi.registration",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

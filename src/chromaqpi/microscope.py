@@ -165,6 +165,26 @@ class Plane:
 
 
 @dataclass
+class Registration:
+    """Where each channel lands on the camera: lateral colour and channel offsets.
+
+    An objective's lateral chromatic aberration images red, green and blue at slightly
+    different magnifications, and two exposures can be offset by stage drift. Channel ``c``
+    of the recorded image is the ideal image magnified by ``scale[c]`` about the image
+    centre, then moved by ``shift_px[c] = [dy, dx]`` camera pixels (down, right).
+    :func:`chromaqpi.simulate` applies it and :func:`chromaqpi.reconstruct` undoes it
+    before any method (:mod:`chromaqpi.registration`). Empty lists: all 1 / no offset.
+    """
+
+    scale: list[float] = field(default_factory=list)
+    shift_px: list[list[float]] = field(default_factory=list)
+
+    @property
+    def is_identity(self) -> bool:
+        return all(s == 1 for s in self.scale) and all(v == 0 for d in self.shift_px for v in d)
+
+
+@dataclass
 class Microscope:
     """Complete optical description used by the simulator and the solvers."""
 
@@ -175,6 +195,7 @@ class Microscope:
     spectra: Spectra = field(default_factory=Spectra)
     sensor: Sensor = field(default_factory=Sensor)
     planes: list[Plane] = field(default_factory=list)
+    registration: Registration = field(default_factory=Registration)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -251,7 +272,21 @@ class Microscope:
             _check(0.2 < p.wavelength_um < 2.0, f"planes[{i}].wavelength_um must be in µm")
             _check(p.bandwidth_um >= 0, f"planes[{i}].bandwidth_um must be >= 0")
             _check(_is_real(p.defocus_um), f"planes[{i}].defocus_um must be a number (µm)")
+        self._check_registration()
         self._check_sampling()
+
+    def _check_registration(self) -> None:
+        r, n = self.registration, self.n_channels
+        _check(isinstance(r.scale, (list, tuple)) and isinstance(r.shift_px, (list, tuple)),
+               "registration.scale and registration.shift_px must be lists, one entry per channel")
+        _check(len(r.scale) in (0, n), f"registration.scale needs one value per channel ({n}), got {len(r.scale)}")
+        # Lateral colour is well under 1 %; 10 % would be a different objective or a typo.
+        _check(all(_is_real(v) and 0.9 <= v <= 1.1 for v in r.scale),
+               "registration.scale values must be magnifications near 1 (0.9 to 1.1)")
+        _check(len(r.shift_px) in (0, n), f"registration.shift_px needs one [dy, dx] per channel ({n}), "
+               f"got {len(r.shift_px)}")
+        _check(all(isinstance(d, (list, tuple)) and len(d) == 2 and all(_is_real(v) and abs(v) <= 64 for v in d)
+                   for d in r.shift_px), "registration.shift_px entries must be [dy, dx] pixel offsets within ±64")
 
     def _check_sampling(self) -> None:
         # Intensity bandwidth (NA_det + NA_ill)/λ must fit the simulation grid.
@@ -272,6 +307,8 @@ class Microscope:
         data = asdict(self)
         data["focus"]["shift_wavelengths_um"] = list(self.focus.shift_wavelengths_um)
         data["focus"]["shift_um"] = list(self.focus.shift_um)
+        if self.registration.is_identity:  # registered channels: configs and caches as before the section
+            del data["registration"]
         return data
 
     @classmethod
@@ -280,7 +317,8 @@ class Microscope:
             raise ConfigError("microscope config must be a table/dict")
         _reject_unknown(data, cls, "microscope")
         kwargs: dict[str, Any] = {}
-        sections = {"sampling": Sampling, "optics": Optics, "focus": Focus, "spectra": Spectra, "sensor": Sensor}
+        sections = {"sampling": Sampling, "optics": Optics, "focus": Focus, "spectra": Spectra, "sensor": Sensor,
+                    "registration": Registration}
         for key, value in data.items():
             if key in sections:
                 kwargs[key] = _build(sections[key], value, key)

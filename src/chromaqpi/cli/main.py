@@ -14,6 +14,7 @@ COMMANDS = {
     "simulate": ("chromaqpi.cli.simulate", "simulate camera images from phase maps or ordinary images"),
     "reconstruct": ("chromaqpi.cli.reconstruct", "reconstruct phase (rad), OPD (nm) from RGB micrographs"),
     "focus": ("chromaqpi.cli.focus", "estimate how far the planes sit from the declared focus; write the fitted microscope"),
+    "register": ("chromaqpi.cli.register", "fit lateral colour (channel magnification, offset) from a calibration image"),
     "measure": ("chromaqpi.cli.measure", "segment objects in phase images; area, OPD, dry mass as CSV"),
     "evaluate": ("chromaqpi.cli.evaluate", "compare methods on a fixed evaluation set"),
     "dataset": ("chromaqpi.cli.dataset", "build, preview and verify synthetic training datasets"),
@@ -23,7 +24,7 @@ COMMANDS = {
 }
 
 
-HEAVY = {"reconstruct", "focus", "evaluate", "train", "demo", "dataset", "simulate"}
+HEAVY = {"reconstruct", "focus", "register", "evaluate", "train", "demo", "dataset", "simulate"}
 
 
 class _Parser(argparse.ArgumentParser):

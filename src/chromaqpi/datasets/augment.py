@@ -91,8 +91,8 @@ def valid_transforms(microscope, shape) -> tuple[int, ...]:
     tuple of int, always containing 0 (the identity).
     """
     d = microscope if isinstance(microscope, dict) else microscope.to_dict()
-    if d["sensor"].get("bayer"):
-        return (0,)
+    if d["sensor"].get("bayer") or "registration" in d:  # to_dict() keeps only a non-identity registration,
+        return (0,)  # whose channel offsets have a direction a turn or flip would change
     na_c, n_src = float(d["optics"]["na_condenser"]), int(d["optics"]["source_points"])
     square = shape[0] == shape[1]
     return tuple(t for t in range(N_TRANSFORMS)

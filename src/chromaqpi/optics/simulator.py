@@ -36,6 +36,7 @@ from chromaqpi.optics.pupil import (frequency_grid, fresnel_factors, pupil, pupi
                                     source_points)
 from chromaqpi.optics.sensor import apply_sensor
 from chromaqpi.optics.spectra import channel_quadrature
+from chromaqpi.registration import warp_channels
 
 # Kernels are cached node by node while they fit this budget; the nodes beyond it are
 # rebuilt per call (so a large grid still keeps most of its kernels).
@@ -277,11 +278,12 @@ class Simulator(torch.nn.Module):
         return total[..., 0] + total[..., 1]
 
     def _to_camera(self, fine: torch.Tensor) -> torch.Tensor:
-        if self.pad:
-            fine = fine[..., self.pad:-self.pad, self.pad:-self.pad]
-        if self.factor > 1:
+        if self.factor > 1:  # the pad is a whole number of camera pixels, so binning first changes nothing
             fine = F.avg_pool2d(fine, self.factor)
-        return fine
+        # Lateral colour on the padded field: pixels moved in across the edge come from simulated intensities.
+        camera = warp_channels(fine, self.microscope.registration)
+        pad = self.pad // self.factor
+        return camera[..., pad:-pad, pad:-pad] if pad else camera
 
 
 def _chunks(ks: list[int], spectrum: torch.Tensor, budget: int) -> list[list[int]]:
