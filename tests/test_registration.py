@@ -176,3 +176,15 @@ def test_register_cli_writes_the_fitted_microscope(calibration_image, tmp_path, 
     assert main(["register", str(path), "-m", "default", "--normalized", "--out", str(tmp_path / "flat.toml")]) == 2
     err = capsys.readouterr().err
     assert "tiles have structure" in err and "Traceback" not in err and not (tmp_path / "flat.toml").exists()
+
+
+def test_focus_fit_undoes_a_declared_registration():
+    # A two-shot pair with the second exposure 1 px off (stage drift), in focus as declared.
+    plain = Microscope.from_preset("paper-2shot")
+    drifted = plain.replace(registration={"shift_px": [[0, 0], [1.0, -0.5]]})
+    phase = torch.zeros(64, 64, dtype=torch.float64)
+    phase[20:40, 20:44] = 0.2
+    images = chromaqpi.simulate(phase, drifted, noise=False)[0]
+    fit = chromaqpi.estimate_focus_offset(images, drifted)
+    assert abs(fit.offset_um) < 0.03 and fit.microscope.registration == drifted.registration
+    assert abs(chromaqpi.estimate_focus_offset(images, plain).offset_um) > 0.1  # undeclared, the drift biases it

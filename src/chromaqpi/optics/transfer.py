@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 import torch
 
-from chromaqpi.microscope import Microscope
+from chromaqpi.microscope import Microscope, Registration
 from chromaqpi.optics.simulator import Simulator
 
 
@@ -73,7 +73,8 @@ def compute_channel_transfer_functions(microscope: Microscope, shape: tuple[int,
         the absorption ``a``; the linear model is
         ``I_c - 1 ≈ F⁻¹{H^φ_c·F{Δφ} + H^a_c·F{Δa}}``.
     """
-    camera = microscope.replace(sampling={"oversample": 1, "pad_px": 0})
+    # The weak-object model of registered channels: lateral colour is undone before any solver.
+    camera = microscope.replace(sampling={"oversample": 1, "pad_px": 0}, registration=Registration())
     sim = Simulator(camera, shape, dtype=dtype, device=device)
     o = microscope.optics
     h_phi = torch.zeros(microscope.n_channels, *shape, dtype=dtype, device=device)

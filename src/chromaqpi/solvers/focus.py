@@ -36,9 +36,10 @@ import numpy as np
 import torch
 
 from chromaqpi.errors import ConfigError
-from chromaqpi.microscope import Microscope
+from chromaqpi.microscope import Microscope, Registration
 from chromaqpi.solvers.fourier import mirror_pad, resolve_padding
 from chromaqpi.optics.transfer import channel_transfer_functions
+from chromaqpi.registration import warp_channels
 from chromaqpi.solvers.base import as_image_batch
 
 # Frequencies whose model energy Σ_c|H_c|² is below this share of its maximum count as
@@ -172,7 +173,8 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
     ----------
     images : (C, H, W) or (1, C, H, W) flat-field-normalised intensities of one field of view.
     microscope : the declared microscope; the offset moves all its planes together (the
-        separations are the optics' own and are kept).
+        separations are the optics' own and are kept). A declared ``registration`` is undone
+        first, about the centre of the images given (a central crop keeps that centre).
     padding : as for :func:`chromaqpi.solvers.wotf.wotf`; ``"mirror"`` for a crop of a larger field
         (``"auto"`` leaves unpadded the presets whose simulated images are periodic).
     search_um, step_um : trial offsets in steps of ``step_um`` out to ``±search_um`` (the last step
@@ -192,6 +194,10 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
     images, _ = as_image_batch(images, microscope.n_channels)  # shape, channels, dtype, NaN/Inf
     if images.shape[0] != 1:
         raise ConfigError(f"estimate_focus_offset takes one stack (C, H, W), got shape {tuple(images.shape)}")
+    declared = microscope  # the fitted microscope keeps its registration; the fit sees registered channels
+    if not microscope.registration.is_identity:
+        images = warp_channels(images, microscope.registration, inverse=True)
+        microscope = microscope.replace(registration=Registration())
     offsets = trial_offsets(search_um, step_um)
     if not bool((images.flatten(-2).std(dim=-1) > 0).any()):
         raise ConfigError("the images have no contrast (a uniform field): nothing to fit a focus to")
@@ -210,7 +216,7 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
     c = images.shape[1]
     rise = max(scores[k] - 1 / c, scores[k] - np.nanmin(scores))
     signal = float(rise / score_noise(c, images.shape[-2] * images.shape[-1]))
-    fit = FocusEstimate(float(best), tuple(offsets), tuple(float(s) for s in scores), shift_focus(microscope, best),
+    fit = FocusEstimate(float(best), tuple(offsets), tuple(float(s) for s in scores), shift_focus(declared, best),
                         signal)
     if not fit.reliable:
         warnings.warn(f"the focus scores are what noise would give ({signal:.1f} noise std above chance or "
