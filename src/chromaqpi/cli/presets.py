@@ -11,5 +11,11 @@ def run(args):
     if args.name is None:
         print("\n".join(list_presets()))
     else:
-        print(Microscope.from_preset(args.name).to_toml(), end="")
+        scope = Microscope.from_preset(args.name)
+        print(scope.to_toml(), end="")
+        # Registered channels are the default and not written; show where lateral colour goes.
+        n = scope.n_channels
+        print("\n# Lateral colour / channel offsets (measure with `chromaqpi register`), one entry per channel:\n"
+              f"# [registration]\n# scale = [{', '.join(['1.0'] * n)}]\n"
+              f"# shift_px = [{', '.join(['[0.0, 0.0]'] * n)}]")
     return 0
