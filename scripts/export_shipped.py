@@ -179,9 +179,12 @@ Test-set metrics for every method are in `benchmarks/results/accuracy.md`.
 Trained for {steps} steps (batch {batch}) on {n_train} samples on a CPU{_stage_note(cfg)}:
 a small model, far from converged.
 Real microscopes outside the family envelope, stained (absorbing) samples, JPEG-compressed images and
-lateral chromatic misregistration are not covered by the training data (a 2 px red/blue shift costs
-the `default` ZMD v5 16 % in MAE, 1 px 4.5 % (v3: 2.5 %, but v5 with 2 px is still below v3 without), and
-the classical solvers at most 6.3 %: `benchmarks/results/misregistration.md`; not measured for the paper presets).
+undeclared lateral chromatic misregistration are not covered by the training data (a 2 px red/blue shift
+costs the `default` ZMD 16 % in MAE, v7 as v5, although v7 saw up to 2 px in a quarter of its training samples;
+1 px 4.5 %; the classical solvers at most 6.3 %: `benchmarks/results/misregistration.md`; not measured for the
+paper presets). Declare it instead: `chromaqpi register` fits it from a calibration image into the microscope's
+`[registration]`, and `reconstruct` maps the channels back before the model runs (declared, the same shifts
+cost ZMD under 0.3 %).
 """
 
 
