@@ -49,10 +49,8 @@ def check_search_options(args, prefix: str = "") -> None:
 
 
 def run(args):
-    import torch
-
-    from chromaqpi.cli.common import collect_inputs, naming_input, output_file, progress
-    from chromaqpi.cli.reconstruct import check_reading_options, load_normalized, read_background
+    from chromaqpi.cli.common import output_file
+    from chromaqpi.cli.reconstruct import check_reading_options, fit_each_input
     from chromaqpi.io import atomic_write
     from chromaqpi.microscope import Microscope
     from chromaqpi.solvers.focus import shift_focus
@@ -62,14 +60,10 @@ def run(args):
     check_reading_options(args)
     check_search_options(args)
     microscope = Microscope.resolve(args.microscope)
-    paths = collect_inputs(args.inputs)
     out = output_file(args.out) if args.out else None
-    background = read_background(args, microscope)
     offsets = []
-    for path in progress(paths, desc="focus"):
-        with naming_input(path):
-            images = torch.from_numpy(load_normalized(path, microscope, args, background))
-            fit = fit_focus(images, microscope, args, path.name)
+    fits = fit_each_input(args, microscope, "focus", lambda images, path: fit_focus(images, microscope, args, path.name))
+    for path, fit in fits:
         verdict = "" if fit.reliable else " -- no focus signal, left out"
         print(f"{path}: focus offset {fit.offset_um:+.2f} µm (explained energy {fit.explained_best:.3f} at the fit, "
               f"{fit.explained_declared:.3f} as declared){verdict}")

@@ -109,6 +109,21 @@ FLAG_OF = {"model": "--model", "steps": "--steps", "samples": "--samples", "retu
 DIFFUSION = ("ddpm", "cvdm", "zmd")
 
 
+def fit_each_input(args, microscope, desc: str, fit):
+    """``(path, fit(images, path))`` for every input, read and flat-fielded to a (C, H, W) tensor; errors
+    name the input (`chromaqpi focus` and `register`: one fit per calibration or specimen image)."""
+    import torch
+
+    from chromaqpi.cli.common import collect_inputs, naming_input, progress
+
+    paths = collect_inputs(args.inputs)
+    background = read_background(args, microscope)
+    for path in progress(paths, desc=desc):
+        with naming_input(path):
+            result = fit(torch.from_numpy(load_normalized(path, microscope, args, background)), path)
+        yield path, result
+
+
 def check_flags_fit_method(method: str, options: dict) -> None:
     import inspect
 

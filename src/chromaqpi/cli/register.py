@@ -28,10 +28,8 @@ def add_arguments(parser):
 
 
 def run(args):
-    import torch
-
-    from chromaqpi.cli.common import collect_inputs, naming_input, output_file, progress
-    from chromaqpi.cli.reconstruct import check_reading_options, load_normalized, read_background
+    from chromaqpi.cli.common import output_file
+    from chromaqpi.cli.reconstruct import check_reading_options, fit_each_input
     from chromaqpi.errors import ConfigError
     from chromaqpi.io import atomic_write
     from chromaqpi.microscope import Microscope, Registration
@@ -42,14 +40,10 @@ def run(args):
         raise ConfigError(f"--tile must be >= 16 px, got {args.tile}")
     microscope = Microscope.resolve(args.microscope)
     reference = 1 if not microscope.planes else 0
-    paths = collect_inputs(args.inputs)
     out = output_file(args.out) if args.out else None
-    background = read_background(args, microscope)
     fits = []
-    for path in progress(paths, desc="register"):
-        with naming_input(path):
-            images = torch.from_numpy(load_normalized(path, microscope, args, background))
-            fit = estimate_registration(images, reference, tile=args.tile)
+    for path, fit in fit_each_input(args, microscope, "register",
+                                    lambda images, path: estimate_registration(images, reference, tile=args.tile)):
         fits.append(fit.registration)
         print(f"{path}:")
         for c, name in enumerate(microscope.channel_names):
