@@ -9,7 +9,7 @@ misregistration from synthetic data, and 2 px of it costs the `default` ZMD 16 %
 (``benchmarks/results/misregistration.md``): declaring and undoing it is the remedy.
 
 Resampling is a cubic B-spline (``scipy.ndimage.affine_transform`` with its prefilter), which
-interpolates band-limited images to ~1e-3 of their contrast; edges mirror the field.
+interpolates smooth images (features of 4 px or more) to ~2e-3 of their contrast; edges mirror the field.
 """
 
 from __future__ import annotations
@@ -92,9 +92,10 @@ class RegistrationFit:
 def _tile_shift(reference: np.ndarray, moving: np.ndarray, window: np.ndarray) -> np.ndarray:
     """(dy, dx) by which ``moving`` is displaced relative to ``reference`` (sub-pixel).
 
-    Phase correlation of the squared spectra: defocus transfer functions are real but change
+    Cross-correlation of the squared spectra: defocus transfer functions are real but change
     sign between channels focused on either side of the sample (phase contrast inverts), and
-    squaring removes those signs. The peak then sits at twice the displacement.
+    squaring removes those signs. The peak then sits at twice the displacement. Unnormalised:
+    phase normalisation gives noise-only frequencies the weight of signal (10x larger tile misfit).
     """
     a = np.fft.fft2((reference - reference.mean()) * window)
     b = np.fft.fft2((moving - moving.mean()) * window)
@@ -111,7 +112,7 @@ def estimate_registration(images, reference: int = 1, *, tile: int = 64, min_til
     again without tiles more than 3 robust deviations off). Use a **calibration image**: an
     in-focus amplitude target (stage micrometer, stained section, dried dye) with structure across
     the field. Strong unstained phase objects bias the displacements (their channels differ by more
-    than a blur), by up to ~1 px on thick cells (``benchmarks/results/misregistration.md``).
+    than a blur): up to ~1 px was measured on thick simulated cells.
 
     Parameters
     ----------
