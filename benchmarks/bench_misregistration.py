@@ -73,13 +73,14 @@ def main():
     shifts = [float(s) for s in args.shifts.split(",")]
     if shifts[0] != 0:
         parser.error("--shifts must start with 0 (the reference)")
+    # (label, distortion, the registration that describes it)
+    distortions = [(f"{d:g}", lambda x, d=d: displace(x, d), opposite_shifts(d)) for d in shifts]
+    distortions += [(f"±{m:g} %", lambda x, r=lateral_colour(m / 100): warp_channels(x, r), lateral_colour(m / 100))
+                    for m in (float(v) for v in args.lateral_colour.split(",") if v.strip())]
     # (label, distortion, registration declared to reconstruct or None)
-    cases = [(f"{d:g}", lambda x, d=d: displace(x, d), None) for d in shifts]
-    cases += [(f"±{m:g} %", lambda x, m=m: warp_channels(x, lateral_colour(m / 100)), None)
-              for m in (float(v) for v in args.lateral_colour.split(",") if v.strip())]
+    cases = [(label, distort, None) for label, distort, _ in distortions]
     if args.declared:
-        cases += [(f"{label}, declared", distort, opposite_shifts(float(label)) if "%" not in label
-                   else lateral_colour(float(label.strip("±% ")) / 100)) for label, distort, _ in cases[1:]]
+        cases += [(f"{label}, declared", distort, reg) for label, distort, reg in distortions[1:]]
     torch.set_flush_denormal(True)
     started = datetime.now()
     nmae = {(d, m): [] for d, _, _ in cases for m in METHODS}

@@ -130,6 +130,8 @@ def estimate_registration(images, reference: int = 1, *, tile: int = 64, min_til
     array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if array.ndim != 3 or not 0 <= reference < array.shape[0]:
         raise InputError(f"registration needs one (C, H, W) image and a reference channel, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise InputError("registration needs finite intensities: the image holds NaN or Inf")
     h, w = array.shape[-2:]
     if min(h, w) < 2 * tile:
         raise InputError(f"registration needs an image of at least {2 * tile} px per side (got {h}x{w})")

@@ -62,8 +62,8 @@ def run(args):
     microscope = Microscope.resolve(args.microscope)
     out = output_file(args.out) if args.out else None
     offsets = []
-    fits = fit_each_input(args, microscope, "focus", lambda images, path: fit_focus(images, microscope, args, path.name))
-    for path, fit in fits:
+    for path, fit in fit_each_input(args, microscope, "focus",
+                                    lambda images, path: fit_focus(images, microscope, args, path.name)):
         verdict = "" if fit.reliable else " -- no focus signal, left out"
         print(f"{path}: focus offset {fit.offset_um:+.2f} µm (explained energy {fit.explained_best:.3f} at the fit, "
               f"{fit.explained_declared:.3f} as declared){verdict}")

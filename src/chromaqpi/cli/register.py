@@ -53,8 +53,8 @@ def run(args):
             print(f"  {name}: magnification {100 * (scale - 1):+.3f} %, shift dy {dy:+.2f} dx {dx:+.2f} px "
                   f"(tile misfit {fit.residual_px[c]:.2f} px RMS, {fit.tiles[c]} tiles)")
             if fit.residual_px[c] > RESIDUAL_WARN_PX:
-                warnings.warn(f"{path.name}: channel {name}'s tiles disagree ({fit.residual_px[c]:.2f} px RMS): a moving "
-                              "or phase-dominated specimen; use an in-focus amplitude target", UserWarning)
+                warnings.warn(f"{path.name}: channel {name}'s tiles disagree ({fit.residual_px[c]:.2f} px RMS): "
+                              "a moving or phase-dominated specimen; use an in-focus amplitude target", UserWarning)
     if out is not None:
         n = microscope.n_channels
         median = Registration(
