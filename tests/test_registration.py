@@ -108,11 +108,34 @@ def test_registration_validation_and_serialisation(tmp_path):
                          ({"shift_px": [[0, 0], [0, 0]]}, "one \\[dy, dx\\] per channel"),
                          ({"shift_px": [[0, 0], [0, 0], [0, 100]]}, "within ±64"),
                          ({"shift_px": [[0], [0, 0], [0, 0]]}, "within ±64"),
-                         ({"scale": "1.01"}, "must be lists")]:
+                         ({"scale": "1.01"}, "must be lists"),
+                         ({"image_shape": [64]}, "image_shape"), ({"image_shape": [64, 0]}, "image_shape"),
+                         ({"image_shape": [64.0, 64]}, "image_shape")]:
         with pytest.raises(ConfigError, match=message):
             scope.replace(registration=bad)
     with pytest.raises(ConfigError, match="unknown key"):
         scope.replace(registration={"rotation": [0, 0, 0]})
+    sized = scope.replace(registration={"scale": [1.002, 1.0, 0.998], "image_shape": [480, 640]})
+    sized.to_toml(tmp_path / "s.toml")
+    assert Microscope.from_toml(tmp_path / "s.toml").registration.image_shape == [480, 640]
+
+
+def test_a_magnification_fitted_at_another_size_is_refused():
+    # Undone about the wrong centre, a 1 % magnification would move a crop's channels by pixels.
+    plain = Microscope.from_preset("default")
+    images = chromaqpi.simulate(scene(), plain, noise=False)
+    h, w = images.shape[-2:]
+    magnified = plain.replace(registration={"scale": [1.01, 1.0, 0.99], "image_shape": [h, w]})
+    chromaqpi.reconstruct(images, magnified, method="tie")  # the size it was fitted on
+    with pytest.raises(InputError, match=f"fitted on {h}x{w} images .* this image is {h - 16}x{w}"):
+        chromaqpi.reconstruct(images[..., 16:, :], magnified, method="tie")
+    with pytest.raises(InputError, match="fitted on"), pytest.warns(UserWarning, match="not validated"):
+        chromaqpi.estimate_focus_offset(images[0, :, 16:], magnified)
+    # Offsets do not depend on the centre, and without a recorded size any image is taken.
+    shifted = plain.replace(registration={"shift_px": [[0.5, 0], [0, 0], [0, 0]], "image_shape": [h, w]})
+    chromaqpi.reconstruct(images[..., 16:, :], shifted, method="tie")
+    unsized = plain.replace(registration={"scale": [1.01, 1.0, 0.99]})
+    chromaqpi.reconstruct(images[..., 16:, :], unsized, method="tie")
 
 
 # ------------------------------------------------------------------ estimation
@@ -174,6 +197,7 @@ def test_register_cli_writes_the_fitted_microscope(calibration_image, tmp_path, 
     assert "R: magnification +0.3" in printed and "B: magnification -0.3" in printed  # +0.4 %, -0.3 % true
     scope = Microscope.from_toml(out)
     check_fit(scope.registration)
+    assert scope.registration.image_shape == [128, 128]  # the magnification's centre is this size's
     assert scope.replace(registration=Registration()) == Microscope.from_preset("default")
     np.save(path, (1 + 0.01 * np.random.default_rng(0).standard_normal((3, 128, 128))).astype(np.float32))
     assert main(["register", str(path), "-m", "default", "--normalized", "--out", str(tmp_path / "flat.toml")]) == 2

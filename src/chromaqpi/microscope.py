@@ -174,10 +174,14 @@ class Registration:
     centre, then moved by ``shift_px[c] = [dy, dx]`` camera pixels (down, right).
     :func:`chromaqpi.simulate` applies it and :func:`chromaqpi.reconstruct` undoes it
     before any method (:mod:`chromaqpi.registration`). Empty lists: all 1 / no offset.
+    ``image_shape`` = [height, width] of the images it was fitted on (``chromaqpi register``
+    records it): a magnification is about *their* centre, so :func:`chromaqpi.reconstruct`
+    refuses other sizes rather than undo it about the wrong point. Empty: any size.
     """
 
     scale: list[float] = field(default_factory=list)
     shift_px: list[list[float]] = field(default_factory=list)
+    image_shape: list[int] = field(default_factory=list)
 
     @property
     def is_identity(self) -> bool:
@@ -287,6 +291,9 @@ class Microscope:
                f"got {len(r.shift_px)}")
         _check(all(isinstance(d, (list, tuple)) and len(d) == 2 and all(_is_real(v) and abs(v) <= 64 for v in d)
                    for d in r.shift_px), "registration.shift_px entries must be [dy, dx] pixel offsets within ±64")
+        _check(isinstance(r.image_shape, (list, tuple)) and len(r.image_shape) in (0, 2)
+               and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in r.image_shape),
+               "registration.image_shape must be [height, width] in pixels, or empty")
 
     def _check_sampling(self) -> None:
         # Intensity bandwidth (NA_det + NA_ill)/λ must fit the simulation grid.
@@ -309,6 +316,8 @@ class Microscope:
         data["focus"]["shift_um"] = list(self.focus.shift_um)
         if self.registration.is_identity:  # registered channels: configs and caches as before the section
             del data["registration"]
+        elif not self.registration.image_shape:
+            del data["registration"]["image_shape"]  # written only when known
         return data
 
     @classmethod

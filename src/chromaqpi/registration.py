@@ -22,7 +22,7 @@ from scipy import ndimage
 from skimage.registration import phase_cross_correlation
 
 from chromaqpi.errors import InputError
-from chromaqpi.microscope import Registration
+from chromaqpi.microscope import Microscope, Registration
 
 
 def _channel_map(scale: float, shift, shape, inverse: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +68,26 @@ def warp_channels(images, registration, *, inverse: bool = False):
                 flat[b, c], matrix, offset, order=3, mode="mirror")
     out = out.reshape(array.shape).astype(array.dtype, copy=False)
     return torch.from_numpy(out).to(images.device) if is_tensor else out
+
+
+def unregister(images, microscope: Microscope):
+    """``images`` (..., C, H, W) mapped back onto the ideal grid, and ``microscope`` without its registration.
+
+    What every entry point that takes recorded channels does first (``reconstruct``, the focus
+    fit). A registration with a magnification and a recorded ``image_shape`` must be undone on
+    images of that shape: its centre is theirs, and a crop elsewhere moves it (1 % about a
+    centre 500 px away is a 5 px error), so other sizes are refused.
+    """
+    reg = microscope.registration
+    if reg.is_identity:
+        return images, microscope
+    shape = [int(v) for v in images.shape[-2:]]
+    if reg.image_shape and shape != list(reg.image_shape) and any(s != 1 for s in reg.scale):
+        raise InputError(f"the microscope's registration was fitted on {reg.image_shape[0]}x{reg.image_shape[1]} "
+                         f"images and magnifies about their centre, but this image is {shape[0]}x{shape[1]}: "
+                         "reconstruct the full frame, refit with `chromaqpi register` at this size, or (for a "
+                         "crop centred on the same point) set registration.image_shape to this size")
+    return warp_channels(images, reg, inverse=True), microscope.replace(registration=Registration())
 
 
 # ------------------------------------------------------------------ estimation
@@ -164,7 +184,7 @@ def estimate_registration(images, reference: int = 1, *, tile: int = 64, min_til
         scale.append(s), shift.append(t.tolist()), used.append(int(keep.sum()))
         residual.append(float(np.sqrt(np.mean(np.sum((moves[keep] - ((ds - 1) * points[keep] + dt)) ** 2,
                                                      axis=1)))))
-    fit = Registration(scale=[float(v) for v in scale], shift_px=shift)
+    fit = Registration(scale=[float(v) for v in scale], shift_px=shift, image_shape=[h, w])
     return RegistrationFit(fit, residual, used)
 
 

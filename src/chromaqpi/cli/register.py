@@ -5,7 +5,8 @@ calibration images (``registration.estimate_registration``): an in-focus amplitu
 detail across the field (stage micrometer, stained section). Prints the fit per image and, with
 ``--out``, writes the declared microscope with the median fit as its ``registration``, ready for
 ``chromaqpi reconstruct --microscope registered.toml``, which maps the channels back before any
-method runs. Fit the images at the size you reconstruct (the magnification is about the image centre).
+method runs. Fit the images at the size you reconstruct: the magnification is about the image centre,
+so the written registration records that size and `reconstruct` refuses others.
 """
 
 from __future__ import annotations
@@ -56,8 +57,12 @@ def run(args):
                 warnings.warn(f"{path.name}: channel {name}'s tiles disagree ({fit.residual_px[c]:.2f} px RMS): "
                               "a moving or phase-dominated specimen; use an in-focus amplitude target", UserWarning)
     if out is not None:
-        n = microscope.n_channels
+        n, shapes = microscope.n_channels, {tuple(f.image_shape) for f in fits}
+        if len(shapes) > 1:  # a magnification is about each image's own centre: no common median
+            raise ConfigError(f"the images have different sizes ({', '.join(f'{h}x{w}' for h, w in sorted(shapes))}): "
+                              "fit a registration from images of the size you will reconstruct")
         median = Registration(
+            image_shape=list(shapes.pop()),
             scale=[statistics.median(f.scale[c] for f in fits) for c in range(n)],
             shift_px=[[statistics.median(f.shift_px[c][k] for f in fits) for k in range(2)] for c in range(n)])
         with atomic_write(out, "w") as f:

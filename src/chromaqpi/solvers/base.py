@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from chromaqpi.errors import ConfigError, InputError, MethodError
-from chromaqpi.microscope import Microscope, Registration
-from chromaqpi.registration import warp_channels
+from chromaqpi.microscope import Microscope
+from chromaqpi.registration import unregister
 
 # Classical solvers, imported on first use.
 _REGISTRY: dict[str, Callable | str] = {
@@ -223,8 +223,9 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
 
     **Channel registration.** A microscope with a declared ``registration`` (lateral colour,
     channel offsets) has its channels mapped back onto the ideal grid first
-    (:func:`chromaqpi.registration.warp_channels`); the phase is on that grid, which is the
-    image's own grid where the registration leaves the reference channel alone.
+    (:func:`chromaqpi.registration.unregister`); the phase is on that grid, which is the
+    image's own grid where the registration leaves the reference channel alone. A magnification
+    fitted on another image size is refused (its centre would be wrong).
 
     Examples
     --------
@@ -241,9 +242,7 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     _check_options(method, fn, options)
     batch, batched = as_image_batch(images, microscope.n_channels)
     is_numpy, in_dtype = isinstance(images, np.ndarray), images.dtype
-    if not microscope.registration.is_identity:  # every method then sees registered channels
-        batch = warp_channels(batch, microscope.registration, inverse=True)
-        microscope = microscope.replace(registration=Registration())
+    batch, microscope = unregister(batch, microscope)  # every method then sees registered channels
     result = fn(batch, microscope, **options)
     phase, std = result if isinstance(result, tuple) else (result, None)
     if phase.shape != (batch.shape[0], *batch.shape[-2:]):

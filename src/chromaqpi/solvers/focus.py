@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 from chromaqpi.errors import ConfigError
-from chromaqpi.microscope import Microscope, Registration
+from chromaqpi.microscope import Microscope
 from chromaqpi.solvers.fourier import mirror_pad, resolve_padding
 from chromaqpi.optics.transfer import channel_transfer_functions
-from chromaqpi.registration import warp_channels
+from chromaqpi.registration import unregister
 from chromaqpi.solvers.base import as_image_batch
 
 # Frequencies whose model energy Σ_c|H_c|² is below this share of its maximum count as
@@ -195,9 +195,7 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope, *, searc
     if images.shape[0] != 1:
         raise ConfigError(f"estimate_focus_offset takes one stack (C, H, W), got shape {tuple(images.shape)}")
     declared = microscope  # the fitted microscope keeps its registration; the fit sees registered channels
-    if not microscope.registration.is_identity:
-        images = warp_channels(images, microscope.registration, inverse=True)
-        microscope = microscope.replace(registration=Registration())
+    images, microscope = unregister(images, microscope)
     offsets = trial_offsets(search_um, step_um)
     if not bool((images.flatten(-2).std(dim=-1) > 0).any()):
         raise ConfigError("the images have no contrast (a uniform field): nothing to fit a focus to")
