@@ -81,12 +81,18 @@ def run(args):
 
 def fit_focus(images, microscope, args, name: str, prefix: str = ""):
     """The focus fit of one (C, H, W) stack on its central --crop, warning when it lands on the search edge."""
+    from dataclasses import replace
+
+    from chromaqpi.registration import unregister
     from chromaqpi.solvers.focus import estimate_focus_offset
 
-    crop = central_crop(images, args.crop)
+    # Undo a declared registration on the whole frame: its magnification is about the frame's centre.
+    registered, plain = unregister(images, microscope)
+    crop = central_crop(registered, args.crop)
     # A crop is not periodic even where the preset's simulated fields are: pad it.
     padding = "auto" if crop.shape == images.shape else "mirror"
-    fit = estimate_focus_offset(crop, microscope, search_um=args.search, step_um=args.step, padding=padding)
+    fit = estimate_focus_offset(crop, plain, search_um=args.search, step_um=args.step, padding=padding)
+    fit = replace(fit, microscope=fit.microscope.replace(registration=microscope.registration))
     if fit.reliable and fit.offset_um in (fit.offsets_um[0], fit.offsets_um[-1]):
         warnings.warn(f"{name}: the focus fit lies at the edge of the search range: the focus may be further off "
                       f"(widen --{prefix}search), or strong objects pulled the fit there (compare with the declared "
