@@ -59,6 +59,19 @@ def test_inverse_undoes_forward():
     assert np.abs(warp_channels(image, reg)[inner] - image[inner]).max() > 0.05  # the warp itself is not small
 
 
+def test_an_offset_keeps_white_noise_white():
+    # A Fourier shift is all-pass: half a pixel both ways keeps the variance (a cubic spline keeps 57 %) and the
+    # spectrum flat; only the Nyquist row and column lose their imaginary part (~1 %).
+    noise = np.random.default_rng(0).standard_normal((1, 3, 128, 128))
+    moved = warp_channels(noise, Registration(shift_px=[[0.5, 0.5], [0, 0], [-2.5, 1.25]]))[0]
+    for c in (0, 2):
+        assert moved[c].var() == pytest.approx(noise[0, c].var(), rel=0.03)
+        power = np.abs(np.fft.fft2(moved[c])) ** 2
+        k = np.abs(np.fft.fftfreq(128))
+        band = np.maximum(k[:, None], k[None, :])
+        assert power[band > 0.4].mean() / power[band < 0.1].mean() == pytest.approx(1, abs=0.1)
+
+
 def test_identity_and_containers():
     image = torch.rand(2, 3, 16, 16, dtype=torch.float32)
     assert warp_channels(image, Registration()) is image

@@ -276,8 +276,9 @@ def test_channel_shift_translates_red_and_blue_only(red, blue):
     amplitude = np.abs(image[0]).max()
     for channel, (dy, dx) in ((0, red), (2, blue)):
         err = np.abs(out[channel] - _cosines((64, 96), dy, dx))[8:-8, 8:-8]
-        # whole-pixel shifts are exact up to float32; sub-pixel ones carry the mirror seam's ringing (~0.5 %)
-        tol = 1e-6 if float(dy).is_integer() and float(dx).is_integer() else 0.015
+        # whole-pixel shifts are exact up to float32; sub-pixel ones carry the ringing of the mirror's kink
+        # (0.2-0.3 % measured 8 px inside)
+        tol = 1e-6 if float(dy).is_integer() and float(dx).is_integer() else 0.006
         assert err.max() < tol * amplitude, (channel, err.max())
 
 
