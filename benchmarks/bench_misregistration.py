@@ -12,7 +12,7 @@ and blue to opposite sides), by the Fourier shift of the channel-shift training 
 (`chromaqpi.datasets.augment.shift_colour_channels`, mirrored, so no strip wraps around). Real lateral
 colour is a magnification difference, so d here stands for its local value in one tile; the
 `--lateral-colour` rows model it as such: red magnified by 1 + m and blue by 1 - m about the image
-centre (`chromaqpi.registration.warp_channels`: cubic spline, mirrored edges; a pure offset is a Fourier shift), so the offset grows
+centre (`chromaqpi.registration.warp_channels`: cubic spline, mirrored edges), so the offset grows
 from 0 at the centre to m x 128 px at the edge of a 256 px image. With `--declared`, every distortion
 is also reconstructed with the microscope's `registration` declaring it, which `reconstruct` undoes.
 Scores: offset-aligned nMAE (mean offset), mean over images, and its ratio to the unshifted
