@@ -101,12 +101,17 @@ def fourier_shift(planes: np.ndarray, shift) -> np.ndarray:
     Mirroring to (2H, 2W) makes the field periodic without a seam, so the wrap does not ring.
     """
     h, w = planes.shape[-2:]
-    field = np.concatenate([planes, planes[..., ::-1, :]], axis=-2)
-    field = np.concatenate([field, field[..., ::-1]], axis=-1)
-    ky = np.fft.fftfreq(2 * h)[:, None]
-    kx = np.fft.fftfreq(2 * w)[None, :]
-    ramp = np.exp(-2j * np.pi * (ky * shift[0] + kx * shift[1]))
-    return np.fft.ifft2(np.fft.fft2(field) * ramp).real[..., :h, :w]
+    ramp_y = np.exp(-2j * np.pi * np.fft.fftfreq(2 * h) * shift[0])[:, None]
+    ramp_x = np.exp(-2j * np.pi * np.fft.rfftfreq(2 * w) * shift[1])[None, :]
+    flat = planes.reshape(-1, h, w)
+    out = np.empty(flat.shape, dtype=np.float64)
+    for i, plane in enumerate(flat):  # one plane at a time: a 2048 px frame's extension is 134 MB
+        field = np.concatenate([plane, plane[::-1]], axis=0)
+        spectrum = np.fft.rfft2(np.concatenate([field, field[:, ::-1]], axis=1))
+        spectrum *= ramp_y
+        spectrum *= ramp_x
+        out[i] = np.fft.irfft2(spectrum, s=(2 * h, 2 * w))[:h, :w]
+    return out.reshape(planes.shape)
 
 
 # ------------------------------------------------------------------ estimation
