@@ -72,6 +72,8 @@ CASES = {
     "focus-estimate-phase0.5x": ("bench_focus_estimate.py", ["--n", "1", "--shifts", "0.2", "--search", "0.2",
                                                              "--sets", "paper-2shot-test", "--phase-scale", "0.5"],
                                  ["| paper-2shot-test | +0.2 |", "phase multiplied by 0.5"]),
+    "drymass": ("bench_drymass.py", ["--n", "1", "--steps", "1", "--data", ""],
+                ["| phantoms-test | zmd | 1 |", "median signed, large half"]),
     "transfer": ("bench_transfer.py", ["--sizes", "64", "--repeat", "1", "--threads", "1"], ["| 64x64 |"]),
     "models-shipped": ("bench_models.py", ["--size", "32", "--steps", "1", "--shipped"], ["| zmd |"]),
 }
@@ -93,6 +95,9 @@ def test_benchmarks_on_validation_shards(bench_env, val_shard):
     assert "both starts, lower objective" in results_text(root, "refine_starts")
     run_bench(env, "bench_orientations.py", "--data", f"paper-2shot={val_shard}", "--n", "1", "--steps", "2")
     assert "| zmd-mean4, 4 views |" in results_text(root, "orientations")
+    proc = subprocess.run([sys.executable, "bench_drymass.py", "--sets", "", "--data", str(val_shard)], cwd=BENCH,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no source has labelled scenes" in proc.stderr  # textures carry no labels
 
 
 def test_update_runs_merge_rows_by_group(tmp_path, monkeypatch):
