@@ -247,3 +247,16 @@ def test_focus_cli_crops_after_undoing_a_sized_registration(tmp_path):
     assert fitted.registration == sized.registration
     moved = [a.defocus_um - b.defocus_um for a, b in zip(fitted.planes, sized.planes)]
     assert max(abs(d) for d in moved) < 0.05, moved  # in focus as declared (undeclared drift biases it by > 0.1)
+
+
+def test_presets_registration_example_parses(tmp_path, capsys):
+    # `chromaqpi presets NAME` ends with a commented [registration] example: uncommented, it must load.
+    from chromaqpi.cli.main import main
+
+    assert main(["presets", "default"]) == 0
+    text = capsys.readouterr().out
+    example = text[text.index("# [registration]"):].splitlines()
+    lines = [line[2:].split("  #")[0] for line in example]
+    (tmp_path / "m.toml").write_text(text[:text.index("\n# Lateral colour")] + "\n" + "\n".join(lines) + "\n")
+    scope = Microscope.from_toml(tmp_path / "m.toml")
+    assert scope.registration.image_shape == [2048, 2048] and scope.registration.scale == [1.0, 1.0, 1.0]

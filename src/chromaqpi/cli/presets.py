@@ -17,5 +17,6 @@ def run(args):
         n = scope.n_channels
         print("\n# Lateral colour / channel offsets (measure with `chromaqpi register`), one entry per channel:\n"
               f"# [registration]\n# scale = [{', '.join(['1.0'] * n)}]\n"
-              f"# shift_px = [{', '.join(['[0.0, 0.0]'] * n)}]")
+              f"# shift_px = [{', '.join(['[0.0, 0.0]'] * n)}]\n"
+              "# image_shape = [2048, 2048]  # [height, width] fitted on: a magnification is about its centre")
     return 0
