@@ -100,7 +100,8 @@ def main():
     sources = [(name, lambda name=name: evalset_scenes(name, args.n)) for name in filter(None, args.sets.split(","))]
     for folder in filter(None, args.data.split(",")):
         if not (Path(folder) / "manifest.json").exists():
-            parser.error(f"{folder} is not a dataset folder (scripts/train_shipped.sh builds data/default-val; --data '' skips it)")
+            parser.error(f"{folder} is not a dataset folder (scripts/train_shipped.sh builds data/default-val; "
+                         "--data '' skips it)")
         sources.append((folder, lambda folder=folder: folder_scenes(folder, args.n)))
     rows = []
     for source, load in sources:
