@@ -16,7 +16,6 @@ Writes benchmarks/results/drymass.md.
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from tqdm import tqdm
 import chromaqpi
 from _common import markdown_table, write_results
 from chromaqpi.datasets.evalsets import load_evalset
-from chromaqpi.datasets.shards import read_manifest
+from chromaqpi.datasets.torch_data import DatasetFolder
 from chromaqpi.metrics import dry_mass_error
 from chromaqpi.microscope import Microscope
 
@@ -42,19 +41,17 @@ def evalset_scenes(name: str, n: int) -> list[tuple]:
 
 
 def folder_scenes(folder: str, n: int) -> list[tuple]:
-    """The same from a shard folder's first n samples with labels (read with allow_pickle=False)."""
-    scenes, manifest = [], read_manifest(folder)
-    for entry in manifest["shards"]:
-        with np.load(Path(folder) / entry["file"], allow_pickle=False) as shard:
-            for j in (name[len("input_"):] for name in shard.files if name.startswith("input_")):
-                labels = shard[f"mask_{j}"].astype(np.int64)
-                if labels.max() == 0:
-                    continue
-                scope = Microscope.from_dict(json.loads(bytes(shard[f"params_{j}"]).decode())["microscope"])
-                scenes.append((torch.from_numpy(shard[f"input_{j}"].astype(np.float32)),
-                               torch.from_numpy(shard[f"phase_{j}"]).double(), torch.from_numpy(labels), scope))
-                if len(scenes) == n:
-                    return scenes
+    """The same from a shard folder's first n samples with labels."""
+    data, scenes = DatasetFolder(folder, verify=False), []
+    for i in range(data.n):
+        raw = data.sample(i)
+        if not raw["has_mask"] or raw["mask"].max() == 0:
+            continue
+        scope = Microscope.from_dict(raw["params"]["microscope"])
+        scenes.append((torch.from_numpy(raw["input"].astype(np.float32)), torch.from_numpy(raw["phase"]).double(),
+                       torch.from_numpy(raw["mask"].astype(np.int64)), scope))
+        if len(scenes) == n:
+            break
     return scenes
 
 

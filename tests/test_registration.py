@@ -212,6 +212,12 @@ def test_register_cli_writes_the_fitted_microscope(calibration_image, tmp_path, 
     check_fit(scope.registration)
     assert scope.registration.image_shape == [128, 128]  # the magnification's centre is this size's
     assert scope.replace(registration=Registration()) == Microscope.from_preset("default")
+    # Calibration images of two sizes have no common centre for one magnification: refused, nothing written.
+    np.save(tmp_path / "narrow.npy", calibration_image.numpy()[:, :, :120])
+    assert main(["register", str(path), str(tmp_path / "narrow.npy"), "-m", "default", "--normalized", "--tile", "32",
+                 "--out", str(tmp_path / "mixed.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "different sizes (128x120, 128x128)" in err and not (tmp_path / "mixed.toml").exists()
     np.save(path, (1 + 0.01 * np.random.default_rng(0).standard_normal((3, 128, 128))).astype(np.float32))
     assert main(["register", str(path), "-m", "default", "--normalized", "--out", str(tmp_path / "flat.toml")]) == 2
     err = capsys.readouterr().err
