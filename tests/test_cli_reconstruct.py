@@ -129,6 +129,18 @@ def test_out_below_a_regular_file_is_a_user_error(rgb_stack, tmp_path, capsys):
         assert "cannot create folder" in err and "Traceback" not in err
 
 
+def test_an_out_named_like_an_image_file_is_refused_unless_that_folder_exists(rgb_stack, tmp_path, capsys):
+    path, _ = rgb_stack
+    command = ["reconstruct", str(path), "--method", "tie", "--microscope", "paper-rgb", "--normalized", "--no-preview"]
+    assert main([*command, "--out", str(tmp_path / "phase.TIF")]) == 2
+    err = capsys.readouterr().err
+    assert "looks like a file name; --out is the output folder" in err and "Traceback" not in err
+    assert not (tmp_path / "phase.TIF").exists()
+    (tmp_path / "run.tif").mkdir()  # a folder of that name that the user made is taken
+    assert main([*command, "--out", str(tmp_path / "run.tif")]) == 0
+    assert any((tmp_path / "run.tif").iterdir())
+
+
 def test_read_only_out_is_refused_before_any_work(rgb_stack, tmp_path, capsys, monkeypatch):
     path, _ = rgb_stack
     out = tmp_path / "ro"

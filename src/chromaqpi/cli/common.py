@@ -67,6 +67,9 @@ def output_dir(path: str, flag: str = "--out") -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise InputError(f"{flag} {out} exists and is not a folder")
+    if not out.exists() and out.suffix.lower() in IMAGE_SUFFIXES | {".csv"}:
+        # `--out phase.tif` would otherwise create a folder of that name: say what --out is instead.
+        raise InputError(f"{flag} {out} looks like a file name; {flag} is the output folder (e.g. {flag} results)")
     missing = [d for d in (out, *out.parents) if not d.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
