@@ -12,7 +12,7 @@ and blue to opposite sides), by the Fourier shift of the channel-shift training 
 (`chromaqpi.datasets.augment.shift_colour_channels`, mirrored, so no strip wraps around). Real lateral
 colour is a magnification difference, so d here stands for its local value in one tile; the
 `--lateral-colour` rows model it as such: red magnified by 1 + m and blue by 1 - m about the image
-centre (`chromaqpi.registration.warp_channels`: cubic spline, mirrored edges), so the offset grows
+centre (`chromaqpi.registration.warp_channels`: band-limited, mirrored edges), so the offset grows
 from 0 at the centre to m x 128 px at the edge of a 256 px image. With `--declared`, every distortion
 is also reconstructed with the microscope's `registration` declaring it, which `reconstruct` undoes.
 Scores: offset-aligned nMAE (mean offset), mean over images, and its ratio to the unshifted
@@ -105,7 +105,7 @@ def main():
             f"microscopes.md, same seeds); ZMD one {args.steps}-step DDIM draw (seed 1000 + image index); red "
             f"displaced by +d, blue by -d pixels along x; rows 'm': red magnified by 1 + m, blue by 1 - m about the "
             f"centre; rows 'declared': the same images reconstructed with that misregistration declared in the "
-            f"microscope's `registration` (reconstruct resamples the channels back, cubic spline); "
+            f"microscope's `registration` (reconstruct resamples the channels back, band-limited cosine series); "
             f"{(datetime.now() - started).seconds / 60:.1f} min in all.\n\n" + markdown_table(header, rows))
     write_results("misregistration", "Cost of lateral misregistration between the colour channels", body)
 
