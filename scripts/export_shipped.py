@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from chromaqpi.datasets.randomize import resolve_ranges
-from chromaqpi.models.registry import family_envelope, read_card, read_weights
+from chromaqpi.models.registry import DEFAULT_STEPS, family_envelope, read_card, read_weights
 from chromaqpi.training.checkpoint import atomic_write_bytes, atomic_write_json, write_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ radians at the reference wavelength of the `{family}` family's base microscope.
 ## Use
 ```python
 chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscope_preset']}"), method="{kind}",
-                      model="{name}", steps=25, samples=1)
+                      model="{name}", steps={sampling_steps_of(card)}, samples=1)
 ```
 
 ## Data
@@ -243,6 +243,38 @@ def export(name: str, checkpoint: str = "best") -> None:
 ENVELOPE_LINE = "  inference warns outside this envelope: `"
 
 
+def sampling_steps_of(card: dict) -> int:
+    return (card.get("sampling") or {}).get("steps", DEFAULT_STEPS)
+
+
+STEPS_NOTE = "Recommended DDIM steps: "
+USE_LINE = re.compile(r"(model=\"[^\"]+\", steps=)\d+(, samples=1\))")
+
+
+def record_steps(name: str, steps: int) -> None:
+    """Record the DDIM steps a shipped model recommends (config.json ``sampling.steps``, read when a
+    caller passes none, and its card's usage line). Choose them on validation images
+    (``benchmarks/bench_steps.py``) and say how in the card's notes; an export drops them again."""
+    dst = ROOT / "src" / "chromaqpi" / "weights" / name
+    config = json.loads((dst / "config.json").read_text())
+    config["sampling"] = {"steps": int(steps)}
+    card_md, n = USE_LINE.subn(rf"\g<1>{int(steps)}\g<2>", (dst / "MODEL_CARD.md").read_text())
+    if n != 1:
+        sys.exit(f"{name}: MODEL_CARD.md has {n} usage lines, expected 1")
+    note = (f"{STEPS_NOTE}{int(steps)} (`sampling.steps` in config.json, used when no `steps` is given), chosen on "
+            "validation images: `benchmarks/results/steps.md`.\n")
+    lines = card_md.splitlines(keepends=True)
+    old = [i for i, line in enumerate(lines) if line.startswith(STEPS_NOTE)]
+    if old:
+        lines[old[0]] = note
+    else:  # after the usage block's closing fence
+        lines.insert(next(i for i, line in enumerate(lines) if USE_LINE.search(line)) + 2, note)
+    card_md = "".join(lines)
+    atomic_write_json(dst / "config.json", config)
+    atomic_write_bytes(dst / "MODEL_CARD.md", card_md.encode())
+    print(f"{name}: recommends {int(steps)} DDIM steps")
+
+
 def refresh_envelope(name: str) -> None:
     """Rewrite a shipped model's ``microscope`` envelope (config.json and its card line) from
     its family's current :func:`family_envelope`; the weights and everything else stay."""
@@ -265,7 +297,12 @@ if __name__ == "__main__":
     parser.add_argument("--checkpoint", choices=tuple(CHOSEN), default="best", help="which run checkpoint to ship")
     parser.add_argument("--refresh-envelope", action="store_true",
                         help="only rewrite the shipped models' microscope envelope (no run needed)")
+    parser.add_argument("--sampling-steps", type=int, metavar="K",
+                        help="only record K as the shipped models' recommended DDIM steps (no run needed)")
     parser.add_argument("names", nargs="*", default=["default", "paper-2shot", "paper-rgb"])
     args = parser.parse_args()
     for fam in args.names:
-        refresh_envelope(fam) if args.refresh_envelope else export(fam, args.checkpoint)
+        if args.sampling_steps is not None:
+            record_steps(fam, args.sampling_steps)
+        else:
+            refresh_envelope(fam) if args.refresh_envelope else export(fam, args.checkpoint)

@@ -55,6 +55,7 @@ CASES = {
                                              "--sets", "paper-2shot-test"], ["paper-2shot-test"]),
     "orientations-test": ("bench_orientations.py", ["--sets", "paper-2shot-test", "--n", "1", "--steps", "2"],
                           ["| zmd-mean4, 4 views |", "| mean, 8 views |"]),
+    "steps-test": ("bench_steps.py", ["--sets", "paper-2shot-test", "--n", "1", "--steps", "2"], ["| zmd 2 |"]),
     "inference-default-1threads": ("bench_inference.py", ["--steps", "1", "--big", "0"], ["| zmd | 1 |"]),
     "classical": ("bench_classical.py", ["--n", "1", "--sets", "paper-2shot-test", "--iters", "2,3",
                                          "--no-peer"], ["paper-2shot-test"]),
@@ -95,6 +96,8 @@ def test_benchmarks_on_validation_shards(bench_env, val_shard):
     assert "both starts, lower objective" in results_text(root, "refine_starts")
     run_bench(env, "bench_orientations.py", "--data", f"paper-2shot={val_shard}", "--n", "1", "--steps", "2")
     assert "| zmd-mean4, 4 views |" in results_text(root, "orientations")
+    run_bench(env, "bench_steps.py", "--data", f"paper-2shot={val_shard}", "--n", "1", "--steps", "2,3")
+    assert all(f"| zmd {k} |" in results_text(root, "steps") for k in (2, 3, 25))
     proc = subprocess.run([sys.executable, "bench_drymass.py", "--sets", "", "--data", str(val_shard)], cwd=BENCH,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no source has labelled scenes" in proc.stderr  # textures carry no labels

@@ -93,6 +93,8 @@ def test_grayscale_where_rgb_is_needed_is_rejected(tmp_path, capsys):
     (None, "folder has no config.json"),
     ('{"format": "chromaqpi-model", "format_version": 7, "model": {}, "weights": {}}', "version 7 is not"),
     ('{"model": {"kind": "mean"}, "weights": {}, "microscope": "oops"}', "'microscope' must map"),
+    ('{"model": {"kind": "mean"}, "weights": {}, "sampling": {"steps": 0}}', "'steps' is an integer >= 1"),
+    ('{"model": {"kind": "mean"}, "weights": {}, "sampling": 10}', "'sampling' must be an object"),
 ])
 def test_malformed_model_folder_is_a_one_line_error(rgb_stack, tmp_path, capsys, card, message):
     path, _ = rgb_stack

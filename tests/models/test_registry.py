@@ -33,6 +33,23 @@ def test_reconstruct_runs_a_saved_model_on_any_size(saved_mean):
     assert phase.std() > 0
 
 
+def test_a_cards_recommended_steps_are_the_default_and_an_explicit_count_wins(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(tiny_config("zmd"))
+    card = make_card(model, microscope={"n_channels": 3}, input_normalisation={"mode": "flatfield"})
+    folder = save_model(tmp_path / "zmd-tiny", model, {**card, "sampling": {"steps": 3}})
+    images = 1 + 0.05 * torch.randn(1, 3, 16, 16, dtype=torch.float64)
+
+    def run(**steps):
+        return chromaqpi.reconstruct(images, "default", method="zmd", model=str(folder),
+                                     generator=torch.Generator().manual_seed(5), **steps)
+
+    recommended = run()
+    assert torch.equal(recommended, run(steps=3))
+    assert not torch.allclose(recommended, run(steps=25))  # so the card's 3, not the fallback 25, was used
+    assert read_card(folder)["sampling"] == {"steps": 3}
+
+
 def test_reconstruct_checks_kind_family_and_channels(saved_mean):
     images = torch.ones(1, 3, 16, 16)
     with pytest.raises(ConfigError, match="'mean' model, not 'zmd'"):

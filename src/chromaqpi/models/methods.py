@@ -11,7 +11,7 @@ import torch
 
 def _method(kind: str):
     def reconstruct(
-        images: torch.Tensor, microscope, *, model=None, steps: int = 25, samples: int = 1,
+        images: torch.Tensor, microscope, *, model=None, steps: int | None = None, samples: int = 1,
         sampler: str = "ddim", generator=None, condition: torch.Tensor | None = None, device=None,
         tile: int = 256, overlap: int = 48, return_std: bool = False, refine: int = 0,
         refine_starts: str = "model", orientations: bool = True, progress: bool = False,

@@ -51,6 +51,8 @@ CONFIG_FILE = "config.json"
 #: The card's ``format`` and the newest ``format_version`` this code reads.
 FORMAT = "chromaqpi-model"
 FORMAT_VERSION = 1
+# DDIM steps of a model whose card recommends none (card "sampling": {"steps": K}, chosen on validation).
+DEFAULT_STEPS = 25
 
 
 # ---------------------------------------------------------------- config <-> dict
@@ -305,7 +307,16 @@ def read_card(model_dir: str | Path) -> dict:
                            f"{FORMAT_VERSION} (written by another chromaqpi version?)")
     if not isinstance(card.get("microscope") or {}, dict):
         raise WeightsError(f"{path}: 'microscope' must map microscope fields to values or [low, high] ranges")
+    sampling = card.get("sampling", {})
+    steps = sampling.get("steps", DEFAULT_STEPS) if isinstance(sampling, dict) else None
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise WeightsError(f"{path}: 'sampling' must be an object whose 'steps' is an integer >= 1")
     return card
+
+
+def sampling_steps(net: nn.Module) -> int:
+    """The DDIM steps a model's card recommends (``sampling.steps``), else :data:`DEFAULT_STEPS`."""
+    return int(((getattr(net, "card", None) or {}).get("sampling") or {}).get("steps", DEFAULT_STEPS))
 
 
 def load_model(name_or_path: str | Path, *, device: torch.device | str = "cpu") -> nn.Module:
@@ -577,7 +588,7 @@ def _oriented_samples(predictor, tiles: torch.Tensor, microscope, samples: int, 
 
 def reconstruct_with_model(
     images: torch.Tensor, microscope, *, kind: str, model: str | Path | nn.Module | None = None,
-    steps: int = 25, samples: int = 1, sampler: str = "ddim", generator=None,
+    steps: int | None = None, samples: int = 1, sampler: str = "ddim", generator=None,
     condition: torch.Tensor | None = None, device: str | torch.device | None = None,
     tile: int = 256, overlap: int = 48, return_std: bool = False, refine: int = 0,
     refine_starts: str = "model", orientations: bool = True, progress: bool = False,
@@ -597,7 +608,8 @@ def reconstruct_with_model(
         this kind for the microscope preset (``"<preset>-<kind>"``, else ``"<preset>"``), else the
         one named like ``kind``, else ``"default"``.
     steps, samples, sampler, generator
-        Sampling options (:meth:`sample` of the model); the posterior mean is returned.
+        Sampling options (:meth:`sample` of the model); the posterior mean is returned. ``steps``
+        None: the count the model's card recommends (:func:`sampling_steps`; 25 if none).
     tile, overlap : int
         Images larger than ``tile`` are reconstructed in overlapping tiles, blended smoothly
         with per-tile offsets harmonised (:mod:`chromaqpi.tiling`): any size, bounded memory.
@@ -647,6 +659,7 @@ def reconstruct_with_model(
     if predictor.kind != kind:
         raise ConfigError(f"model {model!r} is a {net.kind!r} model, not {kind!r}")
     card = getattr(net, "card", {}) or {}
+    steps = sampling_steps(net) if steps is None else steps
     problems = microscope_family_warnings(card.get("microscope"), microscope)
     if problems:
         warnings.warn("microscope outside the model's training family: " + "; ".join(problems), stacklevel=3)

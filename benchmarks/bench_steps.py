@@ -1,0 +1,88 @@
+"""What do fewer DDIM steps cost? ZMD accuracy and time against the step count, on validation images.
+
+Usage: python benchmarks/bench_steps.py [--n 16] [--steps 5,10,25,50]
+       [--data default=data/default-val256,paper-2shot=data/paper-2shot-lownoise-val,...]
+       (validation shards, where a choice is made; built by scripts/build_bench_val.sh)
+       python benchmarks/bench_steps.py --sets phantoms-test,... --n 8
+       (the test sets, to measure a choice afterwards; writes steps-test.md)
+
+Sampling time grows linearly with the step count (the noise network runs once per step). This is where
+each shipped model's recommended count (its card's `sampling.steps`, what `chromaqpi reconstruct` uses
+when given none) is chosen; accuracy.md and most other results use 25. Per validation image (each with its own microscope from the shard):
+one draw per step count from the same seed, and the mean net as a reference. Scores: offset-aligned
+nMAE and MS-SSIM (fixed range: the folder's largest truth range); 'vs 25' divides by the 25-step row
+of the same run. Seconds: the mean wall time per image of that row in this run (2 threads unless
+OMP_NUM_THREADS says otherwise); a job sharing the cores inflates them. Writes
+benchmarks/results/steps.md (steps-test.md with --sets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from _common import markdown_table, write_results
+from bench_orientations import evalset_items, folder_items
+from chromaqpi.datasets.evalsets import get_evalset
+from chromaqpi.metrics import ms_ssim, normalised_mae
+from chromaqpi.models.registry import reconstruct_with_model
+
+DATA = "default=data/default-val256,paper-2shot=data/paper-2shot-lownoise-val,paper-rgb=data/paper-rgb-val"
+
+
+def score(model: str, items: list[tuple], label: str, steps: list[int]) -> dict[str, dict[str, float]]:
+    """Row ("mean" or "zmd K") -> mean nMAE, MS-SSIM and seconds per image over the items."""
+    data_range = max(float(true.max() - true.min()) for _, true, _ in items)
+    rows = [("mean", "mean", 1)] + [(f"zmd {k}", "zmd", k) for k in steps]
+    out = {name: {"nmae": [], "ms_ssim": [], "seconds": []} for name, _, _ in rows}
+    for i, (images, true, microscope) in enumerate(tqdm(items, desc=label, leave=False)):
+        for name, kind, k in rows:
+            started = time.perf_counter()
+            phase = reconstruct_with_model(images, microscope, kind=kind, model=model, steps=k, samples=1,
+                                           generator=torch.Generator().manual_seed(1000 + i))
+            out[name]["seconds"].append(time.perf_counter() - started)
+            est = phase[0].double()
+            out[name]["nmae"].append(float(normalised_mae(est, true, align="mean")))
+            out[name]["ms_ssim"].append(float(ms_ssim(est, true, data_range=data_range, align="mean")))
+    return {name: {key: float(np.mean(v)) for key, v in s.items()} for name, s in out.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=DATA, help="comma-separated MODEL=FOLDER pairs (validation shards)")
+    parser.add_argument("--sets", default="", help="comma-separated evaluation sets instead (test sets: "
+                        "only to measure a choice already made on validation)")
+    parser.add_argument("--n", type=int, default=16, help="first n images of each folder or set")
+    parser.add_argument("--steps", default="5,10,25,50", help="comma-separated DDIM step counts (include 25)")
+    args = parser.parse_args()
+    steps = sorted({int(k) for k in args.steps.split(",")} | {25})
+    torch.set_flush_denormal(True)
+    if args.sets:
+        runs = [(get_evalset(s).microscope, s, evalset_items) for s in args.sets.split(",")]
+    else:
+        runs = [(m, f, folder_items) for m, f in (p.split("=") for p in args.data.split(","))]
+    header = ["model", "test set" if args.sets else "validation folder", "images", "row", "nMAE aligned", "MS-SSIM", "nMAE vs 25",
+              "MS-SSIM vs 25", "s/image", "time vs 25"]
+    rows = []
+    for model, folder, load in runs:
+        items = load(folder, args.n)
+        r = score(model, items, folder, steps)
+        ref = r["zmd 25"]
+        for name, v in r.items():
+            rows.append([model, folder, len(items), name, f"{v['nmae']:.4f}", f"{v['ms_ssim']:.4f}",
+                         f"{v['nmae'] / ref['nmae']:.3f}", f"{v['ms_ssim'] / ref['ms_ssim']:.3f}",
+                         f"{v['seconds']:.2f}", f"{v['seconds'] / ref['seconds']:.2f}"])
+        print(markdown_table(header, rows[-len(r):]), flush=True)
+    body = ("Shipped models, one ZMD draw per step count (DDIM, eta 0, draw seed 1000 + image index, one "
+            "orientation), the mean net for reference; offset-aligned metrics; 'vs 25' = ratio to the 25-step "
+            "draw in the same run (the count accuracy.md uses).\n\n" + markdown_table(header, rows))
+    name, where = ("steps-test", "test") if args.sets else ("steps", "validation")
+    write_results(name, f"ZMD accuracy and time against the number of DDIM steps ({where})", body)
+
+
+if __name__ == "__main__":
+    main()
