@@ -1,6 +1,7 @@
 """Is ZMD's uncertainty map (``--samples N``) calibrated? Its per-pixel spread against the true error.
 
-Usage: python benchmarks/bench_uncertainty.py [--n 8] [--draws 8] [--steps 25] [--sets a,b] [--one-view]
+Usage: python benchmarks/bench_uncertainty.py [--n 8] [--draws 8] [--steps K] [--sets a,b] [--one-view]
+       (--steps: default the step count the models' cards recommend, what ``samples=N`` uses)
 
 Per image: N seeded ZMD draws (the shipped model of the set's preset), draw k on the k-th D4 view
 the microscope allows (``--one-view``: all in the image's orientation); their mean is the estimate and
@@ -23,6 +24,7 @@ No parameter is fitted: the test sets are only measured. Writes benchmarks/resul
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime
 
 import numpy as np
@@ -30,11 +32,12 @@ import torch
 from scipy import ndimage, stats
 from tqdm import tqdm
 
-from _common import markdown_table, merge_rows, write_results
+from _common import RESULTS, markdown_table, merge_rows, write_results
 from chromaqpi.datasets.augment import apply_transform, invert_transform, valid_transforms
 from chromaqpi.datasets.evalsets import get_evalset, load_evalset
 from chromaqpi.metrics import align_offset
-from chromaqpi.models.registry import reconstruct_with_model
+from chromaqpi.microscope import Microscope
+from chromaqpi.models.registry import model_for, reconstruct_with_model, resolve_steps
 
 SETS = ("phantoms-test", "natural-test", "paper-2shot-test", "paper-2shot-noisy-test")
 SPREADS = ("raw", "offset-free")
@@ -95,31 +98,50 @@ def score_set(name: str, n: int, n_draws: int, steps: int, views: bool) -> dict[
     return result
 
 
+def steps_of_run(sets: list[str], steps: int | None) -> int:
+    """One step count for the whole run: ``steps``, else what the sets' models recommend (must agree)."""
+    counts = {resolve_steps(model_for("zmd", Microscope.from_preset(get_evalset(s).microscope)), steps) for s in sets}
+    if len(counts) > 1:
+        sys.exit(f"the sets' models recommend different step counts {sorted(counts)}; pass --steps")
+    return counts.pop() if counts else (steps or 0)
+
+
+def check_same_steps(name: str, steps: int, update: bool) -> None:
+    # --update keeps old rows under one heading that names the step count: it must be this run's.
+    path = RESULTS / f"{name}.md"
+    if update and path.exists() and f"draws of {steps} DDIM steps" not in path.read_text():
+        sys.exit(f"{path.name} holds draws of another step count; re-run every set, or pass its --steps")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8, help="images per set")
     parser.add_argument("--draws", type=int, default=8, help="ZMD draws per image")
-    parser.add_argument("--steps", type=int, default=25, help="DDIM steps per draw")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="DDIM steps per draw (default: the count the model's card recommends)")
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--one-view", action="store_true", help="all draws in the image's own orientation "
                         "(samples=N before orientations=True became the default)")
     parser.add_argument("--update", action="store_true",
                         help="keep the results file's rows of the sets not re-run (e.g. after retraining one model)")
     args = parser.parse_args()
+    sets = [s for s in args.sets.split(",") if s]
+    args.steps = steps_of_run(sets, args.steps)
+    name = "uncertainty-one-view" if args.one_view else "uncertainty"
+    check_same_steps(name, args.steps, args.update)
     rows = []
-    for name in [s for s in args.sets.split(",") if s]:
+    for set_name in sets:
         started = datetime.now()
-        r = score_set(name, args.n, args.draws, args.steps, views=not args.one_view)
+        r = score_set(set_name, args.n, args.draws, args.steps, views=not args.one_view)
         minutes = (datetime.now() - started).total_seconds() / 60
         for kind in SPREADS:
             k = r[kind]
-            rows.append([name, get_evalset(name).microscope, kind, r["images"], f"{r['mae']:.3f}",
+            rows.append([set_name, get_evalset(set_name).microscope, kind, r["images"], f"{r['mae']:.3f}",
                          f"{k['ratio']:.2f}", f"{100 * k['cov1']:.1f}", f"{100 * k['cov2']:.1f}",
                          f"{k['rho']:.3f}", f"{r['rho_edge']:.3f}", f"{k['rho_images']:.2f}", f"{minutes:.1f}"])
     header = ["set", "preset", "sigma", "images", "MAE (rad)", "RMSE / RMS sigma", "cover 1 sigma (%)",
               "cover 2 sigma (%)", "Spearman sigma vs abs. error", "Spearman edge vs abs. error (baseline)",
               "Spearman over images", "minutes"]
-    name = "uncertainty-one-view" if args.one_view else "uncertainty"
     rows, merged = merge_rows(name, header, rows, key_columns=1) if args.update else (rows, "")
     body = (f"ZMD with {args.draws} draws of {args.steps} DDIM steps per image (the shipped model of each "
             "set's preset), " + ("all in the image's own orientation" if args.one_view else

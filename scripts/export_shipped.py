@@ -3,12 +3,15 @@
 Usage: python scripts/export_shipped.py [--checkpoint best|last] [NAME ...]
        (default: best; names default: default paper-2shot paper-rgb)
        python scripts/export_shipped.py --refresh-envelope [NAME ...]
+       python scripts/export_shipped.py --sampling-steps K [NAME ...]
 
 NAME is a family (its ZMD model) or FAMILY-ddpm / FAMILY-cvdm (the comparison models).
 Reads runs/KIND-FAMILY/checkpoints/best (EMA weights with the best validation
 MAE; falls back to last), writes src/chromaqpi/weights/NAME/. The card's
 ``microscope`` entry lists the family's ranges so that inference warns when a
-microscope falls outside them.
+microscope falls outside them. An export keeps the recommended DDIM steps
+(``sampling.steps``) of the model it replaces and says so: re-measure them for the new weights
+(``benchmarks/bench_steps.py`` on validation folders) and record them with --sampling-steps.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import torch
 
 from chromaqpi.datasets.randomize import resolve_ranges
-from chromaqpi.models.registry import DEFAULT_STEPS, family_envelope, read_card, read_weights
+from chromaqpi.models.registry import card_steps, family_envelope, read_card, read_weights
 from chromaqpi.training.checkpoint import atomic_write_bytes, atomic_write_json, write_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +144,7 @@ radians at the reference wavelength of the `{family}` family's base microscope.
 ## Use
 ```python
 chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscope_preset']}"), method="{kind}",
-                      model="{name}", steps={sampling_steps_of(card)}, samples=1)
+                      model="{name}", steps={card_steps(card)}, samples=1)
 ```
 
 ## Data
@@ -230,6 +233,9 @@ def export(name: str, checkpoint: str = "best") -> None:
     card["microscope_preset"] = base.name
     dst = ROOT / "src" / "chromaqpi" / "weights" / name
     dst.mkdir(parents=True, exist_ok=True)
+    kept = json.loads((dst / "config.json").read_text()).get("sampling") if (dst / "config.json").exists() else None
+    if kept:
+        card["sampling"] = kept
     write_model_dir(dst, tensors, card, dtype=torch.float16)
     size = (dst / "model.safetensors").stat().st_size
     if size > MAX_BYTES:
@@ -238,13 +244,13 @@ def export(name: str, checkpoint: str = "best") -> None:
     card["microscope_preset"] = base.name
     (dst / "MODEL_CARD.md").write_text(model_card(name, card, training_summary(run), size, checkpoint))
     print(f"exported {name}: {size / 2**20:.1f} MiB from {src}")
+    if kept:
+        record_steps(name, kept["steps"])
+        print(f"{name}: kept the replaced model's {kept['steps']} DDIM steps; re-measure (bench_steps.py) and "
+              "record them with --sampling-steps")
 
 
 ENVELOPE_LINE = "  inference warns outside this envelope: `"
-
-
-def sampling_steps_of(card: dict) -> int:
-    return (card.get("sampling") or {}).get("steps", DEFAULT_STEPS)
 
 
 STEPS_NOTE = "Recommended DDIM steps: "
@@ -301,6 +307,8 @@ if __name__ == "__main__":
                         help="only record K as the shipped models' recommended DDIM steps (no run needed)")
     parser.add_argument("names", nargs="*", default=["default", "paper-2shot", "paper-rgb"])
     args = parser.parse_args()
+    if args.sampling_steps is not None and args.sampling_steps < 1:
+        sys.exit(f"--sampling-steps must be >= 1, got {args.sampling_steps}")
     for fam in args.names:
         if args.sampling_steps is not None:
             record_steps(fam, args.sampling_steps)

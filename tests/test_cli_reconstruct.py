@@ -1,5 +1,6 @@
 """`chromaqpi reconstruct` end to end: written units and values, and user errors (exit 2, nothing written)."""
 
+import json
 import math
 import os
 from pathlib import Path
@@ -37,6 +38,17 @@ def test_writes_phase_and_opd_that_match_the_api(rgb_stack, tmp_path):
     lam_nm = 1000 * chromaqpi.Microscope.from_preset("paper-rgb").optics.wavelength_ref_um
     assert np.allclose(opd, phase * lam_nm / (2 * math.pi), rtol=1e-5, atol=1e-4)
     assert meta["method"] == "tie" and meta["source"] == "bump.npy"
+
+
+def test_learned_outputs_record_their_weights_and_the_step_count_used(rgb_stack, tmp_path):
+    path, _ = rgb_stack
+    card = json.loads((Path(chromaqpi.__file__).parent / "weights" / "paper-rgb" / "config.json").read_text())
+    base = ["reconstruct", str(path), "--method", "zmd", "--microscope", "paper-rgb", "--normalized", "--no-preview"]
+    for extra, steps in (([], card["sampling"]["steps"]), (["--steps", "3"], 3)):  # the card's count, or the flag's
+        out = tmp_path / f"out{steps}"
+        assert main([*base, "--out", str(out), *extra]) == 0
+        _, meta = read_tiff(out / "bump_phase.tif")
+        assert meta["steps"] == steps and meta["model_sha256"] == card["weights"]["sha256"]
 
 
 @pytest.mark.parametrize("extra, message", [

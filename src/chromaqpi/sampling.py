@@ -18,6 +18,9 @@ import torch
 
 from chromaqpi.errors import ConfigError
 
+#: DDIM steps of a draw when neither the caller nor the model's card (``sampling.steps``) names any
+DEFAULT_STEPS = 25
+
 #: Clip of the float64 signal fraction inside the chain (the authors use [1e-10, 0.99999]).
 GBAR_MIN, GBAR_MAX = 1e-10, 1.0 - 1e-10
 

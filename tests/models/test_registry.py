@@ -9,8 +9,10 @@ from tiny_models import tiny_config
 import chromaqpi
 from chromaqpi.datasets.randomize import Objective, draw_microscope, get_family
 from chromaqpi.errors import ConfigError, WeightsError
-from chromaqpi.models.registry import (build_model, family_envelope, focus_features_um, focus_separations_um,
-                                       microscope_family_warnings, normalise_input, read_card)
+from chromaqpi.models.registry import (build_model, card_steps, family_envelope, focus_features_um,
+                                       focus_separations_um, list_models, microscope_family_warnings,
+                                       normalise_input, read_card)
+from chromaqpi.sampling import DEFAULT_STEPS
 from chromaqpi.training.checkpoint import make_card, save_model
 
 
@@ -47,6 +49,8 @@ def test_a_cards_recommended_steps_are_the_default_and_an_explicit_count_wins(tm
     recommended = run()
     assert torch.equal(recommended, run(steps=3))
     assert not torch.allclose(recommended, run(steps=25))  # so the card's 3, not the fallback 25, was used
+    # The recommendation was measured for DDIM: the ancestral sampler keeps the general default.
+    assert torch.equal(run(sampler="ancestral"), run(sampler="ancestral", steps=DEFAULT_STEPS))
     assert read_card(folder)["sampling"] == {"steps": 3}
 
 
@@ -97,6 +101,13 @@ def test_shipped_cards_carry_their_familys_current_envelope():
         assert card["microscope"] == family_envelope(name), name
         inside = chromaqpi.Microscope.from_preset(card["microscope_preset"])
         assert microscope_family_warnings(card["microscope"], inside) == [], name
+
+
+def test_shipped_cards_usage_line_shows_the_recommended_steps():
+    for name in list_models():
+        folder = Path(chromaqpi.__file__).parent / "weights" / name
+        steps = card_steps(read_card(folder))
+        assert f'model="{name}", steps={steps}, samples=1)' in (folder / "MODEL_CARD.md").read_text(), name
 
 
 def test_envelope_flags_objectives_with_little_chromatic_defocus():

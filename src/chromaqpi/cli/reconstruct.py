@@ -198,6 +198,18 @@ def method_options(args) -> dict:
     return options
 
 
+def learned_provenance(method: str, microscope, options: dict) -> dict:
+    """Which weights a learned method ran (their sha256) and, for diffusion, the step count it used:
+    without --steps that is the card's recommendation, which a retrained model may change."""
+    from chromaqpi.models.registry import model_for, resolve_steps
+
+    net = model_for(method, microscope, options.get("model"))
+    record = {"model_sha256": (getattr(net, "card", None) or {}).get("weights", {}).get("sha256")}
+    if method in DIFFUSION:
+        record["steps"] = resolve_steps(net, options.get("steps"))
+    return record
+
+
 def write_outputs(paths, stem, phase, std, microscope, meta):
     from chromaqpi.io import save_preview_png, write_tiff
 
@@ -261,6 +273,8 @@ def run(args):
                     "phase_offset": "zero-mean (the constant phase is not observable)",
                     "seconds": round(seconds, 3), "microscope": scope.to_dict(),
                     "warnings": list(dict.fromkeys(str(w.message) for w in caught))}
+            if args.method in {"mean", *DIFFUSION}:
+                meta.update(learned_provenance(args.method, scope, options))
             if fit is not None:
                 meta["focus_offset_um"] = fit.offset_um if fit.reliable else 0.0
                 print(f"{path}: focus offset {fit.offset_um:+.2f} µm" if fit.reliable else

@@ -15,7 +15,7 @@ from torch import nn
 from chromaqpi.models.ddpm import standard_normal, uniform_times
 from chromaqpi.models.schedules import GAMMA_MAX, GAMMA_MIN, LearnedSchedule, LearnedScheduleConfig, noise_level
 from chromaqpi.models.unet import UNet, UNetConfig, condition_from_batch, per_sample_mean
-from chromaqpi.sampling import SampleResult, posterior_samples, run_chain
+from chromaqpi.sampling import DEFAULT_STEPS, SampleResult, posterior_samples, run_chain
 
 
 @dataclass
@@ -236,7 +236,7 @@ class CVDMModel(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, x: torch.Tensor, *, steps: int = 25, generator=None, sampler: str = "ddim",
+        self, x: torch.Tensor, *, steps: int = DEFAULT_STEPS, generator=None, sampler: str = "ddim",
         samples: int = 1, eta: float = 0.0, keep: bool = False,
     ) -> SampleResult:
         """Posterior samples (radians); arguments as :meth:`chromaqpi.models.ddpm.DDPMModel.sample`."""

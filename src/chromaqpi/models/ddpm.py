@@ -13,7 +13,7 @@ from torch import nn
 
 from chromaqpi.models.schedules import cosine_gamma_bar, noise_level
 from chromaqpi.models.unet import UNet, UNetConfig, condition_from_batch, per_sample_mean
-from chromaqpi.sampling import SampleResult, posterior_samples, run_chain
+from chromaqpi.sampling import DEFAULT_STEPS, SampleResult, posterior_samples, run_chain
 
 
 @dataclass
@@ -107,7 +107,7 @@ class DDPMModel(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, x: torch.Tensor, *, steps: int = 25, generator=None, sampler: str = "ddim",
+        self, x: torch.Tensor, *, steps: int = DEFAULT_STEPS, generator=None, sampler: str = "ddim",
         samples: int = 1, eta: float = 0.0, keep: bool = False,
     ) -> SampleResult:
         """Posterior samples of the phase given the condition.

@@ -36,6 +36,7 @@ from chromaqpi.models.cvdm import CVDMConfig, CVDMModel
 from chromaqpi.models.ddpm import DDPMConfig, DDPMModel
 from chromaqpi.models.mean import MeanConfig, MeanModel
 from chromaqpi.models.zmd import ZMDConfig, ZMDModel
+from chromaqpi.sampling import DEFAULT_STEPS
 
 #: kind -> (model class, config dataclass)
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
@@ -51,8 +52,6 @@ CONFIG_FILE = "config.json"
 #: The card's ``format`` and the newest ``format_version`` this code reads.
 FORMAT = "chromaqpi-model"
 FORMAT_VERSION = 1
-# DDIM steps of a model whose card recommends none (card "sampling": {"steps": K}, chosen on validation).
-DEFAULT_STEPS = 25
 
 
 # ---------------------------------------------------------------- config <-> dict
@@ -314,9 +313,24 @@ def read_card(model_dir: str | Path) -> dict:
     return card
 
 
-def sampling_steps(net: nn.Module) -> int:
-    """The DDIM steps a model's card recommends (``sampling.steps``), else :data:`DEFAULT_STEPS`."""
-    return int(((getattr(net, "card", None) or {}).get("sampling") or {}).get("steps", DEFAULT_STEPS))
+def card_steps(card: dict) -> int:
+    """The DDIM steps a model card recommends (``sampling.steps``, chosen on validation), else 25."""
+    return int((card.get("sampling") or {}).get("steps", DEFAULT_STEPS))
+
+
+def resolve_steps(net: nn.Module, steps: int | None, sampler: str = "ddim") -> int:
+    """``steps`` as given; None: the card's recommendation for DDIM (it was measured for DDIM
+    only), :data:`~chromaqpi.sampling.DEFAULT_STEPS` for the other samplers."""
+    if steps is not None:
+        return steps
+    return card_steps(getattr(net, "card", None) or {}) if sampler == "ddim" else DEFAULT_STEPS
+
+
+def model_for(kind: str, microscope, model: str | Path | nn.Module | None = None, device="cpu") -> nn.Module:
+    """The network ``reconstruct_with_model`` runs for ``kind`` (loaded once and cached)."""
+    if isinstance(model, nn.Module):
+        return model
+    return _cached_model(model or _default_model_name(kind, getattr(microscope, "name", None)), device)
 
 
 def load_model(name_or_path: str | Path, *, device: torch.device | str = "cpu") -> nn.Module:
@@ -609,7 +623,7 @@ def reconstruct_with_model(
         one named like ``kind``, else ``"default"``.
     steps, samples, sampler, generator
         Sampling options (:meth:`sample` of the model); the posterior mean is returned. ``steps``
-        None: the count the model's card recommends (:func:`sampling_steps`; 25 if none).
+        None: for DDIM the count the model's card recommends (:func:`resolve_steps`), else 25.
     tile, overlap : int
         Images larger than ``tile`` are reconstructed in overlapping tiles, blended smoothly
         with per-tile offsets harmonised (:mod:`chromaqpi.tiling`): any size, bounded memory.
@@ -652,14 +666,13 @@ def reconstruct_with_model(
         raise ConfigError(f"refine_starts must be one of {', '.join(REFINE_STARTS)}, got {refine_starts!r}")
     device = torch.device(device) if device is not None else images.device
     torch.set_flush_denormal(True)  # subnormals slow CPU convolutions several-fold
-    net = model if isinstance(model, nn.Module) else _cached_model(
-        model or _default_model_name(kind, getattr(microscope, "name", None)), device)
+    net = model_for(kind, microscope, model, device)
     # A ZMD checkpoint carries its mean network: method "mean" can use it directly.
     predictor = net.mean if (kind == "mean" and net.kind == "zmd") else net
     if predictor.kind != kind:
         raise ConfigError(f"model {model!r} is a {net.kind!r} model, not {kind!r}")
     card = getattr(net, "card", {}) or {}
-    steps = sampling_steps(net) if steps is None else steps
+    steps = resolve_steps(net, steps, sampler)
     problems = microscope_family_warnings(card.get("microscope"), microscope)
     if problems:
         warnings.warn("microscope outside the model's training family: " + "; ".join(problems), stacklevel=3)

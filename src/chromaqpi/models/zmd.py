@@ -17,7 +17,7 @@ from chromaqpi.models.cvdm import CVDMDiffusion, CVDMLossWeights
 from chromaqpi.models.mean import MeanConfig, MeanModel
 from chromaqpi.models.schedules import LearnedScheduleConfig
 from chromaqpi.models.unet import UNetConfig, condition_from_batch, per_sample_mean, remove_offset
-from chromaqpi.sampling import SampleResult, posterior_samples
+from chromaqpi.sampling import DEFAULT_STEPS, SampleResult, posterior_samples
 
 
 @dataclass
@@ -106,7 +106,7 @@ class ZMDModel(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, x: torch.Tensor, *, steps: int = 25, generator=None, sampler: str = "ddim",
+        self, x: torch.Tensor, *, steps: int = DEFAULT_STEPS, generator=None, sampler: str = "ddim",
         samples: int = 1, eta: float = 0.0, keep: bool = False,
     ) -> SampleResult:
         """Posterior samples ``mu + sigma_zmd * R_hat`` in radians.
