@@ -81,21 +81,30 @@ def score(model: str, items: list[tuple], label: str, steps: int = 25) -> dict[s
             for row, s in scores.items()}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=DATA, help="comma-separated MODEL=FOLDER pairs (validation shards)")
+def add_source_args(parser: argparse.ArgumentParser, data: str) -> None:
+    """--data (validation folders, where a choice is made), --sets (test sets, to measure it) and --n."""
+    parser.add_argument("--data", default=data, help="comma-separated MODEL=FOLDER pairs (validation shards)")
     parser.add_argument("--sets", default="", help="comma-separated evaluation sets instead (test sets: "
                         "only to measure a choice already made on validation)")
     parser.add_argument("--n", type=int, default=16, help="first n images of each folder or set")
+
+
+def source_runs(args) -> list[tuple]:
+    """(model, label, load) per folder or set; ``load(n)`` gives its first n items."""
+    if args.sets:
+        return [(get_evalset(s).microscope, s, functools.partial(evalset_items, s)) for s in args.sets.split(",")]
+    return [(m, f, functools.partial(folder_items, f)) for m, f in (p.split("=") for p in args.data.split(","))]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_source_args(parser, DATA)
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps per draw")
     parser.add_argument("--update", action="store_true", help="keep the results file's rows of the models and "
                         "folders/sets not re-run (e.g. after retraining one model)")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
-    if args.sets:
-        runs = [(get_evalset(s).microscope, s, functools.partial(evalset_items, s)) for s in args.sets.split(",")]
-    else:
-        runs = [(m, f, functools.partial(folder_items, f)) for m, f in (p.split("=") for p in args.data.split(","))]
+    runs = source_runs(args)
     header = ["model", "test set" if args.sets else "validation folder", "images", "row", "nMAE aligned",
               "MS-SSIM", "RMSE / RMS std", "cover 1 std (%)", "nMAE vs 1 view"]
     rows = []

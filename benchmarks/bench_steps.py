@@ -26,8 +26,7 @@ import torch
 from tqdm import tqdm
 
 from _common import markdown_table, write_results
-from bench_orientations import evalset_items, folder_items
-from chromaqpi.datasets.evalsets import get_evalset
+from bench_orientations import add_source_args, source_runs
 from chromaqpi.metrics import ms_ssim, normalised_mae
 from chromaqpi.models.registry import reconstruct_with_model
 
@@ -55,23 +54,17 @@ def score(model: str, items: list[tuple], label: str, steps: list[int]) -> dict[
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=DATA, help="comma-separated MODEL=FOLDER pairs (validation shards)")
-    parser.add_argument("--sets", default="", help="comma-separated evaluation sets instead (test sets: "
-                        "only to measure a choice already made on validation)")
-    parser.add_argument("--n", type=int, default=16, help="first n images of each folder or set")
+    add_source_args(parser, DATA)
     parser.add_argument("--steps", default="5,10,25,50", help="comma-separated DDIM step counts (25 is always run)")
     args = parser.parse_args()
     steps = sorted({int(k) for k in args.steps.split(",")} | {25})
     torch.set_flush_denormal(True)
-    if args.sets:
-        runs = [(get_evalset(s).microscope, s, evalset_items) for s in args.sets.split(",")]
-    else:
-        runs = [(m, f, folder_items) for m, f in (p.split("=") for p in args.data.split(","))]
+    runs = source_runs(args)
     header = ["model", "test set" if args.sets else "validation folder", "images", "row", "nMAE aligned", "MS-SSIM", "nMAE vs 25",
               "MS-SSIM vs 25", "s/image", "time vs 25"]
     rows = []
     for model, folder, load in runs:
-        items = load(folder, args.n)
+        items = load(args.n)
         r = score(model, items, folder, steps)
         ref = r["zmd 25"]
         for name, v in r.items():
