@@ -105,6 +105,15 @@ def merge_rows(name: str, header: list[str], rows: list[list], key_columns: int)
 _MERGE_NOTE = "Merged table: the rows for"
 
 
+def check_same_steps(name: str, phrase: str, update: bool) -> None:
+    """Refuse an --update run whose step count differs from the kept rows': one heading (``phrase``,
+    e.g. "draws of 10 DDIM steps") labels all of them."""
+    path = RESULTS / f"{name}.md"
+    if update and path.exists() and phrase not in path.read_text():
+        sys.exit(f"{path.name} holds draws of another step count ({phrase!r} not found); re-run every set, "
+                 "or pass its --steps")
+
+
 def write_results(name: str, title: str, body: str) -> Path:
     """Write benchmarks/results/<name>.md with command, machine, date and commit."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from _common import markdown_table, merge_rows, write_results
+from _common import check_same_steps, markdown_table, merge_rows, write_results
 from chromaqpi.datasets.evalsets import get_evalset, load_evalset
 from chromaqpi.datasets.torch_data import ShardDataset
 from chromaqpi.metrics import align_offset, ms_ssim, normalised_mae
@@ -104,6 +104,8 @@ def main():
                         "folders/sets not re-run (e.g. after retraining one model)")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
+    name = "orientations-test" if args.sets else "orientations"
+    check_same_steps(name, f"Shipped models, {args.steps} DDIM steps", args.update)
     runs = source_runs(args)
     header = ["model", "test set" if args.sets else "validation folder", "images", "row", "nMAE aligned",
               "MS-SSIM", "RMSE / RMS std", "cover 1 std (%)", "nMAE vs 1 view"]
@@ -117,7 +119,6 @@ def main():
                          f"{v['ratio']:.2f}", f"{v['cov1']:.1f}", f"{v['nmae'] / base['nmae']:.3f}"])
         print(markdown_table(header, rows[-len(r):]), f"({(datetime.now() - started).seconds / 60:.1f} min)",
               flush=True)
-    name = "orientations-test" if args.sets else "orientations"
     rows, merged = merge_rows(name, header, rows, key_columns=2) if args.update else (rows, "")
     body = (f"Shipped models, {args.steps} DDIM steps, draw seeds 1000 + image index. 'N views': draw j (or the mean net's "
             "j-th evaluation) on the image under the j-th D4 element the sample's microscope allows, turned back, "

@@ -32,7 +32,7 @@ import torch
 from scipy import ndimage, stats
 from tqdm import tqdm
 
-from _common import RESULTS, markdown_table, merge_rows, write_results
+from _common import check_same_steps, markdown_table, merge_rows, write_results
 from chromaqpi.datasets.augment import apply_transform, invert_transform, valid_transforms
 from chromaqpi.datasets.evalsets import get_evalset, load_evalset
 from chromaqpi.metrics import align_offset
@@ -106,13 +106,6 @@ def steps_of_run(sets: list[str], steps: int | None) -> int:
     return counts.pop() if counts else (steps or 0)
 
 
-def check_same_steps(name: str, steps: int, update: bool) -> None:
-    # --update keeps old rows under one heading that names the step count: it must be this run's.
-    path = RESULTS / f"{name}.md"
-    if update and path.exists() and f"draws of {steps} DDIM steps" not in path.read_text():
-        sys.exit(f"{path.name} holds draws of another step count; re-run every set, or pass its --steps")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8, help="images per set")
@@ -128,7 +121,7 @@ def main():
     sets = [s for s in args.sets.split(",") if s]
     args.steps = steps_of_run(sets, args.steps)
     name = "uncertainty-one-view" if args.one_view else "uncertainty"
-    check_same_steps(name, args.steps, args.update)
+    check_same_steps(name, f"draws of {args.steps} DDIM steps", args.update)
     rows = []
     for set_name in sets:
         started = datetime.now()

@@ -121,3 +121,8 @@ def test_update_runs_merge_rows_by_group(tmp_path, monkeypatch):
     assert _common.merge_rows("t", header, old, 2) == (old, "")
     assert _common.merge_rows("t", ["x"], [["1"]], 1) == ([["1"]], "")
     assert _common.merge_rows("missing", header, old, 2) == (old, "")
+    # --update keeps rows only under the same step count
+    _common.check_same_steps("t", "Text.", update=True)
+    _common.check_same_steps("t", "draws of 10 DDIM steps", update=False)
+    with pytest.raises(SystemExit, match="another step count"):
+        _common.check_same_steps("t", "draws of 10 DDIM steps", update=True)
