@@ -8,8 +8,9 @@ Usage: python benchmarks/bench_steps.py [--n 16] [--steps 5,10,25,50]
 
 Sampling time grows linearly with the step count (the noise network runs once per step). This is where
 each shipped model's recommended count (its card's `sampling.steps`, what `chromaqpi reconstruct` uses
-when given none) is chosen; accuracy.md and most other results use 25. Per validation image (each with its own microscope from the shard):
-one draw per step count from the same seed, and the mean net as a reference. Scores: offset-aligned
+when given none) is chosen; accuracy.md and most other results use 25. Per image (a validation
+image brings its own microscope from the shard): one draw per step count from the same seed, and the
+mean net as a reference. Scores: offset-aligned
 nMAE and MS-SSIM (fixed range: the folder's largest truth range); 'vs 25' divides by the 25-step row
 of the same run. Seconds: the mean wall time per image of that row in this run (2 threads unless
 OMP_NUM_THREADS says otherwise); a job sharing the cores inflates them. Writes
@@ -60,8 +61,8 @@ def main():
     steps = sorted({int(k) for k in args.steps.split(",")} | {25})
     torch.set_flush_denormal(True)
     runs = source_runs(args)
-    header = ["model", "test set" if args.sets else "validation folder", "images", "row", "nMAE aligned", "MS-SSIM", "nMAE vs 25",
-              "MS-SSIM vs 25", "s/image", "time vs 25"]
+    header = ["model", "test set" if args.sets else "validation folder", "images", "row", "nMAE aligned", "MS-SSIM",
+              "nMAE vs 25", "MS-SSIM vs 25", "s/image", "time vs 25"]
     rows = []
     for model, folder, load in runs:
         items = load(args.n)

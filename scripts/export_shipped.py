@@ -260,7 +260,8 @@ USE_LINE = re.compile(r"(model=\"[^\"]+\", steps=)\d+(, samples=1\))")
 def record_steps(name: str, steps: int) -> None:
     """Record the DDIM steps a shipped model recommends (config.json ``sampling.steps``, read when a
     caller passes none, and its card's usage line). Choose them on validation images
-    (``benchmarks/bench_steps.py``) and say how in the card's notes; an export drops them again."""
+    (``benchmarks/bench_steps.py``) and say how in the card's notes; an export keeps the replaced
+    model's count and asks for it to be re-measured."""
     dst = ROOT / "src" / "chromaqpi" / "weights" / name
     config = json.loads((dst / "config.json").read_text())
     config["sampling"] = {"steps": int(steps)}

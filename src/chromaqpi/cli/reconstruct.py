@@ -33,7 +33,8 @@ def add_arguments(parser):
     add_reading_arguments(parser)
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--model", metavar="NAME|PATH", help="learned model name or checkpoint folder")
-    parser.add_argument("--steps", type=int, metavar="K", help="diffusion sampling steps (default: the count the model's card recommends, else 25)")
+    parser.add_argument("--steps", type=int, metavar="K",
+                        help="diffusion sampling steps (default: the count the model's card recommends, else 25)")
     parser.add_argument("--samples", type=int, default=1, metavar="N",
                         help="posterior samples; N > 1 also writes their per-pixel std (a relative flag: "
                              "it underestimates the error 2-9x, benchmarks/results/uncertainty.md)")
