@@ -114,6 +114,19 @@ def check_same_steps(name: str, phrase: str, update: bool) -> None:
                  "or pass its --steps")
 
 
+def steps_of_run(sets: list[str], steps: int | None) -> int:
+    """One step count for the whole run: ``steps``, else what the sets' ZMD models recommend (must agree)."""
+    from chromaqpi.datasets.evalsets import get_evalset
+    from chromaqpi.models.registry import list_models, model_for, resolve_steps
+    from chromaqpi.microscope import Microscope
+
+    presets = {get_evalset(s).microscope for s in sets}
+    counts = {resolve_steps(model_for("zmd", Microscope.from_preset(p)), steps) for p in presets if p in list_models()}
+    if len(counts) > 1:
+        sys.exit(f"the sets' models recommend different step counts {sorted(counts)}; pass --steps")
+    return counts.pop() if counts else (steps or 0)
+
+
 def write_results(name: str, title: str, body: str) -> Path:
     """Write benchmarks/results/<name>.md with command, machine, date and commit."""
     RESULTS.mkdir(parents=True, exist_ok=True)

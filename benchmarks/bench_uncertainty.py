@@ -32,12 +32,11 @@ import torch
 from scipy import ndimage, stats
 from tqdm import tqdm
 
-from _common import check_same_steps, markdown_table, merge_rows, write_results
+from _common import check_same_steps, markdown_table, merge_rows, steps_of_run, write_results
 from chromaqpi.datasets.augment import apply_transform, invert_transform, valid_transforms
 from chromaqpi.datasets.evalsets import get_evalset, load_evalset
 from chromaqpi.metrics import align_offset
-from chromaqpi.microscope import Microscope
-from chromaqpi.models.registry import model_for, reconstruct_with_model, resolve_steps
+from chromaqpi.models.registry import reconstruct_with_model
 
 SETS = ("phantoms-test", "natural-test", "paper-2shot-test", "paper-2shot-noisy-test")
 SPREADS = ("raw", "offset-free")
@@ -96,14 +95,6 @@ def score_set(name: str, n: int, n_draws: int, steps: int, views: bool) -> dict[
             "rho_images": float(stats.spearmanr(p["mean_sigma"], maes)[0]) if len(maes) > 2 else float("nan"),
         }
     return result
-
-
-def steps_of_run(sets: list[str], steps: int | None) -> int:
-    """One step count for the whole run: ``steps``, else what the sets' models recommend (must agree)."""
-    counts = {resolve_steps(model_for("zmd", Microscope.from_preset(get_evalset(s).microscope)), steps) for s in sets}
-    if len(counts) > 1:
-        sys.exit(f"the sets' models recommend different step counts {sorted(counts)}; pass --steps")
-    return counts.pop() if counts else (steps or 0)
 
 
 def main():

@@ -126,3 +126,17 @@ def test_update_runs_merge_rows_by_group(tmp_path, monkeypatch):
     _common.check_same_steps("t", "draws of 10 DDIM steps", update=False)
     with pytest.raises(SystemExit, match="another step count"):
         _common.check_same_steps("t", "draws of 10 DDIM steps", update=True)
+
+
+def test_steps_of_run_follows_the_cards():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _common
+    finally:
+        sys.path.remove(str(BENCH))
+    from chromaqpi.models.registry import card_steps, load_model
+
+    recommended = card_steps(load_model("default").card)
+    assert _common.steps_of_run(["phantoms-test", "natural-test"], None) == recommended
+    assert _common.steps_of_run(["phantoms-test"], 7) == 7  # an explicit count wins
+    assert _common.steps_of_run([], None) == 0
