@@ -114,17 +114,25 @@ def check_same_steps(name: str, phrase: str, update: bool) -> None:
                  "or pass its --steps")
 
 
-def steps_of_run(sets: list[str], steps: int | None) -> int:
-    """One step count for the whole run: ``steps``, else what the sets' ZMD models recommend (must agree)."""
-    from chromaqpi.datasets.evalsets import get_evalset
-    from chromaqpi.models.registry import list_models, model_for, resolve_steps
-    from chromaqpi.microscope import Microscope
+def model_steps(models: list[str], steps: int | None) -> int:
+    """One DDIM step count for a run: ``steps``, else what the ZMD models' cards recommend (must agree)."""
+    from chromaqpi.models.registry import model_for, resolve_steps
 
-    presets = {get_evalset(s).microscope for s in sets}
-    counts = {resolve_steps(model_for("zmd", Microscope.from_preset(p)), steps) for p in presets if p in list_models()}
+    counts = {resolve_steps(model_for("zmd", None, m), steps) for m in models}
     if len(counts) > 1:
-        sys.exit(f"the sets' models recommend different step counts {sorted(counts)}; pass --steps")
+        sys.exit(f"the models recommend different step counts {sorted(counts)}; pass --steps")
     return counts.pop() if counts else (steps or 0)
+
+
+def steps_of_run(sets: list[str], steps: int | None) -> int:
+    """:func:`model_steps` of the evaluation sets' shipped ZMD models (``<preset>-zmd``, else ``<preset>``)."""
+    from chromaqpi.datasets.evalsets import get_evalset
+    from chromaqpi.models.registry import list_models
+
+    shipped = list_models()
+    presets = dict.fromkeys(get_evalset(s).microscope for s in sets)
+    return model_steps([f"{p}-zmd" if f"{p}-zmd" in shipped else p for p in presets
+                        if p in shipped or f"{p}-zmd" in shipped], steps)
 
 
 def write_results(name: str, title: str, body: str) -> Path:

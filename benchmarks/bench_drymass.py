@@ -1,7 +1,7 @@
 """Is the per-object dry-mass error a bias or scatter? Signed errors of each method, by object size.
 
 Usage: python benchmarks/bench_drymass.py [--sets phantoms-test] [--data data/default-val] [--n 24]
-       [--steps 25] [--model default]
+       [--steps K] [--model default]
 
 accuracy.md reports the mean |relative error| of per-object dry mass. This splits it: for every
 labelled object, (m_pred - m_true) / m_true with both phases referenced to their background median
@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 import chromaqpi
-from _common import markdown_table, write_results
+from _common import markdown_table, model_steps, write_results
 from chromaqpi.datasets.evalsets import load_evalset
 from chromaqpi.datasets.torch_data import DatasetFolder
 from chromaqpi.metrics import dry_mass_error
@@ -91,9 +91,11 @@ def main():
     parser.add_argument("--sets", default="phantoms-test", help="comma-separated evaluation sets with labels")
     parser.add_argument("--data", default="data/default-val", help="comma-separated validation shard folders")
     parser.add_argument("--n", type=int, default=24, help="labelled scenes per source")
-    parser.add_argument("--steps", type=int, default=25, help="DDIM steps of the ZMD draw")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="DDIM steps of the ZMD draw (default: the count the model's card recommends)")
     parser.add_argument("--model", default="default", help="shipped model name or checkpoint")
     args = parser.parse_args()
+    args.steps = model_steps([args.model], args.steps)
     sources = [(name, lambda name=name: evalset_scenes(name, args.n)) for name in filter(None, args.sets.split(","))]
     for folder in filter(None, args.data.split(",")):
         if not (Path(folder) / "manifest.json").exists():

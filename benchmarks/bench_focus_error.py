@@ -1,6 +1,6 @@
 """How much an unknown focus error costs each method on the paper presets.
 
-Usage: python benchmarks/bench_focus_error.py [--n 8] [--shifts -0.5,-0.2,0,0.2,0.5] [--steps 25]
+Usage: python benchmarks/bench_focus_error.py [--n 8] [--shifts -0.5,-0.2,0,0.2,0.5] [--steps K]
        [--sets paper-2shot-test,paper-rgb-test]
 
 The paper presets image their planes at fixed defocus (paper-2shot: -1 and +1 µm; paper-rgb:
@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 import chromaqpi
-from _common import markdown_table, write_results
+from _common import markdown_table, steps_of_run, write_results
 from chromaqpi.datasets.evalsets import get_evalset, load_evalset
 from chromaqpi.errors import ConfigError
 from chromaqpi.metrics import normalised_mae
@@ -67,9 +67,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8, help="images per set")
     parser.add_argument("--shifts", default="-0.5,-0.2,0,0.2,0.5", help="comma-separated delta (µm); must include 0")
-    parser.add_argument("--steps", type=int, default=25, help="DDIM steps of the ZMD draw")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="DDIM steps of the ZMD draw (default: the count the model's card recommends)")
     parser.add_argument("--sets", default="paper-2shot-test,paper-rgb-test")
     args = parser.parse_args()
+    args.steps = steps_of_run(args.sets.split(","), args.steps)
     shifts = [float(s) for s in args.shifts.split(",")]
     if 0.0 not in shifts:
         parser.error("--shifts must include 0 (the reference)")

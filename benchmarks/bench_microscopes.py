@@ -1,6 +1,6 @@
 """How the shipped `default` model holds up on microscopes it was not trained on.
 
-Usage: python benchmarks/bench_microscopes.py [--n 8] [--steps 25] [--classes family,10x-0.25,...]
+Usage: python benchmarks/bench_microscopes.py [--n 8] [--steps K] [--classes family,10x-0.25,...]
 
 The `default` family draws a 20x/0.40 or a 40x/0.65 achromat (secondary spectrum, defocus, NA
 jitter, condenser, medium, illuminant, camera and sensor drawn per image, datasets/randomize.py).
@@ -45,7 +45,7 @@ import torch
 from tqdm import tqdm
 
 import chromaqpi
-from _common import markdown_table, write_results
+from _common import markdown_table, model_steps, write_results
 from chromaqpi.datasets import seeds
 from chromaqpi.datasets.randomize import Objective, draw_microscope, get_family
 from chromaqpi.metrics import ms_ssim, normalised_mae
@@ -116,9 +116,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8, help="images per class")
     parser.add_argument("--size", type=int, default=256, help="image size (pixels)")
-    parser.add_argument("--steps", type=int, default=25, help="DDIM steps of the ZMD draw")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="DDIM steps of the ZMD draw (default: the count the model's card recommends)")
     parser.add_argument("--classes", default=",".join(CLASSES), help="comma-separated classes")
     args = parser.parse_args()
+    args.steps = model_steps(["default"], args.steps)
     torch.set_flush_denormal(True)
     names = args.classes.split(",")
     unknown = [c for c in names if c not in CLASSES]

@@ -1,7 +1,7 @@
 """How much lateral misregistration between the colour channels costs each method.
 
 Usage: python benchmarks/bench_misregistration.py [--n 8] [--shifts 0,0.25,0.5,1,2] [--lateral-colour 0.5,1]
-       [--steps 25] [--model default] [--declared]
+       [--steps K] [--model default] [--declared]
 
 The phase signal lies in the differences between the channels, so a channel displaced
 sideways (lateral chromatic aberration of the objective, a colour camera's channel offsets,
@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 import chromaqpi
-from _common import markdown_table, write_results
+from _common import markdown_table, model_steps, write_results
 from bench_microscopes import class_sample
 from chromaqpi.datasets.augment import shift_colour_channels
 from chromaqpi.metrics import normalised_mae
@@ -63,13 +63,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8, help="images")
     parser.add_argument("--size", type=int, default=256, help="image size (pixels)")
-    parser.add_argument("--steps", type=int, default=25, help="DDIM steps of the ZMD draw")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="DDIM steps of the ZMD draw (default: the count the model's card recommends)")
     parser.add_argument("--shifts", default="0,0.25,0.5,1,2", help="comma-separated d (pixels); 0 first")
     parser.add_argument("--model", default="default", help="learned model: shipped name or checkpoint folder")
     parser.add_argument("--lateral-colour", default="0.5,1", help="comma-separated m (per cent); empty: none")
     parser.add_argument("--declared", action="store_true",
                         help="also each distortion declared in the microscope's registration (reconstruct undoes it)")
     args = parser.parse_args()
+    args.steps = model_steps([args.model], args.steps)
     shifts = [float(s) for s in args.shifts.split(",")]
     if shifts[0] != 0:
         parser.error("--shifts must start with 0 (the reference)")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from _common import check_same_steps, markdown_table, merge_rows, write_results
+from _common import check_same_steps, markdown_table, merge_rows, model_steps, write_results
 from chromaqpi.datasets.evalsets import get_evalset, load_evalset
 from chromaqpi.datasets.torch_data import ShardDataset
 from chromaqpi.metrics import align_offset, ms_ssim, normalised_mae
@@ -99,10 +99,12 @@ def source_runs(args) -> list[tuple]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_source_args(parser, DATA)
-    parser.add_argument("--steps", type=int, default=25, help="DDIM steps per draw")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="DDIM steps of the ZMD draw (default: the count the model's card recommends)")
     parser.add_argument("--update", action="store_true", help="keep the results file's rows of the models and "
                         "folders/sets not re-run (e.g. after retraining one model)")
     args = parser.parse_args()
+    args.steps = model_steps([m for m, _, _ in source_runs(args)], args.steps)
     torch.set_flush_denormal(True)
     name = "orientations-test" if args.sets else "orientations"
     check_same_steps(name, f"Shipped models, {args.steps} DDIM steps", args.update)

@@ -140,3 +140,4 @@ def test_steps_of_run_follows_the_cards():
     assert _common.steps_of_run(["phantoms-test", "natural-test"], None) == recommended
     assert _common.steps_of_run(["phantoms-test"], 7) == 7  # an explicit count wins
     assert _common.steps_of_run([], None) == 0
+    assert _common.model_steps(["default", "paper-2shot"], None) == recommended  # the shipped cards agree
