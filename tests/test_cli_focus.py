@@ -59,6 +59,38 @@ def test_reconstruct_fit_focus_uses_and_records_the_moved_microscope(shifted_2sh
     assert errors[1] < errors[0] / 3
 
 
+def test_reconstruct_fit_focus_undoes_a_declared_registration_once(tmp_path, monkeypatch):
+    # The fit and the solver both read the registered frame: one resampling per image, and the recorded
+    # microscope keeps the registration the input needed.
+    import chromaqpi.registration as registration
+    from chromaqpi.microscope import Registration
+
+    g = torch.Generator().manual_seed(4)
+    f = torch.fft.fftfreq(64, dtype=torch.float64)
+    noise = torch.randn(64, 64, generator=g, dtype=torch.float64)
+    phase = torch.fft.ifft2(torch.fft.fft2(noise) * torch.exp(-(f[:, None] ** 2 + f[None] ** 2) / 0.045)).real
+    declared = Microscope.from_preset("paper-2shot").replace(
+        registration=Registration(shift_px=[[0.0, 0.0], [0.6, -0.4]]))
+    images = chromaqpi.simulate((0.1 * phase / phase.abs().max()).float(), shift_focus(declared, 0.3), noise=False)
+    path = tmp_path / "field.npy"
+    np.save(path, images[0].numpy())
+    declared.to_toml(tmp_path / "scope.toml")
+    calls = []
+    warp = registration.warp_channels
+    monkeypatch.setattr(registration, "warp_channels", lambda *a, **k: calls.append(1) or warp(*a, **k))
+    args = ["reconstruct", str(path), "-m", str(tmp_path / "scope.toml"), "--normalized", "--method", "wotf",
+            "--no-preview", "--fit-focus", "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    assert len(calls) == 1
+    phase_map, meta = read_tiff(tmp_path / "out" / "field_phase.tif")
+    assert meta["focus_offset_um"] == pytest.approx(0.3, abs=0.025)
+    recorded = Microscope.from_dict(meta["microscope"])
+    assert recorded.to_dict() == shift_focus(declared, meta["focus_offset_um"]).to_dict()
+    monkeypatch.setattr(registration, "warp_channels", warp)
+    expected = chromaqpi.reconstruct(images[0], recorded, method="wotf").numpy()  # undoes it itself
+    np.testing.assert_allclose(phase_map, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("command, extra, message", [
     ("focus", ["--step", "0"], "0 < --step <= --search"),
     ("focus", ["--crop", "4"], "--crop must be >= 16"),

@@ -245,6 +245,7 @@ def run(args):
     from chromaqpi.cli.focus import fit_focus
     from chromaqpi.errors import ConfigError
     from chromaqpi.microscope import Microscope
+    from chromaqpi.registration import unregister
 
     microscope = Microscope.resolve(args.microscope)
     paths = collect_inputs(args.inputs)
@@ -263,10 +264,14 @@ def run(args):
                 warnings.simplefilter("always")
                 images = torch.from_numpy(load_normalized(path, microscope, args, background))
                 start = time.perf_counter()
-                fit = fit_focus(images, microscope, args, path.name, prefix="focus-") if args.fit_focus else None
-                # No focus signal in the crop: keep the declared focus rather than move it at random.
-                scope = fit.microscope if fit is not None and fit.reliable else microscope
-                result = chromaqpi.reconstruct(images, scope, method=args.method, **options)
+                fit, solve_scope = None, microscope
+                if args.fit_focus:  # undo a declared registration once, for the fit and the solver alike
+                    images, solve_scope = unregister(images, microscope)
+                    fit = fit_focus(images, solve_scope, args, path.name, prefix="focus-")
+                    # No focus signal in the crop: keep the declared focus rather than move it at random.
+                    solve_scope = fit.microscope if fit.reliable else solve_scope
+                result = chromaqpi.reconstruct(images, solve_scope, method=args.method, **options)
+                scope = solve_scope.replace(registration=microscope.registration)  # recorded: what the input needs
                 seconds = time.perf_counter() - start
             phase, std = (result if isinstance(result, tuple) else (result, None))
             meta = {"method": args.method, "options": {k: v for k, v in options.items() if k != "generator"},
