@@ -114,7 +114,7 @@ def check_same_steps(name: str, phrase: str, update: bool) -> None:
                  "or pass its --steps")
 
 
-def model_steps(models: list[str], steps: int | None) -> int:
+def model_steps(models: list, steps: int | None) -> int:
     """One DDIM step count for a run: ``steps``, else what the ZMD models' cards recommend (must agree)."""
     from chromaqpi.models.registry import model_for, resolve_steps
 
@@ -125,14 +125,13 @@ def model_steps(models: list[str], steps: int | None) -> int:
 
 
 def steps_of_run(sets: list[str], steps: int | None) -> int:
-    """:func:`model_steps` of the evaluation sets' shipped ZMD models (``<preset>-zmd``, else ``<preset>``)."""
+    """:func:`model_steps` of the ZMD models the evaluation sets' presets use (as ``reconstruct`` picks them)."""
     from chromaqpi.datasets.evalsets import get_evalset
-    from chromaqpi.models.registry import list_models
+    from chromaqpi.microscope import Microscope
+    from chromaqpi.models.registry import model_for
 
-    shipped = list_models()
     presets = dict.fromkeys(get_evalset(s).microscope for s in sets)
-    return model_steps([f"{p}-zmd" if f"{p}-zmd" in shipped else p for p in presets
-                        if p in shipped or f"{p}-zmd" in shipped], steps)
+    return model_steps([model_for("zmd", Microscope.from_preset(p)) for p in presets], steps)
 
 
 def write_results(name: str, title: str, body: str) -> Path:

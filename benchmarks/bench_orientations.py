@@ -104,11 +104,11 @@ def main():
     parser.add_argument("--update", action="store_true", help="keep the results file's rows of the models and "
                         "folders/sets not re-run (e.g. after retraining one model)")
     args = parser.parse_args()
-    args.steps = model_steps([m for m, _, _ in source_runs(args)], args.steps)
+    runs = source_runs(args)
+    args.steps = model_steps([model for model, _, _ in runs], args.steps)
     torch.set_flush_denormal(True)
     name = "orientations-test" if args.sets else "orientations"
     check_same_steps(name, f"Shipped models, {args.steps} DDIM steps", args.update)
-    runs = source_runs(args)
     header = ["model", "test set" if args.sets else "validation folder", "images", "row", "nMAE aligned",
               "MS-SSIM", "RMSE / RMS std", "cover 1 std (%)", "nMAE vs 1 view"]
     rows = []

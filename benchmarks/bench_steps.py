@@ -8,7 +8,7 @@ Usage: python benchmarks/bench_steps.py [--n 16] [--steps 5,10,25,50]
 
 Sampling time grows linearly with the step count (the noise network runs once per step). This is where
 each shipped model's recommended count (its card's `sampling.steps`, what `chromaqpi reconstruct` uses
-when given none) is chosen; accuracy.md and most other results use 25. Per image (a validation
+when given none) is chosen; the other results use that count. Per image (a validation
 image brings its own microscope from the shard): one draw per step count from the same seed, and the
 mean net as a reference. Scores: offset-aligned
 nMAE and MS-SSIM (fixed range: the folder's largest truth range); 'vs 25' divides by the 25-step row
@@ -75,7 +75,7 @@ def main():
         print(markdown_table(header, rows[-len(r):]), flush=True)
     body = ("Shipped models, one ZMD draw per step count (DDIM, eta 0, draw seed 1000 + image index, one "
             "orientation), the mean net for reference; offset-aligned metrics; 'vs 25' = ratio to the 25-step "
-            "draw in the same run (the count accuracy.md uses).\n\n" + markdown_table(header, rows))
+            "draw in the same run.\n\n" + markdown_table(header, rows))
     name, where = ("steps-test", "test") if args.sets else ("steps", "validation")
     write_results(name, f"ZMD accuracy and time against the number of DDIM steps ({where})", body)
 

@@ -24,7 +24,6 @@ No parameter is fitted: the test sets are only measured. Writes benchmarks/resul
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import datetime
 
 import numpy as np
