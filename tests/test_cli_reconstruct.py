@@ -51,6 +51,26 @@ def test_learned_outputs_record_their_weights_and_the_step_count_used(rgb_stack,
         assert meta["steps"] == steps and meta["model_sha256"] == card["weights"]["sha256"]
 
 
+def test_the_default_method_is_the_shipped_mean_net_inside_its_family_else_wotf_with_a_warning(rgb_stack, tmp_path):
+    path, images = rgb_stack
+    card = json.loads((Path(chromaqpi.__file__).parent / "weights" / "paper-rgb" / "config.json").read_text())
+    assert main(["reconstruct", str(path), "-m", "paper-rgb", "--normalized", "--no-preview",
+                 "--out", str(tmp_path / "in")]) == 0
+    phase, meta = read_tiff(tmp_path / "in" / "bump_phase.tif")
+    assert (meta["method"], meta["method_requested"], meta["options"]["model"]) == ("mean", "auto", "paper-rgb")
+    assert meta["model_sha256"] == card["weights"]["sha256"] and meta["warnings"] == []
+    assert np.allclose(phase, chromaqpi.reconstruct(images, "paper-rgb", method="mean"), atol=1e-5)
+    # A 0.5 NA pupil on the aperture-free paper-rgb optics: no shipped network was trained for it.
+    scope = chromaqpi.Microscope.from_preset("paper-rgb")
+    scope.replace(optics={"na_objective": 0.5}).to_toml(tmp_path / "scope.toml")
+    with pytest.warns(UserWarning, match="method 'auto' runs wotf"):
+        assert main(["reconstruct", str(path), "-m", str(tmp_path / "scope.toml"), "--normalized", "--no-preview",
+                     "--out", str(tmp_path / "out")]) == 0
+    phase, meta = read_tiff(tmp_path / "out" / "bump_phase.tif")
+    assert (meta["method"], meta["method_requested"]) == ("wotf", "auto") and "model_sha256" not in meta
+    assert any("na_objective = 0.5" in w for w in meta["warnings"])
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--refine-starts", "model+tie"], "--refine-starts needs --refine"),
     (["--orientations"], "--orientations needs --samples"),

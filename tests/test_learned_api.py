@@ -1,6 +1,8 @@
 """The learned-method path of chromaqpi.reconstruct without trained weights:
 (phase, std) returns, tiling, and a tiny untrained ZMD checkpoint on disk."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -133,3 +135,32 @@ def test_invert_transform_undoes_every_d4_element():
     for t in range(8):
         assert torch.equal(invert_transform(apply_transform(x, t), t), x)
     assert not torch.equal(apply_transform(x, 4), x)
+
+
+@pytest.mark.parametrize("preset", ["default", "paper-2shot", "paper-rgb"])
+def test_auto_picks_each_presets_shipped_model(preset):
+    from chromaqpi.models.methods import choose_method
+
+    method, model, _ = choose_method(chromaqpi.Microscope.from_preset(preset))
+    assert (method, model) == ("mean", preset)
+
+
+def test_auto_finds_a_model_by_family_not_by_name():
+    from chromaqpi.models.methods import choose_method
+
+    renamed = chromaqpi.Microscope.from_preset("paper-2shot").replace(name="my-scope")
+    assert choose_method(renamed)[:2] == ("mean", "paper-2shot")
+
+
+def test_auto_runs_the_mean_net_inside_a_family_and_wotf_with_a_warning_outside():
+    scope = chromaqpi.Microscope.from_preset("paper-2shot")
+    phase = torch.zeros(1, 40, 48, dtype=torch.float64)
+    phase[:, 12:28, 14:34] = 0.8
+    images = chromaqpi.simulate(phase, scope, noise=False)
+    inside = chromaqpi.reconstruct(images, scope, method="auto")
+    assert torch.equal(inside, chromaqpi.reconstruct(images, scope, method="mean", model="paper-2shot"))
+    # Planes 3 µm apart instead of the family's 2 µm: no shipped network was trained for it.
+    wide = scope.replace(planes=[{**dataclasses.asdict(p), "defocus_um": 1.5 * p.defocus_um} for p in scope.planes])
+    with pytest.warns(UserWarning, match=r"method 'auto' runs wotf: .*model 'paper-2shot': effective_defocus_um.c1-c0"):
+        outside = chromaqpi.reconstruct(images, wide, method="auto")
+    assert torch.equal(outside, chromaqpi.reconstruct(images, wide, method="wotf"))

@@ -158,3 +158,9 @@ def test_default_model_is_the_presets_model_of_the_requested_kind(tmp_path, monk
     assert registry._default_model_name("zmd", "other") == "default"
     with pytest.raises(WeightsError, match="no trained 'cvdm' model"):  # a ZMD model must not stand in
         registry._default_model_name("cvdm", "scope")
+
+
+def test_family_warnings_show_ranges_without_binary_rounding_tails():
+    family = {"optics.na_objective": [0.38, 0.65 * 1.05]}  # 0.6825000000000001 in binary floating point
+    scope = chromaqpi.Microscope.from_preset("default").replace(optics={"na_objective": 0.9})
+    assert microscope_family_warnings(family, scope) == ["optics.na_objective = 0.9 (trained for [0.38, 0.6825])"]

@@ -28,8 +28,9 @@ def add_arguments(parser):
     from chromaqpi.cli.focus import add_search_arguments
 
     parser.add_argument("inputs", nargs="+", metavar="IMAGE", help="micrographs (files or folders)")
-    parser.add_argument("--method", default="wotf", metavar="NAME", help="tie, wotf, iterative, mean, zmd, ... "
-                        "(see `chromaqpi.list_methods()`; default: %(default)s)")
+    parser.add_argument("--method", default="auto", metavar="NAME",
+                        help="auto, tie, wotf, iterative, mean, zmd, ... (see `chromaqpi.list_methods()`; default: "
+                             "%(default)s = the mean net of the shipped model trained for the microscope, else wotf)")
     add_reading_arguments(parser)
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--model", metavar="NAME|PATH", help="learned model name or checkpoint folder")
@@ -211,6 +212,17 @@ def learned_provenance(method: str, microscope, options: dict) -> dict:
     return record
 
 
+def resolve_method(method: str, microscope, options: dict) -> tuple[str, dict]:
+    """The method and options that run for one image: ``auto`` becomes its choice for this image's
+    microscope (a focus fit may move it out of a model's family), recorded as what ran."""
+    if method != "auto":
+        return method, options
+    from chromaqpi.models.methods import resolve_auto
+
+    chosen, chosen_options = resolve_auto(microscope)
+    return chosen, {**chosen_options, **({"progress": True} if "model" in chosen_options else {})}
+
+
 def write_outputs(paths, stem, phase, std, microscope, meta):
     from chromaqpi.io import save_preview_png, write_tiff
 
@@ -270,17 +282,25 @@ def run(args):
                     fit = fit_focus(images, solve_scope, args, path.name, prefix="focus-")
                     # No focus signal in the crop: keep the declared focus rather than move it at random.
                     solve_scope = fit.microscope if fit.reliable else solve_scope
-                result = chromaqpi.reconstruct(images, solve_scope, method=args.method, **options)
+                method, method_opts = resolve_method(args.method, solve_scope, options)
+                result = chromaqpi.reconstruct(images, solve_scope, method=method, **method_opts)
                 scope = solve_scope.replace(registration=microscope.registration)  # recorded: what the input needs
                 seconds = time.perf_counter() - start
             phase, std = (result if isinstance(result, tuple) else (result, None))
-            meta = {"method": args.method, "options": {k: v for k, v in options.items() if k != "generator"},
+            meta = {"method": method, "options": {k: v for k, v in method_opts.items() if k != "generator"},
                     "seed": args.seed, "source": path.name, "wavelength_um": microscope.optics.wavelength_ref_um,
                     "phase_offset": "zero-mean (the constant phase is not observable)",
                     "seconds": round(seconds, 3), "microscope": scope.to_dict(),
                     "warnings": list(dict.fromkeys(str(w.message) for w in caught))}
-            if args.method in {"mean", *DIFFUSION}:
-                meta.update(learned_provenance(args.method, scope, options))
+            if method != args.method:
+                meta["method_requested"] = args.method
+                choice = f"--method {args.method}: {method}" + (f" (model {method_opts['model']!r})"
+                                                                 if "model" in method_opts else "")
+                if choice not in shown:
+                    shown.add(choice)
+                    print(choice)
+            if method in {"mean", *DIFFUSION}:
+                meta.update(learned_provenance(method, scope, method_opts))
             if fit is not None:
                 meta["focus_offset_um"] = fit.offset_um if fit.reliable else 0.0
                 print(f"{path}: focus offset {fit.offset_um:+.2f} µm" if fit.reliable else

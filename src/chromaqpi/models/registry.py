@@ -526,8 +526,16 @@ def microscope_family_warnings(family: dict | None, microscope) -> list[str]:
             ok = got == want
         if not ok:
             shown = f"{got:.4g}" if isinstance(got, float) else repr(got)
-            problems.append(f"{key} = {shown} (trained for {want!r})")
+            problems.append(f"{key} = {shown} (trained for {_shown_range(want)})")
     return problems
+
+
+def _shown_range(want) -> str:
+    """A card's value or [low, high] range as a message shows it (floats to 6 significant digits: no
+    binary-rounding tails such as 0.6825000000000001)."""
+    if isinstance(want, (list, tuple)):
+        return "[" + ", ".join(_shown_range(w) for w in want) + "]"
+    return f"{want:.6g}" if isinstance(want, float) else repr(want)
 
 
 def model_input(net: nn.Module, images: torch.Tensor, microscope, condition: torch.Tensor | None = None) -> torch.Tensor:

@@ -43,6 +43,7 @@ _LEARNED: dict[str, str] = {
     "ddpm": "chromaqpi.models.methods:ddpm",
     "cvdm": "chromaqpi.models.methods:cvdm",
     "zmd": "chromaqpi.models.methods:zmd",
+    "auto": "chromaqpi.models.methods:auto",
 }
 
 # Options handled here, available to every method.
@@ -197,7 +198,9 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
         returns them.
     microscope : Microscope, preset name or TOML path.
     method : str
-        A name from :func:`list_methods` (``"tie"``, ``"wotf"``, ``"iterative"``, ...).
+        A name from :func:`list_methods` (``"tie"``, ``"wotf"``, ``"iterative"``, ``"mean"``, ``"zmd"``, ...);
+        ``"auto"``: a shipped model's mean network when the microscope lies inside its training
+        family, else ``"wotf"`` with a warning (:func:`chromaqpi.models.methods.choose_method`).
     reference_mask : optional bool (H, W) or (B, H, W)
         Background pixels; when given, the phase is referenced to zero mean
         over them instead of over the whole field (use for dry mass).
