@@ -152,6 +152,21 @@ def test_auto_finds_a_model_by_family_not_by_name():
     assert choose_method(renamed)[:2] == ("mean", "paper-2shot")
 
 
+def test_auto_keeps_the_randomised_default_net_for_rgb_microscopes_outside_its_family():
+    from chromaqpi.models.methods import choose_method
+
+    scope = chromaqpi.Microscope.from_preset("default").replace(optics={"na_objective": 0.85}, name="60x")
+    assert choose_method(scope)[:2] == ("mean", "default")  # better than wotf there (microscopes.md)
+    images = chromaqpi.simulate(torch.zeros(1, 32, 40), scope, noise=False)
+    with pytest.warns(UserWarning, match="outside the model's training family: optics.na_objective = 0.85"):
+        chromaqpi.reconstruct(images, scope, method="auto")
+    # A planes-mode microscope the single-microscope paper nets never saw gets the classical solver.
+    two_shot = chromaqpi.Microscope.from_preset("paper-2shot")
+    wide = two_shot.replace(optics={"na_objective": 0.3})
+    method, model, reason = choose_method(wide)
+    assert (method, model) == ("wotf", None) and "model 'paper-2shot': optics.na_objective = 0.3" in reason
+
+
 def test_auto_runs_the_mean_net_inside_a_family_and_wotf_with_a_warning_outside():
     scope = chromaqpi.Microscope.from_preset("paper-2shot")
     phase = torch.zeros(1, 40, 48, dtype=torch.float64)

@@ -35,35 +35,54 @@ mean, ddpm, cvdm, zmd = (_method(k) for k in ("mean", "ddpm", "cvdm", "zmd"))
 
 
 # ------------------------------------------------------------------ method="auto"
-#: What ``method="auto"`` runs inside a shipped ZMD model's training family: its mean network,
+#: What ``method="auto"`` runs when a shipped ZMD model serves the microscope: its mean network,
 #: which on validation images matched or beat one ZMD draw in nMAE at a sixth of the time
-#: (``benchmarks/results/orientations.md``); outside every family, the classical solver that
-#: needs no training data.
+#: (``benchmarks/results/orientations.md``); else the classical solver that needs no training data.
 AUTO_LEARNED, AUTO_FALLBACK = "mean", "wotf"
+
+
+def _randomised_over_objectives(card: dict) -> bool:
+    """Whether a model was trained over a range of objectives (its envelope's NA is a range, not
+    one value), so that it has learnt to read the optics from the image rather than one setting."""
+    na = (card.get("microscope") or {}).get("optics.na_objective")
+    return isinstance(na, (list, tuple)) and len(na) == 2 and na[0] < na[1]
 
 
 def choose_method(microscope) -> tuple[str, str | None, str]:
     """``(method, model, reason)`` that ``method="auto"`` runs for ``microscope``.
 
-    The shipped ZMD models are tried in turn (the one named like the microscope's preset first):
-    the first whose card's training family (:func:`~chromaqpi.models.registry.microscope_family_warnings`)
-    contains the microscope gives ``(AUTO_LEARNED, name, ...)``. Outside all of them a network
-    would extrapolate, so the choice is ``(AUTO_FALLBACK, None, reason)``, the reason naming where
-    the microscope leaves the nearest model's family.
+    1. Inside the training family of a shipped ZMD model (its card's envelope,
+       :func:`~chromaqpi.models.registry.microscope_family_warnings`; the model named like the
+       microscope's preset is tried first): that model's mean network.
+    2. An RGB-mode microscope outside every family: the mean network of a model trained over a
+       range of objectives with the same channel count (``default``), which then warns that it is
+       extrapolating. Measured: on every simulated microscope outside its envelope (10x/0.25 and
+       60x/0.85 achromats, a plan-apochromat, 3-6 µm defocus) it was 1.3-3.6x better than WOTF in
+       nMAE (``benchmarks/results/microscopes.md``).
+    3. Otherwise (planes-mode microscopes outside the paper presets' single-microscope families,
+       whose networks never saw another microscope; or no model installed): ``wotf``, the reason
+       naming where the microscope leaves the nearest model's family.
     """
     from chromaqpi.models.registry import WEIGHTS_DIR, list_models, microscope_family_warnings, read_card
 
-    names = [n for n in list_models() if read_card(WEIGHTS_DIR / n)["model"].get("kind") == "zmd"]
-    names.sort(key=lambda n: (n != microscope.name, n != "default", n))
+    cards = {n: read_card(WEIGHTS_DIR / n) for n in list_models()}
+    names = sorted((n for n, c in cards.items() if c["model"].get("kind") == "zmd"),
+                   key=lambda n: (n != microscope.name, n != "default", n))
+    problems = {n: microscope_family_warnings(cards[n].get("microscope"), microscope) for n in names}
     for name in names:
-        if not microscope_family_warnings(read_card(WEIGHTS_DIR / name).get("microscope"), microscope):
+        if not problems[name]:
             return AUTO_LEARNED, name, f"inside the training family of shipped model {name!r}"
+    if not microscope.planes:
+        for name in names:
+            if (_randomised_over_objectives(cards[name])
+                    and cards[name]["microscope"].get("n_channels") == microscope.n_channels):
+                return AUTO_LEARNED, name, (f"RGB-mode microscope outside every family; model {name!r} was "
+                                            "trained over a range of objectives")
     if not names:
         return AUTO_FALLBACK, None, "no shipped ZMD model is installed"
-    nearest = names[0]
-    problems = microscope_family_warnings(read_card(WEIGHTS_DIR / nearest).get("microscope"), microscope)
+    nearest = min(names, key=lambda n: len(problems[n]))  # the first of the fewest violations
     return AUTO_FALLBACK, None, (f"no shipped model was trained for this microscope (model {nearest!r}: "
-                                 f"{'; '.join(problems)})")
+                                 f"{'; '.join(problems[nearest])})")
 
 
 def resolve_auto(microscope) -> tuple[str, dict]:
@@ -80,8 +99,8 @@ def resolve_auto(microscope) -> tuple[str, dict]:
 
 def auto(images: torch.Tensor, microscope, *, device=None, progress: bool = False):
     """Phase (B, H, W) in radians with the best measured method this microscope allows
-    (:func:`choose_method`): a shipped model's mean network inside its training family, else
-    ``wotf``. The ``method="auto"`` entry of :func:`chromaqpi.reconstruct`, the CLI's default."""
+    (:func:`choose_method`): a shipped model's mean network where one serves it, else ``wotf``.
+    The ``method="auto"`` entry of :func:`chromaqpi.reconstruct`, the CLI's default."""
     from chromaqpi.solvers.base import get_method
 
     method, options = resolve_auto(microscope)
