@@ -36,8 +36,8 @@ mean, ddpm, cvdm, zmd = (_method(k) for k in ("mean", "ddpm", "cvdm", "zmd"))
 
 # ------------------------------------------------------------------ method="auto"
 #: What ``method="auto"`` runs when a shipped ZMD model serves the microscope: its mean network,
-#: which on validation images matched or beat one ZMD draw in nMAE at a sixth of the time
-#: (``benchmarks/results/orientations.md``); else the classical solver that needs no training data.
+#: which on validation images matched or beat one 10-step ZMD draw in nMAE at under a tenth of the
+#: time (``benchmarks/results/steps.md``); else the classical solver that needs no training data.
 AUTO_LEARNED, AUTO_FALLBACK = "mean", "wotf"
 
 
