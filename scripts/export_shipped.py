@@ -45,8 +45,10 @@ def training_summary(run: Path) -> dict:
     log_every = cfg.get("logging", {}).get("log_every", 1)
     seconds = sum(log_every * batch / float(r["samples_per_s"]) for r in rows if float(r.get("samples_per_s") or 0) > 0)
     notes = (run / "NOTES.md").read_text().strip() if (run / "NOTES.md").exists() else ""
+    # scripts/train_gpu.sh records its command; train_shipped.sh runs are described by their settings
+    command = (run / "COMMAND.txt").read_text().strip() if (run / "COMMAND.txt").exists() else ""
     return {"steps": int(rows[-1]["step"]) if rows else 0, "config": cfg, "last": rows[-1] if rows else {},
-            "notes": notes,
+            "notes": notes, "command": command,
             "hours": seconds / 3600,
             "val": val, "samples_per_s": float(rows[-1].get("samples_per_s", "nan")) if rows else float("nan")}
 
@@ -106,6 +108,17 @@ def validation_table(kind: str, val: list[dict]) -> str:
     return "\n".join([head, *(rows or ["| - |"])])
 
 
+def hardware_line(card: dict) -> str:
+    """What trained the model, from its card (runs record it since 2026-12-06), else the CPU the
+    shipped models were trained on, where the export runs."""
+    hw = card.get("provenance", {}).get("hardware")
+    if not hw:
+        return (f"{platform.processor() or platform.machine()}, 2 CPU cores, no GPU (threads and the jobs "
+                "sharing the cores: see the notes below)")
+    return (f"{hw['processes']} x {hw['name']} ({hw['device']}, {hw['precision']}), {hw['cpu_threads']} CPU "
+            f"threads per process of {hw['cpu_count']} cores")
+
+
 CHOSEN = {"best": "best validation MAE during training", "last": "the last step; see the notes for the choice"}
 
 
@@ -163,15 +176,14 @@ chromaqpi.reconstruct(images, chromaqpi.Microscope.from_preset("{card['microscop
   (verified at load).
 
 ## Training
-- hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no GPU (threads and the jobs
-  sharing the cores: see the notes below); {summary['samples_per_s']:.1f} samples/s at the end, about
+- hardware: {hardware_line(card)}; {summary['samples_per_s']:.1f} samples/s at the end, about
   {summary['hours']:.1f} h of training (from the logged throughput).
-- command: `{kinds_env}STEPS_{family.replace('-', '_')}={cfg.get('schedule', {}).get('steps')} FAMILIES={family} bash scripts/train_shipped.sh`
+- command: `{summary['command'] or f"{kinds_env}STEPS_{family.replace('-', '_')}={cfg.get('schedule', {}).get('steps')} FAMILIES={family} bash scripts/train_shipped.sh"}`
   (builds the datasets, then trains), then `python scripts/export_shipped.py {'--checkpoint last ' if checkpoint == 'last' else ''}{name}`.
 - exported weights: the EMA at step {card.get('provenance', {}).get('step', '?')} ({CHOSEN[checkpoint]}).
 {summary['notes']}
-- scale up unchanged on GPUs: `torchrun --nproc_per_node N -m chromaqpi.cli.main train --model {kind}
-  --data on-the-fly --microscope {family} --width 64 --levels 4 --blocks 2 ...`.
+- on GPUs: `{'' if kind == 'zmd' else f'KIND={kind} '}FAMILY={family} NPROC=N bash scripts/train_gpu.sh` (large datasets, torchrun DDP, bf16; a
+  model of at most 25 MiB in fp16, so that it can ship; README, "Training on GPUs").
 
 ## Validation (held-out validation shards, EMA weights, one 10-step DDIM sample)
 {validation_table(kind, summary["val"])}

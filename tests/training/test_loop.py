@@ -54,6 +54,9 @@ def test_training_writes_logs_and_loadable_checkpoints(tmp_path):
     best = load_model(res.best_checkpoint)
     assert best.card["microscope"] == {"family": "toy"} and best.card["input_normalisation"] == {"mode": "identity"}
     assert best.card["provenance"]["step"] == res.best_step
+    hardware = best.card["provenance"]["hardware"]  # what trained it travels with the weights (model cards)
+    assert (hardware["device"], hardware["processes"], hardware["precision"]) == ("cpu", 1, "fp32")
+    assert hardware["cpu_threads"] == torch.get_num_threads()
     assert TrainConfig.from_dict(json.loads((tmp_path / "train_config.json").read_text())) == cfg
     x = ToyPhaseDataset(2).input
     assert torch.isfinite(best.predict(x)).all()

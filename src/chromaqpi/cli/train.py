@@ -21,6 +21,7 @@ resolved config is written to ``RUN/config.json`` (``--dry-run`` prints it and s
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from chromaqpi.errors import ConfigError
@@ -205,5 +206,6 @@ def run(args):
     out = output_dir(args.out)  # removed again if it stays empty (the data fail to load)
     train_set, val_set = datasets(args, config.model.get("prior"), config.seed)
     result = train(config, train_set, val_set, out, resume=args.resume)
-    print(f"finished: {result}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns the same result
+        print(f"finished: {result}")
     return 0

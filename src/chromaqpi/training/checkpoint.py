@@ -124,9 +124,10 @@ def find_checkpoint(path: str | Path) -> Path | None:
 
 def make_card(
     model: nn.Module, *, microscope: dict | None = None, input_normalisation: dict | None = None,
-    data: dict | None = None, provenance: dict | None = None,
+    data: dict | None = None, provenance: dict | None = None, hardware: dict | None = None,
 ) -> dict:
-    """The JSON card of a model (weights section filled in when written)."""
+    """The JSON card of a model (weights section filled in when written); ``hardware`` (what trained
+    it: :func:`chromaqpi.training.loop.training_hardware`) goes into its provenance."""
     import chromaqpi
 
     prov = {
@@ -136,7 +137,7 @@ def make_card(
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "model": model_config(model),
         "microscope": microscope, "input_normalisation": input_normalisation, "data": data,
-        "provenance": {**prov, **(provenance or {})},
+        "provenance": {**prov, **({"hardware": hardware} if hardware else {}), **(provenance or {})},
     }
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -120,11 +121,13 @@ def _prepare(batch: dict, device: torch.device, config: TrainConfig) -> dict:
     return batch
 
 
-def _autocast(device: torch.device, precision: str):
+def _uses_bf16(device: torch.device, precision: str) -> bool:
     # bf16 autocast only on CUDA: on CPU it is slow and changes numerics for no gain.
-    if device.type == "cuda" and precision in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+    return device.type == "cuda" and precision in ("auto", "bf16")
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if _uses_bf16(device, precision) else nullcontext()
 
 
 class _LossModule(nn.Module):
@@ -477,7 +480,7 @@ def _train_step(ctx: _StepContext, batch: dict, step: int, generator: torch.Gene
 def _loop(ctx: _StepContext, state: dict, end: int, train_ds, val_ds, log: _RunLog, last_dir: Path, best_dir: Path):
     cfg, info = ctx.config, ctx.info
     card_kw = {"microscope": cfg.microscope, "input_normalisation": cfg.input_normalisation,
-               "data": cfg.data.description}
+               "data": cfg.data.description, "hardware": training_hardware(ctx.device, info, cfg.precision)}
     batches = _train_batches(train_ds, cfg, info, state["step"])
     generator = torch.Generator(device=ctx.device)
     t_last, n_last = time.perf_counter(), state["step"]
@@ -502,6 +505,17 @@ def _loop(ctx: _StepContext, state: dict, end: int, train_ds, val_ds, log: _RunL
                 save_training_checkpoint(last_dir, model=ctx.model, ema=ctx.ema, optimizer=ctx.optimizer,
                                          card=card, loop_state=dict(state))
             barrier(info)
+
+
+def training_hardware(device: torch.device, info: DistInfo, precision: str) -> dict:
+    """What a run trains on, for its model card: device kind and name, processes, precision, CPU threads."""
+    import platform
+
+    cuda = device.type == "cuda"
+    return {"device": device.type, "name": torch.cuda.get_device_name(device) if cuda else
+            (platform.processor() or platform.machine()), "processes": info.world_size,
+            "precision": "bf16" if _uses_bf16(device, precision) else "fp32",
+            "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
 
 
 def _reduce_terms(terms: dict[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
