@@ -134,6 +134,19 @@ def steps_of_run(sets: list[str], steps: int | None) -> int:
     return model_steps([model_for("zmd", Microscope.from_preset(p)) for p in presets], steps)
 
 
+def folder_items(folder: str, n: int) -> list[tuple]:
+    """(images (1, C, H, W), phase (H, W), microscope) of the first n samples of a shard folder."""
+    import json
+
+    from chromaqpi.datasets.torch_data import ShardDataset
+    from chromaqpi.microscope import Microscope
+
+    data = ShardDataset(folder, augment=False, with_params=True)
+    return [(it["input"][None].float(), it["target"][0].double(),
+             Microscope.from_dict(json.loads(it["params"])["microscope"]))
+            for it in (data[i] for i in range(min(n, len(data))))]
+
+
 def write_results(name: str, title: str, body: str) -> Path:
     """Write benchmarks/results/<name>.md with command, machine, date and commit."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 from datetime import datetime
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from _common import check_same_steps, markdown_table, merge_rows, model_steps, write_results
+from _common import check_same_steps, folder_items, markdown_table, merge_rows, model_steps, write_results
 from chromaqpi.datasets.evalsets import get_evalset, load_evalset
-from chromaqpi.datasets.torch_data import ShardDataset
 from chromaqpi.metrics import align_offset, ms_ssim, normalised_mae
-from chromaqpi.microscope import Microscope
 from chromaqpi.models.registry import reconstruct_with_model
 
 DATA = ("default=data/default-val256,paper-2shot=data/paper-2shot-lownoise-val,"
@@ -42,14 +39,6 @@ ROWS = {"mean": ("mean", 1, False), "mean, 8 views": ("mean", 8, True),
 # row -> the same model in one orientation (the mean net is deterministic: one evaluation)
 BASELINE = {"mean": "mean", "mean, 8 views": "mean", "zmd": "zmd",
             "zmd-mean4, 1 view": "zmd-mean4, 1 view", "zmd-mean4, 4 views": "zmd-mean4, 1 view"}
-
-
-def folder_items(folder: str, n: int) -> list[tuple]:
-    """(images (1, C, H, W), phase (H, W), microscope) of the first n samples of a shard folder."""
-    data = ShardDataset(folder, augment=False, with_params=True)
-    return [(it["input"][None].float(), it["target"][0].double(),
-             Microscope.from_dict(json.loads(it["params"])["microscope"]))
-            for it in (data[i] for i in range(min(n, len(data))))]
 
 
 def evalset_items(name: str, n: int) -> list[tuple]:

@@ -98,6 +98,8 @@ def test_benchmarks_on_validation_shards(bench_env, val_shard):
     assert "| zmd-mean4, 4 views |" in results_text(root, "orientations")
     run_bench(env, "bench_steps.py", "--data", f"paper-2shot={val_shard}", "--n", "1", "--steps", "2,3")
     assert all(f"| zmd {k} |" in results_text(root, "steps") for k in (2, 3, 25))
+    run_bench(env, "bench_auto.py", "--data", f"paper-2shot={val_shard}", "--n", "1")
+    assert "| paper-2shot | planes x1.5 (±1.5 µm) | yes | mean (paper-2shot) |" in results_text(root, "auto")
     proc = subprocess.run([sys.executable, "bench_drymass.py", "--sets", "", "--data", str(val_shard)], cwd=BENCH,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no source has labelled scenes" in proc.stderr  # textures carry no labels

@@ -115,15 +115,15 @@ def test_reconstruct_fit_at_the_search_edge_warns_with_its_flag(shifted_2shot, t
     out = tmp_path / "out"
     args = ["reconstruct", str(shifted_2shot), "-m", "paper-2shot", "--normalized", "--no-preview", "--fit-focus",
             "--focus-search", "0.2", "--out", str(out)]
-    # The moved microscope leaves the paper-2shot net's family (trained at the preset focus only), so the
-    # default --method auto runs wotf and says why.
+    # The moved microscope leaves the paper-2shot net's family (trained at the preset focus only): the
+    # default --method auto still runs that net (the nearest), which says it extrapolates.
     with pytest.warns(UserWarning, match=r"edge of the search range: .* \(widen --focus-search\)"), \
-            pytest.warns(UserWarning, match=r"method 'auto' runs wotf: .*effective_defocus_um.mean = 0.2"):
+            pytest.warns(UserWarning, match=r"outside the model's training family: effective_defocus_um.mean = 0.2"):
         assert main(args) == 0
     _, meta = read_tiff(out / "field_phase.tif")
     assert meta["focus_offset_um"] == pytest.approx(0.2, abs=1e-9)
     assert any("widen --focus-search" in w for w in meta["warnings"])
-    assert (meta["method"], meta["method_requested"]) == ("wotf", "auto")
+    assert (meta["method"], meta["method_requested"], meta["options"]["model"]) == ("mean", "auto", "paper-2shot")
 
 
 @pytest.fixture(scope="module")

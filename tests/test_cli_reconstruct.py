@@ -1,5 +1,6 @@
 """`chromaqpi reconstruct` end to end: written units and values, and user errors (exit 2, nothing written)."""
 
+import dataclasses
 import json
 import math
 import os
@@ -51,7 +52,7 @@ def test_learned_outputs_record_their_weights_and_the_step_count_used(rgb_stack,
         assert meta["steps"] == steps and meta["model_sha256"] == card["weights"]["sha256"]
 
 
-def test_the_default_method_is_the_shipped_mean_net_inside_its_family_else_wotf_with_a_warning(rgb_stack, tmp_path):
+def test_the_default_method_is_the_nearest_shipped_mean_net_else_tie_with_a_warning(rgb_stack, tmp_path):
     path, images = rgb_stack
     card = json.loads((Path(chromaqpi.__file__).parent / "weights" / "paper-rgb" / "config.json").read_text())
     assert main(["reconstruct", str(path), "-m", "paper-rgb", "--normalized", "--no-preview",
@@ -60,15 +61,22 @@ def test_the_default_method_is_the_shipped_mean_net_inside_its_family_else_wotf_
     assert (meta["method"], meta["method_requested"], meta["options"]["model"]) == ("mean", "auto", "paper-rgb")
     assert meta["model_sha256"] == card["weights"]["sha256"] and meta["warnings"] == []
     assert np.allclose(phase, chromaqpi.reconstruct(images, "paper-rgb", method="mean"), atol=1e-5)
-    # A 0.5 NA pupil on the aperture-free paper-rgb optics: no shipped network was trained for it.
-    scope = chromaqpi.Microscope.from_preset("paper-rgb")
-    scope.replace(optics={"na_objective": 0.5}).to_toml(tmp_path / "scope.toml")
-    with pytest.warns(UserWarning, match="method 'auto' runs wotf"):
-        assert main(["reconstruct", str(path), "-m", str(tmp_path / "scope.toml"), "--normalized", "--no-preview",
-                     "--out", str(tmp_path / "out")]) == 0
-    phase, meta = read_tiff(tmp_path / "out" / "bump_phase.tif")
-    assert (meta["method"], meta["method_requested"]) == ("wotf", "auto") and "model_sha256" not in meta
-    assert any("na_objective = 0.5" in w for w in meta["warnings"])
+    # Four planes: no shipped network reads such a stack, so the classical TIE runs, and says why.
+    scope = chromaqpi.Microscope.from_preset("paper-2shot")
+    plane = dataclasses.asdict(scope.planes[0])
+    four = scope.replace(planes=[{**plane, "defocus_um": z} for z in (-2.0, -1.0, 1.0, 2.0)])
+    four.to_toml(tmp_path / "four.toml")
+    yy, xx = np.mgrid[:48, :56]
+    bump = 1.2 * np.exp(-((yy - 24.0) ** 2 + (xx - 28.0) ** 2) / 80.0)
+    stack = chromaqpi.simulate(torch.as_tensor(bump[None]), four, noise=False)[0].numpy()
+    np.save(tmp_path / "four.npy", stack.astype(np.float32))
+    with pytest.warns(UserWarning, match="method 'auto' runs tie"):
+        assert main(["reconstruct", str(tmp_path / "four.npy"), "-m", str(tmp_path / "four.toml"), "--normalized",
+                     "--no-preview", "--out", str(tmp_path / "out")]) == 0
+    phase, meta = read_tiff(tmp_path / "out" / "four_phase.tif")
+    assert (meta["method"], meta["method_requested"]) == ("tie", "auto") and "model_sha256" not in meta
+    assert any("n_channels = 4" in w for w in meta["warnings"])
+    assert np.allclose(phase, chromaqpi.reconstruct(stack, four, method="tie"), atol=1e-5)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -152,30 +152,46 @@ def test_auto_finds_a_model_by_family_not_by_name():
     assert choose_method(renamed)[:2] == ("mean", "paper-2shot")
 
 
-def test_auto_keeps_the_randomised_default_net_for_rgb_microscopes_outside_its_family():
+def four_planes(scope):
+    """A stack no shipped model was trained for: the paper-2shot planes plus two more."""
+    plane = dataclasses.asdict(scope.planes[0])
+    return scope.replace(planes=[{**plane, "defocus_um": z} for z in (-2.0, -1.0, 1.0, 2.0)])
+
+
+def test_auto_extrapolates_with_the_nearest_model_of_the_same_acquisition():
     from chromaqpi.models.methods import choose_method
 
+    # An RGB objective outside default's NA range: still the default net (better than wotf, microscopes.md).
     scope = chromaqpi.Microscope.from_preset("default").replace(optics={"na_objective": 0.85}, name="60x")
-    assert choose_method(scope)[:2] == ("mean", "default")  # better than wotf there (microscopes.md)
+    assert choose_method(scope)[:2] == ("mean", "default")
     images = chromaqpi.simulate(torch.zeros(1, 32, 40), scope, noise=False)
     with pytest.warns(UserWarning, match="outside the model's training family: optics.na_objective = 0.85"):
         chromaqpi.reconstruct(images, scope, method="auto")
-    # A planes-mode microscope the single-microscope paper nets never saw gets the classical solver.
-    two_shot = chromaqpi.Microscope.from_preset("paper-2shot")
-    wide = two_shot.replace(optics={"na_objective": 0.3})
-    method, model, reason = choose_method(wide)
-    assert (method, model) == ("wotf", None) and "model 'paper-2shot': optics.na_objective = 0.3" in reason
+    # Two planes with a pupil: the two-plane model, not the RGB ones (auto.md: better than wotf there).
+    pupil = chromaqpi.Microscope.from_preset("paper-2shot").replace(optics={"na_objective": 0.3}, name="x")
+    assert choose_method(pupil)[:2] == ("mean", "paper-2shot")
+    # Three planes of the RGB model's kind (planes mode) go to paper-rgb, not to the RGB-mode default net.
+    rgb_planes = chromaqpi.Microscope.from_preset("paper-rgb").replace(sampling={"pixel_size_um": 0.3}, name="x")
+    assert choose_method(rgb_planes)[:2] == ("mean", "paper-rgb")
+    method, model, reason = choose_method(four_planes(pupil))
+    assert (method, model) == ("tie", None) and "n_channels = 4 (trained for " in reason
 
 
-def test_auto_runs_the_mean_net_inside_a_family_and_wotf_with_a_warning_outside():
+def test_auto_runs_the_mean_net_inside_and_near_a_family_and_tie_with_a_warning_otherwise():
     scope = chromaqpi.Microscope.from_preset("paper-2shot")
     phase = torch.zeros(1, 40, 48, dtype=torch.float64)
     phase[:, 12:28, 14:34] = 0.8
     images = chromaqpi.simulate(phase, scope, noise=False)
     inside = chromaqpi.reconstruct(images, scope, method="auto")
     assert torch.equal(inside, chromaqpi.reconstruct(images, scope, method="mean", model="paper-2shot"))
-    # Planes 3 µm apart instead of the family's 2 µm: no shipped network was trained for it.
+    # Planes 3 µm apart instead of the family's 2 µm: the same net, which says it extrapolates.
     wide = scope.replace(planes=[{**dataclasses.asdict(p), "defocus_um": 1.5 * p.defocus_um} for p in scope.planes])
-    with pytest.warns(UserWarning, match=r"method 'auto' runs wotf: .*model 'paper-2shot': effective_defocus_um.c1-c0"):
-        outside = chromaqpi.reconstruct(images, wide, method="auto")
-    assert torch.equal(outside, chromaqpi.reconstruct(images, wide, method="wotf"))
+    with pytest.warns(UserWarning, match=r"outside the model's training family: effective_defocus_um.c1-c0 = 3"):
+        near = chromaqpi.reconstruct(images, wide, method="auto")
+    with pytest.warns(UserWarning):
+        assert torch.equal(near, chromaqpi.reconstruct(images, wide, method="mean", model="paper-2shot"))
+    four = four_planes(scope)
+    stack = chromaqpi.simulate(phase, four, noise=False)
+    with pytest.warns(UserWarning, match=r"method 'auto' runs tie: no shipped model was trained for this kind"):
+        outside = chromaqpi.reconstruct(stack, four, method="auto")
+    assert torch.equal(outside, chromaqpi.reconstruct(stack, four, method="tie"))

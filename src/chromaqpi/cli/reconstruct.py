@@ -30,7 +30,7 @@ def add_arguments(parser):
     parser.add_argument("inputs", nargs="+", metavar="IMAGE", help="micrographs (files or folders)")
     parser.add_argument("--method", default="auto", metavar="NAME",
                         help="auto, tie, wotf, iterative, mean, zmd, ... (see `chromaqpi.list_methods()`; default: "
-                             "%(default)s = the mean net of the shipped model trained for the microscope, else wotf)")
+                             "%(default)s = the mean net of the shipped model nearest to the microscope, else tie)")
     add_reading_arguments(parser)
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--model", metavar="NAME|PATH", help="learned model name or checkpoint folder")

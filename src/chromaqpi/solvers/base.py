@@ -199,8 +199,9 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     microscope : Microscope, preset name or TOML path.
     method : str
         A name from :func:`list_methods` (``"tie"``, ``"wotf"``, ``"iterative"``, ``"mean"``, ``"zmd"``, ...);
-        ``"auto"``: a shipped model's mean network when the microscope lies inside its training
-        family, else ``"wotf"`` with a warning (:func:`chromaqpi.models.methods.choose_method`).
+        ``"auto"``: the mean network of the shipped model trained for the microscope, else of the
+        nearest one with the same acquisition (it warns), else ``"tie"`` with a warning
+        (:func:`chromaqpi.models.methods.choose_method`).
     reference_mask : optional bool (H, W) or (B, H, W)
         Background pixels; when given, the phase is referenced to zero mean
         over them instead of over the whole field (use for dry mass).
