@@ -164,3 +164,13 @@ def test_family_warnings_show_ranges_without_binary_rounding_tails():
     family = {"optics.na_objective": [0.38, 0.65 * 1.05]}  # 0.6825000000000001 in binary floating point
     scope = chromaqpi.Microscope.from_preset("default").replace(optics={"na_objective": 0.9})
     assert microscope_family_warnings(family, scope) == ["optics.na_objective = 0.9 (trained for [0.38, 0.6825])"]
+
+
+def test_envelope_flags_a_stack_at_another_wavelength():
+    # λz sets the phase contrast: the paper-2shot planes at 633 nm instead of 521 nm are another microscope,
+    # although every focus quantity is the family's.
+    two_shot = chromaqpi.Microscope.from_preset("paper-2shot")
+    red = two_shot.replace(planes=[{**p, "wavelength_um": 0.633} for p in two_shot.to_dict()["planes"]])
+    assert microscope_family_warnings(family_envelope("paper-2shot"), red) == [
+        f"effective_wavelength_um.c{i} = 0.633 (trained for [0.511, 0.531])" for i in range(2)]
+    assert microscope_family_warnings(family_envelope("paper-2shot"), two_shot) == []

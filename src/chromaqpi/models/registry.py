@@ -9,7 +9,7 @@ A model directory holds ``config.json`` (the model card) and a safetensors weigh
 ``microscope``
     Training family: dotted Microscope fields mapped to a value or a ``[low, high]`` range, e.g.
     ``{"n_channels": 3, "optics.na_objective": [0.3, 0.75]}``, plus the channels' focus separations
-    (:func:`family_envelope`, :func:`microscope_family_warnings`).
+    and centroid wavelengths (:func:`family_envelope`, :func:`microscope_family_warnings`).
 ``input_normalisation``
     How flat-field images were turned into model inputs (:func:`normalise_input`).
 ``data``, ``provenance``
@@ -457,6 +457,17 @@ def focus_features_um(microscope) -> dict[str, float]:
     return {**_pair_differences(z), "effective_defocus_um.mean": sum(z) / len(z)}
 
 
+def sampled_features_um(microscope) -> dict[str, float]:
+    """The quantities :func:`family_envelope` samples from a family's draws: the focus quantities
+    (:func:`focus_features_um`) and each channel's centroid wavelength (``"effective_wavelength_um.c<i>"``,
+    µm). The wavelength sets how a defocus turns into phase contrast (``λz``), so a stack at another
+    wavelength is outside a family even at the same planes."""
+    from chromaqpi.microscope import effective_wavelength_um
+
+    lam = {f"effective_wavelength_um.c{i}": w for i, w in enumerate(effective_wavelength_um(microscope))}
+    return {**focus_features_um(microscope), **lam}
+
+
 #: draws, seed and widening of :func:`family_envelope`'s sampled focus quantities: the
 #: range of 4000 draws, widened by 0.5 % of its width (at least 0.01 µm) each side so that
 #: the sampled extremes do not flag microscopes at the family's true edge.
@@ -468,8 +479,8 @@ def family_envelope(family) -> dict:
     :class:`~chromaqpi.datasets.randomize.Ranges`): dotted fields -> value or [low, high].
 
     NA, pixel size and medium index come from the family's ranges; the channels' focus
-    separations and mean defocus (:func:`focus_features_um`) have no closed form over the
-    illuminant, camera and aberration draws, so their range is sampled from the family itself.
+    separations, mean defocus and centroid wavelengths (:func:`sampled_features_um`) have no closed
+    form over the illuminant, camera and aberration draws, so their range is sampled from the family itself.
     """
     import numpy as np
 
@@ -489,7 +500,7 @@ def family_envelope(family) -> dict:
     if r.n_medium:
         env["optics.n_medium"] = list(r.n_medium)
     rng = np.random.default_rng(ENVELOPE_SEED)
-    draws = [focus_features_um(draw_microscope(base, r, rng)) for _ in range(ENVELOPE_DRAWS)]
+    draws = [sampled_features_um(draw_microscope(base, r, rng)) for _ in range(ENVELOPE_DRAWS)]
     for key in draws[0]:
         values = [d[key] for d in draws]
         lo, hi = min(values), max(values)
@@ -502,7 +513,7 @@ def microscope_family_warnings(family: dict | None, microscope) -> list[str]:
     """Where ``microscope`` leaves the family a model was trained for.
 
     ``family`` maps dotted microscope fields (``"sampling.pixel_size_um"``, ``"optics.na_objective"``,
-    ``"n_channels"``, ...) and the derived focus quantities (:func:`focus_features_um`) to a
+    ``"n_channels"``, ...) and the derived focus and wavelength quantities (:func:`sampled_features_um`) to a
     value or an inclusive ``[low, high]`` range; other keys are ignored.
 
     Returns
@@ -513,8 +524,8 @@ def microscope_family_warnings(family: dict | None, microscope) -> list[str]:
     if not family:
         return []
     actual = {**_flatten(microscope.to_dict()), "n_channels": microscope.n_channels}
-    if any(key.startswith("effective_defocus_um.") for key in family):
-        actual.update(focus_features_um(microscope))
+    if any(key.startswith(("effective_defocus_um.", "effective_wavelength_um.")) for key in family):
+        actual.update(sampled_features_um(microscope))
     problems = []
     for key, want in family.items():
         if key not in actual:
