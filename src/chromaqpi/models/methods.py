@@ -65,8 +65,8 @@ def choose_method(microscope) -> tuple[str, str | None, str]:
        planes mode, channel count) whose family it leaves on the fewest quantities; the model then
        warns that it is extrapolating. Measured: on every microscope tried outside a family it beat
        WOTF, by 1.3-3.6x for `default` on other objectives (``benchmarks/results/microscopes.md``)
-       and 1.2-25x for the paper models on moved or spread planes, other pixel sizes and pupils, where
-       it also beat TIE on 8 of 10 (``benchmarks/results/auto.md``, validation maps).
+       and 1.2-25x for the paper models on moved or spread planes, other pixel sizes, wavelength and
+       pupil, where it also beat TIE on 9 of 11 (``benchmarks/results/auto.md``, validation maps).
     3. No model with that acquisition (e.g. four planes) or none installed: ``tie``, the reason naming
        where the microscope leaves the nearest model's family.
     """
