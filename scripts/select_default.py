@@ -1,6 +1,9 @@
 """Score `default` model candidates on the selection sets, as the shipping rules in the cards and targets.md do.
 
     python scripts/select_default.py v5=default v6=runs/zmd-default/checkpoints/last [--shift 2]
+    python scripts/select_default.py v6=paper-rgb v7=runs/zmd-paper-rgb/checkpoints/best --limit 16 \
+        --sets data/paper-rgb-noiseless-val,data/paper-rgb-lownoise-val,data/paper-rgb-val --prior tie \
+        --normalisation paper-rgb          (a paper model: its in-training check, 16 images of each set)
 
 Each candidate (a shipped name or a checkpoint folder) gets ZMD's offset-aligned MAE from
 chromaqpi.training.loop.validate (one 10-step DDIM draw per image, the training check) on the sets of
@@ -35,11 +38,12 @@ VALIDATION = {"batch_size": 8, "sampler": "ddim", "sampler_steps": 10, "seed": 1
 class SelectionSet(Dataset):
     """A validation folder's whole samples, optionally with red and blue moved by a per-image draw."""
 
-    def __init__(self, root: str, shift_px: float = 0.0):
-        self.samples, self.shift_px = ShardDataset(root, crop=None, augment=False, with_params=True), shift_px
+    def __init__(self, root: str, shift_px: float = 0.0, prior: str | None = None, limit: int = 0):
+        self.samples = ShardDataset(root, crop=None, augment=False, with_params=True, prior=prior)
+        self.shift_px, self.limit = shift_px, limit
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return min(len(self.samples), self.limit) if self.limit else len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
         item = self.samples[i]
@@ -53,13 +57,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("candidates", nargs="+", metavar="NAME=MODEL", help="the first one is the reference")
     parser.add_argument("--shift", type=float, default=0.0, metavar="PX", help="also score shifted copies")
+    parser.add_argument("--sets", default=",".join(SETS), help="comma-separated validation folders")
+    parser.add_argument("--limit", type=int, default=0, metavar="N", help="first N images of each set (0: all)")
+    parser.add_argument("--prior", choices=("tie",), help="the candidates' physics prior (paper models: tie)")
+    parser.add_argument("--normalisation", default="flatfield", help="the candidates' input normalisation")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     cands = dict(c.split("=", 1) for c in args.candidates)
-    cfg = TrainConfig.from_dict({"validation": VALIDATION, "input_normalisation": "flatfield"})
-    sets = {root: SelectionSet(root) for root in SETS}
+    cfg = TrainConfig.from_dict({"validation": VALIDATION, "input_normalisation": args.normalisation})
+    roots = args.sets.split(",")
+    sets = {root: SelectionSet(root, 0.0, args.prior, args.limit) for root in roots}
     if args.shift:
-        sets.update({f"{root} shifted": SelectionSet(root, args.shift) for root in SETS})
+        sets.update({f"{root} shifted": SelectionSet(root, args.shift, args.prior, args.limit) for root in roots})
     mae = {}
     for label, data in sets.items():
         for name, model in cands.items():
