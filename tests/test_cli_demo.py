@@ -9,7 +9,7 @@ def test_demo_with_a_classical_method_writes_figure_table_and_phase(tmp_path, ca
     out = tmp_path / "demo"
     assert main(["demo", "--methods", "tie", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| tie |" in printed
+    assert "| tie |" in printed and "without --method (auto) runs mean (model 'default')" in printed
     assert {"sample.png", "comparison.png", "metrics.md", "metrics.csv", "phase_tie.tif",
             "input_flatfielded.tif"} <= {p.name for p in out.iterdir()}
     header = (out / "metrics.csv").read_text().splitlines()[0]

@@ -163,6 +163,7 @@ def run(args):
                          scope.sampling.pixel_size_um, scope.optics.wavelength_ref_um)
     table = _markdown(rows)
     note = f"\n\nSkipped (no bundled weights): {', '.join(skipped)}\n" if skipped else "\n"
+    note += f"`chromaqpi reconstruct` without --method (auto) runs {auto_choice(scope)} for this microscope.\n"
     with atomic_write(out / "metrics.md", "w") as f:
         f.write("# chromaqpi demo: bundled urine-sediment-like sample (default microscope)\n\n"
                 "Offset-aligned metrics align the prediction to the truth by the best constant "
@@ -174,6 +175,14 @@ def run(args):
             f.write(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in r.values()) + "\n")
     print(table + note + f"Results written to {out}/")
     return 0
+
+
+def auto_choice(microscope) -> str:
+    """What ``--method auto`` runs for ``microscope``, in words."""
+    from chromaqpi.models.methods import choose_method
+
+    method, model, _ = choose_method(microscope)
+    return f"{method} (model {model!r})" if model else method
 
 
 def _markdown(rows):
