@@ -9,8 +9,8 @@ acquisition (RGB or planes mode, channel count); TIE only where none has it. For
 other objectives see microscopes.md; this measures the planes-mode paper models, each trained on one
 microscope, on validation phase maps re-simulated noiseless with the preset and with variants of it
 (moved or spread planes, another wavelength, pixel size or pupil). Every method is given the true
-microscope (a user declaring their own optics). Rows: TIE, WOTF, the preset model's mean network and
-auto itself. Offset-aligned nMAE (mean offset), mean over images. Writes benchmarks/results/auto.md, or
+microscope (a user declaring their own optics). Columns: TIE, WOTF and the preset model's mean network,
+which is what auto runs on every variant here ("auto runs"). Offset-aligned nMAE (mean offset), mean over images. Writes benchmarks/results/auto.md, or
 with --noise P (the paper's additive N(P, P) noise, image i seeded by i) auto-noiseP.md.
 """
 
@@ -33,7 +33,7 @@ from chromaqpi.models.registry import WEIGHTS_DIR, microscope_family_warnings, r
 from chromaqpi.solvers.focus import shift_focus
 
 DATA = "paper-2shot=data/paper-2shot-noiseless-val,paper-rgb=data/paper-rgb-val"
-METHODS = ("tie", "wotf", "mean", "auto")
+METHODS = ("tie", "wotf", "mean")
 
 
 def scaled_planes(factor: float):

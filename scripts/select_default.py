@@ -59,9 +59,13 @@ def main():
     parser.add_argument("--shift", type=float, default=0.0, metavar="PX", help="also score shifted copies")
     parser.add_argument("--sets", default=",".join(SETS), help="comma-separated validation folders")
     parser.add_argument("--limit", type=int, default=0, metavar="N", help="first N images of each set (0: all)")
-    parser.add_argument("--prior", choices=("tie",), help="the candidates' physics prior (paper models: tie)")
-    parser.add_argument("--normalisation", default="flatfield", help="the candidates' input normalisation")
+    parser.add_argument("--prior", choices=("tie",), help="the candidates' physics prior, the same for all "
+                        "(paper models: tie)")
+    parser.add_argument("--normalisation", default="flatfield", help="the candidates' input normalisation, "
+                        "the same for all")
     args = parser.parse_args()
+    if args.shift and args.prior:  # the prior would be computed before the shift (ShardDataset refuses it too)
+        parser.error("--shift and --prior do not combine")
     torch.set_flush_denormal(True)
     cands = dict(c.split("=", 1) for c in args.candidates)
     cfg = TrainConfig.from_dict({"validation": VALIDATION, "input_normalisation": args.normalisation})

@@ -93,6 +93,7 @@ def test_the_default_method_is_the_nearest_shipped_mean_net_else_tie_with_a_warn
     (["--samples", "4"], "--method tie does not take --samples"),
     (["--refine", "3"], "--method tie does not take --refine ("),
     (["--method", "mean", "--steps", "5"], "--method mean does not take --steps"),
+    (["--method", "auto", "--samples", "4"], "--method auto (the default) does not take --samples"),
 ])
 def test_user_errors_exit_2_without_output(rgb_stack, tmp_path, capsys, extra, message):
     path, _ = rgb_stack

@@ -195,3 +195,19 @@ def test_auto_runs_the_mean_net_inside_and_near_a_family_and_tie_with_a_warning_
     with pytest.warns(UserWarning, match=r"method 'auto' runs tie: no shipped model was trained for this kind"):
         outside = chromaqpi.reconstruct(stack, four, method="auto")
     assert torch.equal(outside, chromaqpi.reconstruct(stack, four, method="tie"))
+
+
+def test_auto_never_hands_a_planes_stack_to_an_rgb_network(tmp_path, monkeypatch):
+    from chromaqpi.models import registry
+    from chromaqpi.models.methods import choose_method
+
+    # Three narrow-band planes with the default objective, wavelengths and focus: inside every range of
+    # default's envelope, but not the colour exposure its network reads, so paper-rgb's network is chosen.
+    default = chromaqpi.Microscope.from_preset("default")
+    planes = default.replace(planes=[{"wavelength_um": lam, "defocus_um": z, "bandwidth_um": 0.0}
+                                     for lam, z in ((0.59, 0.5), (0.54, 1.0), (0.47, 1.5))])
+    card = registry.read_card(registry.WEIGHTS_DIR / "default")
+    assert registry.microscope_family_warnings(card["microscope"], planes) == []
+    assert choose_method(planes)[:2] == ("mean", "paper-rgb")
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)  # no weights installed
+    assert choose_method(default)[:2] == ("wotf", None) and choose_method(planes)[:2] == ("tie", None)

@@ -30,7 +30,7 @@ def add_arguments(parser):
     parser.add_argument("inputs", nargs="+", metavar="IMAGE", help="micrographs (files or folders)")
     parser.add_argument("--method", default="auto", metavar="NAME",
                         help="auto, tie, wotf, iterative, mean, zmd, ... (see `chromaqpi.list_methods()`; default: "
-                             "%(default)s = the mean net of the shipped model nearest to the microscope, else tie)")
+                             "%(default)s = the mean net of the shipped model nearest to the microscope, else tie/wotf)")
     add_reading_arguments(parser)
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--model", metavar="NAME|PATH", help="learned model name or checkpoint folder")
@@ -140,8 +140,10 @@ def check_flags_fit_method(method: str, options: dict) -> None:
         flags.add("--steps")
     if flags:
         flags = sorted(flags)
-        raise ConfigError(f"--method {method} does not take {', '.join(flags)} (--model, --samples, --orientations "
-                          f"and --refine are for mean, {', '.join(DIFFUSION)}; --steps for {', '.join(DIFFUSION)})")
+        which = f"--method {method}" + (" (the default)" if method == "auto" else "")
+        raise ConfigError(f"{which} does not take {', '.join(flags)} (--model, --samples, --orientations "
+                          f"and --refine are for mean, {', '.join(DIFFUSION)}; --steps for {', '.join(DIFFUSION)}: "
+                          "name the method, e.g. --method zmd)")
 
 
 def check_options(args) -> None:

@@ -37,9 +37,16 @@ mean, ddpm, cvdm, zmd = (_method(k) for k in ("mean", "ddpm", "cvdm", "zmd"))
 # ------------------------------------------------------------------ method="auto"
 #: What ``method="auto"`` runs when a shipped ZMD model serves the microscope: its mean network,
 #: which on validation images matched or beat one 10-step ZMD draw in nMAE at under a tenth of the
-#: time (``benchmarks/results/steps.md``); else the classical solver with the better record on the
-#: validation variants of ``benchmarks/results/auto.md`` (TIE beat WOTF on 11 of 14; WOTF once failed outright).
-AUTO_LEARNED, AUTO_FALLBACK = "mean", "tie"
+#: time (``benchmarks/results/steps.md``).
+AUTO_LEARNED = "mean"
+
+
+def auto_fallback(microscope) -> str:
+    """The classical solver ``auto`` runs where no shipped model reads the stack: ``tie`` for planes
+    (on the planes-mode variants of ``benchmarks/results/auto.md`` TIE beat WOTF on 11 of 14 and WOTF
+    once failed outright), ``wotf`` in RGB mode (better than TIE on 4 of 7 classes of
+    ``microscopes.md``, and TIE is unreliable at low frequencies there, ``classical.md``)."""
+    return "tie" if microscope.planes else "wotf"
 
 
 def _same_acquisition(card: dict, microscope) -> bool:
@@ -50,44 +57,62 @@ def _same_acquisition(card: dict, microscope) -> bool:
 
     try:
         preset = Microscope.from_preset(card.get("microscope_preset", ""))
-    except ConfigError:  # a card without a known preset: used inside its family only
+    except ConfigError:  # a card without a known preset: not a candidate
         return False
     return bool(preset.planes) == bool(microscope.planes) and preset.n_channels == microscope.n_channels
+
+
+def _shipped_zmd_cards() -> dict[str, dict]:
+    """Readable shipped ZMD cards by name (an unreadable one is skipped: auto is the CLI default)."""
+    from chromaqpi.errors import WeightsError
+    from chromaqpi.models.registry import WEIGHTS_DIR, list_models, read_card
+
+    cards = {}
+    for name in list_models():
+        try:
+            card = read_card(WEIGHTS_DIR / name)
+        except WeightsError:
+            continue
+        if card["model"].get("kind") == "zmd" and isinstance(card.get("microscope"), dict):
+            cards[name] = card
+    return cards
 
 
 def choose_method(microscope) -> tuple[str, str | None, str]:
     """``(method, model, reason)`` that ``method="auto"`` runs for ``microscope``.
 
-    1. Inside the training family of a shipped ZMD model (its card's envelope,
-       :func:`~chromaqpi.models.registry.microscope_family_warnings`; the model named like the
-       microscope's preset is tried first): that model's mean network.
-    2. Outside every family: the mean network of the shipped model with the same acquisition (RGB or
-       planes mode, channel count) whose family it leaves on the fewest quantities; the model then
-       warns that it is extrapolating. Measured: on every microscope tried outside a family it beat
-       WOTF, by 1.3-3.6x for `default` on other objectives (``benchmarks/results/microscopes.md``)
-       and 1.2-25x for the paper models on moved or spread planes, other pixel sizes, wavelength and
-       pupil, where it also beat TIE on 9 of 11 (``benchmarks/results/auto.md``, validation maps).
-    3. No model with that acquisition (e.g. four planes) or none installed: ``tie``, the reason naming
-       where the microscope leaves the nearest model's family.
-    """
-    from chromaqpi.models.registry import WEIGHTS_DIR, list_models, microscope_family_warnings, read_card
+    Candidates are the shipped ZMD models with the same acquisition (RGB or planes mode, channel
+    count; the model named like the microscope's preset first, then ``default``).
 
-    cards = {n: read_card(WEIGHTS_DIR / n) for n in list_models()}
-    names = sorted((n for n, c in cards.items() if c["model"].get("kind") == "zmd"),
-                   key=lambda n: (n != microscope.name, n != "default", n))
-    problems = {n: microscope_family_warnings(cards[n].get("microscope"), microscope) for n in names}
-    for name in names:
+    1. Inside a candidate's training family (its card's envelope,
+       :func:`~chromaqpi.models.registry.microscope_family_warnings`): that model's mean network.
+    2. Outside every family: the mean network of the candidate whose family the microscope leaves on
+       the fewest quantities; the model then warns that it is extrapolating. Measured: on every
+       microscope tried outside a family it beat WOTF, by 1.3-3.6x for `default` on other objectives
+       (``benchmarks/results/microscopes.md``) and 1.2-23x for the paper models on moved or spread
+       planes, other pixel sizes, wavelength and pupil, where it also beat TIE on 9 of 11
+       (``benchmarks/results/auto.md``, validation maps).
+    3. No candidate (e.g. four planes, or no weights installed): :func:`auto_fallback`, the reason
+       naming where the microscope leaves the nearest shipped model's family.
+    """
+    from chromaqpi.models.registry import microscope_family_warnings
+
+    cards = _shipped_zmd_cards()
+    names = sorted(cards, key=lambda n: (n != microscope.name, n != "default", n))
+    problems = {n: microscope_family_warnings(cards[n]["microscope"], microscope) for n in names}
+    same = [n for n in names if _same_acquisition(cards[n], microscope)]
+    for name in same:
         if not problems[name]:
             return AUTO_LEARNED, name, f"inside the training family of shipped model {name!r}"
-    same = [n for n in names if _same_acquisition(cards[n], microscope)]
     if same:
         nearest = min(same, key=lambda n: len(problems[n]))  # the first of the fewest violations
         return AUTO_LEARNED, nearest, f"outside every family; nearest with this acquisition: {nearest!r}"
+    fallback = auto_fallback(microscope)
     if not names:
-        return AUTO_FALLBACK, None, "no shipped ZMD model is installed"
+        return fallback, None, "no shipped ZMD model is installed"
     nearest = min(names, key=lambda n: len(problems[n]))
-    return AUTO_FALLBACK, None, (f"no shipped model was trained for this kind of stack (model {nearest!r}: "
-                                 f"{'; '.join(problems[nearest])})")
+    return fallback, None, (f"no shipped model was trained for this kind of stack (model {nearest!r}: "
+                            f"{'; '.join(problems[nearest]) or 'another acquisition mode'})")
 
 
 def resolve_auto(microscope) -> tuple[str, dict]:
@@ -97,14 +122,17 @@ def resolve_auto(microscope) -> tuple[str, dict]:
 
     method, model, reason = choose_method(microscope)
     if model is None:
-        warnings.warn(f"method 'auto' runs {method}: {reason}", stacklevel=3)
+        # stacklevel 4: the caller of chromaqpi.reconstruct (reconstruct -> auto -> resolve_auto)
+        warnings.warn(f"method 'auto' runs {method}: {reason}", stacklevel=4)
         return method, {}
     return method, {"model": model}
 
 
 def auto(images: torch.Tensor, microscope, *, device=None, progress: bool = False):
     """Phase (B, H, W) in radians with the best measured method this microscope allows
-    (:func:`choose_method`): a shipped model's mean network where one serves it, else ``tie``.
+    (:func:`choose_method`): a shipped model's mean network where one serves it, else
+    :func:`auto_fallback`; ``device`` applies to the network (the classical solvers run where the
+    images are).
     The ``method="auto"`` entry of :func:`chromaqpi.reconstruct`, the CLI's default."""
     from chromaqpi.solvers.base import get_method
 

@@ -468,9 +468,10 @@ def sampled_features_um(microscope) -> dict[str, float]:
     return {**focus_features_um(microscope), **lam}
 
 
-#: draws, seed and widening of :func:`family_envelope`'s sampled focus quantities: the
-#: range of 4000 draws, widened by 0.5 % of its width (at least 0.01 µm) each side so that
-#: the sampled extremes do not flag microscopes at the family's true edge.
+#: draws, seed and widening of :func:`family_envelope`'s sampled focus and wavelength quantities:
+#: the range of 4000 draws, widened by 0.5 % of its width (at least 0.01 µm, so ±10 nm around a
+#: single-wavelength family) each side so that the sampled extremes do not flag microscopes at the
+#: family's true edge.
 ENVELOPE_DRAWS, ENVELOPE_SEED, ENVELOPE_MARGIN, ENVELOPE_MIN_MARGIN_UM = 4000, 0, 0.005, 0.01
 
 

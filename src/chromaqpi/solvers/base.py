@@ -200,7 +200,7 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     method : str
         A name from :func:`list_methods` (``"tie"``, ``"wotf"``, ``"iterative"``, ``"mean"``, ``"zmd"``, ...);
         ``"auto"``: the mean network of the shipped model trained for the microscope, else of the
-        nearest one with the same acquisition (it warns), else ``"tie"`` with a warning
+        nearest one with the same acquisition (it warns), else a classical solver with a warning
         (:func:`chromaqpi.models.methods.choose_method`).
     reference_mask : optional bool (H, W) or (B, H, W)
         Background pixels; when given, the phase is referenced to zero mean
