@@ -466,19 +466,24 @@ def list_presets() -> list[str]:
     return sorted(PRESETS)
 
 
-def effective_defocus_um(microscope: Microscope) -> list[float]:
-    """Per-channel spectrally weighted defocus ``z_eff,c = Σ w_c(λ) z(λ)`` (µm)."""
+def channel_centroids_um(microscope: Microscope) -> tuple[list[float], list[float]]:
+    """Per-channel spectrally weighted defocus ``z_eff,c = Σ w_c(λ) z(λ)`` and centroid wavelength
+    ``λ_c = Σ w_c(λ) λ`` (µm), from one channel quadrature."""
     from chromaqpi.optics.spectra import channel_quadrature
 
     quad = channel_quadrature(microscope)
-    return [float(sum(w * z for w, z in zip(quad.weights[c], quad.defocus_um))) for c in range(len(quad.weights))]
+    channels = range(len(quad.weights))
+    z = [float(sum(w * z for w, z in zip(quad.weights[c], quad.defocus_um))) for c in channels]
+    lam = [float(sum(w * lam for w, lam in zip(quad.weights[c], quad.wavelength_um))) for c in channels]
+    return z, lam
+
+
+def effective_defocus_um(microscope: Microscope) -> list[float]:
+    """Per-channel spectrally weighted defocus ``z_eff,c = Σ w_c(λ) z(λ)`` (µm)."""
+    return channel_centroids_um(microscope)[0]
 
 
 def effective_wavelength_um(microscope: Microscope) -> list[float]:
     """Per-channel centroid wavelength ``λ_c = Σ w_c(λ) λ`` (µm)."""
-    from chromaqpi.optics.spectra import channel_quadrature
-
-    quad = channel_quadrature(microscope)
-    return [float(sum(w * lam for w, lam in zip(quad.weights[c], quad.wavelength_um)))
-            for c in range(len(quad.weights))]
+    return channel_centroids_um(microscope)[1]
 

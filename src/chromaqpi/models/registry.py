@@ -453,7 +453,10 @@ def focus_features_um(microscope) -> dict[str, float]:
     """
     from chromaqpi.microscope import effective_defocus_um
 
-    z = effective_defocus_um(microscope)
+    return _focus_features(effective_defocus_um(microscope))
+
+
+def _focus_features(z: list[float]) -> dict[str, float]:
     return {**_pair_differences(z), "effective_defocus_um.mean": sum(z) / len(z)}
 
 
@@ -462,10 +465,10 @@ def sampled_features_um(microscope) -> dict[str, float]:
     (:func:`focus_features_um`) and each channel's centroid wavelength (``"effective_wavelength_um.c<i>"``,
     µm). The wavelength sets how a defocus turns into phase contrast (``λz``), so a stack at another
     wavelength is outside a family even at the same planes."""
-    from chromaqpi.microscope import effective_wavelength_um
+    from chromaqpi.microscope import channel_centroids_um
 
-    lam = {f"effective_wavelength_um.c{i}": w for i, w in enumerate(effective_wavelength_um(microscope))}
-    return {**focus_features_um(microscope), **lam}
+    z, lam = channel_centroids_um(microscope)  # one channel quadrature for both
+    return {**_focus_features(z), **{f"effective_wavelength_um.c{i}": w for i, w in enumerate(lam)}}
 
 
 #: draws, seed and widening of :func:`family_envelope`'s sampled focus and wavelength quantities:
