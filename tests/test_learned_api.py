@@ -202,12 +202,16 @@ def test_auto_never_hands_a_planes_stack_to_an_rgb_network(tmp_path, monkeypatch
     from chromaqpi.models.methods import choose_method
 
     # Three narrow-band planes with the default objective, wavelengths and focus: inside every range of
-    # default's envelope, but not the colour exposure its network reads, so paper-rgb's network is chosen.
+    # default's envelope but the acquisition, not the colour exposure its network reads, so paper-rgb's
+    # network is chosen; naming the default net warns.
     default = chromaqpi.Microscope.from_preset("default")
     planes = default.replace(planes=[{"wavelength_um": lam, "defocus_um": z, "bandwidth_um": 0.0}
                                      for lam, z in ((0.59, 0.5), (0.54, 1.0), (0.47, 1.5))])
     card = registry.read_card(registry.WEIGHTS_DIR / "default")
-    assert registry.microscope_family_warnings(card["microscope"], planes) == []
+    assert registry.microscope_family_warnings(card["microscope"], planes) == \
+        ["acquisition = 'planes' (trained for 'rgb')"]
     assert choose_method(planes)[:2] == ("mean", "paper-rgb")
+    with pytest.warns(UserWarning, match=r"acquisition = 'planes' \(trained for 'rgb'\)"):
+        chromaqpi.reconstruct(torch.ones(1, 3, 16, 16), planes, method="mean", model="default")
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)  # no weights installed
     assert choose_method(default)[:2] == ("wotf", None) and choose_method(planes)[:2] == ("tie", None)

@@ -54,12 +54,13 @@ def _same_acquisition(card: dict, microscope) -> bool:
     exposure) or planes mode, and as many channels."""
     from chromaqpi.errors import ConfigError
     from chromaqpi.microscope import Microscope
+    from chromaqpi.models.registry import acquisition
 
     try:
         preset = Microscope.from_preset(card.get("microscope_preset", ""))
     except ConfigError:  # a card without a known preset: not a candidate
         return False
-    return bool(preset.planes) == bool(microscope.planes) and preset.n_channels == microscope.n_channels
+    return acquisition(preset) == acquisition(microscope) and preset.n_channels == microscope.n_channels
 
 
 def _shipped_zmd_cards() -> dict[str, dict]:

@@ -492,7 +492,7 @@ def family_envelope(family) -> dict:
 
     r = resolve_ranges(family)
     base = r.base_microscope()
-    env: dict = {"n_channels": base.n_channels}
+    env: dict = {"acquisition": acquisition(base), "n_channels": base.n_channels}
     if r.objectives:
         nas = [o.na for o in r.objectives]
         env["optics.na_objective"] = [min(nas) * (1 - r.na_jitter), max(nas) * (1 + r.na_jitter)]
@@ -513,12 +513,18 @@ def family_envelope(family) -> dict:
     return env
 
 
+def acquisition(microscope) -> str:
+    """``"rgb"`` (one colour exposure: channels set apart by the objective's chromatic focus) or
+    ``"planes"`` (monochrome images at set focus positions): models learn one of the two."""
+    return "planes" if microscope.planes else "rgb"
+
+
 def microscope_family_warnings(family: dict | None, microscope) -> list[str]:
     """Where ``microscope`` leaves the family a model was trained for.
 
     ``family`` maps dotted microscope fields (``"sampling.pixel_size_um"``, ``"optics.na_objective"``,
-    ``"n_channels"``, ...) and the derived focus and wavelength quantities (:func:`sampled_features_um`) to a
-    value or an inclusive ``[low, high]`` range; other keys are ignored.
+    ``"n_channels"``, ...), ``"acquisition"`` (:func:`acquisition`) and the derived focus and wavelength
+    quantities (:func:`sampled_features_um`) to a value or an inclusive ``[low, high]`` range; other keys are ignored.
 
     Returns
     -------
@@ -527,7 +533,8 @@ def microscope_family_warnings(family: dict | None, microscope) -> list[str]:
     """
     if not family:
         return []
-    actual = {**_flatten(microscope.to_dict()), "n_channels": microscope.n_channels}
+    actual = {**_flatten(microscope.to_dict()), "acquisition": acquisition(microscope),
+              "n_channels": microscope.n_channels}
     if any(key.startswith(("effective_defocus_um.", "effective_wavelength_um.")) for key in family):
         actual.update(sampled_features_um(microscope))
     problems = []
