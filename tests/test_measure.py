@@ -123,6 +123,7 @@ def test_specks_below_the_minimum_area_are_dropped_and_labels_stay_sequential():
 @pytest.mark.parametrize("extra, message", [
     (["--pixel-size", "0"], "pixel-size must be positive"),  # not silently replaced by the metadata's value
     (["--wavelength", "0"], "wavelength must be positive"),
+    (["--wavelength", "550"], "wavelength must be in µm (e.g. 0.55), got 550"),  # nm by mistake: dry mass x1000
     (["--min-area", "nan"], "--min-area must be"),
     (["--min-area", "-1"], "--min-area must be"),
     (["--alpha", "0"], "--alpha must be positive"),

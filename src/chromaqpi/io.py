@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import math
 import os
@@ -186,6 +187,34 @@ def saturated_fraction(arr: np.ndarray, level: float) -> float:
     return float(np.count_nonzero(arr >= level)) / max(arr.size, 1)
 
 
+def _clipping_level(raw: np.ndarray) -> float:
+    """Where an 8/16-bit file's sensor clipped, as a fraction of the dtype maximum.
+
+    The dtype maximum, unless the file's own maximum is that of a narrower sensor stored in 16 bits
+    (2^k - 1 for a 10-, 12- or 14-bit camera: 4095 in the bundled demo), so that its clipped
+    pixels are found too.
+    """
+    top, full = int(raw.max()), np.iinfo(raw.dtype).max
+    return top / full if top in _NARROW_SENSOR_MAX and full == 65535 else 1.0
+
+
+_NARROW_SENSOR_MAX = {2**k - 1 for k in (10, 12, 14)}
+MAX_NEGATIVE_FRACTION = 0.05
+
+
+def check_light(channel_means, negative_fraction: float, lowest: float, name: str = "images") -> None:
+    """Intensities are light: refuse a channel without any, or a stack with many negative values.
+
+    Up to 5 % negative values are tolerated: read noise after a dark-level subtraction, and the
+    reference paper's additive noise (up to N(0.2, 0.2)) on dark features.
+    """
+    if float(np.min(channel_means)) <= 0:
+        raise InputError(f"{name}: a channel has no light (mean intensity <= 0); check the exposure or --dark")
+    if negative_fraction > MAX_NEGATIVE_FRACTION:
+        raise InputError(f"{name}: {negative_fraction:.1%} of the intensities are negative (down to {lowest:.3g}); "
+                         "light is >= 0 (empty field = 1): check --dark or the image's scaling")
+
+
 def _check_shape(arr: np.ndarray, need_channels: int | None, name: str) -> None:
     """Require (H, W) or (C, H, W), with C == need_channels when given."""
     if arr.ndim not in (2, 3):
@@ -241,6 +270,9 @@ def check_intensity_image(
         raise InputError(f"{name}: {bad} NaN/Inf value(s); intensities must be finite")
     if np.all(a == a.flat[0]):
         raise InputError(f"{name}: image is constant ({a.flat[0]}), no contrast to work with")
+    if np.issubdtype(a.dtype, np.floating):
+        means = a.reshape(-1, *a.shape[-2:]).mean(axis=(-2, -1))
+        check_light(means, float(np.count_nonzero(a < 0)) / a.size, float(a.min()), name)
     if saturation_level is not None:
         frac = saturated_fraction(a, saturation_level)
         if frac > max_saturated_fraction:
@@ -263,11 +295,20 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str]:
     # IHDR: bit depth at byte 24, colour type at 25 (2 RGB, 6 RGBA). Pillow would silently drop 8 of 16 bits.
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[24] == 16 and data[25] in (2, 6):
         raise ValueError("16-bit colour PNG, which Pillow reduces to 8 bits; save it as a 16-bit TIFF")
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        mode = im.mode
+    if mode in _NOT_INTENSITIES:
+        raise InputError(f"{path.name}: {_NOT_INTENSITIES[mode]}, not camera intensities; save the image as RGB")
     # plugin="pillow": a file Pillow cannot decode is not handed on to legacy plugins (e.g. DICOM).
     arr = np.asarray(iio.imread(data, plugin="pillow"))
     return arr, ("YX" if arr.ndim == 2 else "YXS")
 
 
+# Pillow modes whose values are not the camera's intensities (read as RGB they would give wrong phase).
+_NOT_INTENSITIES = {"CMYK": "CMYK colour (a print separation)", "P": "a palette image (colours quantised to a table)",
+                    "PA": "a palette image (colours quantised to a table)", "1": "a bilevel (1-bit) image"}
 _JPEG_SAMPLING = {1: "4:2:2", 2: "4:2:0"}
 
 
@@ -351,6 +392,8 @@ def _load_raw(path: Path) -> tuple[np.ndarray, str, str]:
         raise InputError(f"{path}: unsupported file type {path.suffix!r} (use one of {known})")
     try:
         arr, axes = _READERS[fmt](path)
+    except InputError:
+        raise
     except Exception as exc:  # any decoder failure means the file is unusable
         raise InputError(f"{path}: cannot read {fmt} file ({_first_line(exc)})") from exc
     return arr, axes, fmt
@@ -399,8 +442,8 @@ def read_image(
     info: dict[str, Any] = {"path": str(path), "format": fmt, "dtype": str(raw.dtype),
                             "alpha_dropped": False, "srgb_linearized": bool(linearize_srgb)}
     arr = _scale_to_unit(_to_channels_first(raw, axes, info, path.name), info, path.name)
-    sat_level = 1.0 if info["bit_depth"] else None
-    info["saturated_fraction"] = saturated_fraction(arr, 1.0) if sat_level else None
+    sat_level = _clipping_level(raw) if info["bit_depth"] else None
+    info["saturated_fraction"] = saturated_fraction(arr, sat_level) if sat_level else None
     check_intensity_image(arr, need_channels=need_channels, saturation_level=sat_level,
                           max_saturated_fraction=max_saturated_fraction, name=path.name)
     if fmt == "jpeg" and arr.ndim == 3:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -93,6 +94,32 @@ def output_files(out: Path, stem: str, names: list[str]) -> dict[str, Path]:
     return paths
 
 
+@contextmanager
+def writing_together(outputs: dict[str, Path]):
+    """Write one input's outputs as a set: if any write fails (a full disk), the ones this block already
+    wrote are removed, so no input is left with part of its files; an error names the folder."""
+    before = {path: _stamp(path) for path in outputs.values()}
+    try:
+        yield
+    except BaseException as exc:
+        for path, stamp in before.items():
+            if _stamp(path) != stamp:
+                path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not exc.filename:  # e.g. tifffile's short write on a full disk
+            folder = next(iter(outputs.values())).parent
+            reason = "no space left on device" if shutil.disk_usage(folder).free < 1 << 20 else exc.strerror or exc
+            raise OSError(exc.errno, f"{reason}; this input's outputs were not written", str(folder)) from exc
+        raise
+
+
+def _stamp(path: Path):
+    try:
+        st = path.stat()
+        return st.st_mtime_ns, st.st_size, st.st_ino
+    except FileNotFoundError:
+        return None
+
+
 def remove_empty_outputs() -> None:
     """Remove the folders output_dir created that are still empty (deepest first)."""
     for folder in _created_dirs:
@@ -103,11 +130,17 @@ def remove_empty_outputs() -> None:
     _created_dirs.clear()
 
 
-def output_file(path: str) -> Path:
-    """An output file path whose folder exists and is writable (checked before any work is done)."""
+def output_file(path: str, *, suffix: str | None = None) -> Path:
+    """An output file path whose folder exists and is writable (checked before any work is done).
+
+    ``suffix``: the extension it must have (``".toml"``), so that a slip of the keyboard cannot
+    write over an input image or a dataset's manifest.
+    """
     out = Path(path)
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name")
+    if suffix is not None and out.suffix.lower() != suffix:
+        raise InputError(f"--out {out}: expected a {suffix} file name")
     if not out.parent.is_dir():
         raise InputError(f"--out {out}: {out.parent} is not an existing folder")
     if not _writable(out.parent):

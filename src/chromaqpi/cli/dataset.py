@@ -109,7 +109,7 @@ def _preview(args):
 
     if args.count < 1:
         raise ConfigError("--count must be >= 1")
-    output_file(args.out)
+    output_file(args.out, suffix=".png")
     store = DatasetFolder(args.root, verify=False)
     count = min(args.count, store.n)
     if args.seed is None:

@@ -60,7 +60,7 @@ def run(args):
     check_reading_options(args)
     check_search_options(args)
     microscope = Microscope.resolve(args.microscope)
-    out = output_file(args.out) if args.out else None
+    out = output_file(args.out, suffix=".toml") if args.out else None
     offsets = []
     for path, fit in fit_each_input(args, microscope, "focus",
                                     lambda images, path: fit_focus(images, microscope, args, path.name)):

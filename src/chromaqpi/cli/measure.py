@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 
 
 def add_arguments(parser):
@@ -39,6 +40,11 @@ def _calibration(meta: dict, args, name: str) -> tuple[float, float]:
             raise InputError(f"{name}: no {flag[2:]} in the file's metadata; pass {flag}")
         if not 0 < value < math.inf:
             raise InputError(f"{name}: {flag[2:]} must be positive and finite, got {value}")
+        if flag == "--wavelength" and not 0.2 < value < 2.0:  # the Microscope's range: 550 nm by mistake
+            raise InputError(f"{name}: wavelength must be in µm (e.g. 0.55), got {value:g}")  # scales dry mass
+        recorded = meta.get(f"{flag[2:].replace('-', '_')}_um")
+        if recorded and not math.isclose(value, recorded, rel_tol=0.01):
+            warnings.warn(f"{name}: {flag} {value:g} overrides the {recorded:g} µm recorded in the file", UserWarning)
     if meta.get("unit", "rad") != "rad":
         raise InputError(f"{name}: values are in {meta['unit']!r}, expected a phase image in rad")
     return float(px), float(lam)
@@ -85,7 +91,8 @@ def _save_overlay(path, phase, labels, title: str) -> None:
 
 
 def run(args):
-    from chromaqpi.cli.common import collect_inputs, naming_input, output_dir, output_files, progress
+    from chromaqpi.cli.common import (collect_inputs, naming_input, output_dir, output_files, progress,
+                                      writing_together)
     from chromaqpi.io import read_map, write_tiff
     from chromaqpi.measure import measure_objects, measurements_table, segment_objects
 
@@ -104,14 +111,15 @@ def run(args):
             rows = measure_objects(phase, seg.labels, wavelength_um=lam, pixel_size_um=px,
                                    background_rad=seg.background_rad, alpha_um3_per_pg=args.alpha)
             names, table = measurements_table(rows)
-            _write_csv(outputs["objects.csv"], names, table)
             labels_meta = {"quantity": "object labels", "source": path.name,
                            "background_rad": seg.background_rad, "threshold_rad": seg.threshold_rad}
-            write_tiff(outputs["labels.tif"], seg.labels, unit="label", pixel_size_um=px,
-                       dtype="uint16", value_range=(0, 65535), metadata=labels_meta)
-            if not args.no_preview:
-                _save_overlay(outputs["objects.png"], phase - seg.background_rad, seg.labels,
-                              f"{stem}: {len(rows)} objects, threshold {seg.threshold_rad:.3g} rad")
+            with writing_together(outputs):
+                _write_csv(outputs["objects.csv"], names, table)
+                write_tiff(outputs["labels.tif"], seg.labels, unit="label", pixel_size_um=px,
+                           dtype="uint16", value_range=(0, 65535), metadata=labels_meta)
+                if not args.no_preview:
+                    _save_overlay(outputs["objects.png"], phase - seg.background_rad, seg.labels,
+                                  f"{stem}: {len(rows)} objects, threshold {seg.threshold_rad:.3g} rad")
             total += len(rows)
             print(f"{path.name}: {len(rows)} objects, total dry mass {sum(r.dry_mass_pg for r in rows):.4g} pg")
     print(f"wrote measurements of {total} object(s) from {len(paths)} image(s) to {out}")

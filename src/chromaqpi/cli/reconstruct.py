@@ -73,8 +73,8 @@ def add_reading_arguments(parser):
 def check_reading_options(args) -> None:
     from chromaqpi.errors import ConfigError
 
-    if not math.isfinite(args.dark):
-        raise ConfigError(f"--dark must be a finite black level, got {args.dark}")
+    if not (math.isfinite(args.dark) and args.dark >= 0):
+        raise ConfigError(f"--dark must be a finite black level >= 0, got {args.dark}")
     if args.normalized and (args.background or args.dark != 0):
         raise ConfigError("--normalized inputs are already flat-fielded: drop --background/--dark, "
                           "or the raw image needs them without --normalized")
@@ -255,7 +255,8 @@ def run(args):
     import torch
 
     import chromaqpi
-    from chromaqpi.cli.common import collect_inputs, naming_input, output_dir, output_files, progress
+    from chromaqpi.cli.common import (collect_inputs, naming_input, output_dir, output_files, progress,
+                                      writing_together)
     from chromaqpi.cli.focus import fit_focus
     from chromaqpi.errors import ConfigError
     from chromaqpi.microscope import Microscope
@@ -308,6 +309,8 @@ def run(args):
                 print(f"{path}: focus offset {fit.offset_um:+.2f} µm" if fit.reliable else
                       f"{path}: no focus signal in the fitted crop; kept the declared focus")
             repeat_warnings(caught, shown)
-            write_outputs(outputs, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope, meta)
+            with writing_together(outputs):
+                write_outputs(outputs, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope,
+                              meta)
     print(f"wrote {len(paths)} reconstruction(s) to {out}")
     return 0

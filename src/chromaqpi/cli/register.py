@@ -41,7 +41,7 @@ def run(args):
         raise ConfigError(f"--tile must be >= 16 px, got {args.tile}")
     microscope = Microscope.resolve(args.microscope)
     reference = 1 if not microscope.planes else 0
-    out = output_file(args.out) if args.out else None
+    out = output_file(args.out, suffix=".toml") if args.out else None
     fits = []
     for path, fit in fit_each_input(args, microscope, "register",
                                     lambda images, path: estimate_registration(images, reference, tile=args.tile)):

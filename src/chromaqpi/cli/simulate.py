@@ -10,6 +10,7 @@ microscope embedded as JSON metadata, plus a sidecar JSON.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -45,7 +46,11 @@ def load_phase(path, *, from_image: bool, max_phase: float, opd_nm: bool, wavele
             raise InputError(f"{path}: constant image, cannot be scaled to a phase range")
         return ((grey - grey.min()) / span * max_phase).astype(np.float32)
     # Values as they are (an int16 OPD map in nm is not a camera image to scale by 32767).
-    data, _ = read_map(path, plane_hint="; a phase map has one channel: use --from-image for colour pictures")
+    data, meta = read_map(path, plane_hint="; a phase map has one channel: use --from-image for colour pictures")
+    unit = meta.get("unit")  # our TIFFs say what they hold; a map in other units would be misread
+    if unit is not None and unit != ("nm" if opd_nm else "rad"):
+        fix = {"nm": "pass --opd-nm", "rad": "drop --opd-nm"}.get(unit, "use --from-image to take it as a picture")
+        raise InputError(f"{Path(path).name}: values are in {unit!r}, not {'nm' if opd_nm else 'rad'}; {fix}")
     if opd_nm:
         return (2 * math.pi * data / (wavelength_um * 1000.0)).astype(np.float32)
     return data.astype(np.float32)
@@ -54,7 +59,8 @@ def load_phase(path, *, from_image: bool, max_phase: float, opd_nm: bool, wavele
 def run(args):
     import torch
 
-    from chromaqpi.cli.common import collect_inputs, naming_input, output_dir, output_files, progress
+    from chromaqpi.cli.common import (collect_inputs, naming_input, output_dir, output_files, progress,
+                                      writing_together)
     from chromaqpi.errors import ConfigError, InputError
     from chromaqpi.io import write_json, write_tiff
     from chromaqpi.microscope import Microscope
@@ -80,12 +86,10 @@ def run(args):
             meta = {"kind": "chromaqpi simulated image", "source": path.name, "channels": microscope.channel_names,
                     "units": "intensity, empty field = 1" + ("" if args.float else " (uint16: value/65535*2)"),
                     "noise": not args.no_noise, "seed": args.seed, "microscope": microscope.to_dict()}
-            if args.float:
+            encoding = {} if args.float else {"dtype": "uint16", "value_range": (0.0, 2.0)}
+            with writing_together(outputs):
                 write_tiff(outputs["sim.tif"], image, metadata=meta, unit="intensity",
-                           pixel_size_um=microscope.sampling.pixel_size_um)
-            else:
-                write_tiff(outputs["sim.tif"], image, metadata=meta, unit="intensity", dtype="uint16",
-                           value_range=(0.0, 2.0), pixel_size_um=microscope.sampling.pixel_size_um)
-            write_json(outputs["sim.json"], meta)
+                           pixel_size_um=microscope.sampling.pixel_size_um, **encoding)
+                write_json(outputs["sim.json"], meta)
     print(f"wrote {len(paths)} simulated image(s) to {out}")
     return 0

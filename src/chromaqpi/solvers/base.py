@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from chromaqpi.errors import ConfigError, InputError, MethodError
+from chromaqpi.io import check_light
 from chromaqpi.microscope import Microscope
 from chromaqpi.registration import unregister
 
@@ -156,6 +157,9 @@ def as_image_batch(images, n_channels: int) -> tuple[torch.Tensor, bool]:
         raise InputError("images batch is empty")
     if not torch.isfinite(images).all():
         raise InputError("images contain NaN or Inf")
+    detached = images.detach()
+    check_light(detached.mean(dim=(-2, -1)).double().cpu().numpy(), float((detached < 0).float().mean()),
+                float(detached.min()))
     if images.dtype not in (torch.float32, torch.float64):
         images = images.float()
     _warn_unnormalised(images)

@@ -1,0 +1,115 @@
+"""Guards against inputs and outputs that would silently give wrong or lost data (exit 2, one line, nothing written)."""
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+import chromaqpi
+from chromaqpi.cli.main import main
+from chromaqpi.errors import InputError
+from chromaqpi.io import read_image, write_tiff
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """A flat-fielded two-plane paper-2shot image of a bump, (C, H, W) float32 TIFF."""
+    yy, xx = np.mgrid[:32, :40]
+    phase = np.exp(-((yy - 16.0) ** 2 + (xx - 20.0) ** 2) / 40.0)
+    images = chromaqpi.simulate(torch.as_tensor(phase[None]), "paper-2shot", noise=False)[0].numpy()
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, images.astype(np.float32))
+    return path
+
+
+def _one_line_error(capsys, message):
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("command", ["focus", "register"])
+def test_calibration_commands_refuse_to_write_over_their_input(stack, capsys, command):
+    before = stack.read_bytes()
+    assert main([command, str(stack), "-m", "paper-2shot", "--normalized", "--out", str(stack)]) == 2
+    _one_line_error(capsys, "expected a .toml file name")
+    assert stack.read_bytes() == before
+
+
+def test_dataset_preview_writes_only_a_png(tmp_path, capsys):
+    data = tmp_path / "ds"
+    assert main(["dataset", "build", "--microscope", "paper-2shot", "--source", "cells:1", "--n", "2", "--size", "32",
+                 "--seed", "1", "--out", str(data), "--quiet"]) == 0
+    manifest = (data / "manifest.json").read_bytes()
+    assert main(["dataset", "preview", str(data), "--out", str(data / "manifest.json")]) == 2
+    _one_line_error(capsys, "expected a .png file name")
+    assert (data / "manifest.json").read_bytes() == manifest
+
+
+def test_a_failed_write_leaves_none_of_the_inputs_outputs(stack, tmp_path, capsys, monkeypatch):
+    import chromaqpi.cli.reconstruct as rec
+
+    written = rec.write_outputs
+
+    def full_disk(outputs, *args):  # the phase TIFF lands, then the disk fills up
+        write_tiff(outputs["phase.tif"], np.zeros((4, 4), np.float32), metadata={}, unit="rad")
+        raise OSError("65536 requested and 35212 written")  # tifffile's short write: no errno, no file name
+
+    monkeypatch.setattr(rec, "write_outputs", full_disk)
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(stack), "-m", "paper-2shot", "--method", "tie", "--normalized",
+                 "--out", str(out)]) == 1
+    _one_line_error(capsys, "this input's outputs were not written")
+    assert not out.exists() or not list(out.iterdir())
+    monkeypatch.setattr(rec, "write_outputs", written)
+
+
+def test_simulate_reads_the_unit_its_maps_record(tmp_path, capsys):
+    opd = tmp_path / "cell_opd.tif"
+    write_tiff(opd, np.full((16, 16), 200.0, np.float32), metadata={}, unit="nm")
+    out = tmp_path / "out"
+    assert main(["simulate", str(opd), "--out", str(out)]) == 2
+    _one_line_error(capsys, "values are in 'nm', not rad; pass --opd-nm")
+    assert main(["simulate", str(opd), "--opd-nm", "--out", str(out)]) == 0
+    phase = tmp_path / "cell_phase.tif"
+    write_tiff(phase, np.zeros((16, 16), np.float32), metadata={}, unit="rad")
+    assert main(["simulate", str(phase), "--opd-nm", "--out", str(tmp_path / "o2")]) == 2
+    _one_line_error(capsys, "values are in 'rad', not nm; drop --opd-nm")
+
+
+def test_a_12_bit_camera_in_a_16_bit_file_is_checked_for_clipping(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(1500, 3000, size=(32, 32, 3)).astype(np.uint16)  # (H, W, C) as cameras save
+    tifffile.imwrite(tmp_path / "ok.tif", image, photometric="rgb")
+    read_image(tmp_path / "ok.tif")
+    image[:8] = 4095  # a quarter of the frame at the 12-bit ceiling
+    tifffile.imwrite(tmp_path / "clipped.tif", image, photometric="rgb")
+    with pytest.raises(InputError, match=r"25.0% of values are saturated"):
+        read_image(tmp_path / "clipped.tif")
+    image[:8] = 3500  # the same level short of 2^k - 1 is just bright
+    tifffile.imwrite(tmp_path / "bright.tif", image, photometric="rgb")
+    read_image(tmp_path / "bright.tif")
+
+
+@pytest.mark.parametrize("mode, name", [("CMYK", "x.jpg"), ("P", "x.png"), ("1", "x.png")])
+def test_files_that_do_not_hold_intensities_are_refused(tmp_path, mode, name):
+    rgb = Image.fromarray(np.random.default_rng(1).integers(0, 255, (24, 24, 3), dtype=np.uint8))
+    rgb.convert(mode).save(tmp_path / name)
+    with pytest.raises(InputError, match="not camera intensities"):
+        read_image(tmp_path / name)
+
+
+def test_intensities_must_be_light():
+    images = torch.ones(3, 16, 16)
+    images[1] = 0  # a dead channel
+    with pytest.raises(InputError, match="a channel has no light"):
+        chromaqpi.reconstruct(images, "default", method="tie")
+    centred = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.1 + 0.2
+    with pytest.raises(InputError, match=r"of the intensities are negative \(down to"):
+        chromaqpi.reconstruct(centred - 0.2 + 0.05, "default", method="tie")
+    chromaqpi.reconstruct(centred + 0.8, "default", method="tie")  # all light: fine
+
+
+def test_a_negative_dark_level_is_refused(stack, tmp_path, capsys):
+    assert main(["reconstruct", str(stack), "-m", "paper-2shot", "--dark", "-0.5", "--out", str(tmp_path / "o")]) == 2
+    _one_line_error(capsys, "--dark must be a finite black level >= 0")
