@@ -374,3 +374,24 @@ def test_a_method_failing_in_a_batch_names_the_file(rgb_stack, tmp_path, capsys,
                  "--normalized", "--out", str(out), "--no-preview"]) == 2
     err = capsys.readouterr().err
     assert f"error: {second}: method 'nan-second' returned NaN/Inf phase" in err
+
+
+def test_iterations_sets_the_iterative_budget_and_only_there(rgb_stack, tmp_path, capsys, monkeypatch):
+    import chromaqpi.solvers.iterative as it
+
+    seen = {}
+    real = it.refine
+
+    def spy(*args, steps, **kw):
+        seen["steps"], seen["fast"] = steps, kw["fast"]
+        return real(*args, steps=steps, **kw)
+
+    monkeypatch.setattr(it, "refine", spy)
+    path, _ = rgb_stack
+    base = ["reconstruct", str(path), "--microscope", "paper-rgb", "--normalized", "--no-preview"]
+    assert main([*base, "--method", "iterative", "--iterations", "3", "--out", str(tmp_path / "a")]) == 0
+    assert seen == {"steps": 3, "fast": True}  # the reduced quadrature: the default optics' full one is ~60x slower
+    assert main([*base, "--method", "tie", "--iterations", "3", "--out", str(tmp_path / "b")]) == 2
+    assert "--iterations is for --method iterative" in capsys.readouterr().err
+    assert main([*base, "--method", "iterative", "--iterations", "0", "--out", str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -149,7 +149,7 @@ def _check_numbers(**values) -> None:
 
 def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, steps: int = 50,
            loss: str = "amplitude", tv="auto", tikhonov: float = 0.0, optimizer: str = "lbfgs",
-           lr: float | None = None, tol: float = 1e-6, fast: bool = False, precondition: bool = True,
+           lr: float | None = None, tol: float = 1e-6, fast: bool = True, precondition: bool = True,
            progress: bool = False) -> torch.Tensor:
     """Data-consistency refinement of a phase estimate with the exact forward model.
 
@@ -171,7 +171,10 @@ def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, st
     lr : optimiser step (L-BFGS: initial step, default 1; Adam: default 0.02).
     tol : early stopping when the relative loss change stays below ``tol``
         for 5 consecutive iterations.
-    fast : use :func:`fast_microscope` (fewer wavelengths and source points).
+    fast : use :func:`fast_microscope` (fewer wavelengths and source points; default). On the
+        ``default`` preset at 256 px and 2 CPU threads: ~1 s per iteration and 2.5 GB peak memory,
+        against ~60 s and 14 GB with the full quadrature (``fast=False``, for GPUs); monochromatic coherent
+        stacks (the paper presets) are the same either way.
     precondition : optimise in the WOTF-preconditioned variable (see Notes).
     progress : show a progress bar of the iterations (all images and starts).
 
@@ -262,7 +265,7 @@ def _final_objective(image, sim, phase, **terms) -> float:
 
 def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie", max_iter: int = 200,
               loss: str = "amplitude", tv="auto", tikhonov: float = 0.0, optimizer: str = "lbfgs",
-              lr: float | None = None, tol: float = 1e-6, fast: bool = False,
+              lr: float | None = None, tol: float = 1e-6, fast: bool = True,
               precondition: bool = True, progress: bool = False) -> torch.Tensor:
     """Iterative phase retrieval: linear initialisation, then :func:`refine`.
 
