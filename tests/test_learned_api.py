@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import chromaqpi
-from chromaqpi.errors import WeightsError
+from chromaqpi.errors import ConfigError, WeightsError
 from chromaqpi.solvers.base import register_method
 
 
@@ -215,3 +215,19 @@ def test_auto_never_hands_a_planes_stack_to_an_rgb_network(tmp_path, monkeypatch
         chromaqpi.reconstruct(torch.ones(1, 3, 16, 16), planes, method="mean", model="default")
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)  # no weights installed
     assert choose_method(default)[:2] == ("wotf", None) and choose_method(planes)[:2] == ("tie", None)
+
+
+@pytest.mark.parametrize("option", [{"samples": 2.5}, {"steps": 1.5}, {"steps": "3"}, {"steps": True}, {"refine": -1}])
+def test_sampling_counts_must_be_integers(option):
+    images = torch.ones(1, 3, 16, 16)
+    images[..., 4:8, 4:8] = 0.9
+    with pytest.raises(ConfigError, match=f"{next(iter(option))} must be an integer"):
+        chromaqpi.reconstruct(images, "default", method="zmd", **option)
+
+
+def test_a_stack_the_network_cannot_read_names_the_model_and_the_channel_counts():
+    images = torch.ones(1, 3, 16, 16)
+    images[..., 4:8, 4:8] = 0.9
+    with pytest.warns(UserWarning), pytest.raises(ConfigError, match="model 'paper-2shot' reads 2-channel stacks but "
+                                                                     "the microscope gives 3 channels"):
+        chromaqpi.reconstruct(images, "default", method="mean", model="paper-2shot")

@@ -157,6 +157,8 @@ def check_options(args) -> None:
         raise ConfigError(f"--samples must be >= 1, got {args.samples}")
     if args.refine < 0:
         raise ConfigError(f"--refine must be >= 0 steps, got {args.refine}")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
     check_reading_options(args)
     check_focus_options(args)
 
@@ -176,7 +178,7 @@ def method_options(args) -> dict:
     options = {}
     if args.model:
         options["model"] = args.model
-    if args.steps is not None:  # --steps 0 must reach the sampler's check, not fall back to the default
+    if args.steps is not None:
         options["steps"] = args.steps
     if args.samples > 1:
         options["samples"] = args.samples

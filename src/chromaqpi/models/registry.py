@@ -694,6 +694,9 @@ def reconstruct_with_model(
 
     if refine_starts not in REFINE_STARTS:
         raise ConfigError(f"refine_starts must be one of {', '.join(REFINE_STARTS)}, got {refine_starts!r}")
+    for name, value, least in (("steps", steps, 1), ("samples", samples, 1), ("refine", refine, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
     device = torch.device(device) if device is not None else images.device
     torch.set_flush_denormal(True)  # subnormals slow CPU convolutions several-fold
     net = model_for(kind, microscope, model, device)
@@ -709,6 +712,11 @@ def reconstruct_with_model(
     x = model_input(net, images.to(device), microscope, condition)
     prior = getattr(net.config, "prior", None)
     if x.shape[1] != net.config.in_channels:
+        if condition is None:  # then the stack itself does not fit the network
+            shown = f"model {str(model)!r}" if isinstance(model, (str, Path)) else "the model"
+            raise ConfigError(f"{shown} reads {net.config.in_channels - bool(prior)}-channel stacks but the "
+                              f"microscope gives {images.shape[1]} channels: choose a model trained for this "
+                              "acquisition")
         raise ConfigError(f"model expects {net.config.in_channels} input channels (images + condition"
                           f"{' + prior' if prior else ''}), got {x.shape[1]}")
 
