@@ -413,10 +413,20 @@ def _build(cls: type, value: Any, where: str):
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a table")
     _reject_unknown(value, cls, where)
+    for f in fields(cls):
+        if f.name in value and not _SCALAR_TYPES.get(f.type, lambda v: True)(value[f.name]):
+            raise ConfigError(f"{where}.{f.name} must be {_SCALAR_NAMES[f.type]}, got {value[f.name]!r}")
     try:
         return cls(**value)
     except TypeError as exc:
         raise ConfigError(f"invalid {where}: {exc}") from None
+
+
+# Scalar fields by annotation: what a config value must be (a string NA or a fractional
+# source-point count would otherwise fail deep in the optics, or pass unnoticed).
+_SCALAR_TYPES = {"float": _is_real, "int": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+                 "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str)}
+_SCALAR_NAMES = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a string"}
 
 
 # ------------------------------------------------------------------- presets
