@@ -303,7 +303,7 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str]:
         raise InputError(f"{path.name}: {_NOT_INTENSITIES[mode]}, not camera intensities; save the image as RGB")
     # plugin="pillow": a file Pillow cannot decode is not handed on to legacy plugins (e.g. DICOM).
     arr = np.asarray(iio.imread(data, plugin="pillow"))
-    return arr, ("YX" if arr.ndim == 2 else "YXS")
+    return arr, ("YX" if arr.ndim == 2 else "YXS") + ("A" if mode in ("LA", "RGBA") else "")
 
 
 # Pillow modes whose values are not the camera's intensities (read as RGB they would give wrong phase).
@@ -342,7 +342,11 @@ def _read_tifffile(path: Path) -> tuple[np.ndarray, str]:
 
     with quiet_tifffile(), tifffile.TiffFile(path) as tif:
         series = tif.series[0]
-        return series.asarray(), series.axes
+        arr, axes = series.asarray(), series.axes
+        alpha = any(int(e) in (1, 2) for e in getattr(tif.pages[0], "extrasamples", ()))  # (un)associated alpha
+    if axes == "QYX" and arr.shape[0] > 4 and arr.shape[-1] <= 4:  # planes saved as (H, W, C) without tags
+        axes = "YXS"
+    return arr, axes + ("A" if alpha else "")
 
 
 def _read_npy(path: Path) -> tuple[np.ndarray, str]:
@@ -356,14 +360,20 @@ def _read_npy(path: Path) -> tuple[np.ndarray, str]:
 _READERS = {"png": _read_pillow, "jpeg": _read_pillow, "tiff": _read_tifffile, "npy": _read_npy}
 
 
-def _to_channels_first(arr: np.ndarray, axes: str, info: dict, name: str) -> np.ndarray:
-    """Move samples to the front, drop an alpha channel, squeeze single channels."""
+def _to_channels_first(arr: np.ndarray, axes: str, info: dict, name: str, need_channels: int | None) -> np.ndarray:
+    """Move samples to the front, drop an alpha channel, squeeze single channels.
+
+    ``axes`` ends in ``"A"`` when the file marks its last sample as alpha (PNG LA/RGBA, TIFF extra
+    samples); it is kept when the microscope needs that many channels (a 4-plane stack saved by
+    a writer that tagged it RGBA). Other files have no alpha: every sample is a channel.
+    """
+    alpha, axes = axes.endswith("A"), axes.removesuffix("A")
     arr = np.squeeze(arr) if arr.ndim > 3 else arr
     if arr.ndim == 3 and axes.endswith("S"):
         arr = np.moveaxis(arr, -1, 0)
-        if arr.shape[0] in (2, 4):  # gray+alpha or RGBA: alpha is not an intensity
-            arr = arr[:-1]
-            info["alpha_dropped"] = True
+    if arr.ndim == 3 and alpha and arr.shape[0] != need_channels:
+        arr = arr[:-1]
+        info["alpha_dropped"] = True
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim not in (2, 3):
@@ -441,7 +451,7 @@ def read_image(
     raw, axes, fmt = _load_raw(path)
     info: dict[str, Any] = {"path": str(path), "format": fmt, "dtype": str(raw.dtype),
                             "alpha_dropped": False, "srgb_linearized": bool(linearize_srgb)}
-    arr = _scale_to_unit(_to_channels_first(raw, axes, info, path.name), info, path.name)
+    arr = _scale_to_unit(_to_channels_first(raw, axes, info, path.name, need_channels), info, path.name)
     sat_level = _clipping_level(raw) if info["bit_depth"] else None
     info["saturated_fraction"] = saturated_fraction(arr, sat_level) if sat_level else None
     check_intensity_image(arr, need_channels=need_channels, saturation_level=sat_level,
