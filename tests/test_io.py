@@ -298,14 +298,14 @@ def test_chroma_subsampled_jpeg_warns_and_a_full_colour_one_does_not(tmp_path, r
 def test_only_a_file_marked_alpha_loses_its_last_channel(tmp_path):
     rng = np.random.default_rng(3)
     planes = (0.5 + 0.1 * rng.random((40, 48, 2))).astype(np.float32)  # a two-plane stack saved (H, W, C)
-    tifffile.imwrite(tmp_path / "two.tif", planes)  # no tags: tifffile reads it back as 40 planes of 48 x 2
+    tifffile.imwrite(tmp_path / "two.tif", planes, photometric="minisblack")  # read back as 40 planes of 48 x 2
     np.save(tmp_path / "two.npy", planes)
     for name in ("two.tif", "two.npy"):
         image, info = io.read_image(tmp_path / name, need_channels=2)
         assert image.shape == (2, 40, 48) and not info["alpha_dropped"]
         np.testing.assert_array_equal(image[1], planes[..., 1])
     four = (0.5 + 0.1 * rng.random((40, 48, 4))).astype(np.float32)
-    tifffile.imwrite(tmp_path / "four.tif", four)  # tifffile tags a fourth sample as alpha
+    tifffile.imwrite(tmp_path / "four.tif", four, photometric="rgb", extrasamples=["unassalpha"])  # as RGBA
     assert io.read_image(tmp_path / "four.tif", need_channels=4)[0].shape == (4, 40, 48)  # a 4-plane microscope
     image, info = io.read_image(tmp_path / "four.tif", need_channels=3)  # RGBA for an RGB microscope
     assert image.shape == (3, 40, 48) and info["alpha_dropped"]
