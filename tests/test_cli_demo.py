@@ -3,6 +3,7 @@
 import pytest
 
 from chromaqpi.cli.main import main
+from chromaqpi.io import read_tiff
 
 
 def test_demo_with_a_classical_method_writes_figure_table_and_phase(tmp_path, capsys):
@@ -14,6 +15,8 @@ def test_demo_with_a_classical_method_writes_figure_table_and_phase(tmp_path, ca
             "input_flatfielded.tif"} <= {p.name for p in out.iterdir()}
     header = (out / "metrics.csv").read_text().splitlines()[0]
     assert header.startswith("method,")
+    _, meta = read_tiff(out / "phase_tie.tif")  # self-describing like reconstruct's maps: `measure` reads it as is
+    assert meta["unit"] == "rad" and meta["wavelength_um"] == 0.55 and meta["microscope"]["name"] == "default"
 
 
 @pytest.mark.parametrize("methods, message", [

@@ -132,6 +132,7 @@ def run(args):
 
     import chromaqpi
     from chromaqpi.cli.common import method_list, output_dir
+    from chromaqpi.cli.reconstruct import PHASE_OFFSET
     from chromaqpi.errors import ConfigError
     from chromaqpi.flatfield import flat_field
     from chromaqpi.io import atomic_write, write_tiff
@@ -156,7 +157,10 @@ def run(args):
         start = time.perf_counter()
         results[name] = chromaqpi.reconstruct(x, scope, method=name, **options)
         seconds[name] = time.perf_counter() - start
-        write_tiff(out / f"phase_{name}.tif", results[name].numpy(), metadata={"method": name}, unit="rad",
+        meta = {"method": name, "quantity": "phase", "wavelength_um": scope.optics.wavelength_ref_um,
+                "source": "bundled demo sample", "phase_offset": PHASE_OFFSET,
+                "seconds": round(seconds[name], 3), "microscope": scope.to_dict()}
+        write_tiff(out / f"phase_{name}.tif", results[name].numpy(), metadata=meta, unit="rad",
                    pixel_size_um=scope.sampling.pixel_size_um)
     comparison_figure(out / "comparison.png", phase_true, results)
     rows = metrics_table(phase_true, torch.from_numpy(truth["mask"]), results, seconds,

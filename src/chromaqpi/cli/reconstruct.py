@@ -23,6 +23,10 @@ import warnings
 
 import numpy as np
 
+PHASE_OFFSET = "zero-mean (the constant phase is not observable)"
+# Options that do not change the result (the seed is recorded on its own).
+NOT_RECORDED = ("generator", "progress")
+
 
 def add_arguments(parser):
     from chromaqpi.cli.focus import add_search_arguments
@@ -303,9 +307,9 @@ def run(args):
                 scope = solve_scope.replace(registration=microscope.registration)  # recorded: what the input needs
                 seconds = time.perf_counter() - start
             phase, std = (result if isinstance(result, tuple) else (result, None))
-            meta = {"method": method, "options": {k: v for k, v in method_opts.items() if k != "generator"},
+            meta = {"method": method, "options": {k: v for k, v in method_opts.items() if k not in NOT_RECORDED},
                     "seed": args.seed, "source": path.name, "wavelength_um": microscope.optics.wavelength_ref_um,
-                    "phase_offset": "zero-mean (the constant phase is not observable)",
+                    "phase_offset": PHASE_OFFSET,
                     "seconds": round(seconds, 3), "microscope": scope.to_dict(),
                     "warnings": list(dict.fromkeys(str(w.message) for w in caught))}
             if method != args.method:
