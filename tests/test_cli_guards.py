@@ -113,3 +113,24 @@ def test_intensities_must_be_light():
 def test_a_negative_dark_level_is_refused(stack, tmp_path, capsys):
     assert main(["reconstruct", str(stack), "-m", "paper-2shot", "--dark", "-0.5", "--out", str(tmp_path / "o")]) == 2
     _one_line_error(capsys, "--dark must be a finite black level >= 0")
+
+
+def test_a_killed_run_leaves_no_empty_output_folder(stack, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "chromaqpi.cli.main", "reconstruct", str(stack), "-m", "paper-2shot", "--normalized",
+           "--method", "zmd", "--steps", "1000000", "--out", str(out)]  # hours: killed mid-run
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 60
+    while not out.exists() and time.monotonic() < deadline:  # the folder is made before the work starts
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"interrupted" in err
+    assert not out.exists()

@@ -204,6 +204,9 @@ def test_simulate_rejects_a_non_finite_max_phase(rgb_stack, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["simulate", str(path), "--from-image", "--max-phase", "nan", "--out", str(out)]) == 2
     assert "--max-phase must be a finite" in capsys.readouterr().err
+    assert main(["simulate", str(path), "--max-phase", "3", "--out", str(out)]) == 2  # a map keeps its values
+    assert "--max-phase scales pictures: it needs --from-image" in capsys.readouterr().err
+    assert not out.exists()
     assert not out.exists()
 
 

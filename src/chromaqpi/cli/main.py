@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import signal
 import sys
 
 from chromaqpi import __version__
@@ -67,9 +68,15 @@ def _one_line_warnings(command: str):
         warnings.formatwarning = previous
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     from chromaqpi.errors import ChromaQPIError
 
+    if argv is None:  # the console script: a `kill` (SIGTERM) cleans up like Ctrl-C
+        signal.signal(signal.SIGTERM, _interrupt)
     argv = sys.argv[1:] if argv is None else argv
     parser, subparsers, chosen = build_parser(argv)
     args, unknown = parser.parse_known_args(argv)

@@ -18,6 +18,9 @@ import numpy as np
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
+DEFAULT_MAX_PHASE = 3.5  # rad: the reference paper's phase range
+
+
 def add_arguments(parser):
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="phase maps or images (files or folders)")
     parser.add_argument("--microscope", "-m", default="default", metavar="PRESET|FILE",
@@ -25,8 +28,8 @@ def add_arguments(parser):
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--from-image", action="store_true",
                         help="treat inputs as ordinary images: grey, min-max, x --max-phase")
-    parser.add_argument("--max-phase", type=float, default=3.5, metavar="RAD",
-                        help="phase range for --from-image (default: %(default)s rad)")
+    parser.add_argument("--max-phase", type=float, default=None, metavar="RAD",
+                        help="phase range for --from-image (default: 3.5 rad)")
     parser.add_argument("--opd-nm", action="store_true", help="inputs are OPD maps in nm, not phase in rad")
     parser.add_argument("--no-noise", action="store_true", help="noiseless images")
     parser.add_argument("--float", action="store_true", help="write float32 TIFF instead of 16-bit")
@@ -66,6 +69,10 @@ def run(args):
     from chromaqpi.microscope import Microscope
     from chromaqpi.optics.simulator import simulate
 
+    if args.max_phase is None:
+        args.max_phase = DEFAULT_MAX_PHASE
+    elif not args.from_image:  # a phase map keeps its own values
+        raise ConfigError("--max-phase scales pictures: it needs --from-image")
     if not math.isfinite(args.max_phase):
         raise ConfigError(f"--max-phase must be a finite phase in rad, got {args.max_phase}")
     microscope = Microscope.resolve(args.microscope)
