@@ -134,3 +134,21 @@ def test_a_killed_run_leaves_no_empty_output_folder(stack, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and b"interrupted" in err
     assert not out.exists()
+
+
+def test_keep_going_reports_a_bad_image_and_finishes_the_batch(stack, tmp_path, capsys):
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    (folder / "a.tif").write_bytes(stack.read_bytes())
+    (folder / "b.tif").write_text("not a TIFF")
+    (folder / "c.tif").write_bytes(stack.read_bytes())
+    base = ["reconstruct", str(folder), "-m", "paper-2shot", "--normalized", "--method", "tie", "--no-preview"]
+    assert main([*base, "--out", str(tmp_path / "stop")]) == 2  # default: stop at the first bad one
+    assert sorted(p.name for p in (tmp_path / "stop").iterdir()) == ["a_opd.tif", "a_phase.tif"]
+    capsys.readouterr()
+    assert main([*base, "--keep-going", "--out", str(tmp_path / "all")]) == 1
+    captured = capsys.readouterr()
+    assert "b.tif: cannot read tiff file" in captured.err and "(skipped)" in captured.err
+    assert "wrote 2 reconstruction(s)" in captured.out and "1 input(s) failed: b.tif" in captured.out
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["a_opd.tif", "a_phase.tif", "c_opd.tif",
+                                                                     "c_phase.tif"]

@@ -62,6 +62,9 @@ def add_arguments(parser):
                              "as focus_offset_um in the metadata)")
     add_search_arguments(parser, prefix="focus-")
     parser.add_argument("--seed", type=int, default=0, help="seed for stochastic methods (default: 0)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="in a batch, report an unreadable or unusable image and go on with the next "
+                             "(exit code 1 if any failed); default: stop at the first")
     parser.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
 
 
@@ -269,15 +272,11 @@ def repeat_warnings(caught, shown: set[str]) -> None:
 
 
 def run(args):
-    import torch
+    import sys
 
-    import chromaqpi
-    from chromaqpi.cli.common import (collect_inputs, naming_input, output_dir, output_files, progress,
-                                      writing_together)
-    from chromaqpi.cli.focus import fit_focus
-    from chromaqpi.errors import ConfigError
+    from chromaqpi.cli.common import collect_inputs, output_dir, output_files, progress
+    from chromaqpi.errors import ConfigError, InputError, MethodError
     from chromaqpi.microscope import Microscope
-    from chromaqpi.registration import unregister
 
     microscope = Microscope.resolve(args.microscope)
     paths = collect_inputs(args.inputs)
@@ -288,46 +287,65 @@ def run(args):
     background = read_background(args, microscope)
     out = output_dir(args.out)
     shown: set[str] = set()
+    failed = []
     for path in progress(paths, desc=f"reconstruct ({args.method})"):
         names = ["phase.tif", "opd.tif"] + ["std.tif"] * (args.samples > 1) + ["phase.png"] * (not args.no_preview)
         outputs = output_files(out, path.stem, names)
-        with naming_input(path):
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                images = torch.from_numpy(load_normalized(path, microscope, args, background))
-                start = time.perf_counter()
-                fit, solve_scope = None, microscope
-                if args.fit_focus:  # undo a declared registration once, for the fit and the solver alike
-                    images, solve_scope = unregister(images, microscope)
-                    fit = fit_focus(images, solve_scope, args, path.name, prefix="focus-")
-                    # No focus signal in the crop: keep the declared focus rather than move it at random.
-                    solve_scope = fit.microscope if fit.reliable else solve_scope
-                method, method_opts = resolve_method(args.method, solve_scope, options)
-                result = chromaqpi.reconstruct(images, solve_scope, method=method, **method_opts)
-                scope = solve_scope.replace(registration=microscope.registration)  # recorded: what the input needs
-                seconds = time.perf_counter() - start
-            phase, std = (result if isinstance(result, tuple) else (result, None))
-            meta = {"method": method, "options": {k: v for k, v in method_opts.items() if k not in NOT_RECORDED},
-                    "seed": args.seed, "source": path.name, "wavelength_um": microscope.optics.wavelength_ref_um,
-                    "phase_offset": PHASE_OFFSET,
-                    "seconds": round(seconds, 3), "microscope": scope.to_dict(),
-                    "warnings": list(dict.fromkeys(str(w.message) for w in caught))}
-            if method != args.method:
-                meta["method_requested"] = args.method
-                choice = f"--method {args.method}: {method}" + (f" (model {method_opts['model']!r})"
-                                                                 if "model" in method_opts else "")
-                if choice not in shown:
-                    shown.add(choice)
-                    print(choice)
-            if method in {"mean", *DIFFUSION}:
-                meta.update(learned_provenance(method, scope, method_opts))
-            if fit is not None:
-                meta["focus_offset_um"] = fit.offset_um if fit.reliable else 0.0
-                print(f"{path}: focus offset {fit.offset_um:+.2f} µm" if fit.reliable else
-                      f"{path}: no focus signal in the fitted crop; kept the declared focus")
-            repeat_warnings(caught, shown)
-            with writing_together(outputs):
-                write_outputs(outputs, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope,
-                              meta)
-    print(f"wrote {len(paths)} reconstruction(s) to {out}")
-    return 0
+        try:
+            reconstruct_one(path, outputs, microscope, background, options, args, shown)
+        except (InputError, MethodError) as exc:  # this image's problem: with --keep-going, go on to the next
+            if not args.keep_going:
+                raise
+            failed.append(path)
+            print(f"chromaqpi reconstruct: error: {exc} (skipped)", file=sys.stderr)
+    print(f"wrote {len(paths) - len(failed)} reconstruction(s) to {out}"
+          + (f"; {len(failed)} input(s) failed: {', '.join(p.name for p in failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def reconstruct_one(path, outputs, microscope, background, options, args, shown: set[str]) -> None:
+    """Read, flat-field and reconstruct one input and write its outputs (all or none)."""
+    import torch
+
+    import chromaqpi
+    from chromaqpi.cli.common import naming_input, writing_together
+    from chromaqpi.cli.focus import fit_focus
+    from chromaqpi.registration import unregister
+
+    with naming_input(path):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            images = torch.from_numpy(load_normalized(path, microscope, args, background))
+            start = time.perf_counter()
+            fit, solve_scope = None, microscope
+            if args.fit_focus:  # undo a declared registration once, for the fit and the solver alike
+                images, solve_scope = unregister(images, microscope)
+                fit = fit_focus(images, solve_scope, args, path.name, prefix="focus-")
+                # No focus signal in the crop: keep the declared focus rather than move it at random.
+                solve_scope = fit.microscope if fit.reliable else solve_scope
+            method, method_opts = resolve_method(args.method, solve_scope, options)
+            result = chromaqpi.reconstruct(images, solve_scope, method=method, **method_opts)
+            scope = solve_scope.replace(registration=microscope.registration)  # recorded: what the input needs
+            seconds = time.perf_counter() - start
+        phase, std = (result if isinstance(result, tuple) else (result, None))
+        meta = {"method": method, "options": {k: v for k, v in method_opts.items() if k not in NOT_RECORDED},
+                "seed": args.seed, "source": path.name, "wavelength_um": microscope.optics.wavelength_ref_um,
+                "phase_offset": PHASE_OFFSET,
+                "seconds": round(seconds, 3), "microscope": scope.to_dict(),
+                "warnings": list(dict.fromkeys(str(w.message) for w in caught))}
+        if method != args.method:
+            meta["method_requested"] = args.method
+            choice = f"--method {args.method}: {method}" + (f" (model {method_opts['model']!r})"
+                                                             if "model" in method_opts else "")
+            if choice not in shown:
+                shown.add(choice)
+                print(choice)
+        if method in {"mean", *DIFFUSION}:
+            meta.update(learned_provenance(method, scope, method_opts))
+        if fit is not None:
+            meta["focus_offset_um"] = fit.offset_um if fit.reliable else 0.0
+            print(f"{path}: focus offset {fit.offset_um:+.2f} µm" if fit.reliable else
+                  f"{path}: no focus signal in the fitted crop; kept the declared focus")
+        repeat_warnings(caught, shown)
+        with writing_together(outputs):
+            write_outputs(outputs, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope, meta)
