@@ -176,3 +176,20 @@ def test_invalid_arguments(paper2):
             reconstruct(img, paper2, method="iterative", **bad)
     with pytest.raises(InputError, match="init_phase"):
         refine(img[None], paper2, torch.zeros(15, 16))
+
+
+def test_a_fit_larger_than_the_free_memory_is_refused_before_it_starts(monkeypatch):
+    import chromaqpi.solvers.iterative as it
+    from chromaqpi.errors import MethodError
+
+    scope = Microscope.from_preset("paper-2shot")
+    images = torch.ones(1, 2, 64, 64)
+    need = it.fit_memory_bytes((64, 64), scope)
+    # Measured slope (benchmark note in fit_memory_bytes): ~0.73 kB per pixel for two monochrome planes.
+    assert 0.5e3 < need / 64**2 < 1.0e3
+    assert it.fit_memory_bytes((128, 128), scope) == pytest.approx(4 * need)  # linear in the pixel count
+    monkeypatch.setattr(it, "_available_memory", lambda: need / 2)
+    with pytest.raises(MethodError, match="the iterative fit of a 64x64 image on these optics needs about"):
+        it.refine(images, scope, torch.zeros(1, 64, 64), steps=2)
+    monkeypatch.setattr(it, "_available_memory", lambda: None)  # unknown (not Linux): no check
+    it.refine(images, scope, torch.zeros(1, 64, 64), steps=2)
