@@ -82,6 +82,8 @@ def test_family_check_values_and_ranges():
     assert microscope_family_warnings({"n_channels": 3, "unknown.key": 1}, scope) == []
     msgs = microscope_family_warnings({"n_channels": 2, "sampling.pixel_size_um": [1.0, 2.0]}, scope)
     assert len(msgs) == 2
+    assert microscope_family_warnings({"optics.na_objective": 0.0}, scope) == \
+        ["optics.na_objective = 0.65 (trained for 0, no objective pupil)"]
 
 
 def test_focus_separations_of_plane_presets_are_their_defocus_differences():

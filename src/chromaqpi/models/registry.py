@@ -290,6 +290,16 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
     raise WeightsError(f"no model directory or named model {str(name_or_path)!r} (named models: {known})")
 
 
+def _envelope_entry(value) -> bool:
+    """A card's family entry: a number, a name (the acquisition), or an ordered [low, high] of numbers."""
+    def real(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if isinstance(value, list):
+        return len(value) == 2 and all(map(real, value)) and value[0] <= value[1]
+    return real(value) or (isinstance(value, str) and value in ("rgb", "planes"))
+
+
 def read_card(model_dir: str | Path) -> dict:
     """The parsed config.json of a model directory."""
     path = Path(model_dir) / CONFIG_FILE
@@ -304,7 +314,8 @@ def read_card(model_dir: str | Path) -> dict:
         raise WeightsError(f"{path}: format {card.get('format', FORMAT)!r} version "
                            f"{card.get('format_version', FORMAT_VERSION)!r} is not {FORMAT!r} version "
                            f"{FORMAT_VERSION} (written by another chromaqpi version?)")
-    if not isinstance(card.get("microscope") or {}, dict):
+    family = card.get("microscope") or {}
+    if not isinstance(family, dict) or not all(map(_envelope_entry, family.values())):
         raise WeightsError(f"{path}: 'microscope' must map microscope fields to values or [low, high] ranges")
     sampling = card.get("sampling", {})
     steps = sampling.get("steps", DEFAULT_STEPS) if isinstance(sampling, dict) else None
@@ -548,7 +559,8 @@ def microscope_family_warnings(family: dict | None, microscope) -> list[str]:
             ok = got == want
         if not ok:
             shown = f"{got:.4g}" if isinstance(got, float) else repr(got)
-            problems.append(f"{key} = {shown} (trained for {_shown_range(want)})")
+            pupil = ", no objective pupil" if key == "optics.na_objective" and want == 0 else ""
+            problems.append(f"{key} = {shown} (trained for {_shown_range(want)}{pupil})")
     return problems
 
 
