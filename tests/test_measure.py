@@ -102,8 +102,9 @@ def test_cli_writes_csv_labels_and_fails_cleanly(tmp_path, capsys):
     assert len(rows) == 2
     masses = sorted(float(r["dry_mass_pg"]) for r in rows)
     assert masses == pytest.approx(sorted(analytic(r)["dry_mass_pg"] for *_, r in beads), rel=0.05)
-    labels, _ = read_tiff(out / "cells_labels.tif")
+    labels, settings = read_tiff(out / "cells_labels.tif")
     assert set(np.unique(labels).round().astype(int)) == {0, 1, 2}
+    assert settings["wavelength_um"] == LAM and settings["alpha_um3_per_pg"] == 0.19  # what the CSV's masses used
     # A TIFF without calibration: one-line error, exit 2, no CSV.
     bare = tmp_path / "bare.tif"
     write_tiff(bare, phase, metadata={}, unit="rad")

@@ -111,8 +111,11 @@ def run(args):
             rows = measure_objects(phase, seg.labels, wavelength_um=lam, pixel_size_um=px,
                                    background_rad=seg.background_rad, alpha_um3_per_pg=args.alpha)
             names, table = measurements_table(rows)
+            # The settings behind <stem>_objects.csv (a plain table) travel with its label image.
             labels_meta = {"quantity": "object labels", "source": path.name,
-                           "background_rad": seg.background_rad, "threshold_rad": seg.threshold_rad}
+                           "background_rad": seg.background_rad, "threshold_rad": seg.threshold_rad,
+                           "wavelength_um": lam, "alpha_um3_per_pg": args.alpha, "min_area_um2": args.min_area,
+                           "phase_method": meta.get("method")}
             with writing_together(outputs):
                 _write_csv(outputs["objects.csv"], names, table)
                 write_tiff(outputs["labels.tif"], seg.labels, unit="label", pixel_size_um=px,
