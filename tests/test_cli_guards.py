@@ -152,3 +152,13 @@ def test_keep_going_reports_a_bad_image_and_finishes_the_batch(stack, tmp_path, 
     assert "wrote 2 reconstruction(s)" in captured.out and "1 input(s) failed: b.tif" in captured.out
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["a_opd.tif", "a_phase.tif", "c_opd.tif",
                                                                      "c_phase.tif"]
+
+
+def test_reconstruct_into_its_input_folder_does_not_read_its_outputs_back(stack, tmp_path, capsys):
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    (folder / "a.tif").write_bytes(stack.read_bytes())
+    args = ["reconstruct", str(folder), "-m", "paper-2shot", "--normalized", "--method", "tie", "--out", str(folder)]
+    assert main(args) == 0 and main(args) == 0  # the re-run sees a.tif only, not a_phase.tif / a_opd.tif / a_phase.png
+    assert "wrote 1 reconstruction(s)" in capsys.readouterr().out.splitlines()[-1]
+    assert sorted(p.name for p in folder.iterdir()) == ["a.tif", "a_opd.tif", "a_phase.png", "a_phase.tif"]

@@ -12,19 +12,23 @@ from chromaqpi.errors import InputError, MethodError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy"}
 
 
-def collect_inputs(items: list[str], *, suffixes=IMAGE_SUFFIXES, prefer_end: str = "") -> list[Path]:
+def collect_inputs(items: list[str], *, suffixes=IMAGE_SUFFIXES, prefer_end: str = "",
+                   skip_ends: tuple[str, ...] = ()) -> list[Path]:
     """Expand files and folders (non-recursive) into a sorted list of image files.
 
     A folder gives its files with one of ``suffixes``; with ``prefer_end``, only those whose stem
     ends with it when it has any (``measure`` takes a reconstruct output folder's ``*_phase.tif``,
-    not its OPD or previews, and any other folder's phase maps). Outputs are named after the stem
-    without ``prefer_end``; two inputs that would share it are refused.
+    not its OPD or previews, and any other folder's phase maps); never those whose stem ends with
+    one of ``skip_ends`` (``reconstruct`` writing into its input folder must not read its outputs
+    back on the next run). Outputs are named after the stem without ``prefer_end``; two inputs
+    that would share it are refused.
     """
     paths: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes
+                           and not (skip_ends and p.stem.endswith(skip_ends)))
             preferred = [p for p in found if prefer_end and p.stem.endswith(prefer_end)]
             if not found:
                 raise InputError(f"no images ({', '.join(sorted(suffixes))}) in folder {path}")

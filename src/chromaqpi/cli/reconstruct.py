@@ -26,6 +26,8 @@ import numpy as np
 PHASE_OFFSET = "zero-mean (the constant phase is not observable)"
 # Options that do not change the result (the seed is recorded on its own).
 NOT_RECORDED = ("generator", "progress")
+# What reconstruct writes per input: <stem>_<kind>.tif (and _phase.png).
+OUTPUT_KINDS = ("phase", "opd", "std")
 
 
 def add_arguments(parser):
@@ -279,7 +281,7 @@ def run(args):
     from chromaqpi.microscope import Microscope
 
     microscope = Microscope.resolve(args.microscope)
-    paths = collect_inputs(args.inputs)
+    paths = collect_inputs(args.inputs, skip_ends=tuple(f"_{name}" for name in OUTPUT_KINDS))
     options = method_options(args)
     if args.fit_focus and not microscope.planes:
         raise ConfigError("--fit-focus is for planes-mode microscopes: on RGB-mode ones the focus fit is biased "
