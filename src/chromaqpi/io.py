@@ -199,14 +199,16 @@ def _clipping_level(raw: np.ndarray) -> float:
 
 
 _NARROW_SENSOR_MAX = {2**k - 1 for k in (10, 12, 14)}
-MAX_NEGATIVE_FRACTION = 0.05
+MAX_NEGATIVE_FRACTION = 0.2
 
 
 def check_light(channel_means, negative_fraction: float, lowest: float, name: str = "images") -> None:
     """Intensities are light: refuse a channel without any, or a stack with many negative values.
 
-    Up to 5 % negative values are tolerated: read noise after a dark-level subtraction, and the
-    reference paper's additive noise (up to N(0.2, 0.2)) on dark features.
+    Up to 20 % negative values are tolerated: read noise after a dark-level subtraction, and the
+    reference paper's additive noise (up to N(0.2, 0.2)) on dark features (at most 0.6 % of the
+    pixels in 128 paper-noise validation samples; training computes TIE priors through the same
+    check, so a rare noisy sample must pass). A zero-centred or mis-scaled image has about half.
     """
     if float(np.min(channel_means)) <= 0:
         raise InputError(f"{name}: a channel has no light (mean intensity <= 0); check the exposure or --dark")
