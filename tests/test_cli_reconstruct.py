@@ -134,7 +134,7 @@ def test_grayscale_where_rgb_is_needed_is_rejected(tmp_path, capsys):
     (None, "folder has no config.json"),
     ('{"format": "chromaqpi-model", "format_version": 7, "model": {}, "weights": {}}', "version 7 is not"),
     ('{"model": {"kind": "mean"}, "weights": {}, "microscope": "oops"}', "'microscope' must map"),
-    ('{"model": {"kind": "mean"}, "weights": {}, "microscope": {"n_channels": "x"}}', "'microscope' must map"),
+    ('{"model": {"kind": "mean"}, "weights": {}, "microscope": {"n_channels": [3]}}', "'microscope' must map"),
     ('{"model": {"kind": "mean"}, "weights": {}, "microscope": {"optics.na_objective": [0.6, 0.4]}}',
      "'microscope' must map"),  # a reversed range would flag every microscope
     ('{"model": {"kind": "mean"}, "weights": {}, "sampling": {"steps": 0}}', "'steps' is an integer >= 1"),
