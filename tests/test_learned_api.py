@@ -231,3 +231,12 @@ def test_a_stack_the_network_cannot_read_names_the_model_and_the_channel_counts(
     with pytest.warns(UserWarning), pytest.raises(ConfigError, match="model 'paper-2shot' reads 2-channel stacks but "
                                                                      "the microscope gives 3 channels"):
         chromaqpi.reconstruct(images, "default", method="mean", model="paper-2shot")
+
+
+def test_a_renamed_microscope_gets_the_default_models_of_each_kind():
+    from chromaqpi.models.registry import _default_model_name
+
+    # A TOML copied from the default preset under its own name: the default family's models serve it.
+    assert _default_model_name("zmd", "lab") == "default"
+    assert _default_model_name("ddpm", "lab") == "default-ddpm" and _default_model_name("cvdm", "lab") == "default-cvdm"
+    assert _default_model_name("ddpm", "paper-rgb") == "paper-rgb-ddpm"

@@ -19,7 +19,8 @@ def add_arguments(parser):
                              "folder: its *_phase.tif)")
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--threshold", type=float, metavar="RAD",
-                        help="phase above the medium that counts as object (default: Otsu's threshold)")
+                        help="phase above the medium that counts as object (default: automatic, 4x the medium's "
+                             "noise spread, between Otsu's threshold and 1/20 of it)")
     parser.add_argument("--min-area", type=float, default=1.0, metavar="UM2",
                         help="discard smaller objects, µm² (default: %(default)s)")
     parser.add_argument("--pixel-size", type=float, metavar="UM", help="pixel size at the sample, µm")

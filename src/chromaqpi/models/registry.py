@@ -612,16 +612,17 @@ def _cached_model(name_or_path, device) -> nn.Module:
 
 
 def _default_model_name(kind: str, microscope_name: str | None = None) -> str:
-    # The shipped model for the microscope preset wins: "<preset>-<kind>" (e.g. "paper-2shot-ddpm"),
-    # then "<preset>" (a ZMD model, which also serves "mean"), then "<kind>", then "default".
+    # The shipped model for the microscope (its name: the preset's, or a TOML's `name`) wins:
+    # "<name>-<kind>" (e.g. "paper-2shot-ddpm"), then "<name>" (a ZMD model, which also serves
+    # "mean"), then "<kind>", then "default-<kind>", then "default".
     serves = {kind, "zmd"} if kind == "mean" else {kind}
     installed = set(list_models())
     candidates = [f"{microscope_name}-{kind}", microscope_name] if microscope_name else []
-    for name in [*candidates, kind, "default"]:
+    for name in [*candidates, kind, f"default-{kind}", "default"]:
         if name in installed and read_card(WEIGHTS_DIR / name)["model"].get("kind") in serves:
             return name
     raise WeightsError(f"no trained {kind!r} model is installed for microscope {microscope_name!r}; "
-                       "pass model=PATH (--model PATH on the command line) to a checkpoint directory")
+                       "pass model=NAME or PATH (--model on the command line): a shipped model or a checkpoint")
 
 
 #: starting points of the data-consistency refinement (``refine_starts``)
