@@ -10,6 +10,8 @@ Notation (PHYSICS.md 6.3): ``gbar_k`` is the signal fraction at grid time ``t_k 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -128,6 +130,24 @@ def ancestral_step(
     return mean + var.clamp(min=0).sqrt() * noise
 
 
+# The progress bar of the reverse-chain steps, when a caller asked for one (step_progress).
+_STEP_BAR: contextvars.ContextVar = contextvars.ContextVar("chromaqpi_step_bar", default=None)
+
+
+@contextlib.contextmanager
+def step_progress(desc: str = "diffusion steps"):
+    """Count every network evaluation of the chains run inside the block on one tqdm bar, shown
+    once the block has run for 2 s (a short reconstruction stays quiet; a long one shows it is alive)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(desc=desc, unit="step", delay=2.0) as bar:
+        token = _STEP_BAR.set(bar)
+        try:
+            yield bar
+        finally:
+            _STEP_BAR.reset(token)
+
+
 def run_chain(
     eps_fn: EpsFn, gbar_grid: GridFn, shape: Sequence[int], *, steps: int,
     generators: Sequence[torch.Generator], sampler: str = "ddim", eta: float = 0.0,
@@ -171,8 +191,11 @@ def run_chain(
     stochastic = sampler == "ancestral" or eta > 0
     z = randn_per_sample(shape, generators, device)
     g_t = level(steps)
+    bar = _STEP_BAR.get()
     for k in range(steps, 0, -1):
         eps = eps_fn(z.float(), g_t).double()
+        if bar is not None:
+            bar.update()
         y0 = predict_clean(z, eps, g_t)
         if clip is not None:
             y0 = y0.clamp(*clip)

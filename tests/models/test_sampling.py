@@ -160,3 +160,15 @@ def test_ancestral_step_is_the_ddpm_posterior_in_its_x0_form():
     m1 = ancestral_step(z, eps, gt, gs, noise=torch.ones_like(z))
     assert torch.allclose(m0, mean, atol=1e-10)
     assert torch.allclose(m1 - m0, var.sqrt(), atol=1e-10)
+
+
+def test_step_progress_counts_every_network_evaluation_and_only_inside_its_block():
+    from chromaqpi.sampling import step_progress
+
+    y = torch.zeros(SHAPE, dtype=torch.float64)
+    with step_progress() as bar:
+        run_chain(oracle(y), per_pixel_schedule(), SHAPE, steps=7, generators=gens(), sampler="ddim")
+        run_chain(oracle(y), per_pixel_schedule(), SHAPE, steps=3, generators=gens(), sampler="ancestral")
+    assert bar.n == 10
+    run_chain(oracle(y), per_pixel_schedule(), SHAPE, steps=4, generators=gens())  # after the block: not counted
+    assert bar.n == 10

@@ -21,6 +21,7 @@ Named models live in ``chromaqpi/weights/<name>/``. Weights are only ever read w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -746,14 +747,16 @@ def reconstruct_with_model(
             return res.mean[:, 0], res.std[:, 0]
         return res.mean[:, 0]
 
+    from chromaqpi.sampling import step_progress
     from chromaqpi.tiling import reconstruct_tiled
 
     phases, stds = [], []
-    for image in x:
-        phase, std = reconstruct_tiled(run_tiles, image, tile=tile, overlap=overlap, multiple=predictor.stride,
-                                       progress=progress)
-        phases.append(phase)
-        stds.append(std if std is not None else torch.zeros_like(phase))
+    with step_progress() if progress and kind != "mean" else contextlib.nullcontext():
+        for image in x:
+            phase, std = reconstruct_tiled(run_tiles, image, tile=tile, overlap=overlap,
+                                           multiple=predictor.stride, progress=progress)
+            phases.append(phase)
+            stds.append(std if std is not None else torch.zeros_like(phase))
     phase = torch.stack(phases).to(images.device)
     if refine:
         from chromaqpi.solvers.iterative import refine as refine_phase
