@@ -67,3 +67,43 @@ def test_reference_paper_gaussian_noise_has_its_bias_and_spread(generator):
     out = apply_sensor(torch.ones(1, 2, 300, 300, dtype=torch.float64), s, noise=True, generator=generator)
     assert float(out.mean()) == pytest.approx(1.01, abs=5 * 0.05 / 300 / 2**0.5)
     assert float(out.std()) == pytest.approx(0.05, rel=0.01)
+
+
+def test_shot_noise_is_poisson_at_low_light(generator):
+    # Gain K = FWC/2^b = 1 e-/DN and no read noise, so DN counts photo-electrons; at N_bg = 2 e- their
+    # distribution must be Poisson(2): P(k) = e^{-2}·2^k/k! (not just its mean and variance, which a
+    # Gaussian with variance μ would also match: it gives P(1) ≈ 0.22 instead of 0.27). 4e5 pixels:
+    # sampling std of each frequency <= 7e-4, tolerance 4e-3.
+    import math
+
+    s = Sensor(full_well_e=4096, fill_fraction=2 / 4096, read_noise_e=0.0, bit_depth=12)
+    out = camera_noise(torch.ones(1, 1, 400, 1000, dtype=torch.float64), s, generator=generator)
+    counts = torch.round(out * 2).flatten()  # DN·K/N_bg -> electrons
+    assert torch.equal(counts, out.flatten() * 2)  # whole electrons
+    for k in range(7):
+        pmf = math.exp(-2) * 2**k / math.factorial(k)
+        assert float((counts == k).double().mean()) == pytest.approx(pmf, abs=4e-3)
+
+
+def test_bilinear_demosaic_keeps_every_sample_and_matches_the_standard_kernels():
+    # Bilinear demosaicing (Malvar et al. 2004 baseline; colour_demosaicing's demosaicing_CFA_Bayer_bilinear,
+    # the acquisition-side demosaicer PHYSICS.md §2.6 says to mirror) interpolates: each channel keeps its
+    # own samples and fills the gaps with H_G = [[0,1,0],[1,4,1],[0,1,0]]/4 (G) and
+    # H_RB = [[1,2,1],[2,4,2],[1,2,1]]/4 (R, B) applied to the masked mosaic. Written here independently;
+    # interior pixels (the border is reflect-padded), random input, exact to rounding (1e-12).
+    # Until session 24 the code applied H_RB to G as well, so a G site became (4G + the four diagonal G
+    # neighbours)/8 (G off by up to 0.30 here); this test found it.
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    rgb = torch.rand(1, 3, 12, 14, generator=g, dtype=torch.float64)
+    raw = mosaic(rgb)[0, 0]
+    masks = bayer_masks((12, 14), dtype=torch.float64)
+    out = demosaic_bilinear(mosaic(rgb))[0]
+    h_g = torch.tensor([[0, 1, 0], [1, 4, 1], [0, 1, 0]], dtype=torch.float64) / 4
+    h_rb = torch.tensor([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=torch.float64) / 4
+    for c, kernel in enumerate((h_rb, h_g, h_rb)):
+        ref = F.conv2d((raw * masks[c])[None, None], kernel[None, None])[0, 0]
+        assert float((out[c, 1:-1, 1:-1] - ref).abs().max()) < 1e-12, c
+        sites = masks[c].bool()
+        assert float((out[c][sites] - rgb[0, c][sites]).abs().max()) < 1e-12, c

@@ -37,8 +37,12 @@ def demosaic_bilinear(raw: torch.Tensor) -> torch.Tensor:
     (PHYSICS.md §2.6), so we do not use them.
     """
     masks = bayer_masks(raw.shape[-2:], dtype=raw.dtype, device=raw.device)[None]
-    kernel = torch.tensor([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]], dtype=raw.dtype, device=raw.device)
-    kernel = kernel.expand(3, 1, 3, 3)
+    # Normalised convolution: each channel's samples are kept and its gaps filled from the nearest
+    # samples. R and B: edge and corner neighbours; G (a quincunx): the four edge neighbours only --
+    # the R/B kernel would also average a G sample with its diagonal G neighbours.
+    red_blue = [[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]]
+    green = [[0.0, 0.25, 0.0], [0.25, 1.0, 0.25], [0.0, 0.25, 0.0]]
+    kernel = torch.tensor([red_blue, green, red_blue], dtype=raw.dtype, device=raw.device)[:, None]
     sampled = F.pad(raw * masks, (1, 1, 1, 1), mode="reflect")
     weight = F.pad(masks.expand(raw.shape[0], -1, -1, -1), (1, 1, 1, 1), mode="reflect")
     num = F.conv2d(sampled, kernel, groups=3)
