@@ -388,3 +388,79 @@ def test_oversampled_path_keeps_the_camera_grid_response_and_alignment(k):
     # bicubic x average-pool: measured 0.3-2.7 % apart over the passband (a known, bounded mismatch).
     h_phi, _ = channel_transfer_functions(m, (n_px, n_px))
     assert abs(grating_response(m, f_index=k) / float(h_phi[0, 0, k]) - 1) < 0.035
+
+
+@pytest.mark.parametrize("z", [-8.0, 3.0])
+def test_gaussian_beam_spreads_as_the_analytic_fresnel_beam(z):
+    # Amplitude object t = exp(-r²/w0²) (absorption a = r²/w0²) is a Gaussian beam waist w0.
+    # Paraxial propagation in a medium n (wavelength λ/n) gives the analytic Gaussian beam
+    # I(r, z) = (w0/w)²·exp(-2r²/w²), w = w0·sqrt(1 + (z/z_R)²), z_R = π·w0²·n/λ (Goodman §4; this is
+    # independent of the FFT machinery). The sampled beam is band-limited (spectrum e^{-61} at
+    # Nyquist) and vanishes at the borders (e^{-39}), so the discrete result is exact to rounding:
+    # measured 3e-16, tolerance 1e-12. A wrong n (λ instead of λ/n) changes w by 14 % at z = 3 µm.
+    # The exact angular spectrum differs by the first non-paraxial correction (measured 0.36-0.41 %
+    # of the peak), so it is only required within 1 %, and must differ from paraxial by > 1e-4.
+    n_px, dx, w0, n, lam = 64, 0.2, 1.0, 1.33, 0.55
+    y, x = torch.meshgrid(torch.arange(n_px, dtype=torch.float64), torch.arange(n_px, dtype=torch.float64),
+                          indexing="ij")
+    r2 = ((x - 32) ** 2 + (y - 31) ** 2) * dx**2
+    z_r = math.pi * w0**2 * n / lam
+    w = w0 * math.sqrt(1 + (z / z_r) ** 2)
+    expected = (w0 / w) ** 2 * torch.exp(-2 * r2 / w**2)
+    flat = torch.zeros(n_px, n_px, dtype=torch.float64)
+    paraxial = simulate(flat, mono(z, na=0.0, n=n, lam=lam, dx=dx, paraxial=True), absorption=r2 / w0**2,
+                        noise=False)[0, 0]
+    assert float((paraxial - expected).abs().max()) < 1e-12
+    exact = simulate(flat, mono(z, na=0.0, n=n, lam=lam, dx=dx), absorption=r2 / w0**2, noise=False)[0, 0]
+    assert 1e-4 < float((exact - expected).abs().max()) < 0.01
+
+
+@pytest.mark.parametrize("z", [0.5, -3.0])
+def test_energy_conserved_under_partially_coherent_paraxial_illumination_without_pupil(z):
+    # PHYSICS.md §8 #1 for σ > 0: every tilted plane wave passes a unimodular Fresnel kernel and
+    # no pupil, so by Parseval mean(I) = mean(|t|²) = 1 for a pure-phase object, to rounding
+    # (measured 0), tolerance 1e-12. A normalisation by the number of source points instead of
+    # Σ w_s|P(u_s)|², or a dropped source weight, breaks it.
+    y, x = torch.meshgrid(torch.arange(45.0, dtype=torch.float64), torch.arange(52.0, dtype=torch.float64),
+                          indexing="ij")
+    phase = 3.0 * torch.exp(-((x - 20) ** 2 + (y - 22) ** 2) / 60.0)
+    img = simulate(phase, mono(z, na=0.0, na_ill=0.3, points=20, paraxial=True), noise=False)
+    assert abs(float(img.mean()) - 1) < 1e-12
+    assert float(img.std()) > 0.01  # there is contrast to redistribute
+
+
+@pytest.mark.parametrize("paraxial", [False, True])
+@pytest.mark.parametrize("na_ill", [0.1, 0.45])
+def test_mean_intensity_behind_a_pupil_is_the_transmitted_spectral_energy(smooth_phase, paraxial, na_ill):
+    # Strengthens the "mean(I) <= 1 with a pupil" bound of PHYSICS.md §8 #1 to an equality. By
+    # Parseval, inside the pupil the defocus factor is unimodular, so for each source point the
+    # mean image intensity is Σ_f |T(f)|²·P(f + u_s)/N² whatever z is; the Abbe normalisation
+    # divides the weighted sum by Σ_s w_s P(u_s) (§1.2). Written here with numpy FFTs and the source
+    # points only (no kernels, no Abbe sum). σ = 0.33: a 3 rad object behind NA 0.3 loses ~0.5 % of
+    # its light (measured 4.9e-3). σ = 1.5: the source points outside the pupil add dark-field light
+    # but must stay out of the normalisation (§1.2), so an empty field still reads 1 and the mean is
+    # above 1; normalising by Σ w_s instead reads 0.44 for the empty field. Rounding only: 1e-12.
+    from chromaqpi.optics.pupil import source_points
+
+    lam, na, dx = 0.55, 0.3, 0.2
+    phase = 3 * smooth_phase.numpy()
+    spectrum_power = np.abs(np.fft.fft2(np.exp(1j * phase))) ** 2
+    fy = np.fft.fftfreq(phase.shape[0], dx)[:, None]
+    fx = np.fft.fftfreq(phase.shape[1], dx)[None, :]
+    nu, w = source_points(na_ill, 60)
+    num = den = 0.0
+    for (vy, vx), ws in zip(nu, w):
+        inside = lam**2 * ((fy + vy / lam) ** 2 + (fx + vx / lam) ** 2) <= na**2
+        num += ws * float((spectrum_power * inside).sum()) / phase.size**2
+        den += ws * float(vy**2 + vx**2 <= na**2)
+    expected = num / den
+    if na_ill < na:
+        assert 1e-3 < 1 - expected < 1e-2
+    else:
+        assert expected > 1 + 1e-3
+        empty = simulate(torch.zeros_like(smooth_phase), mono(1.0, na=na, na_ill=na_ill, points=60,
+                                                               paraxial=paraxial), noise=False)
+        assert float((empty - 1).abs().max()) < 1e-12
+    for z in (0.5, 3.0, -7.0):
+        img = simulate(3 * smooth_phase, mono(z, na=na, na_ill=na_ill, points=60, paraxial=paraxial), noise=False)
+        assert abs(float(img.mean()) - expected) < 1e-12

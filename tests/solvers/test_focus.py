@@ -157,3 +157,19 @@ def test_score_noise_matches_white_noise():
     scores = explained_fraction(x, scope)
     assert float(scores.mean()) == pytest.approx(1 / 3, abs=0.01)
     assert float(scores.std()) == pytest.approx(score_noise(3, 32 * 32), rel=0.25)
+
+
+@pytest.mark.parametrize("x0", [2.3, 3.0, 3.45, 2.6])
+def test_parabola_refinement_finds_the_vertex_of_a_sampled_parabola(x0):
+    # Three-point refinement is exact for a parabola: scores 0.9 - 0.05(x - x0)² at x = 0..6 give the
+    # vertex x0 to rounding (tolerance 1e-12), from the best sample on either side of it.
+    # A sign slip or a missing ½ moves it by up to half a step.
+    import numpy as np
+
+    from chromaqpi.solvers.focus import _parabola_vertex
+
+    x = np.arange(7.0)
+    scores = 0.9 - 0.05 * (x - x0) ** 2
+    k = int(np.argmax(scores))
+    assert k + _parabola_vertex(scores, k) == pytest.approx(x0, abs=1e-12)
+    assert _parabola_vertex(scores[::-1].copy(), 6 - k) == pytest.approx(k - x0, abs=1e-12)  # mirrored

@@ -114,6 +114,18 @@ def test_auto_tv_is_off_for_clean_band_limited_data_and_helps_with_noise():
     plain = rel_rms_after_offset(reconstruct(noisy, m, method="iterative", max_iter=40, tv=0.0)[0], phase)
     auto = rel_rms_after_offset(reconstruct(noisy, m, method="iterative", max_iter=40)[0], phase)
     assert auto < 0.8 * plain, (auto, plain)
+    # The "off for clean data" half, which the lines above never checked: the warm-up weight is
+    # τ = 3·σ̂ₐ² with σ̂ₐ² ≈ (σ/2)²·C/(C-1) the amplitude noise, i.e. 3.75e-3 at σ = 0.05 (measured 3.5e-3,
+    # tolerance 20 %), and on clean data it is what the 20 warm-up iterations leave (measured 1.8e-5):
+    # required below 2 % of the noisy weight.
+    from chromaqpi.solvers.tie import tie
+
+    sim = get_simulator(m, img.shape[-2:], dtype=img.dtype)
+    precond = _preconditioner(m, img.shape[-2:], dtype=img.dtype, device=img.device)
+    clean_w = _warm_up(img, sim, tie(img, m), precond, "auto", 40, _KW)[1]
+    noisy_w = _warm_up(noisy, sim, tie(noisy, m), precond, "auto", 40, _KW)[1]
+    assert noisy_w == pytest.approx(3 * (0.05 / 2) ** 2 * 2, rel=0.2)
+    assert clean_w < 0.02 * noisy_w, (clean_w, noisy_w)
 
 
 def test_early_stopping_on_relative_change(paper2, smooth_random_phase):
@@ -193,3 +205,19 @@ def test_a_fit_larger_than_the_free_memory_is_refused_before_it_starts(monkeypat
         it.refine(images, scope, torch.zeros(1, 64, 64), steps=2)
     monkeypatch.setattr(it, "_available_memory", lambda: None)  # unknown (not Linux): no check
     it.refine(images, scope, torch.zeros(1, 64, 64), steps=2)
+
+
+@pytest.mark.parametrize("channels", [2, 3])
+def test_residual_noise_variance_of_white_noise_about_a_flat_model(channels):
+    # I = 1 + σn about a model of 1: the amplitude residual √1 - √I ≈ -σn/2, so its robust (MAD) variance
+    # is σ²/4, reported times C/(C-1) (the documented allowance for the noise a fit absorbs). Measured
+    # 0.98-1.01 of that for σ = 0.01-0.03 on 128² x C pixels (MAD spread ~1.5 %, the √ nonlinearity
+    # -1.7 % at σ = 0.03); tolerance 5 %. A missing ½ (4x) or C/(C-1) factor (1.5-2x) fails.
+    from chromaqpi.solvers.iterative import residual_noise_variance
+
+    g = torch.Generator().manual_seed(channels)
+    for sigma in (0.01, 0.03):
+        model = torch.ones(1, channels, 128, 128, dtype=torch.float64)
+        images = model + sigma * torch.randn(model.shape, generator=g, dtype=torch.float64)
+        expected = (sigma / 2) ** 2 * channels / (channels - 1)
+        assert residual_noise_variance(images, model) == pytest.approx(expected, rel=0.05)

@@ -8,7 +8,9 @@ from solver_cases import gaussian, paraboloid, planes_microscope, rel_rms_after_
 
 from chromaqpi import Microscope, reconstruct, simulate
 from chromaqpi.errors import ConfigError
-from chromaqpi.solvers.tie import chromatic_alpha_floor, defocus_coordinates, derivative_fit
+from chromaqpi.solvers.fourier import k_squared
+from chromaqpi.solvers.tie import (chromatic_alpha_floor, defocus_coordinates, derivative_fit, solve_poisson, tie,
+                                  tie_alpha)
 
 SHAPE = (150, 163)  # odd, non-square: exposes FFT-shift and padding bugs
 
@@ -208,3 +210,102 @@ def test_teague_floors_dark_pixels_at_i0_floor_times_mean():
     ref = solve_poisson(rhs, floored, 0.2, regularization=0.0, teague=True, i0_floor=0.0)
     assert torch.isfinite(out).all()
     assert torch.allclose(out, ref, atol=1e-10 * float(ref.abs().max()))
+
+
+def _gaussian_phase_and_laplacian(shape=(64, 67), dx=0.2, phi0=1.5, sigma=1.0, centre=(31.0, 34.0)):
+    """φ = φ0·exp(-r²/2σ²) and its analytic Laplacian ∇²φ = φ·(r²/σ⁴ - 2/σ²), plus r² (µm²)."""
+    y, x = torch.meshgrid(torch.arange(shape[0], dtype=torch.float64), torch.arange(shape[1], dtype=torch.float64),
+                          indexing="ij")
+    r2 = ((y - centre[0]) ** 2 + (x - centre[1]) ** 2) * dx**2
+    phi = phi0 * torch.exp(-r2 / (2 * sigma**2))
+    return phi, phi * (r2 / sigma**4 - 2 / sigma**2), r2
+
+
+def _max_error_after_offset(out, ref):
+    return float(((out - out.mean()) - (ref - ref.mean())).abs().max())
+
+
+def test_poisson_solver_inverts_the_analytic_laplacian_of_a_gaussian():
+    # ∇²φ written analytically (not by the code's FFT derivatives); the spectral inverse Laplacian
+    # must return φ up to its mean. The Gaussian is band-limited on the grid and ~e^{-20} at the
+    # (periodic) borders: measured 2e-8 rad, tolerance 1e-6 of φ0 = 1.5 rad. An α = (πf_c)⁴ slip or
+    # a missing (2π)² is an O(1) error.
+    phi, lap, _ = _gaussian_phase_and_laplacian()
+    out = solve_poisson(lap[None], torch.ones_like(lap)[None], 0.2, regularization=0.0)[0]
+    assert _max_error_after_offset(out, phi) < 1e-6
+
+
+def test_teague_solves_the_analytic_non_uniform_intensity_tie():
+    # Concentric Gaussians φ and I0 = 1 - 0.4·exp(-r²/2s²): I0∇φ is radial, hence curl-free, so Teague's
+    # two Poisson solves are exact (PHYSICS.md §5.1). rhs = ∇·(I0∇φ) = I0∇²φ + ∇I0·∇φ written
+    # analytically. Measured 2e-8 rad (tolerance 1e-6); the uniform-intensity form, which ignores
+    # ∇I0·∇φ and the varying I0, is off by 0.37 rad (required > 0.1).
+    phi, lap, r2 = _gaussian_phase_and_laplacian()
+    b, s = 0.4, 1.5
+    dip = b * torch.exp(-r2 / (2 * s**2))
+    i0 = 1 - dip
+    # ∇I0 = dip·r⃗/s², ∇φ = -φ·r⃗/σ², σ = 1.
+    rhs = i0 * lap - dip * phi * r2 / s**2
+    teague = solve_poisson(rhs[None], i0[None], 0.2, regularization=0.0, teague=True)[0]
+    uniform = solve_poisson(rhs[None], i0[None], 0.2, regularization=0.0, teague=False)[0]
+    assert _max_error_after_offset(teague, phi) < 1e-6
+    assert _max_error_after_offset(uniform, phi) > 0.1
+
+
+@pytest.mark.parametrize("n", [1.0, 1.33])
+@pytest.mark.parametrize("teague", [False, True])
+def test_tie_recovers_a_gaussian_phase_from_linearised_plus_minus_dz_data(n, teague):
+    # PHYSICS.md §0/§4.2: in the TIE limit I(z) = 1 - (λz/2πn)·∇²φ. Images written from the analytic
+    # Laplacian at z = ∓0.5 µm, i.e. no simulator: tie() must return φ (up to its mean) through the
+    # derivative fit, the 2πn/λ factor, its sign and the Poisson solve. Measured 2e-8 rad; tolerance
+    # 1e-6 of φ0 = 1.5 rad. Dropping n (n = 1.33) is a 33 % error, a sign slip returns -φ.
+    phi, lap, _ = _gaussian_phase_and_laplacian()
+    lam, dz = 0.55, 0.5
+    m = two_shot(dz, lam=lam, n=n, dx=0.2)
+    contrast = lam * dz / (2 * math.pi * n) * lap
+    images = torch.stack([1 + contrast, 1 - contrast])[None]  # planes at -dz, +dz
+    out = tie(images, m, regularization=0.0, padding="none", teague=teague)[0]
+    assert _max_error_after_offset(out, phi) < 1e-6
+
+
+def test_derivative_fit_order_two_is_exact_for_a_quadratic_stack():
+    # I(ζ) = I0 + aζ + cζ² per pixel over four planes: the order-2 least-squares fit returns a and I0
+    # exactly (rounding, tolerance 1e-12) where the order-1 fit is biased by the curvature (> 1e-2 here).
+    # Its noise gain is the slope's least-squares variance factor ((XᵀX)⁻¹)₁₁, written independently.
+    z = [-1.0, 0.2, 0.9, 1.6]
+    g = torch.Generator().manual_seed(0)
+    i0 = 1 + 0.1 * torch.rand(2, 5, 6, generator=g, dtype=torch.float64)
+    a = 0.1 * torch.randn(2, 5, 6, generator=g, dtype=torch.float64)
+    c = 0.05 * torch.randn(2, 5, 6, generator=g, dtype=torch.float64)
+    zt = torch.tensor(z, dtype=torch.float64)[None, :, None, None]
+    img = i0[:, None] + a[:, None] * zt + c[:, None] * zt**2
+    d_i, i_fit, gain = derivative_fit(img, z, order=2, in_focus="fit")
+    assert float((d_i - a).abs().max()) < 1e-12 and float((i_fit - i0).abs().max()) < 1e-12
+    design = torch.stack([torch.ones(4, dtype=torch.float64), zt.flatten(), zt.flatten() ** 2], dim=1)
+    assert gain == pytest.approx(float(torch.linalg.inv(design.T @ design)[1, 1]), rel=1e-12)
+    d_lin, _, _ = derivative_fit(img, z, order=1, in_focus="fit")
+    assert float((d_lin - a).abs().max()) > 1e-2
+
+
+def test_tie_propagates_the_intensity_noise_through_the_central_difference():
+    # With noise_std = σ given, the automatic α must be the risk rule (tie_alpha) applied to the TIE data
+    # g = -(2πn/λ)·∂I/Ī0 with its analytic noise variance: for a ±dz pair Var(∂I) = Var((I₊ - I₋)/2dz)
+    # = 2σ²/(2dz)², so Var(g) = (2πn/λ)²·2σ²/(2dz)²/Ī0². The α actually used is read back from the output,
+    # Φ̂ = -|k|²·G/(|k|⁴ + α), on frequencies where both terms matter (0.05 < |k|⁴ < 20); it must equal
+    # the rule's α to 1e-6 relative (measured ~1e-13). Dropping the difference's noise gain (8 at
+    # dz = 0.25 µm) gives an α 10x smaller.
+    n, lam, dz, dx, sigma = 1.33, 0.55, 0.25, 0.2, 0.01
+    factor = 2 * math.pi * n / lam
+    shape = (64, 66)
+    k2 = k_squared(shape, dx, dtype=torch.float64, device=None)
+    contrast = lam * dz / (2 * math.pi * n) * torch.fft.ifft2(-k2 * torch.fft.fft2(gaussian(shape, 1.0, 1.0, dx))).real
+    images = (torch.stack([1 + contrast, 1 - contrast]) + seeded_noise((2, *shape), sigma, 0))[None]
+    out = tie(images, two_shot(dz, lam=lam, n=n, dx=dx), padding="none", noise_std=sigma)[0]
+    i0 = images[0].mean()
+    rhs_hat = torch.fft.fft2(-factor * (images[0, 1] - images[0, 0]) / (2 * dz) / i0)
+    band = (k2**2 > 0.05) & (k2**2 < 20)
+    used = (-k2 / (torch.fft.fft2(out) / rhs_hat) - k2**2).real[band]
+    variance = factor**2 * 2 * sigma**2 / (2 * dz) ** 2 / i0**2
+    expected = float(tie_alpha(rhs_hat[None], k2, "auto", variance.reshape(1))[0])
+    assert expected > 0
+    assert float((used / expected - 1).abs().max()) < 1e-6
