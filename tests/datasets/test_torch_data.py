@@ -327,3 +327,25 @@ def test_shard_dataset_channel_shift(tiny_dataset, tiny_planes_dataset):
         ShardDataset(tiny_dataset, channel_shift=1.0, prior="tie")
     with pytest.raises(ConfigError, match="0 to 16"):
         ShardDataset(tiny_dataset, channel_shift=float("nan"))
+
+
+def test_train_cli_checks_the_data_against_the_family(tiny_dataset, tiny_planes_dataset, tmp_path, capsys):
+    import argparse
+
+    from chromaqpi.cli import train as train_cli
+    from chromaqpi.cli.main import main
+
+    # Two-plane samples for the three-channel default family: one line naming both counts, no run left.
+    out = tmp_path / "run"
+    assert main(["train", "--model", "mean", "--data", str(tiny_planes_dataset), "--out", str(out),
+                 "--steps", "1", "--crop", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "--data: the samples have 2 channels but family 'default' (--microscope) has 3" in err
+    assert not out.exists()
+    # Default-family RGB data for paper-rgb (three planes): same count, another family -> a warning.
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    args = parser.parse_args(["--model", "mean", "--data", str(tiny_dataset), "--val", str(tiny_dataset),
+                              "--microscope", "paper-rgb", "--out", str(out), "--crop", "16"])
+    with pytest.warns(UserWarning, match="was built for family default but --microscope is 'paper-rgb'"):  # --data, --val
+        train_cli.datasets(args)

@@ -154,3 +154,41 @@ def test_init_from_starts_at_the_given_weights_and_checks_shapes(tmp_path):
     with pytest.raises(WeightsError, match="init_from"):
         train(TrainConfig.from_dict({**wide, "init_from": str(first.last_checkpoint)}), ToyPhaseDataset(8), None,
               tmp_path / "d")
+
+
+def test_a_run_without_last_checkpoint_is_not_overwritten_either(tmp_path):
+    cfg = TrainConfig.from_dict(train_dict("mean", steps=2, validation={"every": 0}))
+    (tmp_path / "checkpoints" / "best").mkdir(parents=True)  # e.g. a run interrupted before its first `last`
+    with pytest.raises(ConfigError, match=r"holds a training run \(checkpoints/best\): continue it with --resume"):
+        train(cfg, ToyPhaseDataset(8), None, tmp_path)
+
+
+class _Interrupted(ToyPhaseDataset):
+    """Raises KeyboardInterrupt (Ctrl-C, or SIGTERM in the CLI) when sample ``at`` is read."""
+
+    def __init__(self, n, at):
+        super().__init__(n)
+        self.at, self.reads = at, 0
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads > self.at:
+            raise KeyboardInterrupt
+        return super().__getitem__(i)
+
+
+def test_an_interrupted_run_saves_its_last_step_for_resume(tmp_path):
+    cfg = TrainConfig.from_dict(train_dict("mean", steps=8, validation={"every": 0}, logging={"checkpoint_every": 100}))
+    batch = cfg.data.batch_size
+    with pytest.raises(KeyboardInterrupt):  # during step 3: no regular checkpoint yet
+        train(cfg, _Interrupted(16, at=2 * batch), None, tmp_path)
+    assert load_model(tmp_path / "checkpoints" / "last").card["provenance"]["step"] == 2
+    assert train(cfg, ToyPhaseDataset(16), None, tmp_path, resume=True).step == 8
+
+
+def test_a_diverging_run_is_a_one_line_error(tmp_path):
+    from chromaqpi.errors import ChromaQPIError
+
+    cfg = TrainConfig.from_dict(train_dict("mean", steps=4, validation={"every": 0}, optim={"lr": 1e30}))
+    with pytest.raises(ChromaQPIError, match="non-finite training loss at step .*: lower --lr"):
+        train(cfg, ToyPhaseDataset(8), None, tmp_path)

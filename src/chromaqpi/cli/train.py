@@ -188,7 +188,29 @@ def datasets(args, prior: str | None = None, seed: int = 0):
         for folder, manifest in zip(folders, train.manifests):
             check_training_sources(manifest["config"].get("sources", []), f"training data {folder}")
     val = ShardDataset(_folders(args.val, "--val"), crop=None, augment=False, prior=prior) if args.val else None
+    for flag, dataset in (("--data", None if args.data == "on-the-fly" else train), ("--val", val)):
+        if dataset is not None:
+            check_family(args.microscope, dataset, flag)
     return train, val
+
+
+def check_family(microscope: str, dataset, flag: str) -> None:
+    """The data must have the family's channel count; data built for another family are named in a
+    warning (the card will name --microscope, and its input normalisation follows it)."""
+    import warnings
+
+    from chromaqpi.datasets.randomize import resolve_ranges
+
+    family = resolve_ranges(microscope)
+    channels = family.base_microscope().n_channels
+    got = int(dataset[0]["input"].shape[0])
+    if got != channels:
+        raise ConfigError(f"{flag}: the samples have {got} channels but family {family.name!r} (--microscope) has "
+                          f"{channels}: build the data with --microscope {family.name}, or train for their family")
+    built = {(m["config"].get("family") or {}).get("name") for m in dataset.manifests} - {family.name, None}
+    if built:
+        warnings.warn(f"{flag} was built for family {', '.join(sorted(built))} but --microscope is {family.name!r}: "
+                      "the model will be labelled and normalised for the latter", UserWarning)
 
 
 def run(args):

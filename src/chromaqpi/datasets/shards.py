@@ -191,7 +191,8 @@ def verify_dataset(root, *, require_complete: bool = True) -> dict:
     root = Path(root)
     manifest = read_manifest(root)
     if require_complete and not manifest.get("complete"):
-        raise InputError(f"dataset {root} is incomplete ({_done(manifest)} of {manifest.get('n')} samples): "
+        total = (manifest.get("config") or {}).get("n")
+        raise InputError(f"dataset {root} is incomplete ({_done(manifest)} of {total} samples): "
                          "resume it by running the same 'chromaqpi dataset build' command again")
     for shard in manifest["shards"]:
         if shard.get("sha256") is None:

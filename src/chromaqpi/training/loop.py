@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
-from chromaqpi.errors import ConfigError
+from chromaqpi.errors import ChromaQPIError, ConfigError
 from chromaqpi.models.registry import build_model, load_weights_into, model_config, normalise_input
 from chromaqpi.models.unet import condition_from_batch
 from chromaqpi.training.checkpoint import (
@@ -391,10 +391,17 @@ def train(
         shutdown(info)
 
 
+class TrainingDiverged(ChromaQPIError, FloatingPointError):
+    """The loss became NaN/Inf (a user setting, usually the learning rate: a one-line CLI error)."""
+
+
 def _resume_source(resume, last_dir: Path, config: TrainConfig) -> Path | None:
     if resume is False or resume is None:
-        if find_checkpoint(last_dir) is not None:
-            raise ConfigError(f"{last_dir} exists: pass resume=True to continue it, or use a new out_dir")
+        run = last_dir.parent.parent
+        held = [p for p in (last_dir, last_dir.parent / "best", run / "train_config.json") if p.exists()]
+        if held:  # a fresh start would overwrite that run's checkpoints and logs
+            raise ConfigError(f"{run} holds a training run ({held[0].relative_to(run)}): continue it with --resume "
+                              "(resume=True), or choose a new --out")
         return None
     source = find_checkpoint(last_dir if resume is True else Path(resume))
     if source is None:
@@ -431,6 +438,10 @@ def _train(config, train_dataset, val_dataset, out_dir, resume, until_step, info
     ctx = _StepContext(config, info, device, net, model, optimizer, ema)
     try:
         _loop(ctx, state, end, train_dataset, val_dataset, log, last_dir, best_dir)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a scheduler (the CLI turns it into this)
+        if info.is_main and state["step"] > 0:  # keep the work: --resume continues from here
+            _save_last(ctx, state, last_dir, _card_kw(ctx))
+        raise
     finally:
         log.close()
     best = best_dir if state["best_step"] is not None else None
@@ -467,7 +478,8 @@ def _train_step(ctx: _StepContext, batch: dict, step: int, generator: torch.Gene
         terms = ctx.net(batch, generator)
     loss = terms["loss"].float().mean()
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite training loss at step {step}")
+        raise TrainingDiverged(f"non-finite training loss at step {step}: lower --lr (optim.lr) or check the "
+                               "data; --resume continues from the last checkpoint")
     ctx.optimizer.zero_grad(set_to_none=True)
     loss.backward()  # DDP averages gradients over ranks here
     clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
@@ -479,8 +491,7 @@ def _train_step(ctx: _StepContext, batch: dict, step: int, generator: torch.Gene
 
 def _loop(ctx: _StepContext, state: dict, end: int, train_ds, val_ds, log: _RunLog, last_dir: Path, best_dir: Path):
     cfg, info = ctx.config, ctx.info
-    card_kw = {"microscope": cfg.microscope, "input_normalisation": cfg.input_normalisation,
-               "data": cfg.data.description, "hardware": training_hardware(ctx.device, info, cfg.precision)}
+    card_kw = _card_kw(ctx)
     batches = _train_batches(train_ds, cfg, info, state["step"])
     generator = torch.Generator(device=ctx.device)
     t_last, n_last = time.perf_counter(), state["step"]
@@ -501,10 +512,20 @@ def _loop(ctx: _StepContext, state: dict, end: int, train_ds, val_ds, log: _RunL
             _validate_and_keep_best(ctx, state, val_ds, log, best_dir, card_kw)
         if step % cfg.logging.checkpoint_every == 0 or step == end:
             if info.is_main:
-                card = make_card(ctx.model, **card_kw, provenance={"step": step, "best_val_mae_rad": state["best_val_mae"]})
-                save_training_checkpoint(last_dir, model=ctx.model, ema=ctx.ema, optimizer=ctx.optimizer,
-                                         card=card, loop_state=dict(state))
+                _save_last(ctx, state, last_dir, card_kw)
             barrier(info)
+
+
+def _card_kw(ctx: "_StepContext") -> dict:
+    cfg = ctx.config
+    return {"microscope": cfg.microscope, "input_normalisation": cfg.input_normalisation,
+            "data": cfg.data.description, "hardware": training_hardware(ctx.device, ctx.info, cfg.precision)}
+
+
+def _save_last(ctx: "_StepContext", state: dict, last_dir: Path, card_kw: dict) -> None:
+    card = make_card(ctx.model, **card_kw, provenance={"step": state["step"], "best_val_mae_rad": state["best_val_mae"]})
+    save_training_checkpoint(last_dir, model=ctx.model, ema=ctx.ema, optimizer=ctx.optimizer,
+                             card=card, loop_state=dict(state))
 
 
 def training_hardware(device: torch.device, info: DistInfo, precision: str) -> dict:
