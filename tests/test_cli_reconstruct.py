@@ -401,3 +401,12 @@ def test_iterations_sets_the_iterative_budget_and_only_there(rgb_stack, tmp_path
     assert "--iterations is for --method iterative" in capsys.readouterr().err
     assert main([*base, "--method", "iterative", "--iterations", "0", "--out", str(tmp_path / "c")]) == 2
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_model_without_method_runs_the_models_own_kind(rgb_stack, tmp_path, capsys):
+    path, _ = rgb_stack
+    base = ["reconstruct", str(path), "--microscope", "paper-rgb", "--normalized", "--no-preview"]
+    assert main([*base, "--model", "paper-rgb-ddpm", "--steps", "2", "--out", str(tmp_path / "a")]) == 0
+    assert "--model paper-rgb-ddpm: --method ddpm (the model's kind)" in capsys.readouterr().out
+    _, meta = read_tiff(tmp_path / "a" / "bump_phase.tif")
+    assert meta["method"] == "ddpm" and "method_requested" not in meta

@@ -184,6 +184,11 @@ def check_focus_options(args) -> None:
 
 def method_options(args) -> dict:
     check_options(args)
+    if args.method == "auto" and args.model:  # --model names its method: the kind its card records
+        from chromaqpi.models.registry import read_card, resolve_model_dir
+
+        args.method = read_card(resolve_model_dir(args.model))["model"]["kind"]
+        print(f"--model {args.model}: --method {args.method} (the model's kind)")
     options = {}
     if args.model:
         options["model"] = args.model
