@@ -140,6 +140,7 @@ def test_normalize_input_modes():
         normalize_input(x, "minmax")
 
 
+@pytest.mark.filterwarnings("ignore:--val shares")  # the same folder on purpose
 def test_train_cli_takes_several_data_and_val_folders(tiny_dataset, tmp_path, capsys):
     import argparse
     import json
@@ -329,6 +330,7 @@ def test_shard_dataset_channel_shift(tiny_dataset, tiny_planes_dataset):
         ShardDataset(tiny_dataset, channel_shift=float("nan"))
 
 
+@pytest.mark.filterwarnings("ignore:--val shares")  # the same folder on purpose
 def test_train_cli_checks_the_data_against_the_family(tiny_dataset, tiny_planes_dataset, tmp_path, capsys):
     import argparse
 
@@ -349,3 +351,15 @@ def test_train_cli_checks_the_data_against_the_family(tiny_dataset, tiny_planes_
                               "--microscope", "paper-rgb", "--out", str(out), "--crop", "16"])
     with pytest.warns(UserWarning, match="was built for family default but --microscope is 'paper-rgb'"):  # --data, --val
         train_cli.datasets(args)
+
+
+def test_train_cli_warns_when_validation_is_training_data_and_when_a_run_failed(tiny_dataset, tmp_path):
+    from chromaqpi.cli.main import main
+
+    with pytest.warns(UserWarning) as caught:
+        assert main(["train", "--model", "mean", "--data", str(tiny_dataset), "--val", str(tiny_dataset),
+                     "--out", str(tmp_path / "run"), "--steps", "1", "--crop", "16", "--batch-size", "2",
+                     "--width", "8", "--levels", "2", "--blocks", "1", "--lr", "1e30"]) == 0
+    messages = [str(w.message) for w in caught]
+    assert any("with --data: validation scores training samples" in m for m in messages)
+    assert any("the model did not learn phase" in m for m in messages)  # one step at lr 1e30: MAE ~1e28 rad

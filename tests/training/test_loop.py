@@ -192,3 +192,16 @@ def test_a_diverging_run_is_a_one_line_error(tmp_path):
     cfg = TrainConfig.from_dict(train_dict("mean", steps=4, validation={"every": 0}, optim={"lr": 1e30}))
     with pytest.raises(ChromaQPIError, match="non-finite training loss at step .*: lower --lr"):
         train(cfg, ToyPhaseDataset(8), None, tmp_path)
+
+
+def test_resume_refuses_other_data_or_another_family(tmp_path):
+    cfg = TrainConfig.from_dict(train_dict("mean", steps=4, validation={"every": 0}))
+    train(cfg, ToyPhaseDataset(8), None, tmp_path, until_step=2)
+    other = TrainConfig.from_dict(train_dict("mean", steps=4, validation={"every": 0},
+                                             data={"description": {"source": "elsewhere"}}))
+    with pytest.raises(ConfigError, match="data of .* differs from this run's .*start a new stage with --init-from"):
+        train(other, ToyPhaseDataset(8), None, tmp_path, resume=True)
+    moved = TrainConfig.from_dict(train_dict("mean", steps=4, validation={"every": 0}, microscope={"family": "x"}))
+    with pytest.raises(ConfigError, match="microscope of"):
+        train(moved, ToyPhaseDataset(8), None, tmp_path, resume=True)
+    assert train(cfg, ToyPhaseDataset(8), None, tmp_path, resume=True).step == 4  # the same run continues

@@ -23,12 +23,18 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
+from pathlib import Path
 
 from chromaqpi.errors import ConfigError
 
 PAPER_NORMALISATION = {"paper-rgb": "paper-rgb", "paper-2shot": "paper-2shot"}
 # Flags that build the [model] table (argparse dest -> default when not given).
 MODEL_FLAGS = {"width": 24, "levels": 4, "blocks": 2, "sigma_zmd": 0.5, "prior": None}
+
+
+# Validation MAE beyond which a run has certainly failed: phase maps span a few rad.
+DIVERGED_MAE_RAD = 100.0
 
 
 def add_arguments(parser):
@@ -188,6 +194,12 @@ def datasets(args, prior: str | None = None, seed: int = 0):
         for folder, manifest in zip(folders, train.manifests):
             check_training_sources(manifest["config"].get("sources", []), f"training data {folder}")
     val = ShardDataset(_folders(args.val, "--val"), crop=None, augment=False, prior=prior) if args.val else None
+    if val is not None and args.data != "on-the-fly":
+        shared = {Path(f).resolve() for f in _folders(args.data, "--data")} & \
+            {Path(f).resolve() for f in _folders(args.val, "--val")}
+        if shared:  # the best checkpoint would be chosen on training samples
+            warnings.warn(f"--val shares {', '.join(sorted(map(str, shared)))} with --data: validation scores "
+                          "training samples; build a validation set with another --seed", UserWarning)
     for flag, dataset in (("--data", None if args.data == "on-the-fly" else train), ("--val", val)):
         if dataset is not None:
             check_family(args.microscope, dataset, flag)
@@ -230,4 +242,7 @@ def run(args):
     result = train(config, train_set, val_set, out, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns the same result
         print(f"finished: {result}")
+        if result.best_val_mae is not None and not result.best_val_mae < DIVERGED_MAE_RAD:
+            warnings.warn(f"best validation MAE {result.best_val_mae:.3g} rad: the model did not learn phase "
+                          "(a too-high --lr?); do not use it", UserWarning)
     return 0

@@ -20,6 +20,7 @@ Output folder::
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
@@ -406,9 +407,15 @@ def _resume_source(resume, last_dir: Path, config: TrainConfig) -> Path | None:
     source = find_checkpoint(last_dir if resume is True else Path(resume))
     if source is None:
         raise ConfigError(f"nothing to resume: no checkpoint at {last_dir if resume is True else resume}")
-    wanted = model_config(build_model(config.model))
-    if read_card(source)["model"] != wanted:
+    card = read_card(source)
+    if card["model"] != model_config(build_model(config.model)):
         raise ConfigError(f"model config of {source} differs from the requested one; refusing to resume")
+    # A resumed run continues the same run: other data or another family is a new stage (--init-from).
+    for key, wanted in (("microscope", config.microscope), ("input_normalisation", config.input_normalisation),
+                        ("data", config.data.description)):
+        if json.loads(json.dumps(card.get(key))) != json.loads(json.dumps(wanted)):
+            raise ConfigError(f"{key} of {source} ({card.get(key)}) differs from this run's ({wanted}); "
+                              "--resume continues the same run: start a new stage with --init-from instead")
     return source
 
 
