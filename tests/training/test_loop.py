@@ -205,3 +205,12 @@ def test_resume_refuses_other_data_or_another_family(tmp_path):
     with pytest.raises(ConfigError, match="microscope of"):
         train(moved, ToyPhaseDataset(8), None, tmp_path, resume=True)
     assert train(cfg, ToyPhaseDataset(8), None, tmp_path, resume=True).step == 4  # the same run continues
+
+
+def test_init_from_refuses_a_model_that_reads_another_prior(tmp_path):
+    cfg = TrainConfig.from_dict(train_dict("mean", steps=2, validation={"every": 0}))
+    source = train(cfg, ToyPhaseDataset(8), None, tmp_path / "src").last_checkpoint
+    with_prior = train_dict("mean", steps=2, validation={"every": 0}, init_from=str(source))
+    with_prior["model"] = {**with_prior["model"], "prior": "tie"}
+    with pytest.raises(ConfigError, match="was trained with prior None, this run has 'tie'"):
+        train(TrainConfig.from_dict(with_prior), ToyPhaseDataset(8), None, tmp_path / "dst")

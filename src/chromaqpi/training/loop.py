@@ -428,7 +428,7 @@ def _train(config, train_dataset, val_dataset, out_dir, resume, until_step, info
     torch.manual_seed(derive_seed(config.seed, "init"))  # identical initial weights on every rank
     model = build_model(config.model)
     if source is None and config.init_from:
-        _init_weights(model, config.init_from)
+        _init_weights(model, config.init_from, config)
     model = model.to(device)
     ema = EMA(model, decay=config.optim.ema_decay)
     o = config.optim
@@ -455,11 +455,24 @@ def _train(config, train_dataset, val_dataset, out_dir, resume, until_step, info
     return TrainResult(state["step"], state["best_step"], state["best_val_mae"], out_dir, last_dir, best)
 
 
-def _init_weights(model: nn.Module, name_or_path: str) -> None:
-    """Copy a trained model's (EMA) weights into ``model``; names and shapes must match."""
-    from chromaqpi.models.registry import load_model
+def _init_weights(model: nn.Module, name_or_path: str, config: TrainConfig) -> None:
+    """Copy a trained model's (EMA) weights into ``model``; names and shapes must match, and the
+    network must read the same input: its physics prior and input normalisation."""
+    import warnings
 
-    load_weights_into(model, load_model(name_or_path).state_dict(), source=f"init_from {name_or_path}")
+    from chromaqpi.models.registry import input_normalisation_mode, load_model
+
+    source = load_model(name_or_path)
+    card = getattr(source, "card", {}) or {}
+    prior, wanted = card.get("model", {}).get("prior"), config.model.get("prior")
+    if prior != wanted:
+        raise ConfigError(f"init_from {name_or_path} was trained with prior {prior!r}, this run has {wanted!r}: "
+                          "its first layer would read another input (set the same prior)")
+    if input_normalisation_mode(card.get("input_normalisation")) != input_normalisation_mode(config.input_normalisation):
+        warnings.warn(f"init_from {name_or_path} was trained on {input_normalisation_mode(card.get('input_normalisation'))!r}"
+                      f"-normalised inputs, this run uses {input_normalisation_mode(config.input_normalisation)!r}: "
+                      "it starts from weights tuned to other input values", UserWarning)
+    load_weights_into(model, source.state_dict(), source=f"init_from {name_or_path}")
 
 
 @dataclass
