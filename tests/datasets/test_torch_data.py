@@ -363,3 +363,7 @@ def test_train_cli_warns_when_validation_is_training_data_and_when_a_run_failed(
     messages = [str(w.message) for w in caught]
     assert any("with --data: validation scores training samples" in m for m in messages)
     assert any("the model did not learn phase" in m for m in messages)  # one step at lr 1e30: MAE ~1e28 rad
+    from chromaqpi.models.registry import family_envelope, read_card
+
+    card = read_card(tmp_path / "run" / "checkpoints" / "last")  # the family's envelope, as shipped cards have
+    assert card["microscope"] == {"family": "default", **family_envelope("default")}

@@ -202,7 +202,7 @@ def test_resume_refuses_other_data_or_another_family(tmp_path):
     with pytest.raises(ConfigError, match="data of .* differs from this run's .*start a new stage with --init-from"):
         train(other, ToyPhaseDataset(8), None, tmp_path, resume=True)
     moved = TrainConfig.from_dict(train_dict("mean", steps=4, validation={"every": 0}, microscope={"family": "x"}))
-    with pytest.raises(ConfigError, match="microscope of"):
+    with pytest.raises(ConfigError, match="microscope family of"):
         train(moved, ToyPhaseDataset(8), None, tmp_path, resume=True)
     assert train(cfg, ToyPhaseDataset(8), None, tmp_path, resume=True).step == 4  # the same run continues
 

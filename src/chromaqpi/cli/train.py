@@ -236,7 +236,10 @@ def run(args):
         print()
         return 0
     from chromaqpi.cli.common import output_dir
+    from chromaqpi.models.registry import family_envelope
 
+    # The family's envelope, as shipped cards have it: the checkpoint then warns outside its family.
+    config.microscope.update(family_envelope(args.microscope))
     out = output_dir(args.out)  # removed again if it stays empty (the data fail to load)
     train_set, val_set = datasets(args, config.model.get("prior"), config.seed)
     result = train(config, train_set, val_set, out, resume=args.resume)

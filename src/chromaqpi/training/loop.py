@@ -411,10 +411,12 @@ def _resume_source(resume, last_dir: Path, config: TrainConfig) -> Path | None:
     if card["model"] != model_config(build_model(config.model)):
         raise ConfigError(f"model config of {source} differs from the requested one; refusing to resume")
     # A resumed run continues the same run: other data or another family is a new stage (--init-from).
-    for key, wanted in (("microscope", config.microscope), ("input_normalisation", config.input_normalisation),
-                        ("data", config.data.description)):
-        if json.loads(json.dumps(card.get(key))) != json.loads(json.dumps(wanted)):
-            raise ConfigError(f"{key} of {source} ({card.get(key)}) differs from this run's ({wanted}); "
+    family = (card.get("microscope") or {}).get("family")
+    for key, had, wanted in (("microscope family", family, (config.microscope or {}).get("family")),
+                             ("input_normalisation", card.get("input_normalisation"), config.input_normalisation),
+                             ("data", card.get("data"), config.data.description)):
+        if json.loads(json.dumps(had)) != json.loads(json.dumps(wanted)):
+            raise ConfigError(f"{key} of {source} ({had}) differs from this run's ({wanted}); "
                               "--resume continues the same run: start a new stage with --init-from instead")
     return source
 
