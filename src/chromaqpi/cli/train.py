@@ -179,7 +179,8 @@ def datasets(args, prior: str | None = None, seed: int = 0):
     from chromaqpi.datasets.sources import check_training_sources
     from chromaqpi.datasets.torch_data import OnTheFlyDataset, ShardDataset
 
-    if args.data == "on-the-fly":
+    folders = [] if args.data == "on-the-fly" else _folders(args.data, "--data")
+    if not folders:
         import os
 
         # Under torchrun every rank simulates its own stream of samples.
@@ -188,19 +189,17 @@ def datasets(args, prior: str | None = None, seed: int = 0):
                                 rank=rank, world_size=world, prior=prior, channel_shift=args.channel_shift,
                                 channel_shift_prob=args.channel_shift_prob)
     else:
-        folders = _folders(args.data, "--data")
         train = ShardDataset(folders, crop=args.crop, seed=seed, prior=prior, channel_shift=args.channel_shift,
                              channel_shift_prob=args.channel_shift_prob)
         for folder, manifest in zip(folders, train.manifests):
             check_training_sources(manifest["config"].get("sources", []), f"training data {folder}")
-    val = ShardDataset(_folders(args.val, "--val"), crop=None, augment=False, prior=prior) if args.val else None
-    if val is not None and args.data != "on-the-fly":
-        shared = {Path(f).resolve() for f in _folders(args.data, "--data")} & \
-            {Path(f).resolve() for f in _folders(args.val, "--val")}
-        if shared:  # the best checkpoint would be chosen on training samples
-            warnings.warn(f"--val shares {', '.join(sorted(map(str, shared)))} with --data: validation scores "
-                          "training samples; build a validation set with another --seed", UserWarning)
-    for flag, dataset in (("--data", None if args.data == "on-the-fly" else train), ("--val", val)):
+    val_folders = _folders(args.val, "--val") if args.val else []
+    val = ShardDataset(val_folders, crop=None, augment=False, prior=prior) if val_folders else None
+    shared = {Path(f).resolve() for f in folders} & {Path(f).resolve() for f in val_folders}
+    if shared:  # the best checkpoint would be chosen on training samples
+        warnings.warn(f"--val shares {', '.join(sorted(map(str, shared)))} with --data: validation scores "
+                      "training samples; build a validation set with another --seed", UserWarning)
+    for flag, dataset in (("--data", train if folders else None), ("--val", val)):
         if dataset is not None:
             check_family(args.microscope, dataset, flag)
     return train, val
@@ -209,8 +208,6 @@ def datasets(args, prior: str | None = None, seed: int = 0):
 def check_family(microscope: str, dataset, flag: str) -> None:
     """The data must have the family's channel count; data built for another family are named in a
     warning (the card will name --microscope, and its input normalisation follows it)."""
-    import warnings
-
     from chromaqpi.datasets.randomize import resolve_ranges
 
     family = resolve_ranges(microscope)

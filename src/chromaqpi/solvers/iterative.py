@@ -47,7 +47,7 @@ def fast_microscope(microscope: Microscope) -> Microscope:
 
 def fit_memory_bytes(shape: tuple[int, int], microscope: Microscope) -> float:
     """Rough peak memory of one image's fit: the simulator keeps each channel's field per wavelength
-    and source point for the gradient. Measured on CPU (float32): about 0.55 kB per pixel plus
+    and source point for the gradient. Measured on CPU: about 0.55 kB per pixel plus
     92 B per pixel and quadrature point (``default`` reduced quadrature, 256 px: 2.3 GB in all)."""
     o = microscope.optics
     wavelengths = 1 if microscope.planes else microscope.spectra.n_wavelengths

@@ -470,9 +470,9 @@ def _init_weights(model: nn.Module, name_or_path: str, config: TrainConfig) -> N
     if prior != wanted:
         raise ConfigError(f"init_from {name_or_path} was trained with prior {prior!r}, this run has {wanted!r}: "
                           "its first layer would read another input (set the same prior)")
-    if input_normalisation_mode(card.get("input_normalisation")) != input_normalisation_mode(config.input_normalisation):
-        warnings.warn(f"init_from {name_or_path} was trained on {input_normalisation_mode(card.get('input_normalisation'))!r}"
-                      f"-normalised inputs, this run uses {input_normalisation_mode(config.input_normalisation)!r}: "
+    had, wants = (input_normalisation_mode(c) for c in (card.get("input_normalisation"), config.input_normalisation))
+    if had != wants:
+        warnings.warn(f"init_from {name_or_path} was trained on {had!r}-normalised inputs, this run uses {wants!r}: "
                       "it starts from weights tuned to other input values", UserWarning)
     load_weights_into(model, source.state_dict(), source=f"init_from {name_or_path}")
 
