@@ -309,3 +309,26 @@ def test_only_a_file_marked_alpha_loses_its_last_channel(tmp_path):
     assert io.read_image(tmp_path / "four.tif", need_channels=4)[0].shape == (4, 40, 48)  # a 4-plane microscope
     image, info = io.read_image(tmp_path / "four.tif", need_channels=3)  # RGBA for an RGB microscope
     assert image.shape == (3, 40, 48) and info["alpha_dropped"]
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for a test and restore it afterwards."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        yield os.umask
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_atomic_write_gives_the_permissions_of_a_plain_open(tmp_path, umask, mask):
+    umask(mask)
+    io.write_json(tmp_path / "out.json", {"x": 1})
+    (tmp_path / "plain.json").write_text("{}")
+    mode = (tmp_path / "out.json").stat().st_mode & 0o777
+    assert mode == 0o666 & ~mask == (tmp_path / "plain.json").stat().st_mode & 0o777
+    folder = io.sibling_temp_dir(tmp_path / "run")
+    assert folder.parent == tmp_path and folder.stat().st_mode & 0o777 == 0o777 & ~mask

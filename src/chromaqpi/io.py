@@ -22,7 +22,7 @@ import io
 import json
 import math
 import os
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -49,11 +49,42 @@ _SRGB_GAMMA = 2.4
 # ---------------------------------------------------------------------------
 
 
-def _current_umask() -> int:
-    """The process umask (reading it requires setting it; restored at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+_SIBLING_TRIES = 100
+
+
+def _sibling(dest: Path, suffix: str, create):
+    """Create a new, uniquely named entry ``.<dest name>.<random><suffix>`` beside ``dest`` with
+    ``create(path)``; return the path and what ``create`` returned."""
+    for _ in range(_SIBLING_TRIES):
+        candidate = dest.parent / f".{dest.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            return candidate, create(candidate)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(dest.parent))
+
+
+def sibling_temp_file(dest, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A new empty file beside ``dest`` (to be renamed onto it), opened for writing.
+
+    Unlike :func:`tempfile.mkstemp` (always 0600) it is created with mode 0666, which the
+    kernel reduces by the umask or the folder's default ACL exactly as for a plain
+    ``open(dest, "w")``: the renamed output gets the permissions a normal file would have.
+
+    Returns
+    -------
+    (int, Path)
+        The open file descriptor (``O_WRONLY``) and the file's path.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    path, fd = _sibling(Path(dest), suffix, lambda candidate: os.open(candidate, flags, 0o666))
+    return fd, path
+
+
+def sibling_temp_dir(dest, suffix: str = ".tmp") -> Path:
+    """A new empty folder beside ``dest`` (to be renamed onto it), with the permissions of a plain
+    ``mkdir`` (0777 less the umask or default ACL; :func:`tempfile.mkdtemp` gives 0700)."""
+    return _sibling(Path(dest), suffix, lambda candidate: os.mkdir(candidate, 0o777))[0]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -100,15 +131,13 @@ def atomic_write(path, mode: str = "wb", *, encoding: str | None = None) -> Iter
     dest = Path(path)
     if dest.is_dir():  # else os.replace fails late, naming the temporary file
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(dest))
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp = sibling_temp_file(dest)
     try:
         os.close(fd)  # reopen by name: some writers (tifffile) need ``f.name`` to be a path
         with open(tmp, mode, encoding=(encoding or "utf-8") if mode == "w" else None) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp creates 0600 files; give the output the permissions open() would.
-        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -176,3 +176,25 @@ def test_training_state_round_trip(tmp_path):
         assert torch.equal(a, b)
     s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
     assert all(torch.equal(s1[i][k], s2[i][k]) for i in s1 for k in s1[i])
+
+
+def test_checkpoints_get_the_permissions_of_plain_files_and_folders(tmp_path):
+    """Shareable with a group: 0644 files and 0755 folders under umask 022 (mkstemp/mkdtemp give 0600/0700)."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        model = trained_pair()
+        ema, opt = EMA(model, decay=0.9), torch.optim.AdamW(model.parameters(), lr=1e-3)
+        save_model(tmp_path / "best", model, make_card(model))
+        save_training_checkpoint(tmp_path / "last", model=model, ema=ema, optimizer=opt, card=make_card(model),
+                                 loop_state={"step": 0})
+        export_fp16(tmp_path / "best", tmp_path / "best16")
+    finally:
+        os.umask(old)
+    for folder in ("best", "last", "best16"):
+        assert (tmp_path / folder).stat().st_mode & 0o777 == 0o755, folder
+        for path in (tmp_path / folder).iterdir():
+            assert path.stat().st_mode & 0o777 == 0o644, path
+    assert sorted(p.name for p in (tmp_path / "last").iterdir()) == [
+        "config.json", "model.safetensors", "train_state.json", "train_state.safetensors"]

@@ -24,13 +24,13 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from chromaqpi.errors import WeightsError
+from chromaqpi.io import atomic_write, sibling_temp_dir
 from chromaqpi.models.registry import (
     CONFIG_FILE, FORMAT, FORMAT_VERSION, load_weights_into, model_config, read_card, read_model_weights, read_weights,
     sha256_file,
@@ -58,19 +58,10 @@ def git_commit() -> str | None:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then ``os.replace`` it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` to a temporary file beside ``path``, fsync, then ``os.replace`` it (the file gets
+    the permissions of a plain ``open``: :func:`chromaqpi.io.atomic_write`)."""
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
@@ -96,7 +87,7 @@ def atomic_directory(path: str | Path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = sibling_temp_dir(path)  # the permissions of a plain mkdir (mkdtemp's are 0700)
     try:
         yield tmp
     except BaseException:
