@@ -214,3 +214,56 @@ def test_init_from_refuses_a_model_that_reads_another_prior(tmp_path):
     with_prior["model"] = {**with_prior["model"], "prior": "tie"}
     with pytest.raises(ConfigError, match="was trained with prior None, this run has 'tie'"):
         train(TrainConfig.from_dict(with_prior), ToyPhaseDataset(8), None, tmp_path / "dst")
+
+
+def test_cards_record_the_data_hardware_and_wall_time_of_a_run(tmp_path):
+    """Provenance of a user's model: each dataset folder (manifest sha256, samples), the hardware, and the
+    training wall time summed over --resume sessions (kept in the loop state)."""
+    import hashlib
+    import time
+
+    from chromaqpi.datasets.build import build_dataset
+    from chromaqpi.datasets.torch_data import ShardDataset
+    from chromaqpi.training.loop import cpu_name
+
+    folders = {}
+    for name, n, seed in (("train", 8, 1), ("val", 4, 2)):
+        folders[name] = tmp_path / name
+        build_dataset(None, "default", n, 16, seed, folders[name], shard_size=4, group_size=2, progress=False)
+    cfg = TrainConfig.from_dict(train_dict("mean", steps=4, validation={"every": 2, "max_batches": 1}))
+    data, val = ShardDataset(folders["train"], augment=False), ShardDataset(folders["val"], augment=False)
+    run = tmp_path / "run"
+    train(cfg, data, val, run, until_step=2)
+    state_file = run / "checkpoints" / "last" / "train_state.json"
+    state = json.loads(state_file.read_text())
+    first = state["loop"]["train_seconds"]
+    assert first > 0
+    state["loop"]["train_seconds"] = first + 1000.0  # as if the first session had taken 1000 s longer
+    state_file.write_text(json.dumps(state))
+    began = time.monotonic()
+    res = train(cfg, data, val, run, resume=True)
+    second = time.monotonic() - began
+    for checkpoint in (res.last_checkpoint, res.best_checkpoint):
+        prov = load_model(checkpoint).card["provenance"]
+        assert prov["datasets"] == {name: [{
+            "folder": str(folder), "samples": {"train": 8, "val": 4}[name],
+            "manifest_sha256": hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()}]
+            for name, folder in folders.items()}
+        hw = prov["hardware"]
+        assert (hw["device"], hw["name"], hw["processes"]) == ("cpu", cpu_name(), 1) and prov["torch_version"]
+    prov = load_model(res.last_checkpoint).card["provenance"]
+    assert first + 1000.0 < prov["train_seconds"] <= first + 1000.0 + second + 0.1  # both sessions counted
+    assert "train_seconds_from_step" not in prov
+
+
+def test_a_run_resumed_from_an_untimed_checkpoint_says_from_which_step_it_was_timed(tmp_path):
+    cfg = TrainConfig.from_dict(train_dict("mean", steps=4, validation={"every": 0}))
+    train(cfg, ToyPhaseDataset(8), None, tmp_path, until_step=2)
+    state_file = tmp_path / "checkpoints" / "last" / "train_state.json"
+    state = json.loads(state_file.read_text())
+    del state["loop"]["train_seconds"]  # as saved before runs were timed
+    state_file.write_text(json.dumps(state))
+    res = train(cfg, ToyPhaseDataset(8), None, tmp_path, resume=True)
+    prov = load_model(res.last_checkpoint).card["provenance"]
+    assert prov["train_seconds"] > 0 and prov["train_seconds_from_step"] == 2
+    assert prov["datasets"] == {"train": None, "val": None}  # in-memory data: no folder to name

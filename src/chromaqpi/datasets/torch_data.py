@@ -39,7 +39,7 @@ from chromaqpi.datasets.augment import apply_transform, random_channel_shift, va
 from chromaqpi.datasets.build import DEFAULT_GROUP_SIZE
 from chromaqpi.datasets.generate import generate_group
 from chromaqpi.datasets.randomize import resolve_ranges
-from chromaqpi.datasets.shards import ShardReader, read_manifest, verify_dataset
+from chromaqpi.datasets.shards import MANIFEST, ShardReader, read_manifest, sha256_file, verify_dataset
 from chromaqpi.datasets.sources import check_training_sources, resolve_sources
 from chromaqpi.errors import ConfigError, InputError
 from chromaqpi.models.prior import check_prior, sample_prior
@@ -78,6 +78,7 @@ class DatasetFolder:
     def __init__(self, root, verify: bool):
         self.root = Path(root)
         self.manifest = verify_dataset(self.root) if verify else read_manifest(self.root)
+        self.manifest_sha256 = sha256_file(self.root / MANIFEST)  # the data's identity, for model cards
         if not self.manifest.get("complete"):
             raise InputError(f"dataset {self.root} is incomplete: resume its build first")
         shards = self.manifest["shards"]
@@ -158,6 +159,11 @@ class ShardDataset(Dataset):
     def manifests(self) -> list[dict]:
         """The manifests of the datasets, in the order given."""
         return [s.manifest for s in self.stores]
+
+    def identity(self) -> list[dict]:
+        """Which data these are, for a model card: per folder (in the order given) its path, the sha256
+        of its manifest (which holds every shard's sha256) and its sample count."""
+        return [{"folder": str(s.root), "manifest_sha256": s.manifest_sha256, "samples": s.n} for s in self.stores]
 
     def set_epoch(self, epoch: int) -> None:
         """Change the crops/flips/mixture draws (call before creating the epoch's iterator)."""

@@ -5,7 +5,8 @@ A checkpoint directory contains
 ``config.json``
     The model card read by :func:`chromaqpi.models.registry.load_model`: ``model`` (kind + config),
     ``weights`` (file, sha256, dtype), ``microscope`` (family dict from the caller),
-    ``input_normalisation``, ``data``, ``provenance`` (git commit, package version, step, metrics).
+    ``input_normalisation``, ``data``, ``provenance`` (git commit, package and torch versions, step, metrics;
+    for a trained model also its hardware, training wall time and the identity of its datasets).
 ``model.safetensors``
     Inference weights (the EMA average).
 ``train_state.safetensors`` / ``train_state.json`` (resume checkpoints only)
@@ -116,9 +117,11 @@ def find_checkpoint(path: str | Path) -> Path | None:
 def make_card(
     model: nn.Module, *, microscope: dict | None = None, input_normalisation: dict | None = None,
     data: dict | None = None, provenance: dict | None = None, hardware: dict | None = None,
+    datasets: dict | None = None,
 ) -> dict:
     """The JSON card of a model (weights section filled in when written); ``hardware`` (what trained
-    it: :func:`chromaqpi.training.loop.training_hardware`) goes into its provenance."""
+    it: :func:`chromaqpi.training.loop.training_hardware`) and ``datasets`` (what it read, ``{"train": [...],
+    "val": [...]}``: :func:`chromaqpi.training.loop.dataset_identity`) go into its provenance."""
     import chromaqpi
 
     prov = {
@@ -128,7 +131,8 @@ def make_card(
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "model": model_config(model),
         "microscope": microscope, "input_normalisation": input_normalisation, "data": data,
-        "provenance": {**prov, **({"hardware": hardware} if hardware else {}), **(provenance or {})},
+        "provenance": {**prov, **({"hardware": hardware} if hardware else {}),
+                       **({"datasets": datasets} if datasets else {}), **(provenance or {})},
     }
 
 

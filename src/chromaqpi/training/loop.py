@@ -15,6 +15,10 @@ Output folder::
     out_dir/train.csv, val.csv     logs (plus out_dir/tb/ when tensorboard is installed)
     out_dir/checkpoints/last/      resumable checkpoint (EMA inference weights + training state)
     out_dir/checkpoints/best/      EMA weights with the lowest validation MAE (ready for load_model)
+
+The checkpoints' cards record, under ``provenance``, the hardware (:func:`training_hardware`), the wall
+time spent training (``train_seconds``, summed over resumed sessions) and which data were read
+(``datasets``: :func:`dataset_identity`).
 """
 
 from __future__ import annotations
@@ -422,6 +426,7 @@ def _resume_source(resume, last_dir: Path, config: TrainConfig) -> Path | None:
 
 
 def _train(config, train_dataset, val_dataset, out_dir, resume, until_step, info) -> TrainResult:
+    started = time.monotonic()
     device = default_device(info, config.device)
     torch.backends.cuda.matmul.allow_tf32 = False  # exact fp32 where bf16 is not requested
     torch.backends.cudnn.allow_tf32 = False
@@ -435,16 +440,21 @@ def _train(config, train_dataset, val_dataset, out_dir, resume, until_step, info
     ema = EMA(model, decay=config.optim.ema_decay)
     o = config.optim
     optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-    state = {"step": 0, "epoch": 0, "best_val_mae": None, "best_step": None, "seed": config.seed}
+    state = {"step": 0, "epoch": 0, "best_val_mae": None, "best_step": None, "seed": config.seed,
+             "train_seconds": 0.0}
     if source is not None:
-        state.update(load_training_checkpoint(source, model=model, ema=ema, optimizer=optimizer))
+        saved = load_training_checkpoint(source, model=model, ema=ema, optimizer=optimizer)
+        if "train_seconds" not in saved and saved.get("step"):  # saved before runs were timed
+            saved["train_seconds_from_step"] = saved["step"]
+        state.update(saved)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out_dir / "train_config.json", config.to_dict())
     net = wrap_ddp(_LossModule(model), info, device)
     end = config.schedule.steps if until_step is None else min(until_step, config.schedule.steps)
     log = _RunLog(out_dir, info, config, state["step"], end)
-    ctx = _StepContext(config, info, device, net, model, optimizer, ema)
+    datasets = {"train": dataset_identity(train_dataset), "val": dataset_identity(val_dataset)}
+    ctx = _StepContext(config, info, device, net, model, optimizer, ema, datasets, started, state["train_seconds"])
     try:
         _loop(ctx, state, end, train_dataset, val_dataset, log, last_dir, best_dir)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a scheduler (the CLI turns it into this)
@@ -486,6 +496,13 @@ class _StepContext:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     ema: EMA
+    datasets: dict  # {"train": ..., "val": ...}: dataset_identity of each
+    started: float  # time.monotonic() when this session began
+    seconds_before: float  # training wall time of the sessions this one resumes
+
+    def train_seconds(self) -> float:
+        """Wall time of the run so far (s), over all its sessions."""
+        return self.seconds_before + time.monotonic() - self.started
 
 
 def _train_step(ctx: _StepContext, batch: dict, step: int, generator: torch.Generator):
@@ -541,24 +558,60 @@ def _loop(ctx: _StepContext, state: dict, end: int, train_ds, val_ds, log: _RunL
 def _card_kw(ctx: "_StepContext") -> dict:
     cfg = ctx.config
     return {"microscope": cfg.microscope, "input_normalisation": cfg.input_normalisation,
-            "data": cfg.data.description, "hardware": training_hardware(ctx.device, ctx.info, cfg.precision)}
+            "data": cfg.data.description, "hardware": training_hardware(ctx.device, ctx.info, cfg.precision),
+            "datasets": ctx.datasets}
+
+
+def _timing(ctx: "_StepContext", state: dict) -> dict:
+    """The card's record of the training wall time (s); ``train_seconds_from_step`` when the run was
+    resumed from a checkpoint that did not record it (the time before that step is missing)."""
+    out = {"train_seconds": round(ctx.train_seconds(), 1)}
+    if state.get("train_seconds_from_step"):
+        out["train_seconds_from_step"] = state["train_seconds_from_step"]
+    return out
 
 
 def _save_last(ctx: "_StepContext", state: dict, last_dir: Path, card_kw: dict) -> None:
-    card = make_card(ctx.model, **card_kw, provenance={"step": state["step"], "best_val_mae_rad": state["best_val_mae"]})
+    state["train_seconds"] = ctx.train_seconds()
+    card = make_card(ctx.model, **card_kw, provenance={"step": state["step"], "best_val_mae_rad": state["best_val_mae"],
+                                                       **_timing(ctx, state)})
     save_training_checkpoint(last_dir, model=ctx.model, ema=ctx.ema, optimizer=ctx.optimizer,
                              card=card, loop_state=dict(state))
 
 
 def training_hardware(device: torch.device, info: DistInfo, precision: str) -> dict:
-    """What a run trains on, for its model card: device kind and name, processes, precision, CPU threads."""
+    """What a run trains on, for its model card: device kind and name (CUDA device or CPU model), processes
+    (DDP ranks), precision, CPU threads; on CUDA also the CUDA version and the host CPU (the card records
+    the torch version already)."""
+    cuda = device.type == "cuda"
+    out = {"device": device.type, "name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
+           "processes": info.world_size, "precision": "bf16" if _uses_bf16(device, precision) else "fp32",
+           "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    if cuda:
+        out.update(cuda_version=torch.version.cuda, cpu=cpu_name())
+    return out
+
+
+def cpu_name() -> str:
+    """The CPU model (e.g. "AMD EPYC 7763 64-Core Processor"); the architecture where it is not known."""
     import platform
 
-    cuda = device.type == "cuda"
-    return {"device": device.type, "name": torch.cuda.get_device_name(device) if cuda else
-            (platform.processor() or platform.machine()), "processes": info.world_size,
-            "precision": "bf16" if _uses_bf16(device, precision) else "fp32",
-            "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:  # Linux: platform.processor() is empty there
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def dataset_identity(dataset) -> list[dict] | None:
+    """Which data a run reads, for its model card: per dataset folder its path, manifest sha256 and
+    sample count (datasets with an ``identity()`` method, e.g.
+    :class:`~chromaqpi.datasets.torch_data.ShardDataset`); None for others (simulated, in memory)."""
+    identity = getattr(dataset, "identity", None)
+    return identity() if callable(identity) else None
 
 
 def _reduce_terms(terms: dict[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
@@ -576,7 +629,8 @@ def _validate_and_keep_best(ctx, state, val_ds, log, best_dir, card_kw) -> None:
         if ctx.info.is_main:
             save_model(best_dir, ctx.ema.module,
                        make_card(ctx.model, **card_kw, provenance={"step": step, "val_mae_rad": metrics["mae_rad"],
-                                                                   "val_mae_raw_rad": metrics["mae_raw_rad"]}))
+                                                                   "val_mae_raw_rad": metrics["mae_raw_rad"],
+                                                                   **_timing(ctx, state)}))
     log.row("val", {"step": step, **metrics, "best": int(improved)})
     barrier(ctx.info)
 
