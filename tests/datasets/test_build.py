@@ -87,6 +87,54 @@ def test_corrupt_shard_is_named(tiny_dataset, tmp_path):
         verify_dataset(root)
 
 
+
+def _edit_manifest(root, edit):
+    manifest = json.loads((root / "manifest.json").read_text())
+    edit(manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_shard_counts_are_checked_against_the_manifest(tiny_dataset, tmp_path, verify):
+    import shutil
+
+    root = tmp_path / "edited"
+    shutil.copytree(tiny_dataset, root)
+    _edit_manifest(root, lambda m: m["shards"][1].update(count=3))  # the checksums still match
+    with pytest.raises(InputError, match=r"^dataset .*: shard shard-00001.npz holds 4 samples but the manifest "
+                                         r"counts 3 \(edited manifest or replaced shard\)") as err:
+        ShardDataset(root, verify=verify)
+    assert "\n" not in str(err.value)
+    # a shard replaced by one with fewer samples, its sha256 updated to match
+    shutil.rmtree(root)
+    shutil.copytree(tiny_dataset, root)
+    small = tmp_path / "small"
+    build_dataset(None, "default", 2, 32, 11, small, shard_size=2, group_size=2, progress=False)
+    shutil.copyfile(small / "shard-00000.npz", root / "shard-00002.npz")
+    _edit_manifest(root, lambda m: m["shards"][2].update(sha256=sha256_file(root / "shard-00002.npz")))
+    with pytest.raises(InputError, match="shard shard-00002.npz holds 2 samples but the manifest counts 4"):
+        ShardDataset(root, verify=verify)
+
+
+def test_a_truncated_shard_or_a_manifest_that_does_not_tile_is_named_without_verify(tiny_dataset, tmp_path):
+    import shutil
+
+    root = tmp_path / "truncated"
+    shutil.copytree(tiny_dataset, root)
+    path = root / "shard-00001.npz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"cannot read shard .*shard-00001.npz .*truncated or damaged"):
+        ShardDataset(root, verify=False)
+    shutil.copyfile(tiny_dataset / "shard-00001.npz", path)
+    assert len(ShardDataset(root, verify=False)) == 12
+    _edit_manifest(root, lambda m: m["shards"][2].update(start=9))
+    with pytest.raises(InputError, match="shard shard-00002.npz starts at sample 9 in the manifest, but the shards "
+                                         "before it hold 8"):
+        ShardDataset(root, verify=False)
+    _edit_manifest(root, lambda m: (m["shards"][2].update(start=8), m["config"].update(n=13)))
+    with pytest.raises(InputError, match="its shards count 12 samples but the manifest's n is 13"):
+        ShardDataset(root, verify=False)
+
 def test_shard_contents_and_manifest(tiny_dataset):
     manifest = verify_dataset(tiny_dataset)
     assert manifest["config"]["n"] == 12 and manifest["channels"] == 3

@@ -45,7 +45,8 @@ from chromaqpi.io import atomic_write, write_json
 
 __all__ = ["MANIFEST", "FORMAT", "FORMAT_VERSION", "shard_name", "encode_group", "write_shard", "sha256_file",
            "npz_bytes", "write_npz",
-           "read_manifest", "write_manifest", "verify_dataset", "ShardReader", "json_to_array", "array_to_json"]
+           "read_manifest", "write_manifest", "verify_dataset", "check_shard_counts", "shard_sample_count",
+           "ShardReader", "json_to_array", "array_to_json"]
 
 MANIFEST = "manifest.json"
 FORMAT = "chromaqpi-dataset"
@@ -183,10 +184,11 @@ def write_manifest(root, manifest: dict) -> None:
 
 
 def verify_dataset(root, *, require_complete: bool = True) -> dict:
-    """Check that every shard in the manifest exists and matches its sha256.
+    """Check that every shard in the manifest exists, matches its sha256 and holds the samples its
+    entry counts (:func:`check_shard_counts`).
 
-    Returns the manifest. Raises InputError naming the first missing or corrupt shard,
-    or an incomplete build (when ``require_complete``).
+    Returns the manifest. Raises InputError naming the first missing, corrupt or miscounted
+    shard, or an incomplete build (when ``require_complete``).
     """
     root = Path(root)
     manifest = read_manifest(root)
@@ -204,7 +206,51 @@ def verify_dataset(root, *, require_complete: bool = True) -> dict:
         if digest != shard["sha256"]:
             raise InputError(f"dataset {root}: shard {shard['file']} is corrupt (sha256 {digest[:12]}... != "
                              f"manifest {shard['sha256'][:12]}...); delete it and re-run the build to regenerate it")
+    check_shard_counts(root, manifest)
     return manifest
+
+
+def shard_sample_count(path) -> int:
+    """Samples in a shard: the length of its ``index`` member, read from that member's ``.npy`` header
+    (no sample is decompressed). InputError if the file is not a readable shard (e.g. truncated)."""
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open("index.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape = read_header(f)[0]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise InputError(f"cannot read shard {path} ({exc}): truncated or damaged; delete it and re-run "
+                         "the build to regenerate it") from None
+    if len(shape) != 1:
+        raise InputError(f"shard {path}: its index has shape {shape}, not (samples,) (damaged shard)")
+    return int(shape[0])
+
+
+def check_shard_counts(root, manifest: dict) -> None:
+    """Each written shard must hold the number of samples its manifest entry counts, and the entries
+    must tile the dataset (each ``start`` the sum of the counts before it; all of them ``n`` once
+    complete). Cheap: only the shards' index headers are read. InputError naming the first mismatch."""
+    root, expected_start = Path(root), 0
+    for shard in manifest["shards"]:
+        name, count = shard["file"], shard["count"]
+        if shard["start"] != expected_start:
+            raise InputError(f"dataset {root}: shard {name} starts at sample {shard['start']} in the manifest, "
+                             f"but the shards before it hold {expected_start} (edited or damaged manifest)")
+        expected_start += count
+        if shard.get("sha256") is None:  # not written yet (an incomplete build)
+            continue
+        path = root / name
+        if not path.is_file():
+            raise InputError(f"dataset {root}: shard {name} is missing; rebuild it by re-running the build")
+        actual = shard_sample_count(path)
+        if actual != count:
+            raise InputError(f"dataset {root}: shard {name} holds {actual} samples but the manifest counts {count} "
+                             "(edited manifest or replaced shard); re-run the build to regenerate it")
+    n = manifest["config"]["n"]
+    if manifest.get("complete") and expected_start != n:
+        raise InputError(f"dataset {root}: its shards count {expected_start} samples but the manifest's n is {n} "
+                         "(edited or damaged manifest)")
 
 
 def _done(manifest: dict) -> int:

@@ -39,7 +39,8 @@ from chromaqpi.datasets.augment import apply_transform, random_channel_shift, va
 from chromaqpi.datasets.build import DEFAULT_GROUP_SIZE
 from chromaqpi.datasets.generate import generate_group
 from chromaqpi.datasets.randomize import resolve_ranges
-from chromaqpi.datasets.shards import MANIFEST, ShardReader, read_manifest, sha256_file, verify_dataset
+from chromaqpi.datasets.shards import (MANIFEST, ShardReader, check_shard_counts, read_manifest, sha256_file,
+                                       verify_dataset)
 from chromaqpi.datasets.sources import check_training_sources, resolve_sources
 from chromaqpi.errors import ConfigError, InputError
 from chromaqpi.models.prior import check_prior, sample_prior
@@ -77,7 +78,11 @@ class DatasetFolder:
 
     def __init__(self, root, verify: bool):
         self.root = Path(root)
-        self.manifest = verify_dataset(self.root) if verify else read_manifest(self.root)
+        if verify:  # checksums, and each shard's sample count against the manifest
+            self.manifest = verify_dataset(self.root)
+        else:  # the counts alone (index headers: cheap)
+            self.manifest = read_manifest(self.root)
+            check_shard_counts(self.root, self.manifest)
         self.manifest_sha256 = sha256_file(self.root / MANIFEST)  # the data's identity, for model cards
         if not self.manifest.get("complete"):
             raise InputError(f"dataset {self.root} is incomplete: resume its build first")
