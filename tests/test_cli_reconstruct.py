@@ -41,15 +41,20 @@ def test_writes_phase_and_opd_that_match_the_api(rgb_stack, tmp_path):
     assert meta["method"] == "tie" and meta["source"] == "bump.npy"
 
 
-def test_learned_outputs_record_their_weights_and_the_step_count_used(rgb_stack, tmp_path):
+def test_learned_outputs_record_their_weights_and_the_step_count_and_temperature_used(rgb_stack, tmp_path):
     path, _ = rgb_stack
     card = json.loads((Path(chromaqpi.__file__).parent / "weights" / "paper-rgb" / "config.json").read_text())
+    card_temperature = card["sampling"].get("temperature", 1.0)
     base = ["reconstruct", str(path), "--method", "zmd", "--microscope", "paper-rgb", "--normalized", "--no-preview"]
-    for extra, steps in (([], card["sampling"]["steps"]), (["--steps", "3"], 3)):  # the card's count, or the flag's
+    # The card's count and temperature, the flags', and temperature 1 for N > 1 draws (their spread).
+    for extra, steps, temperature in (([], card["sampling"]["steps"], card_temperature),
+                                      (["--steps", "3", "--temperature", "0.2"], 3, 0.2),
+                                      (["--steps", "2", "--samples", "2"], 2, 1.0)):
         out = tmp_path / f"out{steps}"
         assert main([*base, "--out", str(out), *extra]) == 0
         _, meta = read_tiff(out / "bump_phase.tif")
         assert meta["steps"] == steps and meta["model_sha256"] == card["weights"]["sha256"]
+        assert meta["temperature"] == temperature
 
 
 def test_the_default_method_is_the_nearest_shipped_mean_net_else_tie_with_a_warning(rgb_stack, tmp_path):
@@ -93,6 +98,11 @@ def test_the_default_method_is_the_nearest_shipped_mean_net_else_tie_with_a_warn
     (["--samples", "4"], "--method tie does not take --samples"),
     (["--refine", "3"], "--method tie does not take --refine ("),
     (["--method", "mean", "--steps", "5"], "--method mean does not take --steps"),
+    (["--method", "mean", "--temperature", "0.5"], "--method mean does not take --temperature"),
+    (["--temperature", "0.5"], "--method tie does not take --temperature"),
+    (["--method", "auto", "--temperature", "0.5"], "--method auto (the default) does not take --temperature"),
+    (["--method", "zmd", "--temperature", "-0.5"], "--temperature must be a finite number >= 0"),
+    (["--method", "zmd", "--temperature", "inf"], "--temperature must be a finite number >= 0"),
     (["--method", "auto", "--samples", "4"], "--method auto (the default) does not take --samples"),
 ])
 def test_user_errors_exit_2_without_output(rgb_stack, tmp_path, capsys, extra, message):
@@ -139,6 +149,8 @@ def test_grayscale_where_rgb_is_needed_is_rejected(tmp_path, capsys):
      "'microscope' must map"),  # a reversed range would flag every microscope
     ('{"model": {"kind": "mean"}, "weights": {}, "sampling": {"steps": 0}}', "'steps' is an integer >= 1"),
     ('{"model": {"kind": "mean"}, "weights": {}, "sampling": 10}', "'sampling' must be an object"),
+    ('{"model": {"kind": "mean"}, "weights": {}, "sampling": {"temperature": "cool"}}', "'sampling.temperature'"),
+    ('{"model": {"kind": "mean"}, "weights": {}, "sampling": {"temperature": -1}}', "'sampling.temperature'"),
 ])
 def test_malformed_model_folder_is_a_one_line_error(rgb_stack, tmp_path, capsys, card, message):
     path, _ = rgb_stack

@@ -151,7 +151,7 @@ def step_progress(desc: str = "diffusion steps"):
 def run_chain(
     eps_fn: EpsFn, gbar_grid: GridFn, shape: Sequence[int], *, steps: int,
     generators: Sequence[torch.Generator], sampler: str = "ddim", eta: float = 0.0,
-    clip: tuple[float, float] | None = None, device: torch.device | str = "cpu",
+    clip: tuple[float, float] | None = None, device: torch.device | str = "cpu", temperature: float = 1.0,
 ) -> torch.Tensor:
     """Draw Y0 by running the reverse chain over K strided steps from t = 1 to t = 0.
 
@@ -175,6 +175,10 @@ def run_chain(
     clip : (float, float), optional
         Clamp every Y0 estimate to this range (and recompute eps consistently).
     device : torch.device or str
+    temperature : float
+        Multiplies every noise draw of the chain (the start noise; with ``eta > 0`` or the
+        ancestral sampler also each step's). 1 samples the learned posterior; below 1 the draws
+        move towards its high-density centre (0 with deterministic DDIM: one fixed estimate).
 
     Returns
     -------
@@ -189,7 +193,7 @@ def run_chain(
         return grid[k].clamp(GBAR_MIN, GBAR_MAX)
 
     stochastic = sampler == "ancestral" or eta > 0
-    z = randn_per_sample(shape, generators, device)
+    z = temperature * randn_per_sample(shape, generators, device)
     g_t = level(steps)
     bar = _STEP_BAR.get()
     for k in range(steps, 0, -1):
@@ -202,7 +206,7 @@ def run_chain(
             eps = (z - g_t.sqrt() * y0) / (1 - g_t).sqrt()
         if k == 1:
             return y0  # gbar_0 = 1: the next state is the clean estimate itself
-        noise = randn_per_sample(shape, generators, device) if stochastic else None
+        noise = temperature * randn_per_sample(shape, generators, device) if stochastic else None
         g_s = level(k - 1)
         if sampler == "ddim":
             z = ddim_step(z, eps, y0, g_t, g_s, eta=eta, noise=noise)

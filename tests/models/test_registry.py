@@ -54,6 +54,30 @@ def test_a_cards_recommended_steps_are_the_default_and_an_explicit_count_wins(tm
     assert read_card(folder)["sampling"] == {"steps": 3}
 
 
+def test_a_cards_temperature_serves_one_draw_and_samples_draw_at_temperature_one(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(tiny_config("zmd"))
+    card = make_card(model, microscope={"n_channels": 3}, input_normalisation={"mode": "flatfield"})
+    folder = save_model(tmp_path / "zmd-tiny", model, {**card, "sampling": {"steps": 3, "temperature": 0.0}})
+    images = 1 + 0.05 * torch.randn(1, 3, 16, 16, dtype=torch.float64)
+
+    def run(seed=5, **options):
+        return chromaqpi.reconstruct(images, "default", method="zmd", model=str(folder),
+                                     generator=torch.Generator().manual_seed(seed), **options)
+
+    one = run()
+    assert torch.equal(one, run(seed=6)) and torch.equal(one, run(temperature=0.0))  # T = 0: no seed dependence
+    assert not torch.allclose(one, run(temperature=1.0))
+    # N > 1 draws: temperature 1 unless asked, so that their spread is the model's posterior width.
+    _, std = run(samples=2, return_std=True, orientations=False)
+    assert std.abs().max() > 0
+    _, std = run(samples=2, return_std=True, orientations=False, temperature=0.0)
+    assert std.abs().max() == 0
+    for bad in (-0.1, float("nan"), "0.5", True):
+        with pytest.raises(ConfigError, match="temperature must be a finite number"):
+            run(temperature=bad)
+
+
 def test_reconstruct_checks_kind_family_and_channels(saved_mean):
     images = torch.ones(1, 3, 16, 16)
     with pytest.raises(ConfigError, match="'mean' model, not 'zmd'"):

@@ -49,6 +49,29 @@ def test_ddim_is_deterministic_given_the_initial_noise_and_uses_it():
     assert a.shape == SHAPE and torch.isfinite(a).all()
 
 
+@pytest.mark.parametrize("sampler,eta", [("ddim", 0.0), ("ddim", 0.7), ("ancestral", 0.0)])
+def test_temperature_scales_a_linear_chain(sampler, eta):
+    # With a denoiser linear in z (and no clipping) every step is linear in the noise draws, so a
+    # chain whose every draw is multiplied by T returns T times the temperature-1 output.
+    eps_fn = lambda z, g: 0.3 * z  # noqa: E731
+    hot = run_chain(eps_fn, per_pixel_schedule(), SHAPE, steps=6, generators=gens(1), sampler=sampler, eta=eta)
+    for t in (0.0, 0.4):
+        cool = run_chain(eps_fn, per_pixel_schedule(), SHAPE, steps=6, generators=gens(1), sampler=sampler, eta=eta,
+                         temperature=t)
+        assert torch.allclose(cool, t * hot, atol=1e-12)
+    assert hot.abs().max() > 0.1
+
+
+def test_temperature_zero_ddim_ignores_the_seed_and_keeps_an_oracle_exact():
+    y = torch.randn(SHAPE, dtype=torch.float64)
+    out = run_chain(oracle(y), per_pixel_schedule(), SHAPE, steps=5, generators=gens(3), temperature=0.0)
+    assert (out - y).abs().max() < 1e-6  # the exact noise still recovers the target from z_T = 0
+    eps_fn = lambda z, g: 0.3 * z + 0.1  # noqa: E731 -- any fixed denoiser
+    a = run_chain(eps_fn, per_pixel_schedule(), SHAPE, steps=5, generators=gens(1), temperature=0.0)
+    assert torch.equal(a, run_chain(eps_fn, per_pixel_schedule(), SHAPE, steps=5, generators=gens(2),
+                                    temperature=0.0))
+
+
 def test_time_grid_and_bad_arguments():
     assert torch.equal(time_grid(4), torch.tensor([0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64))
     with pytest.raises(ConfigError):

@@ -42,6 +42,9 @@ def add_arguments(parser):
     parser.add_argument("--model", metavar="NAME|PATH", help="learned model name or checkpoint folder")
     parser.add_argument("--steps", type=int, metavar="K",
                         help="diffusion sampling steps (default: the count the model's card recommends, else 25)")
+    parser.add_argument("--temperature", type=float, metavar="T",
+                        help="scale of the diffusion chain's noise, >= 0 (1: posterior draws; 0: one deterministic "
+                             "estimate; default: the model card's for one draw, 1 with --samples N > 1)")
     parser.add_argument("--samples", type=int, default=1, metavar="N",
                         help="posterior samples; N > 1 also writes their per-pixel std (a relative flag: "
                              "it underestimates the error 2-9x, benchmarks/results/uncertainty.md)")
@@ -118,7 +121,8 @@ def load_normalized(path, microscope, args, background=None) -> np.ndarray:
 
 
 # The method option each flag sets, to name the flag (not the option) when a method does not take it.
-FLAG_OF = {"model": "--model", "steps": "--steps", "samples": "--samples", "return_std": "--samples",
+FLAG_OF = {"model": "--model", "steps": "--steps", "temperature": "--temperature", "samples": "--samples",
+           "return_std": "--samples",
            "orientations": "--orientations", "refine": "--refine", "refine_starts": "--refine"}
 DIFFUSION = ("ddpm", "cvdm", "zmd")
 
@@ -148,13 +152,14 @@ def check_flags_fit_method(method: str, options: dict) -> None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return  # takes any option, as the core check allows
     flags = {FLAG_OF[k] for k in options if k in FLAG_OF and k not in params}
-    if method == "mean" and "steps" in options:  # accepted by the signature, but the mean net takes no steps
-        flags.add("--steps")
+    # accepted by the signature, but the mean net runs no diffusion chain
+    flags |= {FLAG_OF[k] for k in ("steps", "temperature") if method == "mean" and k in options}
     if flags:
         flags = sorted(flags)
         which = f"--method {method}" + (" (the default)" if method == "auto" else "")
         raise ConfigError(f"{which} does not take {', '.join(flags)} (--model, --samples, --orientations "
-                          f"and --refine are for mean, {', '.join(DIFFUSION)}; --steps for {', '.join(DIFFUSION)}: "
+                          f"and --refine are for mean, {', '.join(DIFFUSION)}; --steps and --temperature for "
+                          f"{', '.join(DIFFUSION)}: "
                           "name the method, e.g. --method zmd)")
 
 
@@ -168,6 +173,8 @@ def check_options(args) -> None:
         raise ConfigError(f"--refine must be >= 0 steps, got {args.refine}")
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+    if args.temperature is not None and not (args.temperature >= 0 and math.isfinite(args.temperature)):
+        raise ConfigError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     check_reading_options(args)
     check_focus_options(args)
 
@@ -194,6 +201,8 @@ def method_options(args) -> dict:
         options["model"] = args.model
     if args.steps is not None:
         options["steps"] = args.steps
+    if args.temperature is not None:
+        options["temperature"] = args.temperature
     if args.samples > 1:
         options["samples"] = args.samples
         options["return_std"] = True
@@ -230,14 +239,16 @@ def method_options(args) -> dict:
 
 
 def learned_provenance(method: str, microscope, options: dict) -> dict:
-    """Which weights a learned method ran (their sha256) and, for diffusion, the step count it used:
-    without --steps that is the card's recommendation, which a retrained model may change."""
-    from chromaqpi.models.registry import model_for, resolve_steps
+    """Which weights a learned method ran (their sha256) and, for diffusion, the step count and
+    temperature it used: without --steps/--temperature those are the card's recommendation, which a
+    retrained model may change."""
+    from chromaqpi.models.registry import model_for, resolve_steps, resolve_temperature
 
     net = model_for(method, microscope, options.get("model"))
     record = {"model_sha256": (getattr(net, "card", None) or {}).get("weights", {}).get("sha256")}
     if method in DIFFUSION:
         record["steps"] = resolve_steps(net, options.get("steps"))
+        record["temperature"] = resolve_temperature(net, options.get("temperature"), options.get("samples", 1))
     return record
 
 

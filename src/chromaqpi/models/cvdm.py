@@ -184,7 +184,7 @@ class CVDMDiffusion(nn.Module):
     def sample_normalised(
         self, cond_noise: torch.Tensor, cond_schedule: torch.Tensor, *, steps: int,
         generators: list[torch.Generator], sampler: str = "ddim", eta: float = 0.0,
-        clip: tuple[float, float] | None = None, kappa: torch.Tensor | None = None,
+        clip: tuple[float, float] | None = None, kappa: torch.Tensor | None = None, temperature: float = 1.0,
     ) -> torch.Tensor:
         """One draw of the normalised target, (B, C, H, W) float64; kappa may be precomputed."""
         kappa = self.schedule.kappa(cond_schedule) if kappa is None else kappa
@@ -192,7 +192,7 @@ class CVDMDiffusion(nn.Module):
         return run_chain(
             lambda z, gbar: self.eps(z, cond_noise, gbar), lambda ts: self.schedule.gamma_grid(kappa, ts),
             shape, steps=steps, generators=generators, sampler=sampler, eta=eta, clip=clip,
-            device=cond_noise.device,
+            device=cond_noise.device, temperature=temperature,
         )
 
 
@@ -237,7 +237,7 @@ class CVDMModel(nn.Module):
     @torch.no_grad()
     def sample(
         self, x: torch.Tensor, *, steps: int = DEFAULT_STEPS, generator=None, sampler: str = "ddim",
-        samples: int = 1, eta: float = 0.0, keep: bool = False,
+        samples: int = 1, eta: float = 0.0, keep: bool = False, temperature: float = 1.0,
     ) -> SampleResult:
         """Posterior samples (radians); arguments as :meth:`chromaqpi.models.ddpm.DDPMModel.sample`."""
         kappa = self.diffusion.schedule.kappa(x)  # computed once, shared by all draws
@@ -245,7 +245,7 @@ class CVDMModel(nn.Module):
 
         def draw(gens):
             y = self.diffusion.sample_normalised(x, x, steps=steps, generators=gens, sampler=sampler,
-                                                 eta=eta, clip=clip, kappa=kappa)
+                                                 eta=eta, clip=clip, kappa=kappa, temperature=temperature)
             return self.denormalise(y).float()
 
         return posterior_samples(draw, x.shape[0], samples=samples, generator=generator, device=x.device, keep=keep)

@@ -108,7 +108,7 @@ class DDPMModel(nn.Module):
     @torch.no_grad()
     def sample(
         self, x: torch.Tensor, *, steps: int = DEFAULT_STEPS, generator=None, sampler: str = "ddim",
-        samples: int = 1, eta: float = 0.0, keep: bool = False,
+        samples: int = 1, eta: float = 0.0, keep: bool = False, temperature: float = 1.0,
     ) -> SampleResult:
         """Posterior samples of the phase given the condition.
 
@@ -125,6 +125,8 @@ class DDPMModel(nn.Module):
             N draws per image.
         eta : float
             DDIM stochasticity (0: deterministic given the initial noise).
+        temperature : float
+            Scale of the chain's noise draws (:func:`chromaqpi.sampling.run_chain`); 1 = posterior.
         keep : bool
             Also return the draws.
 
@@ -144,7 +146,7 @@ class DDPMModel(nn.Module):
 
         def draw(gens):
             y = run_chain(eps_fn, grid, shape, steps=steps, generators=gens, sampler=sampler, eta=eta,
-                          clip=clip, device=x.device)
+                          clip=clip, device=x.device, temperature=temperature)
             return self.denormalise(y).float()
 
         return posterior_samples(draw, shape[0], samples=samples, generator=generator, device=x.device, keep=keep)

@@ -80,7 +80,7 @@ class MeanModel(nn.Module):
     @torch.no_grad()
     def sample(
         self, x: torch.Tensor, *, steps: int | None = None, generator=None, sampler: str = "ddim",
-        samples: int = 1, eta: float = 0.0, keep: bool = False,
+        samples: int = 1, eta: float = 0.0, keep: bool = False, temperature: float = 1.0,
     ) -> SampleResult:
         """Deterministic prediction in the common sampling interface (std is zero).
 
@@ -88,7 +88,7 @@ class MeanModel(nn.Module):
         ----------
         x : torch.Tensor
             (B, in_channels, H, W).
-        steps, generator, sampler, samples, eta, keep
+        steps, generator, sampler, samples, eta, keep, temperature
             Accepted for interface compatibility with the diffusion models; ignored.
 
         Returns

@@ -15,6 +15,7 @@ def _method(kind: str):
         sampler: str = "ddim", generator=None, condition: torch.Tensor | None = None, device=None,
         tile: int = 256, overlap: int = 48, return_std: bool = False, refine: int = 0,
         refine_starts: str = "model", orientations: bool = True, progress: bool = False,
+        temperature: float | None = None,
     ):
         from chromaqpi.models.registry import reconstruct_with_model
 
@@ -22,7 +23,7 @@ def _method(kind: str):
                                       sampler=sampler, generator=generator, condition=condition, device=device,
                                       tile=tile, overlap=overlap, return_std=return_std, refine=refine,
                                       refine_starts=refine_starts, orientations=orientations,
-                                      progress=progress)
+                                      progress=progress, temperature=temperature)
 
     reconstruct.__name__ = reconstruct.__qualname__ = kind
     reconstruct.__doc__ = (f"Phase (B, H, W) in radians with a trained {kind} model: the ``method={kind!r}`` "

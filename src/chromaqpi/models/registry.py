@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -322,12 +323,38 @@ def read_card(model_dir: str | Path) -> dict:
     steps = sampling.get("steps", DEFAULT_STEPS) if isinstance(sampling, dict) else None
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise WeightsError(f"{path}: 'sampling' must be an object whose 'steps' is an integer >= 1")
+    if not is_temperature(sampling.get("temperature", 1.0)):
+        raise WeightsError(f"{path}: 'sampling.temperature' must be a finite number >= 0")
     return card
 
 
 def card_steps(card: dict) -> int:
     """The DDIM steps a model card recommends (``sampling.steps``, chosen on validation), else 25."""
     return int((card.get("sampling") or {}).get("steps", DEFAULT_STEPS))
+
+
+def is_temperature(value) -> bool:
+    """A usable sampling temperature: a finite real number >= 0."""
+    from chromaqpi.microscope import _is_real
+
+    return _is_real(value) and math.isfinite(value) and value >= 0
+
+
+def card_temperature(card: dict) -> float:
+    """The sampling temperature a model card recommends for a single draw (``sampling.temperature``,
+    chosen on validation), else 1 (the learned posterior)."""
+    return float((card.get("sampling") or {}).get("temperature", 1.0))
+
+
+def resolve_temperature(net: nn.Module, temperature: float | None, samples: int, sampler: str = "ddim") -> float:
+    """``temperature`` as given; None: the card's for one DDIM draw (a point estimate, where a
+    cooler draw measured closer to the truth), 1 for N > 1 draws (their spread is the posterior's)
+    and for the other samplers (not measured)."""
+    if temperature is not None:
+        return float(temperature)
+    if samples > 1 or sampler != "ddim":
+        return 1.0
+    return card_temperature(getattr(net, "card", None) or {})
 
 
 def resolve_steps(net: nn.Module, steps: int | None, sampler: str = "ddim") -> int:
@@ -650,6 +677,7 @@ def reconstruct_with_model(
     condition: torch.Tensor | None = None, device: str | torch.device | None = None,
     tile: int = 256, overlap: int = 48, return_std: bool = False, refine: int = 0,
     refine_starts: str = "model", orientations: bool = True, progress: bool = False,
+    temperature: float | None = None,
 ) -> torch.Tensor:
     """Phase from images with a learned model (the body of each model module's ``reconstruct``).
 
@@ -668,6 +696,13 @@ def reconstruct_with_model(
     steps, samples, sampler, generator
         Sampling options (:meth:`sample` of the model); the posterior mean is returned. ``steps``
         None: for DDIM the count the model's card recommends (:func:`resolve_steps`), else 25.
+    temperature : float or None
+        Scale of the diffusion chain's noise (:func:`chromaqpi.sampling.run_chain`; >= 0): 1 draws
+        from the learned posterior, lower values draw nearer its centre (0: one deterministic
+        estimate). None (:func:`resolve_temperature`): the card's ``sampling.temperature`` for a
+        single DDIM draw (the shipped ZMD models: 0.5, chosen on validation images,
+        ``benchmarks/results/temperature.md``), 1 with ``samples`` > 1 so that the draws' spread
+        is the posterior's. The mean network ignores it.
     tile, overlap : int
         Images larger than ``tile`` are reconstructed in overlapping tiles, blended smoothly
         with per-tile offsets harmonised (:mod:`chromaqpi.tiling`): any size, bounded memory.
@@ -711,6 +746,8 @@ def reconstruct_with_model(
     for name, value, least in (("steps", steps, 1), ("samples", samples, 1), ("refine", refine, 0)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
+    if temperature is not None and not is_temperature(temperature):
+        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
     device = torch.device(device) if device is not None else images.device
     torch.set_flush_denormal(True)  # subnormals slow CPU convolutions several-fold
     net = model_for(kind, microscope, model, device)
@@ -720,6 +757,7 @@ def reconstruct_with_model(
         raise ConfigError(f"model {model!r} is a {net.kind!r} model, not {kind!r}")
     card = getattr(net, "card", {}) or {}
     steps = resolve_steps(net, steps, sampler)
+    temperature = resolve_temperature(net, temperature, samples, sampler)
     problems = microscope_family_warnings(card.get("microscope"), microscope)
     if problems:
         warnings.warn("microscope outside the model's training family: " + "; ".join(problems), stacklevel=3)
@@ -735,7 +773,7 @@ def reconstruct_with_model(
                           f"{' + prior' if prior else ''}), got {x.shape[1]}")
 
     def run_tiles(tiles: torch.Tensor):
-        options = dict(steps=steps, generator=generator, sampler=sampler)
+        options = dict(steps=steps, generator=generator, sampler=sampler, temperature=temperature)
         with torch.no_grad():
             if orientations and samples > 1:
                 res = _oriented_samples(predictor, tiles, microscope, samples, options)

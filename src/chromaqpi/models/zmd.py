@@ -107,7 +107,7 @@ class ZMDModel(nn.Module):
     @torch.no_grad()
     def sample(
         self, x: torch.Tensor, *, steps: int = DEFAULT_STEPS, generator=None, sampler: str = "ddim",
-        samples: int = 1, eta: float = 0.0, keep: bool = False,
+        samples: int = 1, eta: float = 0.0, keep: bool = False, temperature: float = 1.0,
     ) -> SampleResult:
         """Posterior samples ``mu + sigma_zmd * R_hat`` in radians.
 
@@ -122,7 +122,7 @@ class ZMDModel(nn.Module):
 
         def draw(gens):
             r = self.diffusion.sample_normalised(cond, x, steps=steps, generators=gens, sampler=sampler,
-                                                 eta=eta, clip=clip, kappa=kappa)
+                                                 eta=eta, clip=clip, kappa=kappa, temperature=temperature)
             return (mu.double() + self.config.sigma_zmd * r).float()
 
         return posterior_samples(draw, x.shape[0], samples=samples, generator=generator, device=x.device, keep=keep)
