@@ -4,6 +4,7 @@ Usage: python scripts/export_shipped.py [--checkpoint best|last] [NAME ...]
        (default: best; names default: default paper-2shot paper-rgb)
        python scripts/export_shipped.py --refresh-envelope [NAME ...]
        python scripts/export_shipped.py --sampling-steps K [NAME ...]
+       python scripts/export_shipped.py --sampling-temperature T [NAME ...]
 
 NAME is a family (its ZMD model) or FAMILY-ddpm / FAMILY-cvdm (the comparison models).
 Reads runs/KIND-FAMILY/checkpoints/best (EMA weights with the best validation
@@ -11,7 +12,9 @@ MAE; falls back to last), writes src/chromaqpi/weights/NAME/. The card's
 ``microscope`` entry lists the family's ranges so that inference warns when a
 microscope falls outside them. An export keeps the recommended DDIM steps
 (``sampling.steps``) of the model it replaces and says so: re-measure them for the new weights
-(``benchmarks/bench_steps.py`` on validation folders) and record them with --sampling-steps.
+(``benchmarks/bench_steps.py`` on validation folders) and record them with --sampling-steps; likewise
+the temperature of a single draw (``sampling.temperature``, ``benchmarks/bench_temperature.py``,
+--sampling-temperature).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 import torch
 
 from chromaqpi.datasets.randomize import resolve_ranges
-from chromaqpi.models.registry import card_steps, family_envelope, read_card, read_weights
+from chromaqpi.models.registry import card_steps, family_envelope, is_temperature, read_card, read_weights
 from chromaqpi.training.checkpoint import atomic_write_bytes, atomic_write_json, write_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,6 +263,10 @@ def export(name: str, checkpoint: str = "best") -> None:
         record_steps(name, kept["steps"])
         print(f"{name}: kept the replaced model's {kept['steps']} DDIM steps; re-measure (bench_steps.py) and "
               "record them with --sampling-steps")
+        if "temperature" in kept:
+            record_temperature(name, kept["temperature"])
+            print(f"{name}: kept the replaced model's temperature {kept['temperature']:g}; re-measure "
+                  "(bench_temperature.py) and record it with --sampling-temperature")
 
 
 ENVELOPE_LINE = "  inference warns outside this envelope: `"
@@ -276,7 +283,7 @@ def record_steps(name: str, steps: int) -> None:
     model's count and asks for it to be re-measured."""
     dst = ROOT / "src" / "chromaqpi" / "weights" / name
     config = json.loads((dst / "config.json").read_text())
-    config["sampling"] = {"steps": int(steps)}
+    config["sampling"] = {**config.get("sampling", {}), "steps": int(steps)}
     card_md, n = USE_LINE.subn(rf"\g<1>{int(steps)}\g<2>", (dst / "MODEL_CARD.md").read_text())
     if n != 1:
         sys.exit(f"{name}: MODEL_CARD.md has {n} usage lines, expected 1")
@@ -292,6 +299,34 @@ def record_steps(name: str, steps: int) -> None:
     atomic_write_json(dst / "config.json", config)
     atomic_write_bytes(dst / "MODEL_CARD.md", card_md.encode())
     print(f"{name}: recommends {int(steps)} DDIM steps")
+
+
+TEMPERATURE_NOTE = "Sampling temperature of a single draw: "
+
+
+def record_temperature(name: str, temperature: float) -> None:
+    """Record the temperature a shipped model's single draw uses (config.json ``sampling.temperature``,
+    read when a caller passes none and asks for one sample; N > 1 draws stay at 1) and say so in its card,
+    under the steps line. Choose it on validation images (``benchmarks/bench_temperature.py``)."""
+    dst = ROOT / "src" / "chromaqpi" / "weights" / name
+    config = json.loads((dst / "config.json").read_text())
+    config["sampling"] = {**config.get("sampling", {}), "temperature": float(temperature)}
+    note = (f"{TEMPERATURE_NOTE}{float(temperature):g} (`sampling.temperature` in config.json: the chain's noise "
+            "scaled by it, used when no `temperature` is given and one sample is drawn; `samples` > 1 draws at 1 "
+            "so that their spread is the posterior's), chosen on validation images: "
+            "`benchmarks/results/temperature.md`.\n")
+    lines = (dst / "MODEL_CARD.md").read_text().splitlines(keepends=True)
+    old = [i for i, line in enumerate(lines) if line.startswith(TEMPERATURE_NOTE)]
+    steps_line = [i for i, line in enumerate(lines) if line.startswith(STEPS_NOTE)]
+    if old:
+        lines[old[0]] = note
+    elif steps_line:
+        lines.insert(steps_line[0] + 1, note)
+    else:
+        sys.exit(f"{name}: MODEL_CARD.md has no '{STEPS_NOTE}' line: record the steps first")
+    atomic_write_json(dst / "config.json", config)
+    atomic_write_bytes(dst / "MODEL_CARD.md", "".join(lines).encode())
+    print(f"{name}: single draws at temperature {float(temperature):g}")
 
 
 def refresh_envelope(name: str) -> None:
@@ -318,12 +353,19 @@ if __name__ == "__main__":
                         help="only rewrite the shipped models' microscope envelope (no run needed)")
     parser.add_argument("--sampling-steps", type=int, metavar="K",
                         help="only record K as the shipped models' recommended DDIM steps (no run needed)")
+    parser.add_argument("--sampling-temperature", type=float, metavar="T",
+                        help="only record T as the shipped models' single-draw temperature (no run needed)")
     parser.add_argument("names", nargs="*", default=["default", "paper-2shot", "paper-rgb"])
     args = parser.parse_args()
     if args.sampling_steps is not None and args.sampling_steps < 1:
         sys.exit(f"--sampling-steps must be >= 1, got {args.sampling_steps}")
+    if args.sampling_temperature is not None and not is_temperature(args.sampling_temperature):
+        sys.exit(f"--sampling-temperature must be a finite number >= 0, got {args.sampling_temperature}")
     for fam in args.names:
-        if args.sampling_steps is not None:
-            record_steps(fam, args.sampling_steps)
+        if args.sampling_steps is not None or args.sampling_temperature is not None:
+            if args.sampling_steps is not None:
+                record_steps(fam, args.sampling_steps)
+            if args.sampling_temperature is not None:
+                record_temperature(fam, args.sampling_temperature)
         else:
             refresh_envelope(fam) if args.refresh_envelope else export(fam, args.checkpoint)
