@@ -700,7 +700,7 @@ def reconstruct_with_model(
         Scale of the diffusion chain's noise (:func:`chromaqpi.sampling.run_chain`; >= 0): 1 draws
         from the learned posterior, lower values draw nearer its centre (0: one deterministic
         estimate). None (:func:`resolve_temperature`): the card's ``sampling.temperature`` for a
-        single DDIM draw (the shipped ZMD models: 0.5, chosen on validation images,
+        single DDIM draw (the shipped ZMD models: 0.5 or 0.75, chosen on validation images,
         ``benchmarks/results/temperature.md``), 1 with ``samples`` > 1 so that the draws' spread
         is the posterior's. The mean network ignores it.
     tile, overlap : int
