@@ -267,3 +267,24 @@ def test_a_run_resumed_from_an_untimed_checkpoint_says_from_which_step_it_was_ti
     prov = load_model(res.last_checkpoint).card["provenance"]
     assert prov["train_seconds"] > 0 and prov["train_seconds_from_step"] == 2
     assert prov["datasets"] == {"train": None, "val": None}  # in-memory data: no folder to name
+
+
+def test_resume_warns_when_its_data_folder_was_rebuilt_with_other_samples(tmp_path):
+    import shutil
+    import warnings
+
+    from chromaqpi.datasets.build import build_dataset
+    from chromaqpi.datasets.torch_data import ShardDataset
+
+    folder = tmp_path / "train"
+    build_dataset(None, "default", 4, 16, 1, folder, shard_size=4, group_size=2, progress=False)
+    cfg = TrainConfig.from_dict(train_dict("mean", steps=6, validation={"every": 0}))
+    run = tmp_path / "run"
+    train(cfg, ShardDataset(folder, augment=False), None, run, until_step=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same folder: no warning
+        train(cfg, ShardDataset(folder, augment=False), None, run, resume=True, until_step=4)
+    shutil.rmtree(folder)
+    build_dataset(None, "default", 4, 16, 2, folder, shard_size=4, group_size=2, progress=False)  # another seed
+    with pytest.warns(UserWarning, match=r"train data .*train changed since .*\(another manifest sha256\)"):
+        train(cfg, ShardDataset(folder, augment=False), None, run, resume=True)

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -454,6 +455,8 @@ def _train(config, train_dataset, val_dataset, out_dir, resume, until_step, info
     end = config.schedule.steps if until_step is None else min(until_step, config.schedule.steps)
     log = _RunLog(out_dir, info, config, state["step"], end)
     datasets = {"train": dataset_identity(train_dataset), "val": dataset_identity(val_dataset)}
+    if source is not None and info.is_main:
+        _warn_changed_data(source, datasets)
     ctx = _StepContext(config, info, device, net, model, optimizer, ema, datasets, started, state["train_seconds"])
     try:
         _loop(ctx, state, end, train_dataset, val_dataset, log, last_dir, best_dir)
@@ -604,6 +607,21 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _warn_changed_data(source: Path, datasets: dict) -> None:
+    """Warn when a resumed run reads data folders whose manifests differ from those its checkpoint
+    recorded (rebuilt with other settings, or edited): the same folder names then hold other samples."""
+    recorded = ((read_card(source).get("provenance") or {}).get("datasets") or {})
+    for split, now in datasets.items():
+        before = recorded.get(split)
+        if not before or not now:  # not recorded (an older checkpoint) or not folders
+            continue
+        changed = [n["folder"] for b, n in zip(before, now, strict=False)
+                   if b.get("manifest_sha256") != n.get("manifest_sha256")]
+        if changed:
+            warnings.warn(f"--resume: the {split} data {', '.join(changed)} changed since {source} was saved "
+                          "(another manifest sha256): the run continues on different samples", stacklevel=3)
 
 
 def dataset_identity(dataset) -> list[dict] | None:
