@@ -422,3 +422,24 @@ def test_model_without_method_runs_the_models_own_kind(rgb_stack, tmp_path, caps
     assert "--model paper-rgb-ddpm: --method ddpm (the model's kind)" in capsys.readouterr().out
     _, meta = read_tiff(tmp_path / "a" / "bump_phase.tif")
     assert meta["method"] == "ddpm" and "method_requested" not in meta
+
+
+def test_an_image_recording_another_pixel_size_than_the_microscope_warns(rgb_stack, tmp_path):
+    import tifffile
+
+    _, images = rgb_stack
+    declared = chromaqpi.Microscope.from_preset("paper-rgb").sampling.pixel_size_um
+    for name, size_um, warned in (("same", declared * 1.05, False), ("other", declared * 2, True)):
+        path = tmp_path / f"{name}.tif"
+        tifffile.imwrite(path, images.astype(np.float32), photometric="minisblack", imagej=True,
+                         resolution=(1 / size_um, 1 / size_um), metadata={"unit": "um"})
+        out = tmp_path / name
+        args = ["reconstruct", str(path), "--method", "tie", "-m", "paper-rgb", "--normalized", "--no-preview",
+                "--out", str(out)]
+        if warned:
+            with pytest.warns(UserWarning, match=r"records 0\.42 µm per pixel but the microscope declares 0\.21 µm"):
+                assert main(args) == 0
+        else:
+            assert main(args) == 0
+        _, meta = read_tiff(out / f"{name}_phase.tif")
+        assert any("µm per pixel" in w for w in meta["warnings"]) == warned

@@ -332,3 +332,20 @@ def test_atomic_write_gives_the_permissions_of_a_plain_open(tmp_path, umask, mas
     assert mode == 0o666 & ~mask == (tmp_path / "plain.json").stat().st_mode & 0o777
     folder = io.sibling_temp_dir(tmp_path / "run")
     assert folder.parent == tmp_path and folder.stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+@pytest.mark.parametrize("write, expected_um", [
+    (dict(ome=True, metadata={"axes": "CYX", "PhysicalSizeX": 162.5, "PhysicalSizeXUnit": "nm"}), 0.1625),
+    (dict(ome=True, metadata={"axes": "CYX", "PhysicalSizeX": 0.33}), 0.33),  # OME's default unit: µm
+    (dict(imagej=True, resolution=(4.0, 4.0), metadata={"unit": "micron"}), 0.25),  # Fiji: pixels per µm
+    (dict(resolution=(20000.0, 20000.0), resolutionunit=3), 0.5),  # pixels per centimetre
+    (dict(resolution=(72.0, 72.0), resolutionunit=2), None),  # a 72 dpi default is no calibration
+    (dict(), None),  # no resolution recorded
+])
+def test_tiff_pixel_size_is_read_from_ome_imagej_or_resolution_tags(tmp_path, rng, write, expected_um):
+    path = tmp_path / "cal.tif"
+    write = {"photometric": "minisblack", **write}  # three planes, as a planes-mode stack is saved
+    tifffile.imwrite(path, rng.integers(20000, 40000, size=(3, 16, 16), dtype=np.uint16), **write)
+    size = io.tiff_pixel_size_um(path)
+    assert size == pytest.approx(expected_um, rel=1e-9) if expected_um else size is None
+    assert io.read_image(path, need_channels=3)[1]["pixel_size_um"] == size

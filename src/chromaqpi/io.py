@@ -380,6 +380,53 @@ def _read_tifffile(path: Path) -> tuple[np.ndarray, str]:
     return arr, axes + ("A" if alpha else "")
 
 
+# Length units a TIFF may state its pixel size in, in µm.
+_LENGTH_UM = {"µm": 1.0, "\u03bcm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+              "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+# A recorded size outside this range (µm) is not a sample-plane pixel (e.g. a 72 dpi default).
+_PLAUSIBLE_PIXEL_UM = (0.005, 50.0)
+
+
+def _ome_pixel_size_um(xml: str) -> float | None:
+    import xml.etree.ElementTree as ET
+
+    try:
+        pixels = next((e for e in ET.fromstring(xml).iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    except ET.ParseError:
+        return None
+    if pixels is None or pixels.get("PhysicalSizeX") is None:
+        return None
+    factor = _LENGTH_UM.get(pixels.get("PhysicalSizeXUnit", "µm"))
+    try:
+        return float(pixels.get("PhysicalSizeX")) * factor if factor else None
+    except ValueError:
+        return None
+
+
+def tiff_pixel_size_um(path) -> float | None:
+    """The pixel size a TIFF records (µm), or None: OME-XML ``PhysicalSizeX``, else the resolution
+    tags in ImageJ's length unit (Fiji, Micro-Manager) or in centimetres/inches. Values outside
+    0.005-50 µm (a 72 dpi default, say) are not taken for a microscope's calibration."""
+    import tifffile
+
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            if tif.is_ome:
+                size = _ome_pixel_size_um(tif.ome_metadata or "")
+            else:
+                tags = tif.pages[0].tags
+                xres, unit = tags.get("XResolution"), tags.get("ResolutionUnit")
+                per_unit = xres.value[0] / xres.value[1] if xres and xres.value[1] else 0.0  # pixels per unit
+                # ImageJ names its unit in its metadata; else the tag's centimetre or inch (the default).
+                factor = (_LENGTH_UM.get((tif.imagej_metadata or {}).get("unit"))
+                          or {2: 25400.0, 3: 1e4}.get(int(unit.value) if unit else 2))
+                size = factor / per_unit if factor and per_unit > 0 else None
+    except Exception:  # metadata is optional: an unreadable tag is no calibration
+        return None
+    low, high = _PLAUSIBLE_PIXEL_UM
+    return size if size is not None and low <= size <= high else None
+
+
 def _read_npy(path: Path) -> tuple[np.ndarray, str]:
     """NPY without pickles; axes guessed: a first axis of <= 4 is channels."""
     arr = np.load(path, allow_pickle=False)
@@ -470,7 +517,8 @@ def read_image(
     info : dict
         ``path``, ``format``, ``dtype`` (on disk), ``bit_depth`` (8, 16 or
         None for float), ``shape`` (returned), ``alpha_dropped``,
-        ``srgb_linearized`` and ``saturated_fraction`` (None for float files).
+        ``srgb_linearized``, ``saturated_fraction`` (None for float files) and
+        ``pixel_size_um`` (what a TIFF records, :func:`tiff_pixel_size_um`; else None).
 
     Raises
     ------
@@ -498,6 +546,7 @@ def read_image(
     if linearize_srgb:
         arr = srgb_decode(arr)
     info["shape"] = tuple(arr.shape)
+    info["pixel_size_um"] = tiff_pixel_size_um(path) if fmt == "tiff" else None
     return arr, info
 
 

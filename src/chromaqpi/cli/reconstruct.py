@@ -114,10 +114,26 @@ def load_normalized(path, microscope, args, background=None) -> np.ndarray:
     from chromaqpi.flatfield import flat_field
     from chromaqpi.io import read_image
 
-    image, _ = read_image(path, linearize_srgb=args.srgb, need_channels=microscope.n_channels)
+    image, info = read_image(path, linearize_srgb=args.srgb, need_channels=microscope.n_channels)
+    warn_pixel_size(info.get("pixel_size_um"), microscope)
     if args.normalized:
         return image
     return flat_field(image, background=background, dark=args.dark)
+
+
+# A file's recorded pixel size further than this (relative) from the microscope's is flagged.
+PIXEL_SIZE_TOLERANCE = 0.1
+
+
+def warn_pixel_size(recorded_um: float | None, microscope) -> None:
+    """Warn when the image file records a pixel size other than the microscope's: defocus contrast
+    scales with the pixel size (the solvers' frequencies, the networks' training range), so a wrong
+    ``sampling.pixel_size_um`` gives a wrong phase without any other sign."""
+    declared = microscope.sampling.pixel_size_um
+    if recorded_um and abs(recorded_um / declared - 1) > PIXEL_SIZE_TOLERANCE:
+        warnings.warn(f"the image records {recorded_um:.4g} µm per pixel but the microscope declares "
+                      f"{declared:.4g} µm at the sample: if the file's value is the sample-plane pixel, set "
+                      "sampling.pixel_size_um to it (the phase scales with it)", stacklevel=2)
 
 
 # The method option each flag sets, to name the flag (not the option) when a method does not take it.
