@@ -34,23 +34,36 @@ from chromaqpi.models.registry import reconstruct_with_model
 DATA = "default=data/default-val256,paper-2shot=data/paper-2shot-lownoise-val,paper-rgb=data/paper-rgb-val"
 
 
-def score(model: str, items: list[tuple], label: str, steps: list[int]) -> dict[str, dict[str, float]]:
-    """Row ("mean" or "zmd K") -> mean nMAE, MS-SSIM and seconds per image over the items."""
+def score_rows(model: str, items: list[tuple], label: str, rows: list[tuple[str, str, dict]]) -> dict:
+    """Row name -> mean nMAE, MS-SSIM and seconds per image over the items, plus ``per_image`` nMAE.
+    Rows are (name, kind, options of ``reconstruct_with_model``); every row of image i draws from
+    seed 1000 + i."""
     data_range = max(float(true.max() - true.min()) for _, true, _ in items)
-    rows = [("mean", "mean", 1)] + [(f"zmd {k}", "zmd", k) for k in steps]
     out = {name: {"nmae": [], "ms_ssim": [], "seconds": []} for name, _, _ in rows}
     images, _, microscope = items[0]  # untimed warm-up: model loading and first-call set-up
     reconstruct_with_model(images, microscope, kind="zmd", model=model, steps=1)
     for i, (images, true, microscope) in enumerate(tqdm(items, desc=label, leave=False)):
-        for name, kind, k in rows:
+        for name, kind, options in rows:
             started = time.perf_counter()
-            phase = reconstruct_with_model(images, microscope, kind=kind, model=model, steps=k, samples=1,
-                                           generator=torch.Generator().manual_seed(1000 + i))
+            phase = reconstruct_with_model(images, microscope, kind=kind, model=model,
+                                           generator=torch.Generator().manual_seed(1000 + i), **options)
             out[name]["seconds"].append(time.perf_counter() - started)
             est = phase[0].double()
             out[name]["nmae"].append(float(normalised_mae(est, true, align="mean")))
             out[name]["ms_ssim"].append(float(ms_ssim(est, true, data_range=data_range, align="mean")))
-    return {name: {key: float(np.mean(v)) for key, v in s.items()} for name, s in out.items()}
+    return {name: {key: float(np.mean(v)) for key, v in s.items()} | {"per_image": s["nmae"]}
+            for name, s in out.items()}
+
+
+def score(model: str, items: list[tuple], label: str, steps: list[int]) -> dict[str, dict[str, float]]:
+    """Row ("mean" or "zmd K": one draw at the card's temperature) -> scores, as :func:`score_rows`."""
+    return score_rows(model, items, label, [("mean", "mean", {})] + [(f"zmd {k}", "zmd", {"steps": k}) for k in steps])
+
+
+def write_sweep(args, stem: str, what: str, description: str, header: list[str], rows: list[list]) -> None:
+    """``<stem>.md`` (validation folders) or ``<stem>-test.md`` (``--sets``)."""
+    name, where = (f"{stem}-test", "test") if args.sets else (stem, "validation")
+    write_results(name, f"{what} ({where})", description + "\n\n" + markdown_table(header, rows))
 
 
 def main():
@@ -73,12 +86,11 @@ def main():
                          f"{v['nmae'] / ref['nmae']:.3f}", f"{v['ms_ssim'] / ref['ms_ssim']:.3f}",
                          f"{v['seconds']:.2f}", f"{v['seconds'] / ref['seconds']:.2f}"])
         print(markdown_table(header, rows[-len(r):]), flush=True)
-    body = ("Shipped models, one ZMD draw per step count (DDIM, eta 0, draw seed 1000 + image index, one "
-            "orientation), the mean net for reference; offset-aligned metrics; 'vs 25' = ratio to the 25-step "
-            "draw in the same run.\n\n" + markdown_table(header, rows))
-    name, where = ("steps-test", "test") if args.sets else ("steps", "validation")
-    write_results(name, f"ZMD accuracy and time against the number of DDIM steps ({where})", body)
-
+    write_sweep(args, "steps", "ZMD accuracy and time against the number of DDIM steps",
+                "Shipped models, one ZMD draw per step count (DDIM, eta 0, the card's temperature for one draw "
+                "since 2026-12-06, T=1 before; draw seed 1000 + image index, one orientation), the mean net for "
+                "reference; offset-aligned metrics; 'vs 25' = ratio to the 25-step draw in the same run.",
+                header, rows)
 
 if __name__ == "__main__":
     main()

@@ -21,48 +21,22 @@ run. Writes benchmarks/results/temperature.md (temperature-test.md with --sets).
 from __future__ import annotations
 
 import argparse
-import time
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
-from _common import markdown_table, model_steps, write_results
+from _common import markdown_table, model_steps
 from bench_orientations import add_source_args, source_runs
-from chromaqpi.metrics import ms_ssim, normalised_mae
-from chromaqpi.models.registry import reconstruct_with_model
+from bench_steps import score_rows, write_sweep
 
 DATA = ("default=data/default-val256,paper-2shot=data/paper-2shot-lownoise-val,paper-2shot=data/paper-2shot-val,"
         "paper-rgb=data/paper-rgb-val")
 
 
-def rows_for(temperatures: list[float]) -> list[tuple[str, str, dict]]:
+def rows_for(temperatures: list[float], steps: int) -> list[tuple[str, str, dict]]:
     """(row name, kind, options) in run order."""
     rows = [("mean", "mean", {})]
-    rows += [(f"zmd T={t:g}", "zmd", {"temperature": t}) for t in temperatures]
-    return rows + [("zmd-mean4 views, T=1", "zmd", {"samples": 4, "temperature": 1.0})]
-
-
-def score(model: str, items: list[tuple], label: str, steps: int, temperatures: list[float]) -> dict:
-    """Row -> mean nMAE, MS-SSIM and seconds per image over the items."""
-    data_range = max(float(true.max() - true.min()) for _, true, _ in items)
-    rows = rows_for(temperatures)
-    out = {name: {"nmae": [], "ms_ssim": [], "seconds": []} for name, _, _ in rows}
-    images, _, microscope = items[0]  # untimed warm-up: model loading and first-call set-up
-    reconstruct_with_model(images, microscope, kind="zmd", model=model, steps=1)
-    for i, (images, true, microscope) in enumerate(tqdm(items, desc=label, leave=False)):
-        for name, kind, options in rows:
-            if kind == "zmd":
-                options = {"steps": steps, **options}
-            started = time.perf_counter()
-            phase = reconstruct_with_model(images, microscope, kind=kind, model=model,
-                                           generator=torch.Generator().manual_seed(1000 + i), **options)
-            out[name]["seconds"].append(time.perf_counter() - started)
-            est = phase[0].double()
-            out[name]["nmae"].append(float(normalised_mae(est, true, align="mean")))
-            out[name]["ms_ssim"].append(float(ms_ssim(est, true, data_range=data_range, align="mean")))
-    return {name: {key: float(np.mean(v)) for key, v in s.items()} | {"per_image": s["nmae"]}
-            for name, s in out.items()}
+    rows += [(f"zmd T={t:g}", "zmd", {"steps": steps, "temperature": t}) for t in temperatures]
+    return rows + [("zmd-mean4 views, T=1", "zmd", {"steps": steps, "samples": 4, "temperature": 1.0})]
 
 
 def main():
@@ -82,7 +56,7 @@ def main():
     rows = []
     for model, folder, load in runs:
         items = load(args.n)
-        r = score(model, items, folder, steps, temperatures)
+        r = score_rows(model, items, folder, rows_for(temperatures, steps))
         ref = r["zmd T=1"]
         for name, v in r.items():
             better = sum(a < b for a, b in zip(v["per_image"], ref["per_image"]))
@@ -90,13 +64,11 @@ def main():
                          f"{v['nmae'] / ref['nmae']:.3f}", f"{v['ms_ssim'] / ref['ms_ssim']:.3f}",
                          "-" if name == "zmd T=1" else f"{better}/{len(items)}", f"{v['seconds']:.2f}"])
         print(markdown_table(header, rows[-len(r):]), flush=True)
-    body = (f"Shipped models, one ZMD draw per temperature (DDIM, eta 0, {steps} steps, draw seed 1000 + image "
-            "index, one orientation); the mean net and the mean of 4 D4-view draws at T=1 for reference; "
-            "offset-aligned metrics; 'vs T=1' = ratio to the temperature-1 draw of the same run, 'images "
-            "better' counts the images whose nMAE is lower than that draw's.\n\n" + markdown_table(header, rows))
-    name, where = ("temperature-test", "test") if args.sets else ("temperature", "validation")
-    write_results(name, f"ZMD accuracy against the sampling temperature ({where})", body)
-
+    write_sweep(args, "temperature", "ZMD accuracy against the sampling temperature",
+                f"Shipped models, one ZMD draw per temperature (DDIM, eta 0, {steps} steps, draw seed 1000 + image "
+                "index, one orientation); the mean net and the mean of 4 D4-view draws at T=1 for reference; "
+                "offset-aligned metrics; 'vs T=1' = ratio to the temperature-1 draw of the same run, 'images "
+                "better' counts the images whose nMAE is lower than that draw's.", header, rows)
 
 if __name__ == "__main__":
     main()
