@@ -230,6 +230,19 @@ def _params(card):
     return build_model(card["model"]).parameters()
 
 
+def _portable_provenance(prov: dict) -> dict:
+    """The run's provenance with its dataset folders relative to the repository (a shipped card must
+    not carry this machine's absolute paths); folders outside it keep only their name."""
+    def portable(entry: dict) -> dict:
+        folder = Path(entry["folder"]).resolve()
+        shown = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else Path(folder.name)
+        return {**entry, "folder": shown.as_posix()}
+
+    datasets = {split: [portable(e) for e in entries] if entries else entries
+                for split, entries in (prov.get("datasets") or {}).items()}
+    return {**prov, **({"datasets": datasets} if datasets else {})}
+
+
 def export(name: str, checkpoint: str = "best") -> None:
     family, kind = split_name(name)
     run = ROOT / "runs" / f"{kind}-{family}"
@@ -246,6 +259,7 @@ def export(name: str, checkpoint: str = "best") -> None:
     if kind == "zmd":
         card["model"]["clip_residual"] = CLIP_RESIDUAL
     card["microscope_preset"] = base.name
+    card["provenance"] = _portable_provenance(card.get("provenance") or {})
     dst = ROOT / "src" / "chromaqpi" / "weights" / name
     dst.mkdir(parents=True, exist_ok=True)
     kept = json.loads((dst / "config.json").read_text()).get("sampling") if (dst / "config.json").exists() else None
