@@ -52,7 +52,7 @@ def score(model: str, items: list[tuple], label: str, steps: int = 25) -> dict[s
     for i, (images, true, microscope) in enumerate(tqdm(items, desc=label, leave=False)):
         for row, (kind, samples, orientations) in ROWS.items():
             phase, std = reconstruct_with_model(
-                images, microscope, kind=kind, model=model, steps=steps, samples=samples,
+                images, microscope, kind=kind, model=model, steps=steps, samples=samples, temperature=1.0,
                 orientations=orientations, return_std=True, generator=torch.Generator().manual_seed(1000 + i))
             est, std = phase[0].double(), std[0].double()
             s = scores[row]
@@ -111,7 +111,9 @@ def main():
         print(markdown_table(header, rows[-len(r):]), f"({(datetime.now() - started).seconds / 60:.1f} min)",
               flush=True)
     rows, merged = merge_rows(name, header, rows, key_columns=2) if args.update else (rows, "")
-    body = (f"Shipped models, {args.steps} DDIM steps, draw seeds 1000 + image index. 'N views': draw j (or the mean net's "
+    body = (f"Shipped models, {args.steps} DDIM steps at temperature 1 (posterior draws, as `samples=N` takes "
+            "them; the single-draw rows too, so that only the views differ), draw seeds 1000 + image index. "
+            "'N views': draw j (or the mean net's "
             "j-th evaluation) on the image under the j-th D4 element the sample's microscope allows, turned back, "
             "then averaged. 'nMAE vs 1 view' divides by the same model's row with the same number of draws in "
             f"one orientation (for the single-draw rows, itself). {merged}\n\n" + markdown_table(header, rows))

@@ -273,14 +273,14 @@ def export(name: str, checkpoint: str = "best") -> None:
     card["microscope_preset"] = base.name
     (dst / "MODEL_CARD.md").write_text(model_card(name, card, training_summary(run), size, checkpoint))
     print(f"exported {name}: {size / 2**20:.1f} MiB from {src}")
-    if kept:
+    if kept and "steps" in kept:
         record_steps(name, kept["steps"])
         print(f"{name}: kept the replaced model's {kept['steps']} DDIM steps; re-measure (bench_steps.py) and "
               "record them with --sampling-steps")
-        if "temperature" in kept:
-            record_temperature(name, kept["temperature"])
-            print(f"{name}: kept the replaced model's temperature {kept['temperature']:g}; re-measure "
-                  "(bench_temperature.py) and record it with --sampling-temperature")
+    if kept and "temperature" in kept:
+        record_temperature(name, kept["temperature"])
+        print(f"{name}: kept the replaced model's temperature {kept['temperature']:g}; re-measure "
+              "(bench_temperature.py) and record it with --sampling-temperature")
 
 
 ENVELOPE_LINE = "  inference warns outside this envelope: `"
@@ -336,8 +336,8 @@ def record_temperature(name: str, temperature: float) -> None:
         lines[old[0]] = note
     elif steps_line:
         lines.insert(steps_line[0] + 1, note)
-    else:
-        sys.exit(f"{name}: MODEL_CARD.md has no '{STEPS_NOTE}' line: record the steps first")
+    else:  # after the usage block's closing fence
+        lines.insert(next(i for i, line in enumerate(lines) if USE_LINE.search(line)) + 2, note)
     atomic_write_json(dst / "config.json", config)
     atomic_write_bytes(dst / "MODEL_CARD.md", "".join(lines).encode())
     print(f"{name}: single draws at temperature {float(temperature):g}")

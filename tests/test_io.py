@@ -349,3 +349,11 @@ def test_tiff_pixel_size_is_read_from_ome_imagej_or_resolution_tags(tmp_path, rn
     size = io.tiff_pixel_size_um(path)
     assert size == pytest.approx(expected_um, rel=1e-9) if expected_um else size is None
     assert io.read_image(path, need_channels=3)[1]["pixel_size_um"] == size
+
+
+def test_fiji_micrometre_unit_written_as_an_escape_is_understood(tmp_path, rng):
+    # ImageJ stores non-ASCII as literal "\u00B5m" in its description (real ImageJ 1.52 files).
+    path = tmp_path / "fiji.tif"
+    tifffile.imwrite(path, rng.integers(20000, 40000, size=(3, 16, 16), dtype=np.uint16), photometric="minisblack",
+                     imagej=True, resolution=(1 / 0.1625, 1 / 0.1625), metadata={"unit": "\\u00B5m"})
+    assert io.tiff_pixel_size_um(path) == pytest.approx(0.1625)

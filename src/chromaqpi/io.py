@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 import warnings
 from pathlib import Path
@@ -140,7 +141,7 @@ def atomic_write(path, mode: str = "wb", *, encoding: str | None = None) -> Iter
             os.fsync(f.fileno())
         os.replace(tmp, dest)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # keep the original error, not a failed clean-up's
             os.unlink(tmp)
         raise
     _fsync_dir(dest.parent)
@@ -382,9 +383,16 @@ def _read_tifffile(path: Path) -> tuple[np.ndarray, str]:
 
 # Length units a TIFF may state its pixel size in, in µm.
 _LENGTH_UM = {"µm": 1.0, "\u03bcm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
-              "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+              "nm": 1e-3, "pm": 1e-6, "Å": 1e-4, "mm": 1e3, "cm": 1e4, "m": 1e6, "in": 25400.0}
 # A recorded size outside this range (µm) is not a sample-plane pixel (e.g. a 72 dpi default).
 _PLAUSIBLE_PIXEL_UM = (0.005, 50.0)
+
+
+def _length_unit_um(unit) -> float | None:
+    """µm per ``unit``; ImageJ stores non-ASCII as literal ``\\uXXXX`` text (µm as ``\\u00B5m``)."""
+    if not isinstance(unit, str):
+        return None
+    return _LENGTH_UM.get(re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m[1], 16)), unit.strip()))
 
 
 def _ome_pixel_size_um(xml: str) -> float | None:
@@ -396,7 +404,7 @@ def _ome_pixel_size_um(xml: str) -> float | None:
         return None
     if pixels is None or pixels.get("PhysicalSizeX") is None:
         return None
-    factor = _LENGTH_UM.get(pixels.get("PhysicalSizeXUnit", "µm"))
+    factor = _length_unit_um(pixels.get("PhysicalSizeXUnit", "µm"))
     try:
         return float(pixels.get("PhysicalSizeX")) * factor if factor else None
     except ValueError:
@@ -418,7 +426,7 @@ def tiff_pixel_size_um(path) -> float | None:
                 xres, unit = tags.get("XResolution"), tags.get("ResolutionUnit")
                 per_unit = xres.value[0] / xres.value[1] if xres and xres.value[1] else 0.0  # pixels per unit
                 # ImageJ names its unit in its metadata; else the tag's centimetre or inch (the default).
-                factor = (_LENGTH_UM.get((tif.imagej_metadata or {}).get("unit"))
+                factor = (_length_unit_um((tif.imagej_metadata or {}).get("unit"))
                           or {2: 25400.0, 3: 1e4}.get(int(unit.value) if unit else 2))
                 size = factor / per_unit if factor and per_unit > 0 else None
     except Exception:  # metadata is optional: an unreadable tag is no calibration

@@ -37,8 +37,9 @@ mean, ddpm, cvdm, zmd = (_method(k) for k in ("mean", "ddpm", "cvdm", "zmd"))
 
 # ------------------------------------------------------------------ method="auto"
 #: What ``method="auto"`` runs when a shipped ZMD model serves the microscope: its mean network,
-#: within 1 % of one 10-step ZMD draw at the card's temperature in nMAE on three of four validation
-#: folders (6 % worse on low-noise paper-2shot images) at under a tenth of the time, deterministically
+#: better than or within 1 % of one 10-step ZMD draw at the card's temperature in nMAE on three of
+#: four validation folders (6 % worse on low-noise paper-2shot images) at under a tenth of the time,
+#: deterministically
 #: (``benchmarks/results/temperature.md``).
 AUTO_LEARNED = "mean"
 

@@ -702,7 +702,8 @@ def reconstruct_with_model(
         estimate). None (:func:`resolve_temperature`): the card's ``sampling.temperature`` for a
         single DDIM draw (the shipped ZMD models: 0.5 or 0.75, chosen on validation images,
         ``benchmarks/results/temperature.md``), 1 with ``samples`` > 1 so that the draws' spread
-        is the posterior's. The mean network ignores it.
+        is the posterior's (an explicit T < 1 narrows that spread: ``return_std`` is then no longer
+        the posterior width). The mean network ignores it.
     tile, overlap : int
         Images larger than ``tile`` are reconstructed in overlapping tiles, blended smoothly
         with per-tile offsets harmonised (:mod:`chromaqpi.tiling`): any size, bounded memory.
