@@ -92,7 +92,7 @@ def main():
         print(markdown_table(header, rows[-len(shifts):]), flush=True)
     body = (f"Shipped ZMD models of each set's preset; first {args.n} images of each test set, re-simulated "
             f"noiseless with every plane moved by delta; every method but `tie (true z)` is given the declared "
-            f"preset; ZMD one {args.steps}-step DDIM draw (seed 1000 + image index); "
+            f"preset; ZMD one {args.steps}-step DDIM draw at the card's temperature (seed 1000 + image index); "
             f"{(datetime.now() - started).seconds / 60:.1f} min in all.\n\n" + markdown_table(header, rows))
     write_results("focus-error", "Cost of an unknown focus error on the paper presets", body)
 

@@ -140,7 +140,7 @@ def main():
                     + [f"{r['zmd']['nmae'] / r['tie']['nmae']:.2f}"] + paired(results, name, ("zmd", "tie")))
     classes = "\n".join(f"- `{name}`: {CLASSES[name][1]}" for name in names)
     body = (f"Shipped `default` model, {args.n} cell scenes of {args.size} px per class, ZMD one {args.steps}-step "
-            f"DDIM draw (seed 1000 + image index), {(datetime.now() - started).seconds / 60:.1f} min in all. "
+            f"DDIM draw at the card's temperature (seed 1000 + image index), {(datetime.now() - started).seconds / 60:.1f} min in all. "
             "Lower nMAE is better; ratios below 1 mean ZMD is better than the reference.\n\n"
             f"{classes}\n\n" + markdown_table(header, rows))
     write_results("microscopes", "The default model on microscopes outside its training family", body)

@@ -104,7 +104,8 @@ def main():
     rows = [[d] + [f"{mean[d, m]:.4f}" for m in METHODS]
             + [f"{mean[d, m] / mean['0', m]:.3f}" for m in METHODS] for d, _, _ in cases]
     body = (f"Model `{args.model}`; {args.n} cell scenes of {args.size} px (the `family` class of "
-            f"microscopes.md, same seeds); ZMD one {args.steps}-step DDIM draw (seed 1000 + image index); red "
+            f"microscopes.md, same seeds); ZMD one {args.steps}-step DDIM draw at the card's temperature (seed 1000 + image "
+            f"index); red "
             f"displaced by +d, blue by -d pixels along x; rows 'm': red magnified by 1 + m, blue by 1 - m about the "
             f"centre; rows 'declared': the same images reconstructed with that misregistration declared in the "
             f"microscope's `registration` (reconstruct resamples the channels back, band-limited cosine series); "

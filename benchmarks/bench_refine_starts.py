@@ -76,7 +76,7 @@ def main():
         print(markdown_table(header, rows[-1:]), flush=True)
     body = (f"_measured {datetime.now():%Y-%m-%d %H:%M} with `{' '.join(sys.argv)}`_\n\n"
             f"Offset-aligned normalised MAE (MAE·2/3.5) of the `{args.model}` model (one {args.zmd_steps}-step DDIM "
-            f"draw) and {args.steps}-iteration "
+            f"draw at the card's temperature) and {args.steps}-iteration "
             "data-consistency fits from each start; 'both starts' keeps, per image, the fit with the lower "
             "objective (data misfit + TV prior at one common weight), as `--refine-starts model+tie` does. "
             "'TIE fit kept' counts the images where the kept fit is nearer the TIE start's fit than the ZMD start's.\n\n"
