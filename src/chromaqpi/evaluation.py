@@ -96,7 +96,12 @@ def _summary(rows: list[dict], methods: Sequence[str]) -> dict[str, dict[str, tu
     return out
 
 
-def _markdown(summary: dict, microscope: Microscope, n_samples: int, data_range: float, phi_max: float) -> str:
+# Methods whose weights and sampling settings metrics.md records.
+LEARNED = ("mean", "ddpm", "cvdm", "zmd")
+
+
+def _markdown(summary: dict, microscope: Microscope, n_samples: int, data_range: float, phi_max: float,
+              settings: dict[str, dict] | None = None) -> str:
     keys = [(k, h) for k, h in TABLE_COLUMNS if any(k in s for s in summary.values())]
     lines = [f"Microscope `{microscope.name}`, {n_samples} samples; offset-aligned metrics unless marked raw "
              f"(MAE: median offset, others: mean offset); nMAE = MAE·2/{phi_max:g}; PSNR/SSIM data range "
@@ -107,6 +112,11 @@ def _markdown(summary: dict, microscope: Microscope, n_samples: int, data_range:
         cells = [_cell(*stats[k]) if k in stats else "" for k, _ in keys]
         cells.append(f"{stats['seconds'][0]:.3g}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    for method, record in (settings or {}).items():
+        ran = [f"weights sha256 {str(record['model_sha256'])[:12]}..."]
+        if "steps" in record:
+            ran.append(f"{record['steps']} DDIM steps, temperature {record['temperature']:g}")
+        lines += ["", f"`{method}`: " + ", ".join(ran) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -212,8 +222,11 @@ def evaluate(methods: Sequence[str], samples: Iterable, microscope: Microscope |
     summary = _summary(rows, methods)
     from chromaqpi.io import atomic_write
 
+    from chromaqpi.models.registry import learned_settings
+
+    settings = {m: learned_settings(m, microscope, dict(options.get(m, {}))) for m in methods if m in LEARNED}
     with atomic_write(out / "metrics.md", "w") as handle:
-        handle.write(_markdown(summary, microscope, len(data), data_range, phi_max))
+        handle.write(_markdown(summary, microscope, len(data), data_range, phi_max, settings))
     if shown:
         _figure(out / "figure.png", shown, methods)
     return summary

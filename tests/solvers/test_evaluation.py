@@ -109,3 +109,19 @@ def test_evaluate_summary_ignores_nan_metrics_of_small_images(tmp_path, monkeypa
     s = _eval_with_predictions(tmp_path, monkeypatch, [(torch.ones(2, 48, 48), big), (torch.ones(2, 24, 24), small)],
                                [big + 0.01 * torch.randn(48, 48, dtype=torch.float64), small])
     assert math.isfinite(s["tie"]["ms_ssim_aligned"][0])
+
+
+def test_the_table_names_the_weights_steps_and_temperature_of_learned_methods(tmp_path):
+    import chromaqpi
+    from chromaqpi.models.registry import load_model
+
+    scope = chromaqpi.Microscope.from_preset("paper-2shot")
+    phase = gaussian((64, 64), 1.0, 1.2, 0.2)
+    samples = [(simulate(phase, scope, noise=False)[0], phase)]
+    evaluate(["tie", "mean", "zmd"], samples, scope, tmp_path, figure_samples=0,
+             options={"zmd": {"steps": 2, "generator": torch.Generator().manual_seed(0)}})
+    card = load_model("paper-2shot").card
+    sha, temperature = card["weights"]["sha256"][:12], card["sampling"]["temperature"]
+    table = (tmp_path / "metrics.md").read_text()
+    assert f"`zmd`: weights sha256 {sha}..., 2 DDIM steps, temperature {temperature:g}." in table
+    assert f"`mean`: weights sha256 {sha}...." in table and "`tie`:" not in table

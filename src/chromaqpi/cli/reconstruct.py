@@ -254,20 +254,6 @@ def method_options(args) -> dict:
     return options
 
 
-def learned_provenance(method: str, microscope, options: dict) -> dict:
-    """Which weights a learned method ran (their sha256) and, for diffusion, the step count and
-    temperature it used: without --steps/--temperature those are the card's recommendation, which a
-    retrained model may change."""
-    from chromaqpi.models.registry import model_for, resolve_steps, resolve_temperature
-
-    net = model_for(method, microscope, options.get("model"))
-    record = {"model_sha256": (getattr(net, "card", None) or {}).get("weights", {}).get("sha256")}
-    if method in DIFFUSION:
-        record["steps"] = resolve_steps(net, options.get("steps"))
-        record["temperature"] = resolve_temperature(net, options.get("temperature"), options.get("samples", 1))
-    return record
-
-
 def resolve_method(method: str, microscope, options: dict) -> tuple[str, dict]:
     """The method and options that run for one image: ``auto`` becomes its choice for this image's
     microscope (a focus fit may move it out of a model's family), recorded as what ran."""
@@ -344,6 +330,7 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
     import chromaqpi
     from chromaqpi.cli.common import naming_input, writing_together
     from chromaqpi.cli.focus import fit_focus
+    from chromaqpi.models.registry import learned_settings
     from chromaqpi.registration import unregister
 
     with naming_input(path):
@@ -375,7 +362,7 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
                 shown.add(choice)
                 print(choice)
         if method in {"mean", *DIFFUSION}:
-            meta.update(learned_provenance(method, scope, method_opts))
+            meta.update(learned_settings(method, scope, method_opts))
         if fit is not None:
             meta["focus_offset_um"] = fit.offset_um if fit.reliable else 0.0
             print(f"{path}: focus offset {fit.offset_um:+.2f} µm" if fit.reliable else

@@ -357,6 +357,20 @@ def resolve_temperature(net: nn.Module, temperature: float | None, samples: int,
     return card_temperature(getattr(net, "card", None) or {})
 
 
+def learned_settings(kind: str, microscope, options: dict) -> dict:
+    """What a learned method runs with ``options`` (those of :func:`reconstruct_with_model`): its
+    weights' sha256 and, for diffusion, the step count and temperature; without ``steps`` or
+    ``temperature`` those are the card's recommendation, which a retrained model may change."""
+    net = model_for(kind, microscope, options.get("model"))
+    record = {"model_sha256": (getattr(net, "card", None) or {}).get("weights", {}).get("sha256")}
+    if kind != "mean":
+        sampler = options.get("sampler", "ddim")
+        record["steps"] = resolve_steps(net, options.get("steps"), sampler)
+        record["temperature"] = resolve_temperature(net, options.get("temperature"), options.get("samples", 1),
+                                                    sampler)
+    return record
+
+
 def resolve_steps(net: nn.Module, steps: int | None, sampler: str = "ddim") -> int:
     """``steps`` as given; None: the card's recommendation for DDIM (it was measured for DDIM
     only), :data:`~chromaqpi.sampling.DEFAULT_STEPS` for the other samplers."""
