@@ -71,7 +71,8 @@ def test_a_cards_temperature_serves_one_draw_and_samples_draw_at_temperature_one
     # N > 1 draws: temperature 1 unless asked, so that their spread is the model's posterior width.
     _, std = run(samples=2, return_std=True, orientations=False)
     assert std.abs().max() > 0
-    _, std = run(samples=2, return_std=True, orientations=False, temperature=0.0)
+    with pytest.warns(UserWarning, match="narrower than the model's posterior spread"):
+        _, std = run(samples=2, return_std=True, orientations=False, temperature=0.0)
     assert std.abs().max() == 0
     for bad in (-0.1, float("nan"), "0.5", True):
         with pytest.raises(ConfigError, match="temperature must be a finite number"):

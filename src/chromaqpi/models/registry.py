@@ -717,7 +717,7 @@ def reconstruct_with_model(
         single DDIM draw (the shipped ZMD models: 0.5 or 0.75, chosen on validation images,
         ``benchmarks/results/temperature.md``), 1 with ``samples`` > 1 so that the draws' spread
         is the posterior's (an explicit T < 1 narrows that spread: ``return_std`` is then no longer
-        the posterior width). The mean network ignores it.
+        the posterior width, and a warning says so). The mean network ignores it.
     tile, overlap : int
         Images larger than ``tile`` are reconstructed in overlapping tiles, blended smoothly
         with per-tile offsets harmonised (:mod:`chromaqpi.tiling`): any size, bounded memory.
@@ -773,6 +773,9 @@ def reconstruct_with_model(
     card = getattr(net, "card", {}) or {}
     steps = resolve_steps(net, steps, sampler)
     temperature = resolve_temperature(net, temperature, samples, sampler)
+    if return_std and samples > 1 and temperature < 1 and kind != "mean":
+        warnings.warn(f"the std of {samples} draws at temperature {temperature:g} is narrower than the model's "
+                      "posterior spread (draw at temperature 1 for it)", stacklevel=3)
     problems = microscope_family_warnings(card.get("microscope"), microscope)
     if problems:
         warnings.warn("microscope outside the model's training family: " + "; ".join(problems), stacklevel=3)
