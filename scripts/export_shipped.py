@@ -303,16 +303,23 @@ def record_steps(name: str, steps: int) -> None:
         sys.exit(f"{name}: MODEL_CARD.md has {n} usage lines, expected 1")
     note = (f"{STEPS_NOTE}{int(steps)} (`sampling.steps` in config.json, used when no `steps` is given), chosen on "
             "validation images: `benchmarks/results/steps.md`.\n")
+    atomic_write_json(dst / "config.json", config)
+    atomic_write_bytes(dst / "MODEL_CARD.md", _put_note(card_md, STEPS_NOTE, note).encode())
+    print(f"{name}: recommends {int(steps)} DDIM steps")
+
+
+def _put_note(card_md: str, prefix: str, note: str) -> str:
+    """The card with its line starting with ``prefix`` replaced by ``note``; without one, ``note`` goes
+    under the sampling notes that follow the usage block (after the steps line, else the block's fence)."""
     lines = card_md.splitlines(keepends=True)
-    old = [i for i, line in enumerate(lines) if line.startswith(STEPS_NOTE)]
+    old = [i for i, line in enumerate(lines) if line.startswith(prefix)]
     if old:
         lines[old[0]] = note
-    else:  # after the usage block's closing fence
-        lines.insert(next(i for i, line in enumerate(lines) if USE_LINE.search(line)) + 2, note)
-    card_md = "".join(lines)
-    atomic_write_json(dst / "config.json", config)
-    atomic_write_bytes(dst / "MODEL_CARD.md", card_md.encode())
-    print(f"{name}: recommends {int(steps)} DDIM steps")
+    else:
+        at = next(i for i, line in enumerate(lines) if USE_LINE.search(line)) + 2  # after the closing fence
+        at += lines[at].startswith(STEPS_NOTE) if at < len(lines) else 0
+        lines.insert(at, note)
+    return "".join(lines)
 
 
 TEMPERATURE_NOTE = "Sampling temperature of a single draw: "
@@ -329,17 +336,9 @@ def record_temperature(name: str, temperature: float) -> None:
             "scaled by it, used when no `temperature` is given and one sample is drawn; `samples` > 1 draws at 1 "
             "so that their spread is the posterior's), chosen on validation images: "
             "`benchmarks/results/temperature.md`.\n")
-    lines = (dst / "MODEL_CARD.md").read_text().splitlines(keepends=True)
-    old = [i for i, line in enumerate(lines) if line.startswith(TEMPERATURE_NOTE)]
-    steps_line = [i for i, line in enumerate(lines) if line.startswith(STEPS_NOTE)]
-    if old:
-        lines[old[0]] = note
-    elif steps_line:
-        lines.insert(steps_line[0] + 1, note)
-    else:  # after the usage block's closing fence
-        lines.insert(next(i for i, line in enumerate(lines) if USE_LINE.search(line)) + 2, note)
+    card_md = _put_note((dst / "MODEL_CARD.md").read_text(), TEMPERATURE_NOTE, note)
     atomic_write_json(dst / "config.json", config)
-    atomic_write_bytes(dst / "MODEL_CARD.md", "".join(lines).encode())
+    atomic_write_bytes(dst / "MODEL_CARD.md", card_md.encode())
     print(f"{name}: single draws at temperature {float(temperature):g}")
 
 

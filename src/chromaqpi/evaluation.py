@@ -221,7 +221,6 @@ def evaluate(methods: Sequence[str], samples: Iterable, microscope: Microscope |
     _write_csv(out / "metrics.csv", rows)
     summary = _summary(rows, methods)
     from chromaqpi.io import atomic_write
-
     from chromaqpi.models.registry import learned_settings
 
     settings = {m: learned_settings(m, microscope, dict(options.get(m, {}))) for m in methods if m in LEARNED}

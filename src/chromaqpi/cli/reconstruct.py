@@ -138,8 +138,8 @@ def warn_pixel_size(recorded_um: float | None, microscope) -> None:
 
 # The method option each flag sets, to name the flag (not the option) when a method does not take it.
 FLAG_OF = {"model": "--model", "steps": "--steps", "temperature": "--temperature", "samples": "--samples",
-           "return_std": "--samples",
-           "orientations": "--orientations", "refine": "--refine", "refine_starts": "--refine"}
+           "return_std": "--samples", "orientations": "--orientations", "refine": "--refine",
+           "refine_starts": "--refine"}
 DIFFUSION = ("ddpm", "cvdm", "zmd")
 
 
@@ -189,7 +189,9 @@ def check_options(args) -> None:
         raise ConfigError(f"--refine must be >= 0 steps, got {args.refine}")
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {args.steps}")
-    if args.temperature is not None and not (args.temperature >= 0 and math.isfinite(args.temperature)):
+    from chromaqpi.models.registry import is_temperature
+
+    if args.temperature is not None and not is_temperature(args.temperature):
         raise ConfigError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     check_reading_options(args)
     check_focus_options(args)

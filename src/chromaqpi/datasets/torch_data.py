@@ -168,7 +168,8 @@ class ShardDataset(Dataset):
     def identity(self) -> list[dict]:
         """Which data these are, for a model card: per folder (in the order given) its path, the sha256
         of its manifest (which holds every shard's sha256) and its sample count."""
-        return [{"folder": str(s.root.resolve()), "manifest_sha256": s.manifest_sha256, "samples": s.n} for s in self.stores]
+        return [{"folder": str(s.root.resolve()), "manifest_sha256": s.manifest_sha256, "samples": s.n}
+                for s in self.stores]
 
     def set_epoch(self, epoch: int) -> None:
         """Change the crops/flips/mixture draws (call before creating the epoch's iterator)."""

@@ -473,8 +473,6 @@ def _train(config, train_dataset, val_dataset, out_dir, resume, until_step, info
 def _init_weights(model: nn.Module, name_or_path: str, config: TrainConfig) -> None:
     """Copy a trained model's (EMA) weights into ``model``; names and shapes must match, and the
     network must read the same input: its physics prior and input normalisation."""
-    import warnings
-
     from chromaqpi.models.registry import input_normalisation_mode, load_model
 
     source = load_model(name_or_path)
