@@ -59,6 +59,7 @@ CASES = {
     "inference-default-1threads": ("bench_inference.py", ["--steps", "1", "--big", "0"], ["| zmd | 1 |"]),
     "classical": ("bench_classical.py", ["--n", "1", "--sets", "paper-2shot-test", "--iters", "2,3",
                                          "--no-peer"], ["paper-2shot-test"]),
+    "fit-memory": ("bench_fit_memory.py", ["--sizes", "32", "--iterations", "1"], ["| 32 | recomputed |"]),
     "simulator": ("bench_simulator.py", ["--samples", "1", "--default-repeat", "1", "--default-sizes", "32"],
                   ["| 32x32 |"]),
     "dataset": ("bench_dataset.py", ["--n-build", "2", "--draws", "1", "--phantoms", "1"],

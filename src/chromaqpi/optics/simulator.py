@@ -28,6 +28,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from chromaqpi.errors import InputError
 from chromaqpi.microscope import Microscope
@@ -107,6 +108,7 @@ class Simulator(torch.nn.Module):
         self._cached_nodes = min(len(self.wavelengths), _KERNEL_CACHE_BYTES // per_node)
         self._kernels: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._device = device
+        self.recompute = False  # see _recomputed
 
     def _init_fresnel(self, device) -> None:
         o = self.microscope.optics
@@ -221,10 +223,19 @@ class Simulator(torch.nn.Module):
     def _abbe_group(self, spectrum: torch.Tensor, ks: list[int]) -> torch.Tensor:
         total = None
         for chunk in _chunks(ks, spectrum, _BLOCK_BYTES):
-            nodes = torch.stack([self._abbe(spectrum, k) for k in chunk], dim=1)
+            nodes = torch.stack([self._recomputed(self._abbe, spectrum, k) for k in chunk], dim=1)
             part = torch.einsum("ck,bkhw->bchw", self.channel_weights[:, chunk], nodes)
             total = part if total is None else total + part
         return total
+
+    def _recomputed(self, fn, spectrum: torch.Tensor, *args):
+        """``fn(spectrum, *args)``; with ``recompute`` set and under autograd, its fields are
+        recomputed in the backward pass instead of kept. Same result; an iterative fit on the
+        ``default`` optics then peaks at about 0.65-0.7x the memory, for 1.1-1.35x the time
+        (measured at 256-768 px on CPU)."""
+        if self.recompute and torch.is_grad_enabled() and spectrum.requires_grad:
+            return checkpoint(fn, spectrum, *args, use_reentrant=False)
+        return fn(spectrum, *args)
 
     def _node_kernels(self, ks: list[int], spectrum: torch.Tensor):
         """Yield ((n, H, W) kernels, (C, n) channel weights) for chunks of nodes."""
