@@ -33,7 +33,7 @@ _MAD_TO_STD = 1.4826
 # Early stopping: relative loss change below tol for this many iterations.
 _PATIENCE = 5
 # Peak memory of a fit that recomputes its fields, relative to one that keeps them (fit_memory_bytes).
-_RECOMPUTE_MEMORY = 0.7
+_RECOMPUTE_MEMORY = 0.8
 
 
 def fast_microscope(microscope: Microscope) -> Microscope:
@@ -53,7 +53,8 @@ def fit_memory_bytes(shape: tuple[int, int], microscope: Microscope, *, recomput
     and source point for the gradient. Measured on CPU: about 0.55 kB per pixel plus
     92 B per pixel and quadrature point (``default`` reduced quadrature, 256 px: 2.3 GB in all).
     ``recompute``: the fields are recomputed in the backward pass instead (partially coherent
-    optics only; measured 0.65-0.68x the peak at 256-768 px, budgeted as 0.7x)."""
+    optics only; measured 0.67-0.76x the peak at 256-768 px, budgeted as 0.8x:
+    ``benchmarks/results/fit-memory.md``)."""
     o = microscope.optics
     wavelengths = 1 if microscope.planes else microscope.spectra.n_wavelengths
     points = microscope.n_channels * wavelengths * (max(o.source_points, 1) if o.na_condenser > 0 else 1)
