@@ -231,7 +231,7 @@ class Simulator(torch.nn.Module):
     def _recomputed(self, fn, spectrum: torch.Tensor, *args):
         """``fn(spectrum, *args)``; with ``recompute`` set and under autograd, its fields are
         recomputed in the backward pass instead of kept. Same result; an iterative fit on the
-        ``default`` optics then peaks at 0.67-0.76x the memory, for 1.15-1.35x the time
+        ``default`` optics then peaks at 0.67-0.82x the memory, for 1.1-1.35x the time
         (measured at 256-768 px on CPU, ``benchmarks/results/fit-memory.md``)."""
         if self.recompute and torch.is_grad_enabled() and spectrum.requires_grad:
             return checkpoint(fn, spectrum, *args, use_reentrant=False)

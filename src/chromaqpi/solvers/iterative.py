@@ -53,8 +53,8 @@ def fit_memory_bytes(shape: tuple[int, int], microscope: Microscope, *, recomput
     and source point for the gradient. Measured on CPU: about 0.55 kB per pixel plus
     92 B per pixel and quadrature point (``default`` reduced quadrature, 256 px: 2.3 GB in all).
     ``recompute``: the fields are recomputed in the backward pass instead (partially coherent
-    optics only; measured 0.67-0.76x the peak at 256-768 px, budgeted as 0.8x:
-    ``benchmarks/results/fit-memory.md``)."""
+    optics only; measured 0.67-0.82x the peak at 256-768 px, ``benchmarks/results/fit-memory.md``;
+    budgeted as 0.8x of this estimate, which exceeds the measured plain peaks by 1.3-1.5x)."""
     o = microscope.optics
     wavelengths = 1 if microscope.planes else microscope.spectra.n_wavelengths
     points = microscope.n_channels * wavelengths * (max(o.source_points, 1) if o.na_condenser > 0 else 1)
