@@ -103,6 +103,9 @@ def test_benchmarks_on_validation_shards(bench_env, val_shard):
               "--temperatures", "0,0.5")
     assert all(f"| {row} |" in results_text(root, "temperature")
                for row in ("mean", "zmd T=0", "zmd T=0.5", "zmd T=1", "zmd-mean4 views, T=1"))
+    run_bench(env, "bench_tiles.py", "--data", f"{val_shard}:paper-2shot", "--n", "1", "--tiles", "32,64",
+              "--methods", "mean")
+    assert "| 64 (one pass) |" in results_text(root, "tiles")
     run_bench(env, "bench_auto.py", "--data", f"paper-2shot={val_shard}", "--n", "1")
     assert "| paper-2shot | planes x1.5 (±1.5 µm) | yes | mean (paper-2shot) |" in results_text(root, "auto")
     proc = subprocess.run([sys.executable, "bench_drymass.py", "--sets", "", "--data", str(val_shard)], cwd=BENCH,
