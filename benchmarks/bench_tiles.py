@@ -1,7 +1,7 @@
 """Does reconstructing large images in tiles cost accuracy? Measured on validation shards, not test sets.
 
 Usage: python benchmarks/bench_tiles.py [--data data/default-val512:default,...] [--n 8]
-       [--tiles 128,256,512] [--methods mean,zmd]
+       [--tiles 128,256,512] [--methods mean,zmd] [--name tiles]
        (512 px validation shards: bash scripts/build_bench_val.sh large builds them)
 
 The learned models see 256 px windows in training; `reconstruct` cuts larger images into
@@ -12,7 +12,7 @@ and the errors are compared: offset-aligned normalised MAE; the MAE of the error
 part (Gaussian low-pass, sigma 32 px), where per-tile offsets and tilts would show; and the ratio
 of the error's fine part (error minus that low-pass) on the tiles' blend zones to elsewhere, where
 seams would show (1 = none). ZMD is one seeded draw at the card's steps and temperature.
-Writes benchmarks/results/tiles.md.
+Writes benchmarks/results/tiles.md (or --name).
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ def main():
     parser.add_argument("--n", type=int, default=8, help="first n images of each folder")
     parser.add_argument("--tiles", default="128,256,512", help="tile sides (px); one >= the image side is one pass")
     parser.add_argument("--methods", default="mean,zmd")
+    parser.add_argument("--name", default="tiles", help="results file benchmarks/results/NAME.md")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     tiles = [int(t) for t in args.tiles.split(",")]
@@ -120,7 +121,7 @@ def main():
             f"(sigma {SIGMA_PX} px) of the offset-aligned error. 'seam ratio': mean fine-scale |error| within "
             f"{SEAM_HALF_WIDTH} px of the middle of the tiles' overlaps over that elsewhere (1: no seam; a one-pass "
             f"row is scored on the {CONTROL_TILE} px tiling's zones, as a control).\n\n" + markdown_table(header, rows))
-    write_results("tiles", "Large images: tiled against one-pass reconstruction", body)
+    write_results(args.name, "Large images: tiled against one-pass reconstruction", body)
 
 
 if __name__ == "__main__":
