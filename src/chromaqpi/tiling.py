@@ -18,6 +18,10 @@ import torch
 import torch.nn.functional as F
 
 
+#: Pixels per call of the model (``batch=None``): what bounds the networks' activation memory.
+BATCH_PIXELS = 4 * 256 * 256
+
+
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets covering ``[0, length)`` with tiles of ``tile`` overlapping by >= ``overlap``."""
     if length <= tile:
@@ -74,7 +78,7 @@ def _harmonise_offsets(preds: torch.Tensor, boxes: list[tuple[int, int]], th: in
 
 
 def reconstruct_tiled(fn: Callable, images: torch.Tensor, *, tile: int = 256, overlap: int = 48,
-                      multiple: int = 16, batch: int = 4, progress: bool = False):
+                      multiple: int = 16, batch: int | None = None, progress: bool = False):
     """Apply ``fn`` to overlapping tiles of one (C, H, W) image and blend.
 
     Parameters
@@ -85,7 +89,8 @@ def reconstruct_tiled(fn: Callable, images: torch.Tensor, *, tile: int = 256, ov
         are reflect-padded up to the next ``multiple``.
     overlap : minimum overlap between neighbouring tiles (px).
     multiple : the model's stride; every tile side is a multiple of it.
-    batch : tiles per call of ``fn`` (bounds peak memory).
+    batch : tiles per call of ``fn`` (bounds peak memory); None: as many as hold
+        ``BATCH_PIXELS`` (four 256 px tiles, one 512 px tile), at least one.
 
     Returns
     -------
@@ -98,6 +103,7 @@ def reconstruct_tiled(fn: Callable, images: torch.Tensor, *, tile: int = 256, ov
     padded = _pad_to(images, max(h, th), max(w, tw))
     hp, wp = padded.shape[-2:]
     boxes = [(y, x) for y in tile_starts(hp, th, overlap) for x in tile_starts(wp, tw, overlap)]
+    batch = batch or max(1, BATCH_PIXELS // (th * tw))
     weight2d = blend_window(th, min(overlap, th // 2))[:, None] * blend_window(tw, min(overlap, tw // 2))[None, :]
     preds, stds = _run_tiles(fn, padded, boxes, th, tw, batch, progress)
     offsets = _harmonise_offsets(preds, boxes, th, tw, weight2d)
