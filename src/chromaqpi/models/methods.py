@@ -13,7 +13,7 @@ def _method(kind: str):
     def reconstruct(
         images: torch.Tensor, microscope, *, model=None, steps: int | None = None, samples: int = 1,
         sampler: str = "ddim", generator=None, condition: torch.Tensor | None = None, device=None,
-        tile: int = 256, overlap: int = 48, return_std: bool = False, refine: int = 0,
+        tile: int = 512, overlap: int = 48, return_std: bool = False, refine: int = 0,
         refine_starts: str = "model", orientations: bool = True, progress: bool = False,
         temperature: float | None = None,
     ):
