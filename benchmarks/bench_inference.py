@@ -2,8 +2,8 @@
 
 1. Seconds per 256x256 image (one tile) for the mean network and ZMD with K DDIM steps (one draw),
    through ``chromaqpi.reconstruct`` as a user calls it; torch threads as given.
-2. Peak resident memory of ``chromaqpi reconstruct`` on a 2048x2048 RGB image (overlapping 256 px
-   tiles), measured in a fresh subprocess (``ru_maxrss`` of the child) against the same command
+2. Peak resident memory of ``chromaqpi reconstruct`` on a 2048x2048 RGB image (the default tiling:
+   overlapping 512 px tiles), measured in a fresh subprocess (``ru_maxrss`` of the child) against the same command
    on a 256x256 image as the baseline; the requirement is < 2 GB. Memory does not depend on K,
    so this uses few steps to stay short.
 
