@@ -57,6 +57,22 @@ def test_learned_outputs_record_their_weights_and_the_step_count_and_temperature
         assert meta["temperature"] == temperature
 
 
+def test_tile_reaches_the_learned_method_and_is_recorded(tmp_path):
+    # 96 x 112 px with --tile 64: 2 x 2 tiles, as the API call with tile=64 (not the default one pass).
+    yy, xx = np.mgrid[:96, :112]
+    phase = 1.2 * np.exp(-((yy - 40.0) ** 2 + (xx - 60.0) ** 2) / 120.0)
+    images = chromaqpi.simulate(torch.as_tensor(phase[None]), "paper-rgb", noise=False)[0].numpy()
+    path = tmp_path / "big.npy"
+    np.save(path, images.astype(np.float32))
+    assert main(["reconstruct", str(path), "--method", "mean", "--microscope", "paper-rgb", "--normalized",
+                 "--no-preview", "--tile", "64", "--out", str(tmp_path / "out")]) == 0
+    got, meta = read_tiff(tmp_path / "out" / "big_phase.tif")
+    tiled = chromaqpi.reconstruct(torch.as_tensor(images[None]), "paper-rgb", method="mean", tile=64)[0].numpy()
+    whole = chromaqpi.reconstruct(torch.as_tensor(images[None]), "paper-rgb", method="mean")[0].numpy()
+    assert meta["options"]["tile"] == 64
+    assert np.allclose(got, tiled, atol=1e-5) and not np.allclose(got, whole, atol=1e-3)
+
+
 def test_the_default_method_is_the_nearest_shipped_mean_net_else_tie_with_a_warning(rgb_stack, tmp_path):
     path, images = rgb_stack
     card = json.loads((Path(chromaqpi.__file__).parent / "weights" / "paper-rgb" / "config.json").read_text())
@@ -104,6 +120,8 @@ def test_the_default_method_is_the_nearest_shipped_mean_net_else_tie_with_a_warn
     (["--method", "zmd", "--temperature", "-0.5"], "--temperature must be a finite number >= 0"),
     (["--method", "zmd", "--temperature", "inf"], "--temperature must be a finite number >= 0"),
     (["--method", "auto", "--samples", "4"], "--method auto (the default) does not take --samples"),
+    (["--tile", "512"], "--method tie does not take --tile"),
+    (["--method", "mean", "--tile", "32"], "--tile must be >= 64 px"),
 ])
 def test_user_errors_exit_2_without_output(rgb_stack, tmp_path, capsys, extra, message):
     path, _ = rgb_stack

@@ -52,6 +52,10 @@ def add_arguments(parser):
                         help="take the --samples draws on turned/flipped views of the image (the D4 "
                              "elements the microscope allows), turned back before averaging "
                              "(default: on when --samples > 1)")
+    parser.add_argument("--tile", type=int, metavar="PX",
+                        help="learned methods: side of the overlapping tiles larger images are cut into (default "
+                             "512; larger tiles gave a better large-scale phase, benchmarks/results/tiles-1024.md, "
+                             "for more memory: one tile per network call)")
     parser.add_argument("--iterations", type=int, metavar="N",
                         help="--method iterative: maximum iterations (default 200; early stopping may end sooner; "
                              "about 1 s each per 256 px image on the default optics and 2 CPU cores)")
@@ -139,8 +143,9 @@ def warn_pixel_size(recorded_um: float | None, microscope) -> None:
 # The method option each flag sets, to name the flag (not the option) when a method does not take it.
 FLAG_OF = {"model": "--model", "steps": "--steps", "temperature": "--temperature", "samples": "--samples",
            "return_std": "--samples", "orientations": "--orientations", "refine": "--refine",
-           "refine_starts": "--refine"}
+           "refine_starts": "--refine", "tile": "--tile"}
 DIFFUSION = ("ddpm", "cvdm", "zmd")
+MIN_TILE = 64
 
 
 def fit_each_input(args, microscope, desc: str, fit):
@@ -173,8 +178,8 @@ def check_flags_fit_method(method: str, options: dict) -> None:
     if flags:
         flags = sorted(flags)
         which = f"--method {method}" + (" (the default)" if method == "auto" else "")
-        raise ConfigError(f"{which} does not take {', '.join(flags)} (--model, --samples, --orientations "
-                          f"and --refine are for mean, {', '.join(DIFFUSION)}; --steps and --temperature for "
+        raise ConfigError(f"{which} does not take {', '.join(flags)} (--model, --samples, --orientations, "
+                          f"--tile and --refine are for mean, {', '.join(DIFFUSION)}; --steps and --temperature for "
                           f"{', '.join(DIFFUSION)}: "
                           "name the method, e.g. --method zmd)")
 
@@ -189,6 +194,8 @@ def check_options(args) -> None:
         raise ConfigError(f"--refine must be >= 0 steps, got {args.refine}")
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+    if args.tile is not None and args.tile < MIN_TILE:
+        raise ConfigError(f"--tile must be >= {MIN_TILE} px (tiles overlap by 48), got {args.tile}")
     from chromaqpi.models.registry import is_temperature
 
     if args.temperature is not None and not is_temperature(args.temperature):
@@ -221,6 +228,8 @@ def method_options(args) -> dict:
         options["steps"] = args.steps
     if args.temperature is not None:
         options["temperature"] = args.temperature
+    if args.tile is not None:
+        options["tile"] = args.tile
     if args.samples > 1:
         options["samples"] = args.samples
         options["return_std"] = True
