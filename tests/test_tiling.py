@@ -49,3 +49,19 @@ def test_std_maps_are_blended():
     images = torch.rand(3, 200, 150)
     _, std = reconstruct_tiled(lambda b: (b.mean(1), torch.full_like(b[:, 0], 0.25)), images, tile=96, overlap=24)
     assert torch.allclose(std, torch.full((200, 150), 0.25))
+
+
+@pytest.mark.parametrize("tile, per_call", [(64, 64), (128, 16), (256, 4), (512, 1), (768, 1)])
+def test_each_model_call_takes_about_four_256_px_tiles_of_pixels(tile, per_call):
+    # batch=None sizes a call by pixels (BATCH_PIXELS = 4 x 256²): a larger tile costs no more
+    # activation memory per call, and a call takes at least one tile. Images of 25 tiles or more.
+    sizes = []
+
+    def fake_model(batch):
+        sizes.append(batch.shape[0])
+        return batch[:, 0]
+
+    side = max(4 * tile, 640)
+    phase, _ = reconstruct_tiled(fake_model, torch.rand(1, side, side), tile=tile, overlap=tile // 4)
+    assert phase.shape == (side, side) and sum(sizes) >= 25
+    assert max(sizes) == per_call
