@@ -2,6 +2,7 @@
 (phase, std) returns, tiling, and a tiny untrained ZMD checkpoint on disk."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -240,3 +241,13 @@ def test_a_renamed_microscope_gets_the_default_models_of_each_kind():
     assert _default_model_name("zmd", "lab") == "default"
     assert _default_model_name("ddpm", "lab") == "default-ddpm" and _default_model_name("cvdm", "lab") == "default-cvdm"
     assert _default_model_name("ddpm", "paper-rgb") == "paper-rgb-ddpm"
+
+
+@pytest.mark.parametrize("options, message", [({"tile": 0}, "tile must be an integer >= 16"),
+                                              ({"tile": 64.0}, "tile must be an integer >= 16"),
+                                              ({"overlap": -1}, "overlap must be an integer >= 0"),
+                                              ({"tile": 64, "overlap": 64}, "overlap (64 px) must be smaller")])
+def test_tile_and_overlap_are_checked_before_any_work(options, message):
+    images = torch.ones(1, 3, 32, 32)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        chromaqpi.reconstruct(images, "paper-rgb", method="mean", **options)

@@ -20,6 +20,9 @@ import torch.nn.functional as F
 
 #: Pixels per call of the model (``batch=None``): what bounds the networks' activation memory.
 BATCH_PIXELS = 4 * 256 * 256
+#: Tile side of the learned methods: 512 px beat the 256 px the networks trained on, on 512 and
+#: 1024 px validation images (benchmarks/results/tiles.md, tiles-1024.md).
+DEFAULT_TILE = 512
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -77,7 +80,7 @@ def _harmonise_offsets(preds: torch.Tensor, boxes: list[tuple[int, int]], th: in
     return torch.linalg.lstsq(a, b[:, None]).solution[:, 0]
 
 
-def reconstruct_tiled(fn: Callable, images: torch.Tensor, *, tile: int = 256, overlap: int = 48,
+def reconstruct_tiled(fn: Callable, images: torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = 48,
                       multiple: int = 16, batch: int | None = None, progress: bool = False):
     """Apply ``fn`` to overlapping tiles of one (C, H, W) image and blend.
 

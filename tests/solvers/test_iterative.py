@@ -264,6 +264,20 @@ def test_a_fit_beyond_the_free_memory_recomputes_instead_of_failing(smooth_rando
         it.refine(images, scope, start, steps=1, fast=False)
 
 
+@pytest.mark.parametrize("na_ill, points, reduced", [(0.3, 6, True), (0.3, 2, False), (0.0, 6, False)])
+def test_the_recomputing_budget_is_reduced_only_where_the_simulator_sums_sources(na_ill, points, reduced):
+    # Two requested points give one ring, i.e. the single on-axis point: the coherent Fresnel path,
+    # which recomputes nothing, so its budget must not shrink (a rule on the requested count got this wrong).
+    import chromaqpi.solvers.iterative as it
+    from solver_cases import planes_microscope
+
+    scope = planes_microscope([(0.55, -1.0), (0.55, 1.0)], na=0.5, na_ill=na_ill, points=points, dx=0.1,
+                              paraxial=True)
+    assert get_simulator(scope, (16, 16)).coherent_paraxial is not reduced
+    ratio = it.fit_memory_bytes((16, 16), scope, recompute=True) / it.fit_memory_bytes((16, 16), scope)
+    assert ratio == pytest.approx(0.8 if reduced else 1.0)
+
+
 @pytest.mark.parametrize("channels", [2, 3])
 def test_residual_noise_variance_of_white_noise_about_a_flat_model(channels):
     # I = 1 + σn about a model of 1: the amplitude residual √1 - √I ≈ -σn/2, so its robust (MAD) variance

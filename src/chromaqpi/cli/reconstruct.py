@@ -52,6 +52,7 @@ def add_arguments(parser):
                         help="take the --samples draws on turned/flipped views of the image (the D4 "
                              "elements the microscope allows), turned back before averaging "
                              "(default: on when --samples > 1)")
+    # 512 = tiling.DEFAULT_TILE, written out: importing it would load torch for every --help
     parser.add_argument("--tile", type=int, metavar="PX",
                         help="learned methods: side of the overlapping tiles larger images are cut into (default "
                              "512; larger tiles gave a better large-scale phase, benchmarks/results/tiles-1024.md, "

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import torch
 
+from chromaqpi.tiling import DEFAULT_TILE
+
 
 def _method(kind: str):
     def reconstruct(
         images: torch.Tensor, microscope, *, model=None, steps: int | None = None, samples: int = 1,
         sampler: str = "ddim", generator=None, condition: torch.Tensor | None = None, device=None,
-        tile: int = 512, overlap: int = 48, return_std: bool = False, refine: int = 0,
+        tile: int = DEFAULT_TILE, overlap: int = 48, return_std: bool = False, refine: int = 0,
         refine_starts: str = "model", orientations: bool = True, progress: bool = False,
         temperature: float | None = None,
     ):

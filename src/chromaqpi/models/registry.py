@@ -39,6 +39,7 @@ from chromaqpi.models.ddpm import DDPMConfig, DDPMModel
 from chromaqpi.models.mean import MeanConfig, MeanModel
 from chromaqpi.models.zmd import ZMDConfig, ZMDModel
 from chromaqpi.sampling import DEFAULT_STEPS
+from chromaqpi.tiling import DEFAULT_TILE
 
 #: kind -> (model class, config dataclass)
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
@@ -689,7 +690,7 @@ def reconstruct_with_model(
     images: torch.Tensor, microscope, *, kind: str, model: str | Path | nn.Module | None = None,
     steps: int | None = None, samples: int = 1, sampler: str = "ddim", generator=None,
     condition: torch.Tensor | None = None, device: str | torch.device | None = None,
-    tile: int = 512, overlap: int = 48, return_std: bool = False, refine: int = 0,
+    tile: int = DEFAULT_TILE, overlap: int = 48, return_std: bool = False, refine: int = 0,
     refine_starts: str = "model", orientations: bool = True, progress: bool = False,
     temperature: float | None = None,
 ) -> torch.Tensor:
@@ -762,9 +763,12 @@ def reconstruct_with_model(
 
     if refine_starts not in REFINE_STARTS:
         raise ConfigError(f"refine_starts must be one of {', '.join(REFINE_STARTS)}, got {refine_starts!r}")
-    for name, value, least in (("steps", steps, 1), ("samples", samples, 1), ("refine", refine, 0)):
+    for name, value, least in (("steps", steps, 1), ("samples", samples, 1), ("refine", refine, 0),
+                               ("tile", tile, 16), ("overlap", overlap, 0)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
+    if overlap >= tile:
+        raise ConfigError(f"overlap ({overlap} px) must be smaller than the tile ({tile} px)")
     if temperature is not None and not is_temperature(temperature):
         raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
     device = torch.device(device) if device is not None else images.device

@@ -100,7 +100,7 @@ class Simulator(torch.nn.Module):
         self.register_buffer("source_weights", torch.as_tensor(w_src, dtype=dtype, device=device))
         self.groups = _spectrum_groups(self.wavelengths, microscope.optics)
         # One on-axis source point and the Fresnel kernel: no Abbe sum, no cache.
-        self.coherent_paraxial = microscope.optics.paraxial and len(nu) == 1
+        self.coherent_paraxial = coherent_paraxial(microscope.optics)
         self.modes: dict = {}
         if self.coherent_paraxial:
             self._init_fresnel(device)
@@ -295,6 +295,12 @@ class Simulator(torch.nn.Module):
         camera = warp_channels(fine, self.microscope.registration)
         pad = self.pad // self.factor
         return camera[..., pad:-pad, pad:-pad] if pad else camera
+
+
+def coherent_paraxial(optics) -> bool:
+    """One on-axis source point and the paraxial kernel: the separable Fresnel path, no Abbe sum
+    (nothing that ``Simulator.recompute`` recomputes)."""
+    return optics.paraxial and len(source_points(optics.na_condenser, optics.source_points)[0]) == 1
 
 
 def _chunks(ks: list[int], spectrum: torch.Tensor, budget: int) -> list[list[int]]:

@@ -16,7 +16,7 @@ import torch
 
 from chromaqpi.errors import ConfigError, InputError, MethodError
 from chromaqpi.microscope import Microscope
-from chromaqpi.optics.simulator import get_simulator
+from chromaqpi.optics.simulator import coherent_paraxial, get_simulator
 from chromaqpi.solvers.wotf import transfer_functions
 
 # Preconditioner floor δ relative to max Σ|H|² (see _preconditioner).
@@ -59,13 +59,7 @@ def fit_memory_bytes(shape: tuple[int, int], microscope: Microscope, *, recomput
     wavelengths = 1 if microscope.planes else microscope.spectra.n_wavelengths
     points = microscope.n_channels * wavelengths * (max(o.source_points, 1) if o.na_condenser > 0 else 1)
     need = shape[0] * shape[1] * (550.0 + 92.0 * points)
-    return need * _RECOMPUTE_MEMORY if recompute and _abbe_optics(microscope) else need
-
-
-def _abbe_optics(microscope: Microscope) -> bool:
-    """True where the simulator sums source points (Abbe), the part it can recompute."""
-    o = microscope.optics
-    return not (o.paraxial and (o.na_condenser <= 0 or o.source_points <= 1))
+    return need * _RECOMPUTE_MEMORY if recompute and not coherent_paraxial(o) else need
 
 
 def plan_memory(shape: tuple[int, int], microscope: Microscope, device) -> bool:
