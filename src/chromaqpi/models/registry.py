@@ -326,12 +326,23 @@ def read_card(model_dir: str | Path) -> dict:
         raise WeightsError(f"{path}: 'sampling' must be an object whose 'steps' is an integer >= 1")
     if not is_temperature(sampling.get("temperature", 1.0)):
         raise WeightsError(f"{path}: 'sampling.temperature' must be a finite number >= 0")
+    uncertainty = card.get("uncertainty", {})
+    scale = uncertainty.get("scale", 1.0) if isinstance(uncertainty, dict) else None
+    if not is_temperature(scale) or scale == 0:
+        raise WeightsError(f"{path}: 'uncertainty' must be an object whose 'scale' is a finite number > 0")
     return card
 
 
 def card_steps(card: dict) -> int:
     """The DDIM steps a model card recommends (``sampling.steps``, chosen on validation), else 25."""
     return int((card.get("sampling") or {}).get("steps", DEFAULT_STEPS))
+
+
+def card_std_scale(card: dict) -> float | None:
+    """The factor that turns a model's spread of draws into a calibrated one-sigma error
+    (``uncertainty.scale``, fitted on validation folders), or None when the card has none."""
+    scale = (card.get("uncertainty") or {}).get("scale")
+    return None if scale is None else float(scale)
 
 
 def is_temperature(value) -> bool:
