@@ -5,6 +5,7 @@ Usage: python scripts/export_shipped.py [--checkpoint best|last] [NAME ...]
        python scripts/export_shipped.py --refresh-envelope [NAME ...]
        python scripts/export_shipped.py --sampling-steps K [NAME ...]
        python scripts/export_shipped.py --sampling-temperature T [NAME ...]
+       python scripts/export_shipped.py --std-scale S NAME
 
 NAME is a family (its ZMD model) or FAMILY-ddpm / FAMILY-cvdm (the comparison models).
 Reads runs/KIND-FAMILY/checkpoints/best (EMA weights with the best validation
@@ -14,7 +15,9 @@ microscope falls outside them. An export keeps the recommended DDIM steps
 (``sampling.steps``) of the model it replaces and says so: re-measure them for the new weights
 (``benchmarks/bench_steps.py`` on validation folders) and record them with --sampling-steps; likewise
 the temperature of a single draw (``sampling.temperature``, ``benchmarks/bench_temperature.py``,
---sampling-temperature).
+--sampling-temperature). The calibration scale of the std map (``uncertainty.scale``) belongs to the
+weights it was fitted for, so an export drops it: fit it again (``benchmarks/bench_uncertainty.py
+--calibrate``) and record it with --std-scale.
 """
 
 from __future__ import annotations
@@ -281,6 +284,9 @@ def export(name: str, checkpoint: str = "best") -> None:
         record_temperature(name, kept["temperature"])
         print(f"{name}: kept the replaced model's temperature {kept['temperature']:g}; re-measure "
               "(bench_temperature.py) and record it with --sampling-temperature")
+    if kind == "zmd":
+        print(f"{name}: the std map is the raw spread until calibrated (bench_uncertainty.py --calibrate, "
+              "then --std-scale)")
 
 
 ENVELOPE_LINE = "  inference warns outside this envelope: `"
@@ -310,14 +316,15 @@ def record_steps(name: str, steps: int) -> None:
 
 def _put_note(card_md: str, prefix: str, note: str) -> str:
     """The card with its line starting with ``prefix`` replaced by ``note``; without one, ``note`` goes
-    under the sampling notes that follow the usage block (after the steps line, else the block's fence)."""
+    under the sampling notes that follow the usage block (after the block's fence and the notes there)."""
     lines = card_md.splitlines(keepends=True)
     old = [i for i, line in enumerate(lines) if line.startswith(prefix)]
     if old:
         lines[old[0]] = note
     else:
         at = next(i for i, line in enumerate(lines) if USE_LINE.search(line)) + 2  # after the closing fence
-        at += lines[at].startswith(STEPS_NOTE) if at < len(lines) else 0
+        while at < len(lines) and lines[at].startswith((STEPS_NOTE, TEMPERATURE_NOTE, STD_SCALE_NOTE)):
+            at += 1  # after the other sampling notes
         lines.insert(at, note)
     return "".join(lines)
 
@@ -340,6 +347,28 @@ def record_temperature(name: str, temperature: float) -> None:
     atomic_write_json(dst / "config.json", config)
     atomic_write_bytes(dst / "MODEL_CARD.md", card_md.encode())
     print(f"{name}: single draws at temperature {float(temperature):g}")
+
+
+STD_SCALE_NOTE = "Uncertainty calibration: "
+
+
+def record_std_scale(name: str, scale: float) -> None:
+    """Record the factor that turns the spread of ZMD draws into a one-sigma error (config.json
+    ``uncertainty.scale``, applied by ``return_std`` for draws at temperature 1) and say so in the card.
+    Fit it on validation images (``benchmarks/bench_uncertainty.py --calibrate``)."""
+    dst = ROOT / "src" / "chromaqpi" / "weights" / name
+    config = json.loads((dst / "config.json").read_text())
+    config["uncertainty"] = {"scale": float(scale), "fitted": "one-sigma coverage 0.6827 of 8 draws at temperature 1 "
+                             "on validation images: benchmarks/results/uncertainty-calibration.md"}
+    note = (f"{STD_SCALE_NOTE}the std of `samples` > 1 draws is multiplied by {float(scale):g} (`uncertainty.scale` "
+            "in config.json; `calibrated_std=False` or `--raw-std` gives the raw spread), so that it covers 68 % of "
+            "the pixels' errors on validation images (8 draws at temperature 1, pooled over the model's validation "
+            "folders): `benchmarks/results/uncertainty-calibration.md`; measured on the test sets in "
+            "`benchmarks/results/uncertainty.md`.\n")
+    card_md = _put_note((dst / "MODEL_CARD.md").read_text(), STD_SCALE_NOTE, note)
+    atomic_write_json(dst / "config.json", config)
+    atomic_write_bytes(dst / "MODEL_CARD.md", card_md.encode())
+    print(f"{name}: std scale {float(scale):g}")
 
 
 def refresh_envelope(name: str) -> None:
@@ -368,14 +397,20 @@ if __name__ == "__main__":
                         help="only record K as the shipped models' recommended DDIM steps (no run needed)")
     parser.add_argument("--sampling-temperature", type=float, metavar="T",
                         help="only record T as the shipped models' single-draw temperature (no run needed)")
+    parser.add_argument("--std-scale", type=float, metavar="S",
+                        help="only record S as the models' std calibration scale (no run needed)")
     parser.add_argument("names", nargs="*", default=["default", "paper-2shot", "paper-rgb"])
     args = parser.parse_args()
     if args.sampling_steps is not None and args.sampling_steps < 1:
         sys.exit(f"--sampling-steps must be >= 1, got {args.sampling_steps}")
     if args.sampling_temperature is not None and not is_temperature(args.sampling_temperature):
         sys.exit(f"--sampling-temperature must be a finite number >= 0, got {args.sampling_temperature}")
+    if args.std_scale is not None and not (is_temperature(args.std_scale) and args.std_scale > 0):
+        sys.exit(f"--std-scale must be a finite number > 0, got {args.std_scale}")
     for fam in args.names:
-        if args.sampling_steps is not None or args.sampling_temperature is not None:
+        if args.std_scale is not None:
+            record_std_scale(fam, args.std_scale)
+        elif args.sampling_steps is not None or args.sampling_temperature is not None:
             if args.sampling_steps is not None:
                 record_steps(fam, args.sampling_steps)
             if args.sampling_temperature is not None:

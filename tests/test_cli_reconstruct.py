@@ -57,6 +57,25 @@ def test_learned_outputs_record_their_weights_and_the_step_count_and_temperature
         assert meta["temperature"] == temperature
 
 
+def test_std_map_is_the_calibrated_error_bar_unless_raw_std(rgb_stack, tmp_path):
+    path, _ = rgb_stack
+    base = ["reconstruct", str(path), "--method", "zmd", "--microscope", "paper-rgb", "--normalized", "--no-preview",
+            "--steps", "2", "--samples", "2"]
+    stds = {}
+    for name, extra in (("calibrated", []), ("raw", ["--raw-std"])):
+        assert main([*base, "--out", str(tmp_path / name), *extra]) == 0
+        stds[name] = read_tiff(tmp_path / name / "bump_std.tif")
+    (calibrated, meta), (raw, raw_meta) = stds["calibrated"], stds["raw"]
+    assert raw_meta["std_scale"] is None and "uncalibrated" in raw_meta["calibration"]
+    assert raw_meta["options"]["calibrated_std"] is False
+    scale = meta["std_scale"]
+    if scale is None:  # a shipped card without a calibration: both are the raw spread
+        assert np.allclose(calibrated, raw) and "uncalibrated" in meta["calibration"]
+    else:
+        assert np.allclose(calibrated, scale * raw, rtol=1e-5, atol=1e-7)
+        assert meta["quantity"] == "calibrated one-sigma error of phase"
+
+
 def test_tile_reaches_the_learned_method_and_is_recorded(tmp_path):
     # 96 x 112 px with --tile 64: 2 x 2 tiles, as the API call with tile=64 (not the default one pass).
     yy, xx = np.mgrid[:96, :112]
@@ -121,6 +140,7 @@ def test_the_default_method_is_the_nearest_shipped_mean_net_else_tie_with_a_warn
     (["--method", "zmd", "--temperature", "inf"], "--temperature must be a finite number >= 0"),
     (["--method", "auto", "--samples", "4"], "--method auto (the default) does not take --samples"),
     (["--tile", "512"], "--method tie does not take --tile"),
+    (["--method", "zmd", "--raw-std"], "--raw-std needs --samples N >= 2"),
     (["--method", "mean", "--tile", "32"], "--tile must be >= 64 px"),
 ])
 def test_user_errors_exit_2_without_output(rgb_stack, tmp_path, capsys, extra, message):
@@ -169,6 +189,9 @@ def test_grayscale_where_rgb_is_needed_is_rejected(tmp_path, capsys):
     ('{"model": {"kind": "mean"}, "weights": {}, "sampling": 10}', "'sampling' must be an object"),
     ('{"model": {"kind": "mean"}, "weights": {}, "sampling": {"temperature": "cool"}}', "'sampling.temperature'"),
     ('{"model": {"kind": "mean"}, "weights": {}, "sampling": {"temperature": -1}}', "'sampling.temperature'"),
+    ('{"model": {"kind": "mean"}, "weights": {}, "uncertainty": {"scale": 0}}', "'uncertainty' must be an object"),
+    ('{"model": {"kind": "mean"}, "weights": {}, "uncertainty": {"scale": "x"}}', "'uncertainty' must be an object"),
+    ('{"model": {"kind": "mean"}, "weights": {}, "uncertainty": 2}', "'uncertainty' must be an object"),
 ])
 def test_malformed_model_folder_is_a_one_line_error(rgb_stack, tmp_path, capsys, card, message):
     path, _ = rgb_stack

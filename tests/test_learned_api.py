@@ -60,6 +60,44 @@ def test_tiny_zmd_checkpoint_runs_end_to_end(tmp_path):
     assert float((views - mu).abs().max()) > 1e-6  # an untrained net is not D4-equivariant: the views differ
 
 
+def test_std_is_calibrated_by_the_cards_scale_for_zmd_draws_at_temperature_1_only(tmp_path):
+    import json
+
+    from chromaqpi.cli.train import model_config
+    from chromaqpi.models.registry import build_model, learned_settings
+    from chromaqpi.training.checkpoint import make_card, save_model
+
+    torch.manual_seed(0)
+    net = build_model(model_config("zmd", 2, 8, 2, 1))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_model(tmp_path / "tiny", net, make_card(net, input_normalisation="paper-2shot"))
+    config = tmp_path / "tiny" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "uncertainty": {"scale": 3.0}}))
+    images = chromaqpi.simulate(torch.rand(1, 32, 32), "paper-2shot", noise=False)
+    model = str(tmp_path / "tiny")
+
+    def std(**options):
+        return chromaqpi.reconstruct(images, "paper-2shot", model=model, steps=2, samples=2, return_std=True,
+                                     generator=torch.Generator().manual_seed(1), **options)[1]
+
+    raw = std(method="zmd", calibrated_std=False)
+    assert float(raw.max()) > 0
+    assert torch.allclose(std(method="zmd"), 3.0 * raw)  # the default: calibrated
+    # Fitted for ZMD draws at T = 1: a cooler chain's spread and the mean net's views stay raw.
+    with pytest.warns(UserWarning, match="narrower"):
+        cool = std(method="zmd", temperature=0.5)
+        assert torch.allclose(cool, std(method="zmd", temperature=0.5, calibrated_std=False))
+    views = std(method="mean")
+    assert torch.allclose(views, std(method="mean", calibrated_std=False))
+    scope = chromaqpi.Microscope.from_preset("paper-2shot")
+    assert learned_settings("zmd", scope, {"model": model, "samples": 2, "return_std": True})["std_scale"] == 3.0
+    assert learned_settings("zmd", scope, {"model": model, "samples": 2, "return_std": True,
+                                           "calibrated_std": False})["std_scale"] is None
+    assert "std_scale" not in learned_settings("zmd", scope, {"model": model})
+
+
 def test_missing_weights_give_a_clear_error(tmp_path):
     with pytest.raises(WeightsError, match="no model directory"):
         chromaqpi.reconstruct(torch.ones(2, 16, 16), "paper-2shot", method="zmd", model=str(tmp_path / "nope"))

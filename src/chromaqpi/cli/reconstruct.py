@@ -46,8 +46,12 @@ def add_arguments(parser):
                         help="scale of the diffusion chain's noise, >= 0 (1: posterior draws; 0: one deterministic "
                              "estimate; default: the model card's for one draw, 1 with --samples N > 1)")
     parser.add_argument("--samples", type=int, default=1, metavar="N",
-                        help="posterior samples; N > 1 also writes their per-pixel std (a relative flag: "
-                             "it underestimates the error 2-9x, benchmarks/results/uncertainty.md)")
+                        help="posterior samples; N > 1 also writes a per-pixel std: for ZMD the draws' spread "
+                             "calibrated on validation images to a one-sigma error bar (the model card's scale; "
+                             "benchmarks/results/uncertainty-calibration.md), else their raw spread")
+    parser.add_argument("--raw-std", action="store_true",
+                        help="with --samples N > 1: write the draws' raw spread instead of the calibrated std "
+                             "(2-9x narrower than the error, benchmarks/results/uncertainty.md)")
     parser.add_argument("--orientations", action=argparse.BooleanOptionalAction, default=None,
                         help="take the --samples draws on turned/flipped views of the image (the D4 "
                              "elements the microscope allows), turned back before averaging "
@@ -144,7 +148,7 @@ def warn_pixel_size(recorded_um: float | None, microscope) -> None:
 # The method option each flag sets, to name the flag (not the option) when a method does not take it.
 FLAG_OF = {"model": "--model", "steps": "--steps", "temperature": "--temperature", "samples": "--samples",
            "return_std": "--samples", "orientations": "--orientations", "refine": "--refine",
-           "refine_starts": "--refine", "tile": "--tile"}
+           "refine_starts": "--refine", "tile": "--tile", "calibrated_std": "--raw-std"}
 DIFFUSION = ("ddpm", "cvdm", "zmd")
 MIN_TILE = 64
 
@@ -234,6 +238,12 @@ def method_options(args) -> dict:
     if args.samples > 1:
         options["samples"] = args.samples
         options["return_std"] = True
+        if args.raw_std:
+            options["calibrated_std"] = False
+    elif args.raw_std:
+        from chromaqpi.errors import ConfigError
+
+        raise ConfigError("--raw-std needs --samples N >= 2 (the std of N draws)")
     if args.orientations is not None:
         if args.samples < 2:
             from chromaqpi.errors import ConfigError
@@ -277,6 +287,16 @@ def resolve_method(method: str, microscope, options: dict) -> tuple[str, dict]:
     return chosen, {**chosen_options, **({"progress": True} if "model" in chosen_options else {})}
 
 
+def std_description(scale: float | None) -> dict:
+    """What the std map holds, for its metadata: a calibrated error bar or the draws' raw spread."""
+    if scale is None:
+        return {"quantity": "std of posterior draws of phase",
+                "calibration": "uncalibrated spread of the draws, not an error bar"}
+    return {"quantity": "calibrated one-sigma error of phase",
+            "calibration": f"std of the draws x {scale:g}, the model card's scale fitted on validation images "
+                           "(one-sigma coverage 68 % there)"}
+
+
 def write_outputs(paths, stem, phase, std, microscope, meta):
     from chromaqpi.io import save_preview_png, write_tiff
 
@@ -286,8 +306,7 @@ def write_outputs(paths, stem, phase, std, microscope, meta):
     opd_nm = phase * lam * 1000.0 / (2 * math.pi)
     write_tiff(paths["opd.tif"], opd_nm, metadata={**meta, "quantity": "OPD"}, unit="nm", pixel_size_um=px)
     if std is not None:
-        write_tiff(paths["std.tif"], std, metadata={**meta, "quantity": "std of posterior draws of phase",
-                                                        "calibration": "uncalibrated spread, not an error bar"},
+        write_tiff(paths["std.tif"], std, metadata={**meta, **std_description(meta.get("std_scale"))},
                    unit="rad", pixel_size_um=px)
     if "phase.png" in paths:
         save_preview_png(paths["phase.png"], phase, cmap="viridis", label=f"phase at {lam} µm (rad)",

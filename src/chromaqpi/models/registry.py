@@ -345,6 +345,15 @@ def card_std_scale(card: dict) -> float | None:
     return None if scale is None else float(scale)
 
 
+def applied_std_scale(net: nn.Module, kind: str, temperature: float, calibrated: bool) -> float | None:
+    """The card's calibration scale where it applies to this run's spread, else None (raw spread):
+    it was fitted for ZMD draws at temperature 1 (``benchmarks/results/uncertainty-calibration.md``),
+    so the mean network's spread over views and a cooler chain's spread keep their raw width."""
+    if not calibrated or kind != "zmd" or getattr(net, "kind", None) != "zmd" or temperature != 1:
+        return None
+    return card_std_scale(getattr(net, "card", None) or {})
+
+
 def is_temperature(value) -> bool:
     """A usable sampling temperature: a finite real number >= 0."""
     from chromaqpi.microscope import _is_real
@@ -380,6 +389,9 @@ def learned_settings(kind: str, microscope, options: dict) -> dict:
         record["steps"] = resolve_steps(net, options.get("steps"), sampler)
         record["temperature"] = resolve_temperature(net, options.get("temperature"), options.get("samples", 1),
                                                     sampler)
+    if options.get("return_std"):
+        scale = applied_std_scale(net, kind, record.get("temperature", 1.0), options.get("calibrated_std", True))
+        record["std_scale"] = scale  # None: the raw spread of the draws
     return record
 
 
@@ -703,7 +715,7 @@ def reconstruct_with_model(
     condition: torch.Tensor | None = None, device: str | torch.device | None = None,
     tile: int = DEFAULT_TILE, overlap: int = 48, return_std: bool = False, refine: int = 0,
     refine_starts: str = "model", orientations: bool = True, progress: bool = False,
-    temperature: float | None = None,
+    temperature: float | None = None, calibrated_std: bool = True,
 ) -> torch.Tensor:
     """Phase from images with a learned model (the body of each model module's ``reconstruct``).
 
@@ -738,9 +750,15 @@ def reconstruct_with_model(
         large-scale error (``benchmarks/results/tiles.md``, ``tiles-1024.md``); one model call
         takes one 512 px tile or four 256 px ones, so memory stays as bounded.
     return_std : bool
-        Also return the per-pixel posterior standard deviation over ``samples`` draws. It is
-        the model's spread, not a calibrated error: the shipped models' true error is 2-9x
-        larger (``benchmarks/results/uncertainty.md``).
+        Also return a per-pixel standard deviation from the ``samples`` draws.
+    calibrated_std : bool
+        With ``return_std``: the draws' spread times the scale in the model's card
+        (``uncertainty.scale``), fitted on validation images so that the scaled spread covers
+        68 % of the pixels' errors as a one-sigma error bar should
+        (``benchmarks/results/uncertainty-calibration.md``; the raw spread of the shipped
+        models is 2-9x narrower than the error, ``uncertainty.md``). Applied to ZMD draws at
+        temperature 1 only, the case it was fitted on; False, or a card without a scale: the
+        raw spread of the draws.
     refine : int
         Data-consistency steps of the iterative solver (``chromaqpi.solvers.iterative.refine``,
         reduced quadrature) started from the model's estimate; 0 = none.
@@ -843,5 +861,7 @@ def reconstruct_with_model(
         phase = refine_phase(images, microscope, starts, steps=int(refine), fast=True,
                              progress=progress).to(phase.dtype)
     if return_std:
-        return phase, torch.stack(stds).to(images.device)
+        std = torch.stack(stds).to(images.device)
+        scale = applied_std_scale(net, kind, temperature, calibrated_std)
+        return phase, std * scale if scale is not None else std
     return phase

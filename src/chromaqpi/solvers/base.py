@@ -218,8 +218,8 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     Phase (rad) at ``microscope.optics.wavelength_ref_um``: (H, W) or (B, H, W)
     matching the input batching, same container type (numpy/torch), dtype
     and device as ``images``. Learned methods called with ``return_std=True``
-    return ``(phase, std)``, the per-pixel posterior standard deviation over
-    ``samples`` draws.
+    return ``(phase, std)``: the per-pixel spread of ``samples`` draws, for ZMD scaled
+    by the model card's calibration to a one-sigma error (``calibrated_std``).
 
     Notes
     -----
