@@ -53,7 +53,8 @@ def score(model: str, items: list[tuple], label: str, steps: int = 25) -> dict[s
         for row, (kind, samples, orientations) in ROWS.items():
             phase, std = reconstruct_with_model(
                 images, microscope, kind=kind, model=model, steps=steps, samples=samples, temperature=1.0,
-                orientations=orientations, return_std=True, generator=torch.Generator().manual_seed(1000 + i))
+                orientations=orientations, return_std=True, calibrated_std=False,
+                generator=torch.Generator().manual_seed(1000 + i))
             est, std = phase[0].double(), std[0].double()
             s = scores[row]
             s["nmae"].append(float(normalised_mae(est, true, align="mean")))
