@@ -41,6 +41,17 @@ def test_writes_phase_and_opd_that_match_the_api(rgb_stack, tmp_path):
     assert meta["method"] == "tie" and meta["source"] == "bump.npy"
 
 
+def test_check_data_records_the_data_fit_of_the_written_phase(rgb_stack, tmp_path, capsys):
+    path, images = rgb_stack
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(path), "--method", "tie", "--microscope", "paper-rgb", "--normalized",
+                 "--out", str(out), "--no-preview", "--check-data"]) == 0
+    phase, meta = read_tiff(out / "bump_phase.tif")
+    expected = chromaqpi.data_fit(images, phase, "paper-rgb")
+    assert meta["data_fit"]["unexplained_contrast"] == pytest.approx(expected.unexplained_contrast, rel=1e-4)
+    assert "of the contrast unexplained" in capsys.readouterr().out
+
+
 def test_learned_outputs_record_their_weights_and_the_step_count_and_temperature_used(rgb_stack, tmp_path):
     path, _ = rgb_stack
     card = json.loads((Path(chromaqpi.__file__).parent / "weights" / "paper-rgb" / "config.json").read_text())

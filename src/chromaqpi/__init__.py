@@ -7,7 +7,8 @@ Public API (heavy modules are imported lazily, on first use):
 - :func:`reconstruct`, :func:`list_methods` -- every phase-retrieval method behind one call;
 - :func:`load_model` -- learned models (safetensors + JSON);
 - :func:`estimate_focus_offset` -- where the stack sits along z, fitted from the images;
-- :func:`estimate_registration` -- the channels' lateral colour, fitted from a calibration image.
+- :func:`estimate_registration` -- the channels' lateral colour, fitted from a calibration image;
+- :func:`data_fit` -- how well a phase map explains its image (residual over noise, no ground truth).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _LAZY = {
     "load_model": "chromaqpi.models.registry",
     "estimate_focus_offset": "chromaqpi.solvers.focus",
     "estimate_registration": "chromaqpi.registration",
+    "data_fit": "chromaqpi.consistency",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

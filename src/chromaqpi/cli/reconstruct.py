@@ -17,6 +17,7 @@ signal (flat scores, e.g. empty background) keeps the declared focus (offset 0, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 import warnings
@@ -75,6 +76,10 @@ def add_arguments(parser):
                              "reconstruct with the microscope moved by it (planes-mode microscopes only; recorded "
                              "as focus_offset_um in the metadata)")
     add_search_arguments(parser, prefix="focus-")
+    parser.add_argument("--check-data", action="store_true",
+                        help="put each phase map back through the forward model and report how much of the image "
+                             "it leaves unexplained, relative to the noise (chromaqpi.data_fit; central 512 px; "
+                             "recorded as data_fit in the metadata)")
     parser.add_argument("--seed", type=int, default=0, help="seed for stochastic methods (default: 0)")
     parser.add_argument("--keep-going", action="store_true",
                         help="in a batch, report an unreadable or unusable image and go on with the next "
@@ -394,6 +399,10 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
                 print(choice)
         if method in {"mean", *DIFFUSION}:
             meta.update(learned_settings(method, scope, method_opts))
+        if args.check_data:
+            check = chromaqpi.data_fit(images, phase, solve_scope)
+            meta["data_fit"] = dataclasses.asdict(check)
+            print(f"{path}: {check.summary()}")
         if fit is not None:
             meta["focus_offset_um"] = fit.offset_um if fit.reliable else 0.0
             print(f"{path}: focus offset {fit.offset_um:+.2f} µm" if fit.reliable else

@@ -1,0 +1,101 @@
+"""Does a phase map explain the image it came from? The data residual of a reconstruction.
+
+Any phase estimate, learned or classical, can be put back through the forward model and compared
+with the recorded channels: the part of the image's contrast it leaves unexplained needs no ground
+truth. A residual at the noise level says the estimate is consistent with the data (not that it is
+unique); a residual many times the noise flags an estimate the data contradict, or a microscope
+description that does not match the instrument (wrong pixel size, defocus or NA), or what the
+phase-only model lacks (absorption, flat-field errors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from chromaqpi.errors import InputError
+from chromaqpi.microscope import Microscope
+
+#: Largest side simulated: a central crop of larger images keeps the check at a few seconds.
+DEFAULT_CROP = 512
+#: Border excluded from the comparison: the simulation of a crop treats it as periodic, the image does not.
+DEFAULT_MARGIN = 16
+
+
+@dataclass(frozen=True)
+class DataFit:
+    """How well one phase map explains its image (over the central crop, minus the margin).
+
+    ``residual_over_noise``: mean squared residual over the estimated noise variance (1: explained to
+    the noise; where the optics are not band-limited the noise estimate is an upper bound, so this is
+    a lower bound). ``unexplained_contrast``: squared residual over the squared contrast of the image
+    (0: all of it explained; 1: no better than a flat phase). ``noise_std``: the estimated intensity
+    noise per pixel. ``region``: (y0, x0, height, width) compared.
+    """
+
+    residual_over_noise: float
+    unexplained_contrast: float
+    noise_std: float
+    region: tuple[int, int, int, int]
+
+    def summary(self) -> str:
+        return (f"data residual {self.residual_over_noise:.3g}x the noise variance, "
+                f"{100 * self.unexplained_contrast:.1f} % of the contrast unexplained")
+
+
+def _central(shape: tuple[int, int], crop: int) -> tuple[slice, slice]:
+    return tuple(slice((n - min(n, crop)) // 2, (n - min(n, crop)) // 2 + min(n, crop)) for n in shape)
+
+
+def data_fit(images, phase, microscope: Microscope | str, *, crop: int = DEFAULT_CROP,
+             margin: int = DEFAULT_MARGIN) -> DataFit | list[DataFit]:
+    """Compare the images a phase map predicts (noise-free, reduced quadrature) with the recorded ones.
+
+    Parameters
+    ----------
+    images : (C, H, W) or (B, C, H, W) flat-field normalised intensities, as for :func:`chromaqpi.reconstruct`
+        (a declared registration is undone the same way).
+    phase : (H, W) or (B, H, W) radians, e.g. what ``reconstruct`` returned for them (the offset is irrelevant).
+    crop, margin : the central ``crop`` px square (at most) is simulated and compared without ``margin`` px
+        at its border.
+
+    Returns
+    -------
+    :class:`DataFit`, or a list of them for a batch. The channels' mean residual is removed first (a
+    flat-field gain error is not the phase's fault); the contrast is each channel's deviation from its mean.
+    """
+    from chromaqpi.optics.simulator import as_phase_batch, get_simulator
+    from chromaqpi.registration import unregister
+    from chromaqpi.solvers.base import as_image_batch
+    from chromaqpi.solvers.iterative import fast_microscope
+    from chromaqpi.solvers.noise import noise_variance
+
+    microscope = Microscope.resolve(microscope)
+    batch, batched = as_image_batch(images, microscope.n_channels)
+    phases = as_phase_batch(phase)
+    if phases.shape != (batch.shape[0], *batch.shape[-2:]):
+        raise InputError(f"phase shape {tuple(phases.shape)} does not match the images' {tuple(batch.shape)}")
+    if not bool(torch.isfinite(batch).all()):
+        raise InputError("images contain NaN or Inf")
+    if crop <= 2 * margin + 8 or margin < 0:
+        raise InputError(f"crop ({crop} px) must exceed twice the margin ({margin} px) by 8 px or more")
+    batch, microscope = unregister(batch.double(), microscope)
+    rows, cols = _central(tuple(batch.shape[-2:]), crop)
+    batch, phases = batch[..., rows, cols], phases.double()[..., rows, cols]
+    if min(batch.shape[-2:]) <= 2 * margin + 8:
+        raise InputError(f"image too small for a {margin} px margin: {tuple(batch.shape[-2:])}")
+    simulator = get_simulator(fast_microscope(microscope), tuple(batch.shape[-2:]), dtype=torch.float64)
+    with torch.no_grad():
+        predicted = simulator(phases, noise=False)
+    noise = noise_variance(batch, microscope)
+    inner = (..., slice(margin, batch.shape[-2] - margin), slice(margin, batch.shape[-1] - margin))
+    residual = (batch - predicted)[inner]
+    residual = residual - residual.mean(dim=(-2, -1), keepdim=True)
+    contrast = batch[inner] - batch[inner].mean(dim=(-2, -1), keepdim=True)
+    region = (rows.start + margin, cols.start + margin, residual.shape[-2], residual.shape[-1])
+    fits = [DataFit(residual_over_noise=float(r.pow(2).mean() / max(float(v), 1e-30)),
+                    unexplained_contrast=float(r.pow(2).sum() / max(float(c.pow(2).sum()), 1e-30)),
+                    noise_std=float(v) ** 0.5, region=region)
+            for r, c, v in zip(residual, contrast, noise)]
+    return fits if batched else fits[0]
