@@ -53,6 +53,8 @@ CASES = {
                                        "--skip", "iterative,wotf"], ["| tie |", "| mean |", "| zmd |"]),
     "uncertainty": ("bench_uncertainty.py", ["--n", "1", "--draws", "2", "--steps", "2",
                                              "--sets", "paper-2shot-test"], ["paper-2shot-test"]),
+    "data-fit": ("bench_data_fit.py", ["--n", "1", "--sets", "paper-2shot-test", "--steps", "2"],
+                 ["| paper-2shot-test | truth |", "| paper-2shot-test | pixel size 0.8x | mean |"]),
     "orientations-test": ("bench_orientations.py", ["--sets", "paper-2shot-test", "--n", "1", "--steps", "2"],
                           ["| zmd-mean4, 4 views |", "| mean, 8 views |"]),
     "steps-test": ("bench_steps.py", ["--sets", "paper-2shot-test", "--n", "1", "--steps", "2"], ["| zmd 2 |"]),
