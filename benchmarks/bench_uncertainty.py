@@ -4,6 +4,8 @@ Usage: python benchmarks/bench_uncertainty.py [--n 8] [--draws 8] [--steps K] [-
        (the test sets: measures the shipped maps; writes uncertainty.md, uncertainty-one-view.md)
        python benchmarks/bench_uncertainty.py --calibrate [--n 16] [--data default=data/default-val256,...]
        (validation shards, where each model's calibration scale is fitted; writes uncertainty-calibration.md)
+       python benchmarks/bench_uncertainty.py --check-folders --draws 4 --data default=data/default-val256,...
+       (the cards' scales as return_std applies them to N draws, on validation shards)
        (--steps: default the step count the models' cards recommend, what ``samples=N`` uses)
 
 Per image: N seeded ZMD draws at temperature 1 (the shipped model of the set's preset), draw k on the
@@ -117,20 +119,35 @@ def coverage(per_image: list[dict], scale: float, k: float) -> float:
     return float(np.mean([(p["error"] <= k * scale * p["sigma"]["raw"]).mean() for p in per_image]))
 
 
-def test_sets(args) -> None:
-    sets = [s for s in args.sets.split(",") if s]
-    args.steps = steps_of_run(sets, args.steps)
-    name = "uncertainty-one-view" if args.one_view else "uncertainty"
-    check_same_steps(name, f"draws of {args.steps} DDIM steps", args.update)
-    rows = []
-    for set_name in sets:
-        started = datetime.now()
+def sources(args) -> list[tuple[str, str, list, object]]:
+    """(label, preset, items, model) per test set, or per validation folder with --check-folders."""
+    if args.check_folders:
+        return [(folder, model, folder_items(folder, args.n), model)
+                for model, folder in (pair.split("=") for pair in args.data.split(",") if pair)]
+    out = []
+    for set_name in (s for s in args.sets.split(",") if s):
         samples = load_evalset(set_name, n=args.n)
         items = [(torch.as_tensor(s.images)[None].float(), torch.as_tensor(s.phase).double(), s.microscope)
                  for s in samples]
-        net = model_for("zmd", samples[0].microscope)
-        scale = card_std_scale(getattr(net, "card", None) or {})
-        per_image = measure(items, set_name, net, args.draws, args.steps, not args.one_view, scale)
+        out.append((set_name, get_evalset(set_name).microscope, items, model_for("zmd", samples[0].microscope)))
+    return out
+
+
+def test_sets(args) -> None:
+    if args.check_folders:
+        models = list(dict.fromkeys(pair.split("=")[0] for pair in args.data.split(",") if pair))
+        args.steps = model_steps(models, args.steps)
+        name = f"uncertainty-val-draws{args.draws}"
+    else:
+        args.steps = steps_of_run([s for s in args.sets.split(",") if s], args.steps)
+        name = "uncertainty-one-view" if args.one_view else "uncertainty"
+    check_same_steps(name, f"draws of {args.steps} DDIM steps", args.update)
+    rows = []
+    for label, preset, items, model in sources(args):
+        started = datetime.now()
+        net = model_for("zmd", None, model) if isinstance(model, str) else model
+        scale = card_std_scale(getattr(net, "card", None) or {}, args.draws)  # as return_std applies it
+        per_image = measure(items, label, net, args.draws, args.steps, not args.one_view, scale)
         minutes = (datetime.now() - started).total_seconds() / 60
         rho_edge = float(np.mean([stats.spearmanr(p["edge"].ravel(), p["error"].ravel())[0] for p in per_image]))
         mae = float(np.mean([p["error"].mean() for p in per_image]))
@@ -138,8 +155,8 @@ def test_sets(args) -> None:
             if kind not in per_image[0]["sigma"]:
                 continue
             k = score(per_image, kind)
-            label = f"calibrated (x{scale:.2f})" if kind == "calibrated" else kind
-            rows.append([set_name, get_evalset(set_name).microscope, label, len(items), f"{mae:.3f}",
+            shown = f"calibrated (x{scale:.2f})" if kind == "calibrated" else kind
+            rows.append([label, preset, shown, len(items), f"{mae:.3f}",
                          f"{k['ratio']:.2f}", f"{100 * k['cov1']:.1f}", f"{100 * k['cov2']:.1f}",
                          f"{k['rho']:.3f}", f"{rho_edge:.3f}", f"{k['rho_images']:.2f}", f"{minutes:.1f}"])
     header = ["set", "preset", "sigma", "images", "MAE (rad)", "RMSE / RMS sigma", "cover 1 sigma (%)",
@@ -151,11 +168,13 @@ def test_sets(args) -> None:
                                  "draw k on the k-th D4 view the microscope allows, turned back")
             + "; error = |offset-aligned mean of the draws - truth|. Gaussian reference: 68.3 % within "
             "1 sigma, 95.4 % within 2 sigma, RMSE / RMS sigma = 1. 'calibrated' = raw x the scale in the model's "
-            "card (fitted on validation folders, uncertainty-calibration.md; what return_std gives by default). "
+            "card (fitted on validation folders, uncertainty-calibration.md) for this draw count "
+            "(registry.draws_correction): what return_std gives by default. "
             "The baseline column ranks pixels by the "
             f"smoothed gradient magnitude of the estimate instead of sigma. {merged}\n\n"
             + markdown_table(header, rows))
-    write_results(name, "Calibration of the ZMD uncertainty map" + (", one view" if args.one_view else ""), body)
+    title = "Calibration of the ZMD uncertainty map" + (", one view" if args.one_view else "")
+    write_results(name, title + (f", validation folders, {args.draws} draws" if args.check_folders else ""), body)
 
 
 def calibrate(args) -> None:
@@ -211,6 +230,9 @@ def main():
                         help="DDIM steps per draw (default: the count the model's card recommends)")
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--calibrate", action="store_true", help="fit the scales on the validation folders of --data")
+    parser.add_argument("--check-folders", action="store_true",
+                        help="score the cards' scales (as return_std applies them for --draws) on the validation "
+                             "folders of --data instead of the test sets; writes uncertainty-val-drawsN.md")
     parser.add_argument("--data", default=DATA, help="comma-separated MODEL=FOLDER pairs (validation shards)")
     parser.add_argument("--save-arrays", metavar="NPZ", help="--calibrate: also save each image's error and spread")
     parser.add_argument("--one-view", action="store_true", help="all draws in the image's own orientation "
@@ -218,7 +240,10 @@ def main():
     parser.add_argument("--update", action="store_true",
                         help="keep the results file's rows of the sets not re-run (e.g. after retraining one model)")
     args = parser.parse_args()
-    args.n = args.n or (16 if args.calibrate else 8)
+    if args.calibrate and (args.check_folders or args.update or args.one_view):
+        parser.error("--calibrate fits the scale return_std uses (D4 views, all folders): no --check-folders, "
+                     "--update or --one-view")
+    args.n = args.n or (16 if args.calibrate or args.check_folders else 8)
     torch.set_flush_denormal(True)
     (calibrate if args.calibrate else test_sets)(args)
 

@@ -352,19 +352,22 @@ def record_temperature(name: str, temperature: float) -> None:
 STD_SCALE_NOTE = "Uncertainty calibration: "
 
 
-def record_std_scale(name: str, scale: float) -> None:
+def record_std_scale(name: str, scale: float, draws: int = 8) -> None:
     """Record the factor that turns the spread of ZMD draws into a one-sigma error (config.json
     ``uncertainty.scale``, applied by ``return_std`` for draws at temperature 1) and say so in the card.
     Fit it on validation images (``benchmarks/bench_uncertainty.py --calibrate``)."""
     dst = ROOT / "src" / "chromaqpi" / "weights" / name
     config = json.loads((dst / "config.json").read_text())
-    config["uncertainty"] = {"scale": float(scale), "fitted": "one-sigma coverage 0.6827 of 8 draws at temperature 1 "
-                             "on validation images: benchmarks/results/uncertainty-calibration.md"}
+    config["uncertainty"] = {"scale": float(scale), "draws": int(draws),
+                             "fitted": f"one-sigma coverage 0.6827 of {int(draws)} draws at temperature 1 on "
+                                       "validation images: benchmarks/results/uncertainty-calibration.md"}
     note = (f"{STD_SCALE_NOTE}the std of `samples` > 1 draws is multiplied by {float(scale):g} (`uncertainty.scale` "
             "in config.json; `calibrated_std=False` or `--raw-std` gives the raw spread), so that it covers 68 % of "
-            "the pixels' errors on validation images (8 draws at temperature 1, pooled over the model's validation "
-            "folders): `benchmarks/results/uncertainty-calibration.md`; measured on the test sets in "
-            "`benchmarks/results/uncertainty.md`.\n")
+            f"the pixels' errors on validation images ({int(draws)} draws at temperature 1, pooled over the model's "
+            "validation folders; other draw counts get the Student-t small-sample factor, "
+            "`registry.draws_correction`): `benchmarks/results/uncertainty-calibration.md`; measured on the test "
+            "sets in `benchmarks/results/uncertainty.md`. Not applied to draws at another temperature or "
+            "followed by `refine`.\n")
     card_md = _put_note((dst / "MODEL_CARD.md").read_text(), STD_SCALE_NOTE, note)
     atomic_write_json(dst / "config.json", config)
     atomic_write_bytes(dst / "MODEL_CARD.md", card_md.encode())
@@ -399,21 +402,26 @@ if __name__ == "__main__":
                         help="only record T as the shipped models' single-draw temperature (no run needed)")
     parser.add_argument("--std-scale", type=float, metavar="S",
                         help="only record S as the models' std calibration scale (no run needed)")
-    parser.add_argument("names", nargs="*", default=["default", "paper-2shot", "paper-rgb"])
+    parser.add_argument("--std-draws", type=int, default=8, metavar="N",
+                        help="the draws per image --std-scale was fitted with (default 8)")
+    parser.add_argument("names", nargs="*", help="default: default paper-2shot paper-rgb (--std-scale: required)")
     args = parser.parse_args()
     if args.sampling_steps is not None and args.sampling_steps < 1:
         sys.exit(f"--sampling-steps must be >= 1, got {args.sampling_steps}")
     if args.sampling_temperature is not None and not is_temperature(args.sampling_temperature):
         sys.exit(f"--sampling-temperature must be a finite number >= 0, got {args.sampling_temperature}")
-    if args.std_scale is not None and not (is_temperature(args.std_scale) and args.std_scale > 0):
-        sys.exit(f"--std-scale must be a finite number > 0, got {args.std_scale}")
-    for fam in args.names:
+    if args.std_scale is not None:
+        if not (is_temperature(args.std_scale) and args.std_scale > 0):
+            sys.exit(f"--std-scale must be a finite number > 0, got {args.std_scale}")
+        if not args.names or any(split_name(n)[1] != "zmd" for n in args.names):
+            sys.exit("--std-scale needs the ZMD models it was fitted for, named (e.g. --std-scale 4.377 default)")
+    for fam in args.names or ["default", "paper-2shot", "paper-rgb"]:
         if args.std_scale is not None:
-            record_std_scale(fam, args.std_scale)
-        elif args.sampling_steps is not None or args.sampling_temperature is not None:
+            record_std_scale(fam, args.std_scale, args.std_draws)
+        if args.sampling_steps is not None or args.sampling_temperature is not None:
             if args.sampling_steps is not None:
                 record_steps(fam, args.sampling_steps)
             if args.sampling_temperature is not None:
                 record_temperature(fam, args.sampling_temperature)
-        else:
+        elif args.std_scale is None:
             refresh_envelope(fam) if args.refresh_envelope else export(fam, args.checkpoint)

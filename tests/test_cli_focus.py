@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import chromaqpi
-from chromaqpi.cli.focus import central_crop
+from chromaqpi.tiling import central_crop
 from chromaqpi.cli.main import main
 from chromaqpi.io import read_tiff
 from chromaqpi.microscope import Microscope
@@ -162,6 +162,7 @@ def test_central_crop_takes_the_middle_of_each_axis():
     crop = central_crop(x, 32)
     assert torch.equal(crop, x[:, 24:56, 19:51])  # (81 - 32) // 2 = 24, (70 - 32) // 2 = 19
     assert torch.equal(central_crop(x, 75), x[:, 3:78, :])  # an axis shorter than the crop is kept whole
+    assert torch.equal(central_crop(x, 32, even=True), x[:, 24:56, 18:50])  # Bayer: even rows and columns
 
 
 def test_focus_on_a_crop_finds_the_offset(shifted_2shot, capsys):

@@ -10,6 +10,7 @@ phase-only model lacks (absorption, flat-field errors).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,8 @@ from chromaqpi.microscope import Microscope
 
 #: Largest side simulated: a central crop of larger images keeps the check at a few seconds.
 DEFAULT_CROP = 512
+#: Noise variance below which an image counts as noiseless (float64 round-off of a simulation).
+NOISE_FLOOR = 1e-12
 #: Border excluded from the comparison: the simulation of a crop treats it as periodic, the image does not.
 DEFAULT_MARGIN = 16
 
@@ -29,7 +32,7 @@ class DataFit:
 
     ``residual_over_noise``: mean squared residual over the estimated noise variance (1: explained to
     the noise; where the optics are not band-limited the noise estimate is an upper bound, so this is
-    a lower bound). ``unexplained_contrast``: squared residual over the squared contrast of the image
+    a lower bound; inf for a noiseless image). ``unexplained_contrast``: squared residual over the squared contrast of the image
     (0: all of it explained; 1: no better than a flat phase). ``noise_std``: the estimated intensity
     noise per pixel. ``region``: (y0, x0, height, width) compared.
     """
@@ -40,12 +43,14 @@ class DataFit:
     region: tuple[int, int, int, int]
 
     def summary(self) -> str:
-        return (f"data residual {self.residual_over_noise:.3g}x the noise variance, "
-                f"{100 * self.unexplained_contrast:.1f} % of the contrast unexplained")
+        noise = ("no measurable noise" if math.isinf(self.residual_over_noise)
+                 else f"{self.residual_over_noise:.3g}x the noise variance")
+        return f"data residual {noise}, {100 * self.unexplained_contrast:.1f} % of the contrast unexplained"
 
 
-def _central(shape: tuple[int, int], crop: int) -> tuple[slice, slice]:
-    return tuple(slice((n - min(n, crop)) // 2, (n - min(n, crop)) // 2 + min(n, crop)) for n in shape)
+def _over_noise(mean_square: float, noise_var: float) -> float:
+    """Residual over noise; inf where the image carries no measurable noise (a noiseless simulation)."""
+    return mean_square / noise_var if noise_var > NOISE_FLOOR else float("inf")
 
 
 def data_fit(images, phase, microscope: Microscope | str, *, crop: int = DEFAULT_CROP,
@@ -70,22 +75,23 @@ def data_fit(images, phase, microscope: Microscope | str, *, crop: int = DEFAULT
     from chromaqpi.solvers.base import as_image_batch
     from chromaqpi.solvers.iterative import fast_microscope
     from chromaqpi.solvers.noise import noise_variance
+    from chromaqpi.tiling import central_crop, central_origin
 
     microscope = Microscope.resolve(microscope)
     batch, batched = as_image_batch(images, microscope.n_channels)
-    phases = as_phase_batch(phase)
+    phases = as_phase_batch(phase).to(batch.device)
     if phases.shape != (batch.shape[0], *batch.shape[-2:]):
         raise InputError(f"phase shape {tuple(phases.shape)} does not match the images' {tuple(batch.shape)}")
-    if not bool(torch.isfinite(batch).all()):
-        raise InputError("images contain NaN or Inf")
-    if crop <= 2 * margin + 8 or margin < 0:
-        raise InputError(f"crop ({crop} px) must exceed twice the margin ({margin} px) by 8 px or more")
+    for name, value, least in (("crop", crop, 2 * margin + 9), ("margin", margin, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InputError(f"{name} must be an integer >= {least} (crop > 2 x margin + 8), got {value!r}")
     batch, microscope = unregister(batch.double(), microscope)
-    rows, cols = _central(tuple(batch.shape[-2:]), crop)
-    batch, phases = batch[..., rows, cols], phases.double()[..., rows, cols]
-    if min(batch.shape[-2:]) <= 2 * margin + 8:
-        raise InputError(f"image too small for a {margin} px margin: {tuple(batch.shape[-2:])}")
-    simulator = get_simulator(fast_microscope(microscope), tuple(batch.shape[-2:]), dtype=torch.float64)
+    bayer = microscope.sensor.bayer  # the crop must keep the mosaic's colour layout
+    batch, phases = (central_crop(t, crop, even=bayer) for t in (batch, phases.double()))
+    if min(batch.shape[-2:]) < 2 * margin + 9:
+        raise InputError(f"image too small to compare without a {margin} px margin: {tuple(batch.shape[-2:])}")
+    simulator = get_simulator(fast_microscope(microscope), tuple(batch.shape[-2:]), dtype=torch.float64,
+                              device=batch.device)
     with torch.no_grad():
         predicted = simulator(phases, noise=False)
     noise = noise_variance(batch, microscope)
@@ -93,8 +99,9 @@ def data_fit(images, phase, microscope: Microscope | str, *, crop: int = DEFAULT
     residual = (batch - predicted)[inner]
     residual = residual - residual.mean(dim=(-2, -1), keepdim=True)
     contrast = batch[inner] - batch[inner].mean(dim=(-2, -1), keepdim=True)
-    region = (rows.start + margin, cols.start + margin, residual.shape[-2], residual.shape[-1])
-    fits = [DataFit(residual_over_noise=float(r.pow(2).mean() / max(float(v), 1e-30)),
+    top, left = central_origin(images.shape, crop, even=bayer)
+    region = (top + margin, left + margin, residual.shape[-2], residual.shape[-1])
+    fits = [DataFit(residual_over_noise=_over_noise(float(r.pow(2).mean()), float(v)),
                     unexplained_contrast=float(r.pow(2).sum() / max(float(c.pow(2).sum()), 1e-30)),
                     noise_std=float(v) ** 0.5, region=region)
             for r, c, v in zip(residual, contrast, noise)]

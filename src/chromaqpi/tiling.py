@@ -138,3 +138,17 @@ def _run_tiles(fn, padded, boxes, th, tw, batch, progress):
         else:
             preds.append(result.detach().cpu())
     return torch.cat(preds).double(), (torch.cat(stds).double() if stds else None)
+
+
+def central_origin(shape, size: int, *, even: bool = False) -> tuple[int, int]:
+    """Top-left corner of the central size x size window of an (..., H, W) shape. ``even``: on an even
+    row and column, so that a Bayer mosaic keeps its colour layout in the window."""
+    top, left = (max(0, (n - size) // 2) for n in tuple(shape)[-2:])
+    return (top - top % 2, left - left % 2) if even else (top, left)
+
+
+def central_crop(images, size: int, *, even: bool = False):
+    """The central size x size part of a (..., H, W) stack (the whole of a shorter side); ``even``
+    as :func:`central_origin`."""
+    top, left = central_origin(images.shape, size, even=even)
+    return images[..., top : top + size, left : left + size]

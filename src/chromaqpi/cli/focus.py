@@ -85,10 +85,11 @@ def fit_focus(images, microscope, args, name: str, prefix: str = ""):
 
     from chromaqpi.registration import unregister
     from chromaqpi.solvers.focus import estimate_focus_offset
+    from chromaqpi.tiling import central_crop
 
     # Undo a declared registration on the whole frame: its magnification is about the frame's centre.
     registered, plain = unregister(images, microscope)
-    crop = central_crop(registered, args.crop)
+    crop = central_crop(registered, args.crop, even=microscope.sensor.bayer)
     # A crop is not periodic even where the preset's simulated fields are: pad it.
     padding = "auto" if crop.shape == images.shape else "mirror"
     fit = estimate_focus_offset(crop, plain, search_um=args.search, step_um=args.step, padding=padding)
@@ -98,10 +99,3 @@ def fit_focus(images, microscope, args, name: str, prefix: str = ""):
                       f"(widen --{prefix}search), or strong objects pulled the fit there (compare with the declared "
                       "focus)", UserWarning)
     return fit
-
-
-def central_crop(images, size: int):
-    """The central size x size part of a (C, H, W) stack (the whole of a smaller side)."""
-    h, w = images.shape[-2:]
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return images[..., top : top + size, left : left + size]

@@ -47,9 +47,10 @@ def add_arguments(parser):
                         help="scale of the diffusion chain's noise, >= 0 (1: posterior draws; 0: one deterministic "
                              "estimate; default: the model card's for one draw, 1 with --samples N > 1)")
     parser.add_argument("--samples", type=int, default=1, metavar="N",
-                        help="posterior samples; N > 1 also writes a per-pixel std: for ZMD the draws' spread "
-                             "calibrated on validation images to a one-sigma error bar (the model card's scale; "
-                             "benchmarks/results/uncertainty-calibration.md), else their raw spread")
+                        help="posterior samples; N > 1 also writes a per-pixel std: for ZMD models whose card has "
+                             "a scale (shipped: default) the draws' spread calibrated on validation images to a "
+                             "one-sigma error bar (benchmarks/results/uncertainty-calibration.md), else their raw "
+                             "spread")
     parser.add_argument("--raw-std", action="store_true",
                         help="with --samples N > 1: write the draws' raw spread instead of the calibrated std "
                              "(2-9x narrower than the error, benchmarks/results/uncertainty.md)")
@@ -292,14 +293,28 @@ def resolve_method(method: str, microscope, options: dict) -> tuple[str, dict]:
     return chosen, {**chosen_options, **({"progress": True} if "model" in chosen_options else {})}
 
 
-def std_description(scale: float | None) -> dict:
-    """What the std map holds, for its metadata: a calibrated error bar or the draws' raw spread."""
-    if scale is None:
-        return {"quantity": "std of posterior draws of phase",
-                "calibration": "uncalibrated spread of the draws, not an error bar"}
-    return {"quantity": "calibrated one-sigma error of phase",
-            "calibration": f"std of the draws x {scale:g}, the model card's scale fitted on validation images "
-                           "(one-sigma coverage 68 % there)"}
+def check_data(images, phase, microscope):
+    """``chromaqpi.data_fit`` of a finished reconstruction; None, with a warning, for an image too small
+    to compare (the phase map is still written)."""
+    import chromaqpi
+    from chromaqpi.errors import InputError
+
+    try:
+        return chromaqpi.data_fit(images, phase, microscope)
+    except InputError as err:
+        warnings.warn(f"--check-data skipped: {err}", UserWarning)
+        return None
+
+
+def std_description(scale: float | None, method: str) -> dict:
+    """What the std map holds, for its metadata: a calibrated error bar or the raw spread of the draws
+    (of the mean network's views: it draws nothing)."""
+    if scale is not None:
+        return {"quantity": "calibrated one-sigma error of phase",
+                "calibration": f"std of the draws x {scale:g}, the model card's scale fitted on validation images "
+                               "(one-sigma coverage 68 % there)"}
+    spread = "of the mean network over turned/flipped views" if method == "mean" else "of posterior draws"
+    return {"quantity": f"std {spread} of phase", "calibration": f"uncalibrated spread {spread}, not an error bar"}
 
 
 def write_outputs(paths, stem, phase, std, microscope, meta):
@@ -311,7 +326,7 @@ def write_outputs(paths, stem, phase, std, microscope, meta):
     opd_nm = phase * lam * 1000.0 / (2 * math.pi)
     write_tiff(paths["opd.tif"], opd_nm, metadata={**meta, "quantity": "OPD"}, unit="nm", pixel_size_um=px)
     if std is not None:
-        write_tiff(paths["std.tif"], std, metadata={**meta, **std_description(meta.get("std_scale"))},
+        write_tiff(paths["std.tif"], std, metadata={**meta, **std_description(meta.get("std_scale"), meta["method"])},
                    unit="rad", pixel_size_um=px)
     if "phase.png" in paths:
         save_preview_png(paths["phase.png"], phase, cmap="viridis", label=f"phase at {lam} µm (rad)",
@@ -384,7 +399,8 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
             result = chromaqpi.reconstruct(images, solve_scope, method=method, **method_opts)
             scope = solve_scope.replace(registration=microscope.registration)  # recorded: what the input needs
             seconds = time.perf_counter() - start
-        phase, std = (result if isinstance(result, tuple) else (result, None))
+            phase, std = (result if isinstance(result, tuple) else (result, None))
+            check = check_data(images, phase, solve_scope) if args.check_data else None
         meta = {"method": method, "options": {k: v for k, v in method_opts.items() if k not in NOT_RECORDED},
                 "seed": args.seed, "source": path.name, "wavelength_um": microscope.optics.wavelength_ref_um,
                 "phase_offset": PHASE_OFFSET,
@@ -400,9 +416,9 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
         if method in {"mean", *DIFFUSION}:
             meta.update(learned_settings(method, scope, method_opts))
         if args.check_data:
-            check = chromaqpi.data_fit(images, phase, solve_scope)
-            meta["data_fit"] = dataclasses.asdict(check)
-            print(f"{path}: {check.summary()}")
+            meta["data_fit"] = dataclasses.asdict(check) if check else None
+            if check:
+                print(f"{path}: {check.summary()}")
         if fit is not None:
             meta["focus_offset_um"] = fit.offset_um if fit.reliable else 0.0
             print(f"{path}: focus offset {fit.offset_um:+.2f} µm" if fit.reliable else

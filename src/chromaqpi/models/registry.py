@@ -326,10 +326,12 @@ def read_card(model_dir: str | Path) -> dict:
         raise WeightsError(f"{path}: 'sampling' must be an object whose 'steps' is an integer >= 1")
     if not is_temperature(sampling.get("temperature", 1.0)):
         raise WeightsError(f"{path}: 'sampling.temperature' must be a finite number >= 0")
-    uncertainty = card.get("uncertainty", {})
+    uncertainty = card.get("uncertainty") or {}
     scale = uncertainty.get("scale", 1.0) if isinstance(uncertainty, dict) else None
-    if not is_temperature(scale) or scale == 0:
-        raise WeightsError(f"{path}: 'uncertainty' must be an object whose 'scale' is a finite number > 0")
+    draws = uncertainty.get("draws", 2) if isinstance(uncertainty, dict) else None
+    if not is_temperature(scale) or scale == 0 or isinstance(draws, bool) or not isinstance(draws, int) or draws < 2:
+        raise WeightsError(f"{path}: 'uncertainty' must be an object whose 'scale' is a finite number > 0 "
+                           "(and 'draws' an integer >= 2)")
     return card
 
 
@@ -338,20 +340,39 @@ def card_steps(card: dict) -> int:
     return int((card.get("sampling") or {}).get("steps", DEFAULT_STEPS))
 
 
-def card_std_scale(card: dict) -> float | None:
-    """The factor that turns a model's spread of draws into a calibrated one-sigma error
-    (``uncertainty.scale``, fitted on validation folders), or None when the card has none."""
-    scale = (card.get("uncertainty") or {}).get("scale")
-    return None if scale is None else float(scale)
-
-
-def applied_std_scale(net: nn.Module, kind: str, temperature: float, calibrated: bool) -> float | None:
-    """The card's calibration scale where it applies to this run's spread, else None (raw spread):
-    it was fitted for ZMD draws at temperature 1 (``benchmarks/results/uncertainty-calibration.md``),
-    so the mean network's spread over views and a cooler chain's spread keep their raw width."""
-    if not calibrated or kind != "zmd" or getattr(net, "kind", None) != "zmd" or temperature != 1:
+def card_std_scale(card: dict, samples: int | None = None) -> float | None:
+    """The factor that turns a model's spread of ``samples`` draws into a calibrated one-sigma error
+    (``uncertainty.scale``, fitted on validation folders with ``uncertainty.draws`` draws, corrected by
+    :func:`draws_correction` for another count), or None when the card has none."""
+    uncertainty = card.get("uncertainty") or {}
+    if uncertainty.get("scale") is None:
         return None
-    return card_std_scale(getattr(net, "card", None) or {})
+    fitted = int(uncertainty.get("draws", samples or 2))
+    return float(uncertainty["scale"]) * (draws_correction(samples, fitted) if samples else 1.0)
+
+
+def draws_correction(samples: int, fitted: int) -> float:
+    """How a scale fitted on the spread of ``fitted`` draws changes for ``samples`` draws, if the error
+    were Gaussian about the posterior: (truth - mean of N draws) / std of the N draws is Student-t with
+    N - 1 degrees of freedom times sqrt(1 + 1/N), so its one-sigma (68.27 %) quantile sets the factor.
+    Two draws need 1.97x the eight-draw scale (their std is a poor estimate), four 1.17x, sixteen 0.93x."""
+    from scipy.stats import t
+
+    def quantile(n: int) -> float:
+        return float(t.ppf(0.5 + 0.6827 / 2, n - 1)) * math.sqrt(1 + 1 / n)
+
+    return quantile(samples) / quantile(fitted)
+
+
+def applied_std_scale(net: nn.Module, kind: str, temperature: float, calibrated: bool, samples: int,
+                      refine: int = 0) -> float | None:
+    """The card's calibration scale for the spread of ``samples`` draws where it applies, else None (raw
+    spread): it was fitted for ZMD draws at temperature 1 without refinement
+    (``benchmarks/results/uncertainty-calibration.md``), so the mean network's spread over views, a
+    cooler chain's spread and the spread about an unrefined mean under a refined phase stay raw."""
+    if not calibrated or kind != "zmd" or getattr(net, "kind", None) != "zmd" or temperature != 1 or refine:
+        return None
+    return card_std_scale(getattr(net, "card", None) or {}, samples) if samples > 1 else None
 
 
 def is_temperature(value) -> bool:
@@ -390,7 +411,8 @@ def learned_settings(kind: str, microscope, options: dict) -> dict:
         record["temperature"] = resolve_temperature(net, options.get("temperature"), options.get("samples", 1),
                                                     sampler)
     if options.get("return_std"):
-        scale = applied_std_scale(net, kind, record.get("temperature", 1.0), options.get("calibrated_std", True))
+        scale = applied_std_scale(net, kind, record.get("temperature", 1.0), options.get("calibrated_std", True),
+                                  options.get("samples", 1), options.get("refine", 0))
         record["std_scale"] = scale  # None: the raw spread of the draws
     return record
 
@@ -756,9 +778,10 @@ def reconstruct_with_model(
         (``uncertainty.scale``), fitted on validation images so that the scaled spread covers
         68 % of the pixels' errors as a one-sigma error bar should
         (``benchmarks/results/uncertainty-calibration.md``; the raw spread of the shipped
-        models is 2-9x narrower than the error, ``uncertainty.md``). Applied to ZMD draws at
-        temperature 1 only, the case it was fitted on; False, or a card without a scale: the
-        raw spread of the draws.
+        models is 2-9x narrower than the error, ``uncertainty.md``), adjusted for a draw count
+        other than the fitted one (:func:`draws_correction`). Applied to ZMD draws at
+        temperature 1 without ``refine`` only; False, or a card without a scale: the raw
+        spread of the draws.
     refine : int
         Data-consistency steps of the iterative solver (``chromaqpi.solvers.iterative.refine``,
         reduced quadrature) started from the model's estimate; 0 = none.
@@ -862,6 +885,6 @@ def reconstruct_with_model(
                              progress=progress).to(phase.dtype)
     if return_std:
         std = torch.stack(stds).to(images.device)
-        scale = applied_std_scale(net, kind, temperature, calibrated_std)
+        scale = applied_std_scale(net, kind, temperature, calibrated_std, samples, refine)
         return phase, std * scale if scale is not None else std
     return phase
