@@ -41,6 +41,18 @@ def test_writes_phase_and_opd_that_match_the_api(rgb_stack, tmp_path):
     assert meta["method"] == "tie" and meta["source"] == "bump.npy"
 
 
+def test_check_data_skips_an_image_too_small_and_still_writes_it(tmp_path):
+    yy, xx = np.mgrid[:24, :24]
+    bump = torch.as_tensor(np.exp(-((yy - 12.0) ** 2 + (xx - 12.0) ** 2) / 20.0)[None])
+    images = chromaqpi.simulate(bump, "paper-rgb", noise=False)[0].numpy()
+    np.save(tmp_path / "small.npy", images.astype(np.float32))
+    with pytest.warns(UserWarning, match="--check-data skipped"):
+        assert main(["reconstruct", str(tmp_path / "small.npy"), "--method", "tie", "--microscope", "paper-rgb",
+                     "--normalized", "--out", str(tmp_path / "out"), "--no-preview", "--check-data"]) == 0
+    _, meta = read_tiff(tmp_path / "out" / "small_phase.tif")
+    assert meta["data_fit"] is None and any("--check-data skipped" in w for w in meta["warnings"])
+
+
 def test_check_data_records_the_data_fit_of_the_written_phase(rgb_stack, tmp_path, capsys):
     path, images = rgb_stack
     out = tmp_path / "out"
@@ -68,23 +80,49 @@ def test_learned_outputs_record_their_weights_and_the_step_count_and_temperature
         assert meta["temperature"] == temperature
 
 
-def test_std_map_is_the_calibrated_error_bar_unless_raw_std(rgb_stack, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_calibrated_zmd(tmp_path_factory):
+    """An untrained 3-channel ZMD checkpoint for paper-rgb whose card has a std scale of 3 (fitted on 8 draws)."""
+    from chromaqpi.cli.train import model_config
+    from chromaqpi.models.registry import build_model
+    from chromaqpi.training.checkpoint import make_card, save_model
+
+    torch.manual_seed(0)
+    net = build_model(model_config("zmd", 3, 8, 2, 1))
+    with torch.no_grad():  # zero-initialised output layers would give no spread
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    folder = tmp_path_factory.mktemp("models") / "tiny"
+    save_model(folder, net, make_card(net, input_normalisation="flatfield"))
+    config = folder / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "uncertainty": {"scale": 3.0, "draws": 8}}))
+    return folder
+
+
+@pytest.mark.filterwarnings("ignore:the std of 2 draws at temperature 0.5")
+def test_std_map_is_the_calibrated_error_bar_unless_raw_std(rgb_stack, tmp_path, tiny_calibrated_zmd):
+    from chromaqpi.models.registry import draws_correction
+
     path, _ = rgb_stack
-    base = ["reconstruct", str(path), "--method", "zmd", "--microscope", "paper-rgb", "--normalized", "--no-preview",
-            "--steps", "2", "--samples", "2"]
+    base = ["reconstruct", str(path), "--method", "zmd", "--model", str(tiny_calibrated_zmd), "--microscope",
+            "paper-rgb", "--normalized", "--no-preview", "--steps", "2", "--samples", "2"]
     stds = {}
-    for name, extra in (("calibrated", []), ("raw", ["--raw-std"])):
+    for name, extra in (("calibrated", []), ("raw", ["--raw-std"]), ("cool", ["--temperature", "0.5"])):
         assert main([*base, "--out", str(tmp_path / name), *extra]) == 0
         stds[name] = read_tiff(tmp_path / name / "bump_std.tif")
-    (calibrated, meta), (raw, raw_meta) = stds["calibrated"], stds["raw"]
+    (calibrated, meta), (raw, raw_meta), (_, cool_meta) = stds["calibrated"], stds["raw"], stds["cool"]
+    assert float(raw.max()) > 0
+    assert meta["std_scale"] == pytest.approx(3.0 * draws_correction(2, 8))
+    assert np.allclose(calibrated, meta["std_scale"] * raw, rtol=1e-5, atol=1e-7)
+    assert meta["quantity"] == "calibrated one-sigma error of phase"
     assert raw_meta["std_scale"] is None and "uncalibrated" in raw_meta["calibration"]
     assert raw_meta["options"]["calibrated_std"] is False
-    scale = meta["std_scale"]
-    if scale is None:  # a shipped card without a calibration: both are the raw spread
-        assert np.allclose(calibrated, raw) and "uncalibrated" in meta["calibration"]
-    else:
-        assert np.allclose(calibrated, scale * raw, rtol=1e-5, atol=1e-7)
-        assert meta["quantity"] == "calibrated one-sigma error of phase"
+    assert cool_meta["std_scale"] is None and "uncalibrated spread of posterior draws" in cool_meta["calibration"]
+    # The mean net's std is the spread of its views, never scaled.
+    assert main(["reconstruct", str(path), "--method", "mean", "--model", str(tiny_calibrated_zmd), "--microscope",
+                 "paper-rgb", "--normalized", "--no-preview", "--samples", "2", "--out", str(tmp_path / "m")]) == 0
+    _, mean_meta = read_tiff(tmp_path / "m" / "bump_std.tif")
+    assert mean_meta["std_scale"] is None and "turned/flipped views" in mean_meta["quantity"]
 
 
 def test_tile_reaches_the_learned_method_and_is_recorded(tmp_path):

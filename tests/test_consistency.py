@@ -60,6 +60,10 @@ def test_large_images_are_compared_on_a_central_crop():
     images = chromaqpi.simulate(phase, "paper-2shot", noise=False)
     fit = chromaqpi.data_fit(images[0].numpy(), phase.numpy(), "paper-2shot", crop=64, margin=8)
     assert fit.region == (24, 24, 48, 48)
+    both = chromaqpi.data_fit(images.repeat(2, 1, 1, 1), torch.stack([phase, 0 * phase]), "paper-2shot", crop=64,
+                              margin=8)  # a batch: one fit per image
+    assert both[0].unexplained_contrast == pytest.approx(fit.unexplained_contrast, abs=1e-12)
+    assert both[1].unexplained_contrast == pytest.approx(1.0)
     assert set(dataclasses.asdict(fit)) == {"residual_over_noise", "unexplained_contrast", "noise_std", "region"}
 
 
@@ -72,6 +76,19 @@ def test_bad_phase_is_a_one_line_input_error(phase, message):
     images = chromaqpi.simulate(weak_object(), "paper-2shot", noise=False)[0].numpy()
     with pytest.raises(InputError, match=message):
         chromaqpi.data_fit(images, phase, "paper-2shot")
+
+
+def test_a_noiseless_image_has_no_finite_ratio_to_its_noise():
+    phase = weak_object()
+    fit = chromaqpi.data_fit(chromaqpi.simulate(phase, "paper-2shot", noise=False)[0], 0.5 * phase, "paper-2shot")
+    assert fit.residual_over_noise == float("inf") and "no measurable noise" in fit.summary()
+
+
+def test_bayer_crops_keep_the_mosaic_layout():
+    from chromaqpi.tiling import central_origin
+
+    assert central_origin((3, 101, 99), 64) == (18, 17)
+    assert central_origin((3, 101, 99), 64, even=True) == (18, 16)
 
 
 def test_too_small_for_the_margin_is_an_input_error():

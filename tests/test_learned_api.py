@@ -96,6 +96,34 @@ def test_std_is_calibrated_by_the_cards_scale_for_zmd_draws_at_temperature_1_onl
     assert learned_settings("zmd", scope, {"model": model, "samples": 2, "return_std": True,
                                            "calibrated_std": False})["std_scale"] is None
     assert "std_scale" not in learned_settings("zmd", scope, {"model": model})
+    assert learned_settings("zmd", scope, {"model": model, "samples": 2, "return_std": True,
+                                           "refine": 3})["std_scale"] is None  # the spread is not the refined phase's
+    # A scale fitted on 8 draws, applied to 2: the Student-t small-sample factor.
+    from chromaqpi.models.registry import draws_correction
+
+    config.write_text(json.dumps({**json.loads(config.read_text()), "uncertainty": {"scale": 3.0, "draws": 8}}))
+    from chromaqpi.models import registry
+
+    registry._LOADED.clear()  # the card changed within the file system's timestamp resolution, perhaps
+    assert torch.allclose(std(method="zmd"), 3.0 * draws_correction(2, 8) * raw)
+
+
+def test_draws_correction_keeps_one_sigma_coverage_for_gaussian_errors():
+    # Independent check by simulation: truth and N draws from one Gaussian; a factor that covers 68.27 %
+    # of |truth - mean| with the std of 8 draws, times draws_correction(N, 8), covers the same with N.
+    from chromaqpi.models.registry import draws_correction
+
+    rng = np.random.default_rng(0)
+
+    def ratios(n: int) -> np.ndarray:
+        x = rng.standard_normal((200_000, n + 1))
+        return np.abs(x[:, 0] - x[:, 1:].mean(axis=1)) / x[:, 1:].std(axis=1, ddof=1)
+
+    k8 = np.quantile(ratios(8), 0.6827)
+    for n in (2, 3, 4, 16):
+        cover = float(np.mean(ratios(n) <= k8 * draws_correction(n, 8)))
+        assert cover == pytest.approx(0.6827, abs=0.005), n
+    assert draws_correction(8, 8) == 1.0 and draws_correction(2, 8) > 1.5
 
 
 def test_missing_weights_give_a_clear_error(tmp_path):
