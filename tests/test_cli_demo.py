@@ -14,7 +14,8 @@ def test_demo_with_a_classical_method_writes_figure_table_and_phase(tmp_path, ca
     assert {"sample.png", "comparison.png", "metrics.md", "metrics.csv", "phase_tie.tif",
             "input_flatfielded.tif"} <= {p.name for p in out.iterdir()}
     header = (out / "metrics.csv").read_text().splitlines()[0]
-    assert header.startswith("method,")
+    assert header.startswith("method,") and "data residual / noise" in header
+    assert "the true phase leaves" in printed
     _, meta = read_tiff(out / "phase_tie.tif")  # self-describing like reconstruct's maps: `measure` reads it as is
     assert meta["unit"] == "rad" and meta["wavelength_um"] == 0.55 and meta["microscope"]["name"] == "default"
 
