@@ -108,6 +108,8 @@ def test_benchmarks_on_validation_shards(bench_env, val_shard):
     run_bench(env, "bench_tiles.py", "--data", f"{val_shard}:paper-2shot", "--n", "1", "--tiles", "32,64",
               "--methods", "mean")
     assert "| 64 (one pass) |" in results_text(root, "tiles")
+    run_bench(env, "bench_refine.py", "--data", f"paper-2shot={val_shard}", "--n", "1", "--iterations", "2")
+    assert "| zmd+refine2 |" in results_text(root, "refine")
     run_bench(env, "bench_auto.py", "--data", f"paper-2shot={val_shard}", "--n", "1")
     assert "| paper-2shot | planes x1.5 (±1.5 µm) | yes | mean (paper-2shot) |" in results_text(root, "auto")
     proc = subprocess.run([sys.executable, "bench_drymass.py", "--sets", "", "--data", str(val_shard)], cwd=BENCH,
