@@ -336,17 +336,23 @@ def record_temperature(name: str, temperature: float) -> None:
     """Record the temperature a shipped model's single draw uses (config.json ``sampling.temperature``,
     read when a caller passes none and asks for one sample; N > 1 draws stay at 1) and say so in its card,
     under the steps line. Choose it on validation images (``benchmarks/bench_temperature.py``)."""
-    dst = ROOT / "src" / "chromaqpi" / "weights" / name
-    config = json.loads((dst / "config.json").read_text())
-    config["sampling"] = {**config.get("sampling", {}), "temperature": float(temperature)}
     note = (f"{TEMPERATURE_NOTE}{float(temperature):g} (`sampling.temperature` in config.json: the chain's noise "
             "scaled by it, used when no `temperature` is given and one sample is drawn; `samples` > 1 draws at 1 "
             "so that their spread is the posterior's), chosen on validation images: "
             "`benchmarks/results/temperature.md`.\n")
-    card_md = _put_note((dst / "MODEL_CARD.md").read_text(), TEMPERATURE_NOTE, note)
+    _record(name, "sampling", {"temperature": float(temperature)}, TEMPERATURE_NOTE, note)
+    print(f"{name}: single draws at temperature {float(temperature):g}")
+
+
+def _record(name: str, section: str, values: dict, prefix: str, note: str) -> None:
+    """Merge ``values`` into a shipped model's config.json ``section`` and put ``note`` (the card line
+    starting with ``prefix``) into its MODEL_CARD.md."""
+    dst = ROOT / "src" / "chromaqpi" / "weights" / name
+    config = json.loads((dst / "config.json").read_text())
+    config[section] = {**config.get(section, {}), **values}
+    card_md = _put_note((dst / "MODEL_CARD.md").read_text(), prefix, note)
     atomic_write_json(dst / "config.json", config)
     atomic_write_bytes(dst / "MODEL_CARD.md", card_md.encode())
-    print(f"{name}: single draws at temperature {float(temperature):g}")
 
 
 STD_SCALE_NOTE = "Uncertainty calibration: "
@@ -356,11 +362,9 @@ def record_std_scale(name: str, scale: float, draws: int = 8) -> None:
     """Record the factor that turns the spread of ZMD draws into a one-sigma error (config.json
     ``uncertainty.scale``, applied by ``return_std`` for draws at temperature 1) and say so in the card.
     Fit it on validation images (``benchmarks/bench_uncertainty.py --calibrate``)."""
-    dst = ROOT / "src" / "chromaqpi" / "weights" / name
-    config = json.loads((dst / "config.json").read_text())
-    config["uncertainty"] = {"scale": float(scale), "draws": int(draws),
-                             "fitted": f"one-sigma coverage 0.6827 of {int(draws)} draws at temperature 1 on "
-                                       "validation images: benchmarks/results/uncertainty-calibration.md"}
+    values = {"scale": float(scale), "draws": int(draws),
+              "fitted": f"one-sigma coverage 0.6827 of {int(draws)} draws at temperature 1 on validation images: "
+                        "benchmarks/results/uncertainty-calibration.md"}
     note = (f"{STD_SCALE_NOTE}the std of `samples` > 1 draws is multiplied by {float(scale):g} (`uncertainty.scale` "
             "in config.json; `calibrated_std=False` or `--raw-std` gives the raw spread), so that it covers 68 % of "
             f"the pixels' errors on validation images ({int(draws)} draws at temperature 1, pooled over the model's "
@@ -368,9 +372,7 @@ def record_std_scale(name: str, scale: float, draws: int = 8) -> None:
             "`registry.draws_correction`): `benchmarks/results/uncertainty-calibration.md`; measured on the test "
             "sets in `benchmarks/results/uncertainty.md`. Not applied to draws at another temperature or "
             "followed by `refine`.\n")
-    card_md = _put_note((dst / "MODEL_CARD.md").read_text(), STD_SCALE_NOTE, note)
-    atomic_write_json(dst / "config.json", config)
-    atomic_write_bytes(dst / "MODEL_CARD.md", card_md.encode())
+    _record(name, "uncertainty", values, STD_SCALE_NOTE, note)
     print(f"{name}: std scale {float(scale):g}")
 
 
