@@ -32,6 +32,9 @@ from chromaqpi.solvers.base import register_method
 SETS = ("phantoms-test", "natural-test", "paper-2shot-test", "paper-2shot-noisy-test", "paper-rgb-test")
 CLASSICAL = ("constant", "tie", "wotf", "iterative")
 ITERATIVE_BUDGET = 200  # iterations of the iterative row on the paper presets (and of zmd+refine200)
+# Data-consistency iterations of the default sets' long zmd+refine row (reduced quadrature), chosen on validation
+# folders by the rule in benchmarks/bench_refine.py's commit (refine.md); None: no such row.
+DEFAULT_REFINE: int | None = None
 
 
 def register_variants(steps: int, samples: int, refine: int) -> dict[str, str]:
@@ -48,6 +51,8 @@ def register_variants(steps: int, samples: int, refine: int) -> dict[str, str]:
         f"zmd+refine{ITERATIVE_BUDGET}-2starts": dict(steps=steps, refine=ITERATIVE_BUDGET, refine_starts="model+tie"),
         "zmd-200steps": dict(steps=200),
     }
+    if DEFAULT_REFINE:
+        variants[f"zmd+refine{DEFAULT_REFINE}"] = dict(steps=steps, refine=DEFAULT_REFINE)
     if steps != 25:
         variants["zmd-25steps"] = dict(steps=25)
     for name, opts in variants.items():
@@ -62,8 +67,10 @@ def register_variants(steps: int, samples: int, refine: int) -> dict[str, str]:
 def methods_for(preset: str, quick: bool, steps: int) -> list[str]:
     full = ["bench:zmd-mean4", "bench:zmd+refine10"] + ([] if steps == 25 else ["bench:zmd-25steps"]) + [
         "bench:zmd-200steps"]
-    if preset != "default":  # 200 simulator passes cost minutes per image on the default preset
+    if preset != "default":
         full[2:2] = [f"bench:zmd+refine{ITERATIVE_BUDGET}", f"bench:zmd+refine{ITERATIVE_BUDGET}-2starts"]
+    elif DEFAULT_REFINE:  # the TIE start is poor on these optics (the iterative row): ZMD's start only
+        full[2:2] = [f"bench:zmd+refine{DEFAULT_REFINE}"]
     learned = [] if preset not in model_registry.list_models() else ["bench:mean", "bench:zmd"] + ([] if quick else full)
     # DDPM / CVDM rows where the preset's model of that kind is shipped ("paper-2shot-ddpm", ...)
     extra = [k for k in ("ddpm", "cvdm") if f"{preset}-{k}" in model_registry.list_models()]
