@@ -34,7 +34,7 @@ CLASSICAL = ("constant", "tie", "wotf", "iterative")
 ITERATIVE_BUDGET = 200  # iterations of the iterative row on the paper presets (and of zmd+refine200)
 # Data-consistency iterations of the default sets' long zmd+refine row (reduced quadrature), chosen on validation
 # folders by the rule in benchmarks/bench_refine.py's commit (refine.md); None: no such row.
-DEFAULT_REFINE: int | None = None
+DEFAULT_REFINE: int | None = 200
 
 
 def register_variants(steps: int, samples: int, refine: int) -> dict[str, str]:
@@ -124,8 +124,9 @@ def main():
             "sets for one draw (default and paper-2shot 0.5, paper-rgb 0.75, chosen on validation in temperature.md; "
             "sections measured before commit 8695b3f drew at 1), 'zmd-mean4', DDPM and CVDM at 1; "
             "'zmd-mean4' averages 4 posterior samples in one orientation (the D4 views that `samples=N` now uses by default are measured in orientations.md and orientations-test.md); "
-            "'zmd+refine10' adds 10 data-consistency steps of the iterative solver; 'zmd+refine200' (paper presets) is "
-            "the iterative solver with its full 200-iteration budget started from ZMD instead of TIE; 'zmd+refine200-2starts' "
+            "'zmd+refine10' adds 10 data-consistency steps of the iterative solver; 'zmd+refine200' is "
+            "the iterative solver with its full 200-iteration budget started from ZMD instead of TIE (on the default "
+            "sets with the reduced quadrature, the budget chosen on validation folders in refine.md, since session 27); 'zmd+refine200-2starts' "
             "runs that fit from both the ZMD and the TIE start and keeps, per image, the one with the lower objective "
             "(data misfit plus TV prior at one common weight; no ground truth involved). DDPM and CVDM (the reference "
             "paper's comparison models: the same U-Net as each ZMD network, 3000 steps on the family's training "
