@@ -44,7 +44,7 @@ from _common import (check_same_steps, folder_items, markdown_table, merge_rows,
 from chromaqpi.datasets.augment import apply_transform, invert_transform, valid_transforms
 from chromaqpi.datasets.evalsets import get_evalset, load_evalset
 from chromaqpi.metrics import align_offset
-from chromaqpi.models.registry import card_std_scale, model_for, reconstruct_with_model
+from chromaqpi.models.registry import ONE_SIGMA, card_std_scale, model_for, reconstruct_with_model
 
 SETS = ("phantoms-test", "natural-test", "paper-2shot-test", "paper-2shot-noisy-test", "paper-rgb-test")
 DATA = ("default=data/default-val256,default=data/natural-val,"
@@ -52,7 +52,6 @@ DATA = ("default=data/default-val256,default=data/natural-val,"
         "paper-2shot=data/paper-2shot-val,paper-rgb=data/paper-rgb-noiseless-val,"
         "paper-rgb=data/paper-rgb-lownoise-val,paper-rgb=data/paper-rgb-val")
 SPREADS = ("raw", "offset-free", "calibrated")
-ONE_SIGMA = 0.6827  # Gaussian share within one sigma
 
 
 def draws_for(images, microscope, model: str, n_draws: int, steps: int, seed: int, views: bool) -> torch.Tensor:

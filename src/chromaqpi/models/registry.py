@@ -340,6 +340,10 @@ def card_steps(card: dict) -> int:
     return int((card.get("sampling") or {}).get("steps", DEFAULT_STEPS))
 
 
+#: The Gaussian share within one sigma: the coverage a calibrated std map is fitted to.
+ONE_SIGMA = 0.6827
+
+
 def card_std_scale(card: dict, samples: int | None = None) -> float | None:
     """The factor that turns a model's spread of ``samples`` draws into a calibrated one-sigma error
     (``uncertainty.scale``, fitted on validation folders with ``uncertainty.draws`` draws, corrected by
@@ -347,8 +351,8 @@ def card_std_scale(card: dict, samples: int | None = None) -> float | None:
     uncertainty = card.get("uncertainty") or {}
     if uncertainty.get("scale") is None:
         return None
-    fitted = int(uncertainty.get("draws", samples or 2))
-    return float(uncertainty["scale"]) * (draws_correction(samples, fitted) if samples else 1.0)
+    scale, fitted = float(uncertainty["scale"]), uncertainty.get("draws")
+    return scale * draws_correction(samples, int(fitted)) if samples and fitted else scale
 
 
 def draws_correction(samples: int, fitted: int) -> float:
@@ -359,7 +363,7 @@ def draws_correction(samples: int, fitted: int) -> float:
     from scipy.stats import t
 
     def quantile(n: int) -> float:
-        return float(t.ppf(0.5 + 0.6827 / 2, n - 1)) * math.sqrt(1 + 1 / n)
+        return float(t.ppf(0.5 + ONE_SIGMA / 2, n - 1)) * math.sqrt(1 + 1 / n)
 
     return quantile(samples) / quantile(fitted)
 
