@@ -29,13 +29,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-import chromaqpi
 from _common import markdown_table, model_steps, write_results
-from bench_microscopes import class_sample
+from bench_microscopes import METHODS, class_sample, reconstruct_methods
 from chromaqpi.io import read_image, srgb_encode
 from chromaqpi.metrics import normalised_mae
 
-METHODS = ("tie", "wotf", "mean", "zmd")
 REFERENCE = "PNG 8-bit"
 # Pillow's `subsampling` codes
 CHROMA = {"4:4:4": 0, "4:2:0": 2}
@@ -85,13 +83,8 @@ def main():
             clipped.append(float((images * args.exposure > 1).float().mean()))
             for label, fmt, options in rows_spec:
                 stored = images if fmt is None else save_and_read(images, args.exposure, Path(tmp), fmt, **options)
-                for method in METHODS:
-                    opts = {"model": args.model} if method in ("mean", "zmd") else {}
-                    if method == "zmd":
-                        opts.update(steps=args.steps, samples=1, generator=torch.Generator().manual_seed(1000 + i))
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", UserWarning)
-                        est = chromaqpi.reconstruct(stored, microscope, method=method, **opts)[0].double()
+                estimates = reconstruct_methods(stored, microscope, i, steps=args.steps, model=args.model)
+                for method, est in estimates.items():
                     nmae[label, method].append(float(normalised_mae(est, true, align="mean")))
     mean = {key: float(np.mean(v)) for key, v in nmae.items()}
     header = ["stored as"] + [f"nMAE {m}" for m in METHODS] + [f"{m} / PNG" for m in METHODS]

@@ -73,8 +73,11 @@ CLASSES = {
 }
 
 
-def class_sample(name: str, i: int, size: int):
-    """(images (1, C, H, W), true phase (H, W), microscope) of sample i of a class."""
+def class_sample(name: str, i: int, size: int, *, absorption_per_rad: float = 0.0):
+    """(images (1, C, H, W), true phase (H, W), microscope) of sample i of a class.
+
+    ``absorption_per_rad``: the object also absorbs, with amplitude attenuation ``a = k·(φ - min φ)``
+    (grey, the simulator's absorption model); the draws stay those of the pure-phase sample."""
     objectives = CLASSES[name][0]
     family = get_family("default")
     ranges = family if objectives is None else replace(family, objectives=objectives)
@@ -82,10 +85,27 @@ def class_sample(name: str, i: int, size: int):
     source = get_source("cells", wavelength_um=microscope.optics.wavelength_ref_um)
     obj = source((size, size), microscope.sampling.pixel_size_um, seeds.rng_from(seeds.eval_sequence(SET_ID, i, 1)))
     phase = torch.from_numpy(phase_rad(obj, microscope.optics.wavelength_ref_um))
+    absorption = absorption_per_rad * (phase - phase.min()) if absorption_per_rad else None
     generator = seeds.torch_generator_from(seeds.eval_sequence(SET_ID, i, 2))
     with torch.no_grad():
-        images = simulate(phase, microscope, noise=True, generator=generator)
+        images = simulate(phase, microscope, absorption=absorption, noise=True, generator=generator)
     return images.float(), phase.double(), microscope
+
+
+def reconstruct_methods(images, microscope, i: int, *, steps: int, model: str = "default",
+                        methods=METHODS, options: dict | None = None) -> dict[str, torch.Tensor]:
+    """Each method's (H, W) float64 estimate of sample i; ZMD one draw seeded 1000 + i. Warnings are
+    silenced (the benchmarks count the envelope's themselves). ``options``: extra keywords per method."""
+    out = {}
+    for method in methods:
+        opts = {"model": model} if method in ("mean", "zmd") else {}
+        if method == "zmd":
+            opts.update(steps=steps, samples=1, generator=torch.Generator().manual_seed(1000 + i))
+        opts.update((options or {}).get(method, {}))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out[method] = chromaqpi.reconstruct(images, microscope, method=method.split(":")[0], **opts)[0].double()
+    return out
 
 
 def score_class(name: str, n: int, size: int, steps: int, card: dict) -> dict:
@@ -94,13 +114,7 @@ def score_class(name: str, n: int, size: int, steps: int, card: dict) -> dict:
     for i in tqdm(range(n), desc=name, leave=False):
         images, true, microscope = class_sample(name, i, size)
         outside += bool(microscope_family_warnings(card, microscope))
-        for method in METHODS:
-            opts = {"model": "default"} if method in ("mean", "zmd") else {}
-            if method == "zmd":
-                opts.update(steps=steps, samples=1, generator=torch.Generator().manual_seed(1000 + i))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # the envelope warning is counted above
-                est = chromaqpi.reconstruct(images, microscope, method=method, **opts)[0].double()
+        for method, est in reconstruct_methods(images, microscope, i, steps=steps).items():
             scores[method]["nmae"].append(float(normalised_mae(est, true, align="mean")))
             scores[method]["ms_ssim"].append(float(ms_ssim(est, true, data_range=DATA_RANGE, align="mean")))
     return {"outside": outside, **{m: {key: float(np.mean(v)) for key, v in s.items()} for m, s in scores.items()}}

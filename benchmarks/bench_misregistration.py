@@ -23,22 +23,18 @@ Writes benchmarks/results/misregistration.md.
 from __future__ import annotations
 
 import argparse
-import warnings
 from datetime import datetime
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-import chromaqpi
 from _common import markdown_table, model_steps, write_results
-from bench_microscopes import class_sample
+from bench_microscopes import METHODS, class_sample, reconstruct_methods
 from chromaqpi.datasets.augment import shift_colour_channels
 from chromaqpi.metrics import normalised_mae
 from chromaqpi.microscope import Registration
 from chromaqpi.registration import warp_channels
-
-METHODS = ("tie", "wotf", "mean", "zmd")
 
 
 def displace(images: torch.Tensor, d: float) -> torch.Tensor:
@@ -91,13 +87,8 @@ def main():
         for d, distort, declared in cases:
             shifted = distort(images)
             microscope = plain if declared is None else plain.replace(registration=declared)
-            for method in METHODS:
-                opts = {"model": args.model} if method in ("mean", "zmd") else {}
-                if method == "zmd":
-                    opts.update(steps=args.steps, samples=1, generator=torch.Generator().manual_seed(1000 + i))
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    est = chromaqpi.reconstruct(shifted, microscope, method=method, **opts)[0].double()
+            estimates = reconstruct_methods(shifted, microscope, i, steps=args.steps, model=args.model)
+            for method, est in estimates.items():
                 nmae[d, method].append(float(normalised_mae(est, true, align="mean")))
     mean = {key: float(np.mean(v)) for key, v in nmae.items()}
     header = ["d (px) or m"] + [f"nMAE {m}" for m in METHODS] + [f"{m} / unshifted" for m in METHODS]
