@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from chromaqpi.datasets import seeds
-from chromaqpi.datasets.randomize import Ranges, draw_microscope
+from chromaqpi.datasets.randomize import Ranges, draw_absorption_per_rad, draw_microscope
 from chromaqpi.datasets.sources import SourceSpec, instantiate
 from chromaqpi.microscope import Microscope
 from chromaqpi.optics.simulator import Simulator, get_simulator
@@ -34,6 +34,8 @@ class GroupResult:
     indices : (B,) int64 sample indices in the dataset.
     input : (B, C, H, W) float32 normalised intensities (empty field = 1).
     phase : (B, H, W) float32 true phase (rad) at ``microscope.optics.wavelength_ref_um``.
+        (A sample drawn absorbing, ``Ranges.absorption_per_rad``, was simulated with ``a = k·(φ - min φ)``;
+        its ``params`` record k.)
     opd : (B, H, W) float32 optical path difference (µm).
     mask : (B, H, W) int32 object labels (0 = background; all 0 without a mask).
     has_mask : (B,) bool, whether the source provides object labels.
@@ -96,20 +98,26 @@ def generate_group(sources: list[SourceSpec], ranges: Ranges, shape, seed: int, 
     shape = (int(shape[0]), int(shape[1]))
     microscope = draw_group_microscope(ranges, seed, group)
     lam_ref = microscope.optics.wavelength_ref_um
-    phases, opds, masks, has_mask, params = [], [], [], [], []
+    phases, absorptions, opds, masks, has_mask, params = [], [], [], [], [], []
     for j, index in enumerate(indices):
         rng = seeds.rng_from(seeds.train_sequence(seed, group, seeds.OBJECT_STREAM, j))
         spec, sample = make_object(sources, shape, microscope.sampling.pixel_size_um, rng)
         phases.append(phase_rad(sample, lam_ref))
+        k = draw_absorption_per_rad(ranges, rng)
+        absorptions.append(k * (phases[-1] - phases[-1].min()) if k else np.zeros_like(phases[-1]))
         opds.append(sample.opd_um)
         masks.append(sample.mask)
         has_mask.append(bool(sample.meta.get("has_mask", bool(sample.mask.any()))))
         params.append({"index": int(index), "seed": int(seed), "group": int(group), "slot": j,
                        "source": spec.name, "source_params": spec.params, "source_meta": sample.meta})
+        if k is not None:
+            params[-1]["absorption_per_rad"] = k
     phase = torch.from_numpy(np.stack(phases)).to(device)
+    absorption = torch.from_numpy(np.stack(absorptions)).to(device) if any(a.any() for a in absorptions) else None
     generator = seeds.torch_generator_from(seeds.train_sequence(seed, group, seeds.NOISE_STREAM), device=device)
     with torch.no_grad():
-        images = _simulator(microscope, shape, ranges.is_fixed, device)(phase, noise=noise, generator=generator)
+        images = _simulator(microscope, shape, ranges.is_fixed, device)(phase, absorption=absorption, noise=noise,
+                                                                          generator=generator)
     config = microscope.to_dict()
     for p in params:
         p.update(noise=bool(noise), microscope=config)

@@ -127,6 +127,12 @@ class Ranges:
     plane_defocus_um : per plane (lo, hi) defocus, our sign (planes mode).
     plane_bandwidth_um : (lo, hi) Gaussian band σ of every plane (planes mode).
     gaussian_noise : (lo, hi) for p; the sensor adds N(mean=p, std=p) (the paper's noise).
+    absorption_per_rad : (lo, hi) of k >= 0, drawn per sample: the specimen also attenuates the
+        amplitude by ``a = k·(φ - min φ)`` (grey; real specimens are never quite transparent, and
+        the phase-only training data leave the networks blind to it: ``benchmarks/results/absorption.md``).
+    absorption_probability : share of the samples that absorb (default 1 with ``absorption_per_rad``).
+        Specimen draws, not microscope draws: they come from each sample's object stream, after the
+        object, so they change neither the objects nor the microscopes of a seed.
     """
 
     name: str = "custom"
@@ -156,6 +162,8 @@ class Ranges:
     plane_defocus_um: list[Range] | None = None
     plane_bandwidth_um: Range | None = None
     gaussian_noise: Range | None = None
+    absorption_per_rad: Range | None = None
+    absorption_probability: float | None = None
 
     def __post_init__(self) -> None:
         if self.objectives is not None:
@@ -170,7 +178,7 @@ class Ranges:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in _RANGE_FIELDS and value is not None:
-                _check_range(value, f.name, positive=f.name not in ("linear_um_per_um", "gaussian_noise"))
+                _check_range(value, f.name, positive=f.name not in ("linear_um_per_um", "gaussian_noise", "absorption_per_rad"))
         _require(0 <= self.na_jitter < 0.5, "na_jitter must be in [0, 0.5)")
         _require(self.oversample in (None, "auto") or (isinstance(self.oversample, int) and self.oversample >= 1),
                  "oversample must be an integer >= 1, 'auto' or absent")
@@ -186,6 +194,11 @@ class Ranges:
                      f"plane_defocus_um needs one range per plane of the base ({len(base.planes)})")
             for r in self.plane_defocus_um:
                 _check_range(r, "plane_defocus_um", positive=False)
+        if self.absorption_per_rad is not None:
+            _require(float(self.absorption_per_rad[0]) >= 0, "absorption_per_rad: values must be >= 0")
+        if self.absorption_probability is not None:
+            _require(self.absorption_per_rad is not None, "absorption_probability needs absorption_per_rad")
+            _require(0 <= self.absorption_probability <= 1, "absorption_probability must be in [0, 1]")
         planes_only = ("plane_defocus_um", "plane_bandwidth_um")
         rgb_only = ("objectives", "vertex_um", "linear_um_per_um", "illuminants", "camera_shift_um", "bayer_probability")
         if base.planes:
@@ -207,7 +220,7 @@ class Ranges:
     @property
     def is_fixed(self) -> bool:
         """True when nothing is drawn (every sample uses the base microscope as it is)."""
-        skip = {"name", "base", "default_source", "na_jitter"}
+        skip = {"name", "base", "default_source", "na_jitter", "absorption_per_rad", "absorption_probability"}
         return all(getattr(self, f.name) is None for f in fields(self) if f.name not in skip)
 
     # ----------------------------------------------------------- serialisation
@@ -235,7 +248,7 @@ class Ranges:
 
 _RANGE_FIELDS = {"condenser_sigma", "camera_pixel_um", "n_medium", "vertex_um", "linear_um_per_um", "temperature_k",
                  "led_pump_um", "led_phosphor_um", "led_phosphor_ratio", "n_bg_e", "fill_fraction", "read_noise_e",
-                 "plane_bandwidth_um", "gaussian_noise"}
+                 "plane_bandwidth_um", "gaussian_noise", "absorption_per_rad"}
 
 
 def _plain(value):
@@ -399,6 +412,17 @@ def _draw_planes(rng, r: Ranges, base: Microscope) -> list[dict] | None:
         if r.plane_bandwidth_um is not None:
             plane["bandwidth_um"] = round(_uniform(rng, r.plane_bandwidth_um), 6)
     return planes
+
+
+def draw_absorption_per_rad(ranges: Ranges, rng: np.random.Generator) -> float | None:
+    """k of one sample's absorption ``a = k·(φ - min φ)``: None when the ranges draw none (nothing is
+    drawn from ``rng`` then), else 0 for a transparent sample. Always two draws, so later ones do not
+    depend on the outcome."""
+    if ranges.absorption_per_rad is None:
+        return None
+    p = 1.0 if ranges.absorption_probability is None else float(ranges.absorption_probability)
+    absorbs, k = rng.uniform() < p, _uniform(rng, ranges.absorption_per_rad)
+    return k if absorbs else 0.0
 
 
 def draw_microscope(base: Microscope | None, ranges: Ranges, rng: np.random.Generator) -> Microscope:

@@ -1,0 +1,84 @@
+"""Absorbing specimens in generated data (``Ranges.absorption_per_rad``): the right images, and the
+same objects and microscopes as without it."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from chromaqpi.datasets.generate import generate_group
+from chromaqpi.datasets.randomize import Ranges, draw_absorption_per_rad, get_family, resolve_ranges
+from chromaqpi.datasets.sources import resolve_sources
+from chromaqpi.errors import ConfigError
+from chromaqpi.microscope import Microscope
+from chromaqpi.optics.simulator import simulate
+
+SHAPE = (32, 32)
+
+
+def _group(ranges, **kw):
+    sources = resolve_sources("textures", wavelength_um=ranges.base_microscope().optics.wavelength_ref_um)
+    return generate_group(sources, ranges, SHAPE, 5, 0, [0, 1], **kw)
+
+
+def _paper_2shot(**absorption) -> Ranges:
+    return dataclasses.replace(Ranges.fixed(Microscope.from_preset("paper-2shot")), **absorption)
+
+
+def test_absorbing_samples_are_the_simulator_with_a_proportional_absorption():
+    plain = _group(_paper_2shot(), noise=False)
+    absorbing = _group(_paper_2shot(absorption_per_rad=(0.2, 0.2)), noise=False)
+    torch.testing.assert_close(absorbing.phase, plain.phase, rtol=0, atol=0)  # the target stays the phase
+    phase = plain.phase.double()
+    absorption = 0.2 * (phase - phase.amin(dim=(-2, -1), keepdim=True))
+    expected = simulate(phase, absorbing.microscope, absorption=absorption, noise=False)
+    torch.testing.assert_close(absorbing.input.double(), expected, rtol=1e-5, atol=1e-5)
+    assert [p["absorption_per_rad"] for p in absorbing.params] == [0.2, 0.2]
+    assert "absorption_per_rad" not in plain.params[0]
+    # Energy: the paper-2shot planes are pure defocus of an unapertured coherent field (a phase-only
+    # filter), so each plane's mean intensity is the mean of |t|² = exp(-2a) (Parseval), to 1e-5.
+    transmitted = torch.exp(-2 * absorption).mean(dim=(-2, -1))
+    for c in range(absorbing.input.shape[1]):
+        torch.testing.assert_close(absorbing.input[:, c].double().mean(dim=(-2, -1)), transmitted, rtol=1e-5, atol=0)
+    assert float((transmitted - 1).abs().min()) > 0.05  # the check above is not the trivial 1 = 1
+
+
+def test_absorption_draws_change_neither_objects_nor_microscopes():
+    family = get_family("default")
+    plain = _group(family, noise=False)
+    absorbing = _group(dataclasses.replace(family, absorption_per_rad=(0.05, 0.1), absorption_probability=0.5),
+                       noise=False)
+    assert absorbing.microscope == plain.microscope
+    torch.testing.assert_close(absorbing.phase, plain.phase, rtol=0, atol=0)
+    strip = [{k: v for k, v in p.items() if k != "absorption_per_rad"} for p in absorbing.params]
+    assert strip == plain.params
+
+
+def test_absorption_probability_is_the_share_of_absorbing_samples():
+    rng = np.random.default_rng(0)
+    ranges = dataclasses.replace(get_family("paper-2shot"), absorption_per_rad=(0.01, 0.03), absorption_probability=0.3)
+    ks = np.array([draw_absorption_per_rad(ranges, rng) for _ in range(4000)])
+    # binomial std of the share: sqrt(0.3 * 0.7 / 4000) = 0.0072; 4 std
+    assert abs(float((ks > 0).mean()) - 0.3) < 0.029
+    assert ks[ks > 0].min() >= 0.01 and ks.max() <= 0.03
+    # without the range nothing is drawn: the stream is left as it was
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    assert draw_absorption_per_rad(get_family("paper-2shot"), rng_a) is None
+    assert rng_a.uniform() == rng_b.uniform()
+
+
+@pytest.mark.parametrize("bad", [{"absorption_per_rad": (-0.1, 0.1)}, {"absorption_probability": 0.5},
+                                 {"absorption_per_rad": (0.0, 0.1), "absorption_probability": 1.5},
+                                 {"absorption_per_rad": (0.2, 0.1)}])
+def test_invalid_absorption_ranges_raise(bad):
+    with pytest.raises(ConfigError, match="absorption"):
+        Ranges.from_dict({"base": "default", **bad})
+
+
+def test_toml_variant_adds_absorption_to_a_family(tmp_path):
+    path = tmp_path / "absorbing.toml"
+    path.write_text('[ranges]\nfamily = "default"\nabsorption_per_rad = [0.0, 0.1]\nabsorption_probability = 0.5\n')
+    ranges = resolve_ranges(str(path))
+    assert ranges.absorption_per_rad == [0.0, 0.1] and ranges.absorption_probability == 0.5
+    assert {k: v for k, v in ranges.to_dict().items() if not k.startswith("absorption")} == get_family("default").to_dict()
