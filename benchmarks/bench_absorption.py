@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from _common import markdown_table, model_steps, write_results
-from bench_microscopes import class_sample, reconstruct_methods
+from _common import model_steps, write_results
+from bench_microscopes import class_sample, reconstruct_methods, variant_table
 from chromaqpi.consistency import data_fit
 from chromaqpi.metrics import normalised_mae
 
@@ -51,28 +51,27 @@ def main():
         parser.error("--ratios must start with 0 (the reference) and be >= 0")
     torch.set_flush_denormal(True)
     started = datetime.now()
-    nmae = {(k, m): [] for k in ratios for m in METHODS}
-    residual = {(k, m): [] for k in ratios for m in ("zmd", "truth")}
+    labels = {k: f"{k:g}" for k in ratios}
+    nmae = {(labels[k], m): [] for k in ratios for m in METHODS}
+    residual = {(labels[k], m): [] for k in ratios for m in ("zmd", "truth")}
     for i in tqdm(range(args.n), desc="images"):
         for k in ratios:
             images, true, microscope = class_sample("family", i, args.size, absorption_per_rad=k)
             estimates = reconstruct_methods(images, microscope, i, steps=args.steps, model=args.model,
                                             methods=METHODS, options=OPTIONS)
             for method, est in estimates.items():
-                nmae[k, method].append(float(normalised_mae(est, true, align="mean")))
+                nmae[labels[k], method].append(float(normalised_mae(est, true, align="mean")))
             for name, phase in (("zmd", estimates["zmd"]), ("truth", true)):
-                residual[k, name].append(data_fit(images[0].double(), phase, microscope).residual_over_noise)
-    mean = {key: float(np.mean(v)) for key, v in nmae.items()}
-    header = (["k (absorption / rad)"] + [f"nMAE {m}" for m in METHODS] + [f"{m} / pure phase" for m in METHODS]
-              + ["residual / noise, zmd", "residual / noise, true phase"])
-    rows = [[f"{k:g}"] + [f"{mean[k, m]:.4f}" for m in METHODS]
-            + [f"{mean[k, m] / mean[0.0, m]:.3f}" for m in METHODS]
-            + [f"{np.median(residual[k, name]):.3g}" for name in ("zmd", "truth")] for k in ratios]
+                residual[labels[k], name].append(data_fit(images[0].double(), phase, microscope).residual_over_noise)
+    extra = {f"residual / noise, {title}": {k: f"{np.median(residual[k, name]):.3g}" for k in labels.values()}
+             for name, title in (("zmd", "zmd"), ("truth", "true phase"))}
+    table = variant_table(nmae, list(labels.values()), "0", first="k (absorption / rad)", versus="pure phase", methods=METHODS,
+                          extra=extra)
     body = (f"Model `{args.model}`; {args.n} cell scenes of {args.size} px (the `family` class of microscopes.md, "
             f"same seeds and microscopes at every k); ZMD one {args.steps}-step DDIM draw at the card's temperature "
             f"(seed 1000 + image index); `wotf:none` is WOTF with `nuisance=\"none\"`; residuals are "
             f"medians over the images of `chromaqpi.data_fit` (pure-phase model, reduced quadrature); "
-            f"{(datetime.now() - started).seconds / 60:.1f} min in all.\n\n" + markdown_table(header, rows))
+            f"{(datetime.now() - started).seconds / 60:.1f} min in all.\n\n" + table)
     write_results("absorption", "Cost of an absorbing specimen", body)
 
 

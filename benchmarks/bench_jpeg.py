@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from _common import markdown_table, model_steps, write_results
-from bench_microscopes import METHODS, class_sample, reconstruct_methods
+from _common import model_steps, write_results
+from bench_microscopes import METHODS, class_sample, reconstruct_methods, variant_table
 from chromaqpi.io import read_image, srgb_encode
 from chromaqpi.metrics import normalised_mae
 
@@ -86,16 +86,12 @@ def main():
                 estimates = reconstruct_methods(stored, microscope, i, steps=args.steps, model=args.model)
                 for method, est in estimates.items():
                     nmae[label, method].append(float(normalised_mae(est, true, align="mean")))
-    mean = {key: float(np.mean(v)) for key, v in nmae.items()}
-    header = ["stored as"] + [f"nMAE {m}" for m in METHODS] + [f"{m} / PNG" for m in METHODS]
-    rows = [[label] + [f"{mean[label, m]:.4f}" for m in METHODS]
-            + [f"{mean[label, m] / mean[REFERENCE, m]:.3f}" for m in METHODS] for label, _, _ in rows_spec]
+    table = variant_table(nmae, [label for label, _, _ in rows_spec], REFERENCE, first="stored as", versus="PNG")
     body = (f"Model `{args.model}`; {args.n} cell scenes of {args.size} px (the `family` class of microscopes.md, "
             f"same seeds); empty field at {args.exposure:g} of full scale (linear), sRGB-encoded, 8 bits; "
             f"{100 * float(np.mean(clipped)):.3f} % of pixels clipped at full scale; Pillow "
             f"{Image.__version__} (libjpeg defaults otherwise); ZMD one {args.steps}-step DDIM draw at the card's "
-            f"temperature (seed 1000 + image index); {(datetime.now() - started).seconds / 60:.1f} min in all.\n\n"
-            + markdown_table(header, rows))
+            f"temperature (seed 1000 + image index); {(datetime.now() - started).seconds / 60:.1f} min in all.\n\n" + table)
     write_results("jpeg", "Cost of storing the micrograph as 8-bit PNG or JPEG", body)
 
 

@@ -108,6 +108,19 @@ def reconstruct_methods(images, microscope, i: int, *, steps: int, model: str = 
     return out
 
 
+def variant_table(nmae: dict, labels, reference, *, first: str, versus: str, methods=METHODS,
+                  extra: dict | None = None) -> str:
+    """Markdown table of a benchmark that alters the images: per variant (row label), each method's mean
+    nMAE over images (``nmae[label, method]`` lists) and its ratio to the ``reference`` variant's;
+    ``extra``: more columns, header -> {label: cell}."""
+    mean = {key: float(np.mean(v)) for key, v in nmae.items()}
+    header = [first] + [f"nMAE {m}" for m in methods] + [f"{m} / {versus}" for m in methods] + list(extra or {})
+    rows = [[label] + [f"{mean[label, m]:.4f}" for m in methods]
+            + [f"{mean[label, m] / mean[reference, m]:.3f}" for m in methods]
+            + [cells[label] for cells in (extra or {}).values()] for label in labels]
+    return markdown_table(header, rows)
+
+
 def score_class(name: str, n: int, size: int, steps: int, card: dict) -> dict:
     scores = {m: {"nmae": [], "ms_ssim": []} for m in METHODS}
     outside = 0

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from _common import markdown_table, model_steps, write_results
-from bench_microscopes import METHODS, class_sample, reconstruct_methods
+from _common import model_steps, write_results
+from bench_microscopes import METHODS, class_sample, reconstruct_methods, variant_table
 from chromaqpi.datasets.augment import shift_colour_channels
 from chromaqpi.metrics import normalised_mae
 from chromaqpi.microscope import Registration
@@ -90,17 +90,14 @@ def main():
             estimates = reconstruct_methods(shifted, microscope, i, steps=args.steps, model=args.model)
             for method, est in estimates.items():
                 nmae[d, method].append(float(normalised_mae(est, true, align="mean")))
-    mean = {key: float(np.mean(v)) for key, v in nmae.items()}
-    header = ["d (px) or m"] + [f"nMAE {m}" for m in METHODS] + [f"{m} / unshifted" for m in METHODS]
-    rows = [[d] + [f"{mean[d, m]:.4f}" for m in METHODS]
-            + [f"{mean[d, m] / mean['0', m]:.3f}" for m in METHODS] for d, _, _ in cases]
+    table = variant_table(nmae, [d for d, _, _ in cases], "0", first="d (px) or m", versus="unshifted")
     body = (f"Model `{args.model}`; {args.n} cell scenes of {args.size} px (the `family` class of "
             f"microscopes.md, same seeds); ZMD one {args.steps}-step DDIM draw at the card's temperature (seed 1000 + image "
             f"index); red "
             f"displaced by +d, blue by -d pixels along x; rows 'm': red magnified by 1 + m, blue by 1 - m about the "
             f"centre; rows 'declared': the same images reconstructed with that misregistration declared in the "
             f"microscope's `registration` (reconstruct resamples the channels back, band-limited cosine series); "
-            f"{(datetime.now() - started).seconds / 60:.1f} min in all.\n\n" + markdown_table(header, rows))
+            f"{(datetime.now() - started).seconds / 60:.1f} min in all.\n\n" + table)
     write_results("misregistration", "Cost of lateral misregistration between the colour channels", body)
 
 
