@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from _common import model_steps, write_results
-from bench_microscopes import class_sample, reconstruct_methods, variant_table
+from bench_microscopes import add_scene_arguments, class_sample, reconstruct_methods, variant_table
 from chromaqpi.consistency import data_fit
 from chromaqpi.metrics import normalised_mae
 
@@ -37,13 +37,9 @@ OPTIONS = {"wotf:none": {"nuisance": "none"}}
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=8, help="images")
-    parser.add_argument("--size", type=int, default=256, help="image size (pixels)")
+    add_scene_arguments(parser, n=8)
     parser.add_argument("--ratios", default="0,0.02,0.05,0.1,0.2",
                         help="comma-separated absorption per radian of phase k; 0 first")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="DDIM steps of the ZMD draw (default: the count the model's card recommends)")
-    parser.add_argument("--model", default="default", help="learned model: shipped name or checkpoint folder")
     args = parser.parse_args()
     args.steps = model_steps([args.model], args.steps)
     ratios = [float(k) for k in args.ratios.split(",")]

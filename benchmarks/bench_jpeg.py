@@ -30,7 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from _common import model_steps, write_results
-from bench_microscopes import METHODS, class_sample, reconstruct_methods, variant_table
+from bench_microscopes import METHODS, add_scene_arguments, class_sample, reconstruct_methods, variant_table
 from chromaqpi.io import read_image, srgb_encode
 from chromaqpi.metrics import normalised_mae
 
@@ -61,13 +61,9 @@ def cases(qualities: list[int]) -> list[tuple[str, str | None, dict]]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=16, help="images")
-    parser.add_argument("--size", type=int, default=256, help="image size (pixels)")
+    add_scene_arguments(parser, n=16)
     parser.add_argument("--qualities", default="95,85,75,50", help="comma-separated JPEG qualities (Pillow, 1-95)")
     parser.add_argument("--exposure", type=float, default=0.7, help="empty-field level, fraction of full scale (linear)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="DDIM steps of the ZMD draw (default: the count the model's card recommends)")
-    parser.add_argument("--model", default="default", help="learned model: shipped name or checkpoint folder")
     args = parser.parse_args()
     if not 0 < args.exposure < 1:
         parser.error("--exposure must lie in (0, 1)")

@@ -108,6 +108,15 @@ def reconstruct_methods(images, microscope, i: int, *, steps: int, model: str = 
     return out
 
 
+def add_scene_arguments(parser, *, n: int) -> None:
+    """--n, --size, --steps and --model of the benchmarks that alter the `family` scenes."""
+    parser.add_argument("--n", type=int, default=n, help="images")
+    parser.add_argument("--size", type=int, default=256, help="image size (pixels)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="DDIM steps of the ZMD draw (default: the count the model's card recommends)")
+    parser.add_argument("--model", default="default", help="learned model: shipped name or checkpoint folder")
+
+
 def variant_table(nmae: dict, labels, reference, *, first: str, versus: str, methods=METHODS,
                   extra: dict | None = None) -> str:
     """Markdown table of a benchmark that alters the images: per variant (row label), each method's mean

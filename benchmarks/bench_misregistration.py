@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from _common import model_steps, write_results
-from bench_microscopes import METHODS, class_sample, reconstruct_methods, variant_table
+from bench_microscopes import METHODS, add_scene_arguments, class_sample, reconstruct_methods, variant_table
 from chromaqpi.datasets.augment import shift_colour_channels
 from chromaqpi.metrics import normalised_mae
 from chromaqpi.microscope import Registration
@@ -57,12 +57,8 @@ def opposite_shifts(d: float) -> Registration:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=8, help="images")
-    parser.add_argument("--size", type=int, default=256, help="image size (pixels)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="DDIM steps of the ZMD draw (default: the count the model's card recommends)")
+    add_scene_arguments(parser, n=8)
     parser.add_argument("--shifts", default="0,0.25,0.5,1,2", help="comma-separated d (pixels); 0 first")
-    parser.add_argument("--model", default="default", help="learned model: shipped name or checkpoint folder")
     parser.add_argument("--lateral-colour", default="0.5,1", help="comma-separated m (per cent); empty: none")
     parser.add_argument("--declared", action="store_true",
                         help="also each distortion declared in the microscope's registration (reconstruct undoes it)")
