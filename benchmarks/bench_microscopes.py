@@ -95,7 +95,8 @@ def class_sample(name: str, i: int, size: int, *, absorption_per_rad: float = 0.
 def reconstruct_methods(images, microscope, i: int, *, steps: int, model: str = "default",
                         methods=METHODS, options: dict | None = None) -> dict[str, torch.Tensor]:
     """Each method's (H, W) float64 estimate of sample i; ZMD one draw seeded 1000 + i. Warnings are
-    silenced (the benchmarks count the envelope's themselves). ``options``: extra keywords per method."""
+    silenced (the benchmarks count the envelope's themselves). ``options``: extra keywords per method; a
+    method named ``"NAME:variant"`` runs NAME with ``options["NAME:variant"]`` (e.g. ``"wotf:none"``)."""
     out = {}
     for method in methods:
         opts = {"model": model} if method in ("mean", "zmd") else {}

@@ -70,7 +70,8 @@ def test_absorption_probability_is_the_share_of_absorbing_samples():
 
 @pytest.mark.parametrize("bad", [{"absorption_per_rad": (-0.1, 0.1)}, {"absorption_probability": 0.5},
                                  {"absorption_per_rad": (0.0, 0.1), "absorption_probability": 1.5},
-                                 {"absorption_per_rad": (0.2, 0.1)}])
+                                 {"absorption_per_rad": (0.2, 0.1)},
+                                 {"absorption_per_rad": (0.0, 0.1), "absorption_probability": "half"}])
 def test_invalid_absorption_ranges_raise(bad):
     with pytest.raises(ConfigError, match="absorption"):
         Ranges.from_dict({"base": "default", **bad})

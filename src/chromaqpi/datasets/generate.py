@@ -98,22 +98,24 @@ def generate_group(sources: list[SourceSpec], ranges: Ranges, shape, seed: int, 
     shape = (int(shape[0]), int(shape[1]))
     microscope = draw_group_microscope(ranges, seed, group)
     lam_ref = microscope.optics.wavelength_ref_um
-    phases, absorptions, opds, masks, has_mask, params = [], [], [], [], [], []
+    phases, ks, opds, masks, has_mask, params = [], [], [], [], [], []
     for j, index in enumerate(indices):
         rng = seeds.rng_from(seeds.train_sequence(seed, group, seeds.OBJECT_STREAM, j))
         spec, sample = make_object(sources, shape, microscope.sampling.pixel_size_um, rng)
         phases.append(phase_rad(sample, lam_ref))
-        k = draw_absorption_per_rad(ranges, rng)
-        absorptions.append(k * (phases[-1] - phases[-1].min()) if k else np.zeros_like(phases[-1]))
+        ks.append(draw_absorption_per_rad(ranges, rng))
         opds.append(sample.opd_um)
         masks.append(sample.mask)
         has_mask.append(bool(sample.meta.get("has_mask", bool(sample.mask.any()))))
         params.append({"index": int(index), "seed": int(seed), "group": int(group), "slot": j,
                        "source": spec.name, "source_params": spec.params, "source_meta": sample.meta})
-        if k is not None:
-            params[-1]["absorption_per_rad"] = k
+        if ks[-1] is not None:
+            params[-1]["absorption_per_rad"] = ks[-1]
     phase = torch.from_numpy(np.stack(phases)).to(device)
-    absorption = torch.from_numpy(np.stack(absorptions)).to(device) if any(a.any() for a in absorptions) else None
+    absorption = None
+    if any(ks):  # a = k·(φ - min φ) per sample; None and 0 are transparent
+        per_rad = torch.tensor([k or 0.0 for k in ks], dtype=phase.dtype, device=device)[:, None, None]
+        absorption = per_rad * (phase - phase.amin(dim=(-2, -1), keepdim=True))
     generator = seeds.torch_generator_from(seeds.train_sequence(seed, group, seeds.NOISE_STREAM), device=device)
     with torch.no_grad():
         images = _simulator(microscope, shape, ranges.is_fixed, device)(phase, absorption=absorption, noise=noise,

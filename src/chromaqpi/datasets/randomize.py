@@ -198,7 +198,9 @@ class Ranges:
             _require(float(self.absorption_per_rad[0]) >= 0, "absorption_per_rad: values must be >= 0")
         if self.absorption_probability is not None:
             _require(self.absorption_per_rad is not None, "absorption_probability needs absorption_per_rad")
-            _require(0 <= self.absorption_probability <= 1, "absorption_probability must be in [0, 1]")
+            p = self.absorption_probability
+            _require(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1,
+                     f"absorption_probability must be a number in [0, 1], got {p!r}")
         planes_only = ("plane_defocus_um", "plane_bandwidth_um")
         rgb_only = ("objectives", "vertex_um", "linear_um_per_um", "illuminants", "camera_shift_um", "bayer_probability")
         if base.planes:
