@@ -7,19 +7,24 @@ import numpy as np
 import pytest
 import torch
 
-from chromaqpi.datasets.generate import generate_group
+from chromaqpi.datasets import seeds
+from chromaqpi.datasets.generate import generate_group, make_object
 from chromaqpi.datasets.randomize import Ranges, draw_absorption_per_rad, get_family, resolve_ranges
 from chromaqpi.datasets.sources import resolve_sources
 from chromaqpi.errors import ConfigError
 from chromaqpi.microscope import Microscope
 from chromaqpi.optics.simulator import simulate
+from chromaqpi.phantoms import phase_rad
 
 SHAPE = (32, 32)
 
 
+def _sources(ranges):
+    return resolve_sources("textures", wavelength_um=ranges.base_microscope().optics.wavelength_ref_um)
+
+
 def _group(ranges, **kw):
-    sources = resolve_sources("textures", wavelength_um=ranges.base_microscope().optics.wavelength_ref_um)
-    return generate_group(sources, ranges, SHAPE, 5, 0, [0, 1], **kw)
+    return generate_group(_sources(ranges), ranges, SHAPE, 5, 0, [0, 1], **kw)
 
 
 def _paper_2shot(**absorption) -> Ranges:
@@ -68,7 +73,38 @@ def test_absorption_probability_is_the_share_of_absorbing_samples():
     assert rng_a.uniform() == rng_b.uniform()
 
 
+def test_independent_absorption_is_a_second_object_not_the_phase():
+    ranges = _paper_2shot(absorption_per_rad=(0.3, 0.3), absorption_pattern="independent")
+    plain = _group(_paper_2shot(), noise=False)
+    absorbing = _group(ranges, noise=False)
+    torch.testing.assert_close(absorbing.phase, plain.phase, rtol=0, atol=0)
+    assert [p["absorption_pattern"] for p in absorbing.params] == ["independent"] * 2
+    # The documented draw order: object, k (two draws), then the absorbing object, all from the sample's stream.
+    patterns = []
+    for j in range(2):
+        rng = seeds.rng_from(seeds.train_sequence(5, 0, seeds.OBJECT_STREAM, j))
+        pixel = absorbing.microscope.sampling.pixel_size_um
+        make_object(_sources(ranges), SHAPE, pixel, rng)
+        assert draw_absorption_per_rad(ranges, rng) == 0.3
+        _, stain = make_object(_sources(ranges), SHAPE, pixel, rng)
+        patterns.append(torch.from_numpy(phase_rad(stain, absorbing.microscope.optics.wavelength_ref_um)).double())
+    pattern = torch.stack(patterns)
+    absorption = 0.3 * (pattern - pattern.amin(dim=(-2, -1), keepdim=True))
+    expected = simulate(absorbing.phase.double(), absorbing.microscope, absorption=absorption, noise=False)
+    torch.testing.assert_close(absorbing.input.double(), expected, rtol=1e-5, atol=1e-5)
+    # Energy (Parseval, as above) fixes the absorption map's |t|² independently of the simulator's phase path.
+    for c in range(absorbing.input.shape[1]):
+        torch.testing.assert_close(absorbing.input[:, c].double().mean(dim=(-2, -1)),
+                                   torch.exp(-2 * absorption).mean(dim=(-2, -1)), rtol=1e-5, atol=0)
+    # ... and it is not the phase-following map: the two patterns are barely correlated.
+    phase = absorbing.phase.double()
+    for a, p in zip(pattern, phase):
+        assert abs(float(torch.corrcoef(torch.stack([a.flatten(), p.flatten()]))[0, 1])) < 0.5
+
+
 @pytest.mark.parametrize("bad", [{"absorption_per_rad": (-0.1, 0.1)}, {"absorption_probability": 0.5},
+                                 {"absorption_pattern": "phase"},
+                                 {"absorption_per_rad": (0.0, 0.1), "absorption_pattern": "stain"},
                                  {"absorption_per_rad": (0.0, 0.1), "absorption_probability": 1.5},
                                  {"absorption_per_rad": (0.2, 0.1)},
                                  {"absorption_per_rad": (0.0, 0.1), "absorption_probability": "half"}])

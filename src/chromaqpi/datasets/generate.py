@@ -34,8 +34,9 @@ class GroupResult:
     indices : (B,) int64 sample indices in the dataset.
     input : (B, C, H, W) float32 normalised intensities (empty field = 1).
     phase : (B, H, W) float32 true phase (rad) at ``microscope.optics.wavelength_ref_um``.
-        (A sample drawn absorbing, ``Ranges.absorption_per_rad``, was simulated with ``a = k·(φ - min φ)``;
-        its ``params`` record k.)
+        (A sample drawn absorbing, ``Ranges.absorption_per_rad``, was simulated with ``a = k·(φ - min φ)``,
+        or with a second object's phase in place of φ, ``Ranges.absorption_pattern``; its ``params``
+        record k and the pattern.)
     opd : (B, H, W) float32 optical path difference (µm).
     mask : (B, H, W) int32 object labels (0 = background; all 0 without a mask).
     has_mask : (B,) bool, whether the source provides object labels.
@@ -68,6 +69,17 @@ def make_object(sources: list[SourceSpec], shape, pixel_size_um: float, rng: np.
     return sources[k], instantiate(sources[k])(tuple(shape), pixel_size_um, rng)
 
 
+def _absorption_pattern(sources, shape, microscope: Microscope, ranges: Ranges, k, phase: np.ndarray,
+                        rng: np.random.Generator) -> np.ndarray:
+    """What an absorbing sample's absorption is proportional to: its own phase, or (pattern
+    ``"independent"``) the phase of a second object, drawn last from the sample's stream so the first
+    object and k are unchanged. Transparent samples draw nothing more."""
+    if not k or ranges.absorption_pattern != "independent":
+        return phase
+    _, stain = make_object(sources, shape, microscope.sampling.pixel_size_um, rng)
+    return phase_rad(stain, microscope.optics.wavelength_ref_um)
+
+
 def _simulator(microscope: Microscope, shape, fixed: bool, device) -> Simulator:
     # A fixed microscope reuses one cached simulator; a drawn one is used once.
     if fixed:
@@ -98,12 +110,13 @@ def generate_group(sources: list[SourceSpec], ranges: Ranges, shape, seed: int, 
     shape = (int(shape[0]), int(shape[1]))
     microscope = draw_group_microscope(ranges, seed, group)
     lam_ref = microscope.optics.wavelength_ref_um
-    phases, ks, opds, masks, has_mask, params = [], [], [], [], [], []
+    phases, ks, patterns, opds, masks, has_mask, params = [], [], [], [], [], [], []
     for j, index in enumerate(indices):
         rng = seeds.rng_from(seeds.train_sequence(seed, group, seeds.OBJECT_STREAM, j))
         spec, sample = make_object(sources, shape, microscope.sampling.pixel_size_um, rng)
         phases.append(phase_rad(sample, lam_ref))
         ks.append(draw_absorption_per_rad(ranges, rng))
+        patterns.append(_absorption_pattern(sources, shape, microscope, ranges, ks[-1], phases[-1], rng))
         opds.append(sample.opd_um)
         masks.append(sample.mask)
         has_mask.append(bool(sample.meta.get("has_mask", bool(sample.mask.any()))))
@@ -111,11 +124,14 @@ def generate_group(sources: list[SourceSpec], ranges: Ranges, shape, seed: int, 
                        "source": spec.name, "source_params": spec.params, "source_meta": sample.meta})
         if ks[-1] is not None:
             params[-1]["absorption_per_rad"] = ks[-1]
+            if ranges.absorption_pattern is not None:
+                params[-1]["absorption_pattern"] = ranges.absorption_pattern
     phase = torch.from_numpy(np.stack(phases)).to(device)
     absorption = None
-    if any(ks):  # a = k·(φ - min φ) per sample; None and 0 are transparent
+    if any(ks):  # a = k·(pattern - min pattern) per sample; None and 0 are transparent
+        pattern = torch.from_numpy(np.stack(patterns)).to(device)
         per_rad = torch.tensor([k or 0.0 for k in ks], dtype=phase.dtype, device=device)[:, None, None]
-        absorption = per_rad * (phase - phase.amin(dim=(-2, -1), keepdim=True))
+        absorption = per_rad * (pattern - pattern.amin(dim=(-2, -1), keepdim=True))
     generator = seeds.torch_generator_from(seeds.train_sequence(seed, group, seeds.NOISE_STREAM), device=device)
     with torch.no_grad():
         images = _simulator(microscope, shape, ranges.is_fixed, device)(phase, absorption=absorption, noise=noise,

@@ -62,6 +62,8 @@ else:  # pragma: no cover
 __all__ = ["Objective", "Ranges", "draw_microscope", "get_family", "list_families", "resolve_ranges",
            "nyquist_oversample", "achromat_shift_um", "SHIFT_WAVELENGTHS_UM"]
 
+#: What a drawn absorption follows (``Ranges.absorption_pattern``).
+ABSORPTION_PATTERNS = ("phase", "independent")
 #: Wavelengths (µm) at which the focal shift is stored (``Focus.shift_wavelengths_um``).
 SHIFT_WAVELENGTHS_UM = (0.45, 0.55, 0.65)
 #: Half the C-F separation (µm) for λ_C = 0.6563 and λ_F = 0.4861 (PHYSICS.md §2.3).
@@ -131,6 +133,10 @@ class Ranges:
         amplitude by ``a = k·(φ - min φ)`` (grey; real specimens are never quite transparent, and
         the phase-only training data leave the networks blind to it: ``benchmarks/results/absorption.md``).
     absorption_probability : share of the samples that absorb (default 1 with ``absorption_per_rad``).
+    absorption_pattern : ``"phase"`` (default): the absorption follows the phase, ``a = k·(φ - min φ)``;
+        ``"independent"``: ``a = k·(ψ - min ψ)`` with ψ the phase (rad) of a second object drawn from
+        the same sources, so the absorption carries no cue to the phase (stains, pigment, debris) and a
+        network can only learn to tell it apart, not to read it.
         Specimen draws, not microscope draws: they come from each sample's object stream, after the
         object, so they change neither the objects nor the microscopes of a seed.
     """
@@ -164,6 +170,7 @@ class Ranges:
     gaussian_noise: Range | None = None
     absorption_per_rad: Range | None = None
     absorption_probability: float | None = None
+    absorption_pattern: str | None = None
 
     def __post_init__(self) -> None:
         if self.objectives is not None:
@@ -201,6 +208,10 @@ class Ranges:
             p = self.absorption_probability
             _require(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1,
                      f"absorption_probability must be a number in [0, 1], got {p!r}")
+        if self.absorption_pattern is not None:
+            _require(self.absorption_per_rad is not None, "absorption_pattern needs absorption_per_rad")
+            _require(self.absorption_pattern in ABSORPTION_PATTERNS,
+                     f"absorption_pattern must be one of {', '.join(ABSORPTION_PATTERNS)}, got {self.absorption_pattern!r}")
         planes_only = ("plane_defocus_um", "plane_bandwidth_um")
         rgb_only = ("objectives", "vertex_um", "linear_um_per_um", "illuminants", "camera_shift_um", "bayer_probability")
         if base.planes:
@@ -222,7 +233,8 @@ class Ranges:
     @property
     def is_fixed(self) -> bool:
         """True when nothing is drawn (every sample uses the base microscope as it is)."""
-        skip = {"name", "base", "default_source", "na_jitter", "absorption_per_rad", "absorption_probability"}
+        skip = {"name", "base", "default_source", "na_jitter", "absorption_per_rad", "absorption_probability",
+                "absorption_pattern"}
         return all(getattr(self, f.name) is None for f in fields(self) if f.name not in skip)
 
     # ----------------------------------------------------------- serialisation
@@ -423,7 +435,8 @@ def draw_absorption_per_rad(ranges: Ranges, rng: np.random.Generator) -> float |
     if ranges.absorption_per_rad is None:
         return None
     p = 1.0 if ranges.absorption_probability is None else float(ranges.absorption_probability)
-    absorbs, k = rng.uniform() < p, _uniform(rng, ranges.absorption_per_rad)
+    lo, hi = (float(v) for v in ranges.absorption_per_rad)
+    absorbs, k = rng.uniform() < p, float(rng.uniform(lo, hi))  # a draw even when lo == hi
     return k if absorbs else 0.0
 
 
