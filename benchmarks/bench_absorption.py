@@ -1,6 +1,7 @@
 """How much an absorbing specimen costs each method, and whether the data residual notices.
 
 Usage: python benchmarks/bench_absorption.py [--n 8] [--ratios 0,0.02,0.05,0.1,0.2] [--steps K]
+                                            [--pattern phase|independent]
 
 Every solver and network here assumes a transparent (pure-phase) specimen, and the shipped models were
 trained on such specimens only. Real brightfield samples absorb a little (unstained cells) or a lot
@@ -8,13 +9,15 @@ trained on such specimens only. Real brightfield samples absorb a little (unstai
 `default` family, sensor noise, the same seeds and microscopes) with the object also attenuating the
 amplitude by ``a = k·(φ - min φ)`` per radian of phase (grey: the same at every wavelength; the
 simulator's absorption model), for each ratio k. Stains absorb some colours more than others, which
-this grey model does not cover. Methods: TIE, WOTF (automatic nuisance: an absorption is fitted out
-where the channels can tell it from phase), WOTF with a pure-phase model (``nuisance="none"``), the mean net and one ZMD draw; TIE and WOTF get each image's exact
-microscope, the `default` networks do not. Scores: offset-aligned nMAE of the phase (mean offset),
-mean over images, its ratio to the pure-phase images; and the data residual of the ZMD map and of
-the true phase (``chromaqpi.data_fit``, pure-phase forward model; median over images): does
-``reconstruct --check-data`` flag the absorbing specimens?
-Writes benchmarks/results/absorption.md.
+this grey model does not cover. With ``--pattern independent`` the absorption follows a second cell
+scene instead, ``a = k·(ψ - min ψ)``: absorbers that are not where the phase is (stains, pigment,
+debris). Methods: TIE, WOTF (automatic nuisance: an absorption is fitted out where the channels can
+tell it from phase), WOTF with a pure-phase model (``nuisance="none"``), the mean net and one ZMD
+draw; TIE and WOTF get each image's exact microscope, the `default` networks do not. Scores:
+offset-aligned nMAE of the phase (mean offset), mean over images, its ratio to the pure-phase images;
+and the data residual of the ZMD map and of the true phase (``chromaqpi.data_fit``, pure-phase forward
+model; median over images): does ``reconstruct --check-data`` flag the absorbing specimens?
+Writes benchmarks/results/absorption.md (absorption-independent.md with ``--pattern independent``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ def main():
     add_scene_arguments(parser, n=8)
     parser.add_argument("--ratios", default="0,0.02,0.05,0.1,0.2",
                         help="comma-separated absorption per radian of phase k; 0 first")
+    parser.add_argument("--pattern", choices=("phase", "independent"), default="phase",
+                        help="what the absorption follows: the scene's own phase, or a second scene's")
     args = parser.parse_args()
     args.steps = model_steps([args.model], args.steps)
     ratios = [float(k) for k in args.ratios.split(",")]
@@ -52,7 +57,8 @@ def main():
     residual = {(labels[k], m): [] for k in ratios for m in ("zmd", "truth")}
     for i in tqdm(range(args.n), desc="images"):
         for k in ratios:
-            images, true, microscope = class_sample("family", i, args.size, absorption_per_rad=k)
+            images, true, microscope = class_sample("family", i, args.size, absorption_per_rad=k,
+                                                       absorption_pattern=args.pattern)
             estimates = reconstruct_methods(images, microscope, i, steps=args.steps, model=args.model,
                                             methods=METHODS, options=OPTIONS)
             for method, est in estimates.items():
@@ -63,12 +69,15 @@ def main():
              for name, title in (("zmd", "zmd"), ("truth", "true phase"))}
     table = variant_table(nmae, list(labels.values()), "0", first="k (absorption / rad)", versus="pure phase", methods=METHODS,
                           extra=extra)
-    body = (f"Model `{args.model}`; {args.n} cell scenes of {args.size} px (the `family` class of microscopes.md, "
+    pattern = ("a = k·(φ - min φ)" if args.pattern == "phase"
+               else "a = k·(ψ - min ψ), ψ the phase of a second, independent cell scene")
+    body = (f"Absorption {pattern}. Model `{args.model}`; {args.n} cell scenes of {args.size} px (the `family` class of microscopes.md, "
             f"same seeds and microscopes at every k); ZMD one {args.steps}-step DDIM draw at the card's temperature "
             f"(seed 1000 + image index); `wotf:none` is WOTF with `nuisance=\"none\"`; residuals are "
             f"medians over the images of `chromaqpi.data_fit` (pure-phase model, reduced quadrature); "
             f"{(datetime.now() - started).seconds / 60:.1f} min in all.\n\n" + table)
-    write_results("absorption", "Cost of an absorbing specimen", body)
+    name = "absorption" if args.pattern == "phase" else "absorption-independent"
+    write_results(name, f"Cost of an absorbing specimen ({args.pattern} pattern)", body)
 
 
 if __name__ == "__main__":

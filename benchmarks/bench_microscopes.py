@@ -73,19 +73,23 @@ CLASSES = {
 }
 
 
-def class_sample(name: str, i: int, size: int, *, absorption_per_rad: float = 0.0):
+def class_sample(name: str, i: int, size: int, *, absorption_per_rad: float = 0.0, absorption_pattern: str = "phase"):
     """(images (1, C, H, W), true phase (H, W), microscope) of sample i of a class.
 
     ``absorption_per_rad``: the object also absorbs, with amplitude attenuation ``a = k·(φ - min φ)``
-    (grey, the simulator's absorption model); the draws stay those of the pure-phase sample."""
+    (grey, the simulator's absorption model); with ``absorption_pattern="independent"`` a second cell
+    scene's phase (its own stream) stands in for φ. The draws stay those of the pure-phase sample."""
     objectives = CLASSES[name][0]
     family = get_family("default")
     ranges = family if objectives is None else replace(family, objectives=objectives)
     microscope = draw_microscope(None, ranges, seeds.rng_from(seeds.eval_sequence(SET_ID, i, 0)))
     source = get_source("cells", wavelength_um=microscope.optics.wavelength_ref_um)
-    obj = source((size, size), microscope.sampling.pixel_size_um, seeds.rng_from(seeds.eval_sequence(SET_ID, i, 1)))
-    phase = torch.from_numpy(phase_rad(obj, microscope.optics.wavelength_ref_um))
-    absorption = absorption_per_rad * (phase - phase.min()) if absorption_per_rad else None
+    shape, pixel, lam = (size, size), microscope.sampling.pixel_size_um, microscope.optics.wavelength_ref_um
+    phase = torch.from_numpy(phase_rad(source(shape, pixel, seeds.rng_from(seeds.eval_sequence(SET_ID, i, 1))), lam))
+    pattern = phase
+    if absorption_per_rad and absorption_pattern == "independent":
+        pattern = torch.from_numpy(phase_rad(source(shape, pixel, seeds.rng_from(seeds.eval_sequence(SET_ID, i, 3))), lam))
+    absorption = absorption_per_rad * (pattern - pattern.min()) if absorption_per_rad else None
     generator = seeds.torch_generator_from(seeds.eval_sequence(SET_ID, i, 2))
     with torch.no_grad():
         images = simulate(phase, microscope, absorption=absorption, noise=True, generator=generator)

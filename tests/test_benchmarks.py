@@ -75,6 +75,8 @@ CASES = {
              ["| float |", "| PNG 8-bit |", "| JPEG q90 4:4:4 |", "| JPEG q90 4:2:0 |"]),
     "absorption": ("bench_absorption.py", ["--n", "1", "--size", "64", "--steps", "1", "--ratios", "0,0.1"],
                    ["| 0 |", "| 0.1 |", "wotf:none / pure phase"]),
+    "absorption-independent": ("bench_absorption.py", ["--n", "1", "--size", "64", "--steps", "1", "--ratios", "0,0.1",
+                                                       "--pattern", "independent"], ["| 0.1 |", "second, independent"]),
     "focus-error": ("bench_focus_error.py", ["--n", "1", "--steps", "1", "--shifts", "0,0.2",
                                              "--sets", "paper-2shot-test"], ["| paper-2shot-test | +0.2 |"]),
     "focus-estimate-phase0.5x": ("bench_focus_estimate.py", ["--n", "1", "--shifts", "0.2", "--search", "0.2",
