@@ -12,7 +12,8 @@ simulator's absorption model), for each ratio k. Stains absorb some colours more
 this grey model does not cover. With ``--pattern independent`` the absorption follows a second cell
 scene instead, ``a = k·(ψ - min ψ)``: absorbers that are not where the phase is (stains, pigment,
 debris). Methods: TIE, WOTF (automatic nuisance: an absorption is fitted out where the channels can
-tell it from phase), WOTF with a pure-phase model (``nuisance="none"``), the mean net and one ZMD
+tell it from phase), WOTF with a pure-phase model (``nuisance="none"``), WOTF with a fixed α = 1e-3
+(the automatic α's light-loss floor counts absorbed light as pupil loss), the mean net and one ZMD
 draw; TIE and WOTF get each image's exact microscope, the `default` networks do not. Scores:
 offset-aligned nMAE of the phase (mean offset), mean over images, its ratio to the pure-phase images;
 and the data residual of the ZMD map and of the true phase (``chromaqpi.data_fit``, pure-phase forward
@@ -34,8 +35,10 @@ from bench_microscopes import add_scene_arguments, class_sample, reconstruct_met
 from chromaqpi.consistency import data_fit
 from chromaqpi.metrics import normalised_mae
 
-METHODS = ("tie", "wotf", "wotf:none", "mean", "zmd")
-OPTIONS = {"wotf:none": {"nuisance": "none"}}
+METHODS = ("tie", "wotf", "wotf:none", "wotf:alpha1e-3", "mean", "zmd")
+# wotf:alpha1e-3 isolates the automatic α: its light-loss floor δ² (chromaqpi.solvers.wotf.light_loss) reads
+# the light an absorber takes as light scattered past the pupil, and regularises harder.
+OPTIONS = {"wotf:none": {"nuisance": "none"}, "wotf:alpha1e-3": {"alpha": 1e-3}}
 
 
 def main():
@@ -73,7 +76,8 @@ def main():
                else "a = k·(ψ - min ψ), ψ the phase of a second, independent cell scene")
     body = (f"Absorption {pattern}. Model `{args.model}`; {args.n} cell scenes of {args.size} px (the `family` class of microscopes.md, "
             f"same seeds and microscopes at every k); ZMD one {args.steps}-step DDIM draw at the card's temperature "
-            f"(seed 1000 + image index); `wotf:none` is WOTF with `nuisance=\"none\"`; residuals are "
+            f"(seed 1000 + image index); `wotf:none` is WOTF with `nuisance=\"none\"`, `wotf:alpha1e-3` WOTF with a "
+            f"fixed α = 1e-3 instead of the automatic one; residuals are "
             f"medians over the images of `chromaqpi.data_fit` (pure-phase model, reduced quadrature); "
             f"{(datetime.now() - started).seconds / 60:.1f} min in all.\n\n" + table)
     name = "absorption" if args.pattern == "phase" else "absorption-independent"
