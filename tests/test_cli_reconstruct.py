@@ -505,6 +505,34 @@ def test_iterations_sets_the_iterative_budget_and_only_there(rgb_stack, tmp_path
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
+def test_alpha_sets_the_wotf_weight_and_only_there(rgb_stack, tmp_path, capsys, monkeypatch):
+    import chromaqpi.solvers.wotf as wotf
+
+    seen = []
+    real = wotf.invert_wotf
+
+    def spy(*args, alpha, **kw):
+        seen.append(alpha)
+        return real(*args, alpha=alpha, **kw)
+
+    monkeypatch.setattr(wotf, "invert_wotf", spy)
+    path, _ = rgb_stack
+    base = ["reconstruct", str(path), "--microscope", "paper-rgb", "--normalized", "--no-preview"]
+    assert main([*base, "--method", "wotf", "--alpha", "1e-3", "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--method", "wotf", "--alpha", "gcv", "--out", str(tmp_path / "b")]) == 0
+    assert seen == [1e-3, "gcv"]
+    assert read_tiff(tmp_path / "a" / "bump_phase.tif")[1]["options"]["alpha"] == 1e-3  # recorded with the phase
+    capsys.readouterr()
+    for i, (method, value, message) in enumerate([("tie", "1e-3", "--alpha is for --method wotf, not tie"),
+                                                  ("wotf", "-1", "--alpha must be auto, gcv or a finite number"),
+                                                  ("wotf", "nan", "--alpha must be auto, gcv or a finite number"),
+                                                  ("wotf", "big", "--alpha must be auto, gcv or a finite number")]):
+        out = tmp_path / f"bad{i}"
+        assert main([*base, "--method", method, "--alpha", value, "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+
+
 def test_model_without_method_runs_the_models_own_kind(rgb_stack, tmp_path, capsys):
     path, _ = rgb_stack
     base = ["reconstruct", str(path), "--microscope", "paper-rgb", "--normalized", "--no-preview"]

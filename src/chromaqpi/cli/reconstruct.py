@@ -66,6 +66,10 @@ def add_arguments(parser):
     parser.add_argument("--iterations", type=int, metavar="N",
                         help="--method iterative: maximum iterations (default 200; early stopping may end sooner; "
                              "about 1 s each per 256 px image on the default optics and 2 CPU cores)")
+    parser.add_argument("--alpha", metavar="A",
+                        help="--method wotf: Tikhonov weight, auto (default), gcv or a number >= 0; a number "
+                             "such as 1e-3 for absorbing (stained) specimens, whose absorbed light the automatic "
+                             "rule reads as light lost past the pupil (benchmarks/results/absorption.md)")
     parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
                         help="data-consistency steps of the iterative solver after a learned model")
     parser.add_argument("--refine-starts", choices=("model", "model+tie"), default="model",
@@ -279,7 +283,26 @@ def method_options(args) -> dict:
         if args.iterations < 1:
             raise ConfigError(f"--iterations must be >= 1, got {args.iterations}")
         options["max_iter"] = args.iterations
+    if args.alpha is not None:
+        options["alpha"] = wotf_alpha(args.alpha, args.method)
     return options
+
+
+def wotf_alpha(text: str, method: str):
+    """``--alpha``: "auto", "gcv" or a finite number >= 0, for --method wotf only."""
+    from chromaqpi.errors import ConfigError
+
+    if method != "wotf":
+        raise ConfigError(f"--alpha is for --method wotf, not {method}")
+    if text in ("auto", "gcv"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"--alpha must be auto, gcv or a finite number >= 0, got {text!r}")
+    return value
 
 
 def resolve_method(method: str, microscope, options: dict) -> tuple[str, dict]:
