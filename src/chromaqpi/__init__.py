@@ -8,7 +8,8 @@ Public API (heavy modules are imported lazily, on first use):
 - :func:`load_model` -- learned models (safetensors + JSON);
 - :func:`estimate_focus_offset` -- where the stack sits along z, fitted from the images;
 - :func:`estimate_registration` -- the channels' lateral colour, fitted from a calibration image;
-- :func:`data_fit` -- how well a phase map explains its image (residual over noise, no ground truth).
+- :func:`data_fit` -- how well a phase map explains its image (residual over noise, no ground truth);
+- :func:`estimate_absorption` -- where the specimen attenuates the light, which the phase methods assume it does not.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _LAZY = {
     "estimate_focus_offset": "chromaqpi.solvers.focus",
     "estimate_registration": "chromaqpi.registration",
     "data_fit": "chromaqpi.consistency",
+    "estimate_absorption": "chromaqpi.consistency",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

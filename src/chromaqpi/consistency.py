@@ -6,6 +6,9 @@ truth. A residual at the noise level says the estimate is consistent with the da
 unique); a residual many times the noise flags an estimate the data contradict, or a microscope
 description that does not match the instrument (wrong pixel size, defocus or NA), or what the
 phase-only model lacks (absorption, flat-field errors).
+
+The other half of that check is :func:`estimate_absorption`: where a specimen attenuates the light
+(stains, pigment), which every solver and network here assumes it does not.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from chromaqpi.errors import InputError
+from chromaqpi.errors import ConfigError, InputError
 from chromaqpi.microscope import Microscope
 
 #: Largest side simulated: a central crop of larger images keeps the check at a few seconds.
@@ -24,6 +27,8 @@ DEFAULT_CROP = 512
 NOISE_FLOOR = 1e-12
 #: Border excluded from the comparison: the simulation of a crop treats it as periodic, the image does not.
 DEFAULT_MARGIN = 16
+#: Smallest in-focus intensity turned into an attenuation: a = -½ ln(0.01) = 2.3 is the largest reported.
+MIN_IN_FOCUS = 0.01
 
 
 @dataclass(frozen=True)
@@ -106,3 +111,52 @@ def data_fit(images, phase, microscope: Microscope | str, *, crop: int = DEFAULT
                     noise_std=float(v) ** 0.5, region=region)
             for r, c, v in zip(residual, contrast, noise)]
     return fits if batched else fits[0]
+
+
+def estimate_absorption(images, microscope: Microscope | str, *, order: int = 1) -> torch.Tensor:
+    """Amplitude attenuation ``a = -½ ln I0`` (``|t|² = e^{-2a}``) of the specimen, per pixel.
+
+    ``I0`` is the in-focus intensity: the intercept of the per-pixel fit of the channels' intensities
+    against their defocus (the TIE's channel regression, :func:`chromaqpi.solvers.tie.derivative_fit`).
+    A transparent specimen has ``I0 ≈ 1`` (a = 0) to first order; an absorber shows as it would in
+    focus. Light that a strong phase object scatters past the objective pupil also darkens ``I0``, so
+    steep phase edges read as a little attenuation too (``benchmarks/results/absorption.md`` measures
+    both). Values are clipped at ``-½ ln 0.01 = 2.3`` where the fit leaves no light.
+
+    Parameters
+    ----------
+    images : (C, H, W) or (B, C, H, W) flat-field normalised intensities (a declared registration is
+        undone, as for :func:`chromaqpi.reconstruct`).
+    microscope : its channels must sit at defocus values spread enough to fit an intercept (the
+        two-plane ±dz stack and the chromatic ``default`` optics are; ``paper-rgb``, whose three
+        channels are all defocused alike, is not: ConfigError).
+    order : degree of the per-pixel polynomial in defocus (1 or 2; 2 needs 3 distinct planes).
+
+    Returns
+    -------
+    (H, W) or (B, H, W) float64 attenuation a (dimensionless; 0 = transparent).
+    """
+    from chromaqpi.registration import unregister
+    from chromaqpi.solvers.base import as_image_batch
+    from chromaqpi.solvers.tie import defocus_coordinates, derivative_fit
+
+    microscope = Microscope.resolve(microscope)
+    check_absorption_identifiable(microscope)
+    if order not in (1, 2):
+        raise ConfigError(f"order must be 1 or 2, got {order!r}")
+    batch, batched = as_image_batch(images, microscope.n_channels)
+    batch, microscope = unregister(batch.double(), microscope)
+    _, i0, _ = derivative_fit(batch, defocus_coordinates(microscope), order=order, in_focus="fit")
+    a = -0.5 * torch.log(i0.clamp(min=MIN_IN_FOCUS))
+    return a if batched else a[0]
+
+
+def check_absorption_identifiable(microscope: Microscope) -> None:
+    """ConfigError when the microscope's channels cannot tell an absorber from defocus contrast."""
+    from chromaqpi.solvers.tie import defocus_coordinates, intercept_identifiable
+
+    zeta = defocus_coordinates(microscope)
+    if not intercept_identifiable(zeta):
+        raise ConfigError(f"microscope {microscope.name!r}: its channels' defocus values "
+                          f"{[round(z, 3) for z in zeta]} µm are too alike to tell absorption from defocus contrast "
+                          "(needs planes on both sides of focus or a wider chromatic spread)")

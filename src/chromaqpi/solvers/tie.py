@@ -89,8 +89,15 @@ def _anchored(z: torch.Tensor, in_focus: str) -> bool:
         raise ConfigError(f"in_focus must be 'auto', 'fit' or 'unity', got {in_focus!r}")
     if in_focus != "auto":
         return in_focus == "unity"
-    rms = float(torch.sqrt((z**2).mean()))
-    return len(z) < 2 or rms == 0 or float(z.std(unbiased=False)) < _MIN_SPREAD * rms
+    return not intercept_identifiable(z.tolist())
+
+
+def intercept_identifiable(zeta: list[float]) -> bool:
+    """Whether channels at defocus coordinates ``zeta`` fit a free in-focus intensity: at least two,
+    with a spread std/rms >= 0.2 (below it the intercept is a small difference of large numbers)."""
+    z = torch.tensor(zeta, dtype=torch.float64)
+    rms = float(torch.sqrt((z**2).mean())) if len(z) else 0.0
+    return len(z) >= 2 and rms > 0 and float(z.std(unbiased=False)) >= _MIN_SPREAD * rms
 
 
 def inverse_laplacian(rhs_hat: torch.Tensor, k2: torch.Tensor, alpha) -> torch.Tensor:
