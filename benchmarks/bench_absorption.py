@@ -17,7 +17,9 @@ tell it from phase), WOTF with a pure-phase model (``nuisance="none"``), WOTF wi
 draw; TIE and WOTF get each image's exact microscope, the `default` networks do not. Scores:
 offset-aligned nMAE of the phase (mean offset), mean over images, its ratio to the pure-phase images;
 and the data residual of the ZMD map and of the true phase (``chromaqpi.data_fit``, pure-phase forward
-model; median over images): does ``reconstruct --check-data`` flag the absorbing specimens?
+model; median over images): does ``reconstruct --check-data`` flag the absorbing specimens? And
+``chromaqpi.estimate_absorption`` (``reconstruct --absorption``): its 99th percentile against the true
+absorption's, and its pixel correlation with it (medians over images).
 Writes benchmarks/results/absorption.md (absorption-independent.md with ``--pattern independent``).
 """
 
@@ -32,13 +34,17 @@ from tqdm import tqdm
 
 from _common import model_steps, write_results
 from bench_microscopes import add_scene_arguments, class_sample, reconstruct_methods, variant_table
-from chromaqpi.consistency import data_fit
+from chromaqpi.consistency import data_fit, estimate_absorption
 from chromaqpi.metrics import normalised_mae
 
 METHODS = ("tie", "wotf", "wotf:none", "wotf:alpha1e-3", "mean", "zmd")
 # wotf:alpha1e-3 isolates the automatic α: its light-loss floor δ² (chromaqpi.solvers.wotf.light_loss) reads
 # the light an absorber takes as light scattered past the pupil, and regularises harder.
 OPTIONS = {"wotf:none": {"nuisance": "none"}, "wotf:alpha1e-3": {"alpha": 1e-3}}
+
+
+def _p99(a: torch.Tensor) -> float:
+    return float(torch.quantile(a.flatten().float(), 0.99))
 
 
 def main():
@@ -58,10 +64,16 @@ def main():
     labels = {k: f"{k:g}" for k in ratios}
     nmae = {(labels[k], m): [] for k in ratios for m in METHODS}
     residual = {(labels[k], m): [] for k in ratios for m in ("zmd", "truth")}
+    p99 = {label: [] for label in labels.values()}
+    corr = {label: [] for label in labels.values()}
     for i in tqdm(range(args.n), desc="images"):
         for k in ratios:
-            images, true, microscope = class_sample("family", i, args.size, absorption_per_rad=k,
-                                                       absorption_pattern=args.pattern)
+            images, true, microscope, true_a = class_sample("family", i, args.size, absorption_per_rad=k,
+                                                               absorption_pattern=args.pattern, with_absorption=True)
+            est_a = estimate_absorption(images[0].double(), microscope)
+            p99[labels[k]].append((_p99(est_a), _p99(true_a)))
+            if k:
+                corr[labels[k]].append(float(torch.corrcoef(torch.stack([est_a.flatten(), true_a.flatten()]))[0, 1]))
             estimates = reconstruct_methods(images, microscope, i, steps=args.steps, model=args.model,
                                             methods=METHODS, options=OPTIONS)
             for method, est in estimates.items():
@@ -70,6 +82,10 @@ def main():
                 residual[labels[k], name].append(data_fit(images[0].double(), phase, microscope).residual_over_noise)
     extra = {f"residual / noise, {title}": {k: f"{np.median(residual[k, name]):.3g}" for k in labels.values()}
              for name, title in (("zmd", "zmd"), ("truth", "true phase"))}
+    extra["a estimate, 99th pct (median)"] = {k: f"{np.median([e for e, _ in p99[k]]):.3g}" for k in labels.values()}
+    extra["true a, 99th pct (median)"] = {k: f"{np.median([t for _, t in p99[k]]):.3g}" for k in labels.values()}
+    extra["a estimate vs true a, correlation (median)"] = {k: f"{np.median(corr[k]):.2f}" if corr[k] else "-"
+                                                          for k in labels.values()}
     table = variant_table(nmae, list(labels.values()), "0", first="k (absorption / rad)", versus="pure phase", methods=METHODS,
                           extra=extra)
     pattern = ("a = k·(φ - min φ)" if args.pattern == "phase"

@@ -73,8 +73,10 @@ CLASSES = {
 }
 
 
-def class_sample(name: str, i: int, size: int, *, absorption_per_rad: float = 0.0, absorption_pattern: str = "phase"):
-    """(images (1, C, H, W), true phase (H, W), microscope) of sample i of a class.
+def class_sample(name: str, i: int, size: int, *, absorption_per_rad: float = 0.0, absorption_pattern: str = "phase",
+                 with_absorption: bool = False):
+    """(images (1, C, H, W), true phase (H, W), microscope) of sample i of a class (and, with
+    ``with_absorption``, the true absorption (H, W), zeros for a transparent one).
 
     ``absorption_per_rad``: the object also absorbs, with amplitude attenuation ``a = k·(φ - min φ)``
     (grey, the simulator's absorption model); with ``absorption_pattern="independent"`` a second cell
@@ -93,6 +95,9 @@ def class_sample(name: str, i: int, size: int, *, absorption_per_rad: float = 0.
     generator = seeds.torch_generator_from(seeds.eval_sequence(SET_ID, i, 2))
     with torch.no_grad():
         images = simulate(phase, microscope, absorption=absorption, noise=True, generator=generator)
+    if with_absorption:
+        truth = torch.zeros_like(phase) if absorption is None else absorption
+        return images.float(), phase.double(), microscope, truth.double()
     return images.float(), phase.double(), microscope
 
 

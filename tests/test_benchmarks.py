@@ -74,7 +74,7 @@ CASES = {
     "jpeg": ("bench_jpeg.py", ["--n", "1", "--size", "64", "--steps", "1", "--qualities", "90"],
              ["| float |", "| PNG 8-bit |", "| JPEG q90 4:4:4 |", "| JPEG q90 4:2:0 |"]),
     "absorption": ("bench_absorption.py", ["--n", "1", "--size", "64", "--steps", "1", "--ratios", "0,0.1"],
-                   ["| 0 |", "| 0.1 |", "wotf:none / pure phase"]),
+                   ["| 0 |", "| 0.1 |", "wotf:none / pure phase", "a estimate vs true a"]),
     "absorption-independent": ("bench_absorption.py", ["--n", "1", "--size", "64", "--steps", "1", "--ratios", "0,0.1",
                                                        "--pattern", "independent"], ["| 0.1 |", "second, independent"]),
     "focus-error": ("bench_focus_error.py", ["--n", "1", "--steps", "1", "--shifts", "0,0.2",

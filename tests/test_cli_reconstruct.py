@@ -533,6 +533,28 @@ def test_alpha_sets_the_wotf_weight_and_only_there(rgb_stack, tmp_path, capsys, 
         assert not out.exists()
 
 
+def test_absorption_writes_the_attenuation_map_and_refuses_channels_that_cannot_show_it(rgb_stack, tmp_path, capsys):
+    yy, xx = np.mgrid[:48, :48]
+    a = 0.25 * np.exp(-((yy - 24.0) ** 2 + (xx - 24.0) ** 2) / 60.0)
+    images = chromaqpi.simulate(torch.zeros(48, 48, dtype=torch.float64), "paper-2shot",
+                                absorption=torch.as_tensor(a), noise=False)[0].numpy()
+    path = tmp_path / "absorber.npy"
+    np.save(path, images.astype(np.float32))
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(path), "--microscope", "paper-2shot", "--normalized", "--method", "tie",
+                 "--absorption", "--no-preview", "--out", str(out)]) == 0
+    est, meta = read_tiff(out / "absorber_absorption.tif")
+    np.testing.assert_allclose(est, a, atol=5e-3)  # the API's analytic check, through the files
+    assert meta["unit"] == "1" and "amplitude attenuation" in meta["quantity"]
+    assert meta["absorption_p99"] == pytest.approx(float(np.quantile(est, 0.99)), abs=1e-3)
+    assert "absorption a (|t|² = e^-2a), 99th percentile" in capsys.readouterr().out
+    rgb, _ = rgb_stack
+    assert main(["reconstruct", str(rgb), "--microscope", "paper-rgb", "--normalized", "--method", "tie",
+                 "--absorption", "--out", str(tmp_path / "rgb")]) == 2
+    assert "too alike to tell absorption" in capsys.readouterr().err
+    assert not (tmp_path / "rgb").exists()
+
+
 def test_model_without_method_runs_the_models_own_kind(rgb_stack, tmp_path, capsys):
     path, _ = rgb_stack
     base = ["reconstruct", str(path), "--microscope", "paper-rgb", "--normalized", "--no-preview"]

@@ -5,7 +5,8 @@ sRGB to linear, flat-fields them (with ``--background`` or an automatic smooth
 background estimate), reconstructs phase and writes per image:
 ``<stem>_phase.tif`` (float32, rad at the reference wavelength),
 ``<stem>_opd.tif`` (float32, nm), ``<stem>_phase.png`` (preview with colour
-bar) and, for learned models with ``--samples N > 1``, ``<stem>_std.tif``.
+bar), for learned models with ``--samples N > 1`` ``<stem>_std.tif``, and with ``--absorption``
+``<stem>_absorption.tif`` (the specimen's amplitude attenuation, ``chromaqpi.estimate_absorption``).
 The TIFFs' JSON metadata records the method, options, microscope and any warnings
 raised for that image (e.g. a microscope outside the model's training family).
 ``--fit-focus`` (planes-mode microscopes) first fits the image's focus offset as
@@ -28,7 +29,12 @@ PHASE_OFFSET = "zero-mean (the constant phase is not observable)"
 # Options that do not change the result (the seed is recorded on its own).
 NOT_RECORDED = ("generator", "progress")
 # What reconstruct writes per input: <stem>_<kind>.tif (and _phase.png).
-OUTPUT_KINDS = ("phase", "opd", "std")
+OUTPUT_KINDS = ("phase", "opd", "std", "absorption")
+ABSORPTION_DESCRIPTION = {
+    "quantity": "amplitude attenuation a of the specimen (|t|^2 = exp(-2a)); 0 = transparent",
+    "estimate": "-1/2 ln I0, I0 the intercept of the channels' per-pixel intensity-vs-defocus fit "
+                "(chromaqpi.estimate_absorption); light a strong phase object scatters past the pupil also reads as a",
+}
 
 
 def add_arguments(parser):
@@ -85,6 +91,10 @@ def add_arguments(parser):
                         help="put each phase map back through the forward model and report how much of the image "
                              "it leaves unexplained, relative to the noise (chromaqpi.data_fit; central 512 px; "
                              "recorded as data_fit in the metadata)")
+    parser.add_argument("--absorption", action="store_true",
+                        help="also write <stem>_absorption.tif: the specimen's amplitude attenuation a (|t|^2 = "
+                             "e^-2a) from the channels' in-focus intercept, and print its 99th percentile; every "
+                             "method assumes a = 0 (costs: benchmarks/results/absorption.md)")
     parser.add_argument("--seed", type=int, default=0, help="seed for stochastic methods (default: 0)")
     parser.add_argument("--keep-going", action="store_true",
                         help="in a batch, report an unreadable or unusable image and go on with the next "
@@ -340,7 +350,7 @@ def std_description(scale: float | None, method: str) -> dict:
     return {"quantity": f"std {spread} of phase", "calibration": f"uncalibrated spread {spread}, not an error bar"}
 
 
-def write_outputs(paths, stem, phase, std, microscope, meta):
+def write_outputs(paths, stem, phase, std, microscope, meta, absorption=None):
     from chromaqpi.io import save_preview_png, write_tiff
 
     px = microscope.sampling.pixel_size_um
@@ -351,6 +361,9 @@ def write_outputs(paths, stem, phase, std, microscope, meta):
     if std is not None:
         write_tiff(paths["std.tif"], std, metadata={**meta, **std_description(meta.get("std_scale"), meta["method"])},
                    unit="rad", pixel_size_um=px)
+    if absorption is not None:
+        write_tiff(paths["absorption.tif"], absorption, metadata={**meta, **ABSORPTION_DESCRIPTION}, unit="1",
+                   pixel_size_um=px)
     if "phase.png" in paths:
         save_preview_png(paths["phase.png"], phase, cmap="viridis", label=f"phase at {lam} µm (rad)",
                          title=f"{stem}: {meta['method']}")
@@ -378,12 +391,17 @@ def run(args):
     if args.fit_focus and not microscope.planes:
         raise ConfigError("--fit-focus is for planes-mode microscopes: on RGB-mode ones the focus fit is biased "
                           "(benchmarks/results/focus-estimate.md)")
+    if args.absorption:
+        from chromaqpi.consistency import check_absorption_identifiable
+
+        check_absorption_identifiable(microscope)
     background = read_background(args, microscope)
     out = output_dir(args.out)
     shown: set[str] = set()
     failed = []
     for path in progress(paths, desc=f"reconstruct ({args.method})"):
-        names = ["phase.tif", "opd.tif"] + ["std.tif"] * (args.samples > 1) + ["phase.png"] * (not args.no_preview)
+        names = (["phase.tif", "opd.tif"] + ["std.tif"] * (args.samples > 1) + ["absorption.tif"] * args.absorption
+                 + ["phase.png"] * (not args.no_preview))
         outputs = output_files(out, path.stem, names)
         try:
             reconstruct_one(path, outputs, microscope, background, options, args, shown)
@@ -424,6 +442,7 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
             seconds = time.perf_counter() - start
             phase, std = (result if isinstance(result, tuple) else (result, None))
             check = check_data(images, phase, solve_scope) if args.check_data else None
+            absorption = chromaqpi.estimate_absorption(images, solve_scope) if args.absorption else None
         meta = {"method": method, "options": {k: v for k, v in method_opts.items() if k not in NOT_RECORDED},
                 "seed": args.seed, "source": path.name, "wavelength_um": microscope.optics.wavelength_ref_um,
                 "phase_offset": PHASE_OFFSET,
@@ -442,10 +461,14 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
             meta["data_fit"] = dataclasses.asdict(check) if check else None
             if check:
                 print(f"{path}: {check.summary()}")
+        if absorption is not None:
+            meta["absorption_p99"] = round(float(torch.quantile(absorption.flatten().float(), 0.99)), 4)
+            print(f"{path}: absorption a (|t|² = e^-2a), 99th percentile {meta['absorption_p99']:.3g}")
         if fit is not None:
             meta["focus_offset_um"] = fit.offset_um if fit.reliable else 0.0
             print(f"{path}: focus offset {fit.offset_um:+.2f} µm" if fit.reliable else
                   f"{path}: no focus signal in the fitted crop; kept the declared focus")
         repeat_warnings(caught, shown)
         with writing_together(outputs):
-            write_outputs(outputs, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope, meta)
+            write_outputs(outputs, path.stem, phase.numpy(), None if std is None else std.numpy(), microscope, meta,
+                          None if absorption is None else absorption.numpy())
