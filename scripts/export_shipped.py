@@ -207,7 +207,8 @@ paper presets). Declare it instead: `chromaqpi register` fits it from a calibrat
 `[registration]`, and `reconstruct` maps the channels back before the model runs (declared, the same shifts
 cost ZMD under 0.3 %). Measured for the `default` ZMD v7 on the family's cell scenes: a grey absorption
 a = k·φ costs it 23 % at k = 0.05 and 2.5x at k = 0.1, absorbers placed independently of the phase 41 %
-and 4.9x (TIE unaffected, WOTF 20 %; `benchmarks/results/absorption.md`, `absorption-independent.md`; `reconstruct --check-data` then reports a residual many times the noise);
+and 4.9x (TIE unaffected, WOTF 20 %; `benchmarks/results/absorption.md`, `absorption-independent.md`;
+`reconstruct --check-data` then reports a residual many times the noise and `--absorption` maps the absorber);
 a JPEG with 4:2:0 chroma 5-13 % at quality 95-75, with 4:4:4 chroma at quality >= 85 at most 2 %
 (`benchmarks/results/jpeg.md`).
 """
