@@ -161,3 +161,10 @@ def test_steps_of_run_follows_the_cards():
     assert _common.steps_of_run(["phantoms-test"], 7) == 7  # an explicit count wins
     assert _common.steps_of_run([], None) == 0
     assert _common.model_steps(["default", "paper-2shot"], None) == recommended  # the shipped cards agree
+
+
+def test_absorption_estimate_benchmark_on_a_validation_shard(bench_env, val_shard):
+    root, env = bench_env
+    run_bench(env, "bench_absorption_estimate.py", "--data", str(val_shard))
+    text = results_text(root, "absorption-estimate")
+    assert "| 0 (transparent) |" in text and "each once" in text
