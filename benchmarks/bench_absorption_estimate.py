@@ -6,8 +6,8 @@ Usage: python benchmarks/bench_absorption_estimate.py
 The absorb-val folders (absorption-training.md) hold the same 32 objects and microscopes of the
 `default` training mix, transparent, absorbing along their phase, and absorbing by a second object;
 the params record each sample's k. Per sample: the 99th percentile of the estimated attenuation a.
-Reported by folder and k (min / median / max over the samples), the transparent samples also by
-phase source, and how many drawn microscopes were refused (channels' defocus too alike for an
+Reported by folder and k (min / median / max over the samples), the first folder's transparent
+samples also by phase source, and how many drawn microscopes were refused (channels' defocus too alike for an
 intercept). Validation data only: this reads no test set. Writes benchmarks/results/absorption-estimate.md.
 """
 
@@ -59,21 +59,21 @@ def main():
                         help="comma-separated dataset folders")
     args = parser.parse_args()
     by_k, by_source = [], {}
-    for path in args.data.split(","):
+    for n, path in enumerate(args.data.split(",")):
         scores = folder_scores(path)
         for label, lo, hi in BINS:
             chosen = [s for s in scores if lo <= s[0] <= hi]
             if chosen:
                 kept = [p for _, p, _ in chosen if p is not None]
                 by_k.append([path, label, len(chosen), len(chosen) - len(kept), spread(kept)])
-        for k, p, source in scores:
+        for k, p, source in scores if n == 0 else []:  # the first folder's (the others share its objects)
             if k == 0 and p is not None:
-                by_source.setdefault(source, set()).add(round(p, 6))  # the folders share their transparent samples
-    sources = [[name, len(v), spread(sorted(v))] for name, v in sorted(by_source.items())]
+                by_source.setdefault(source, []).append(p)
+    sources = [[name, len(v), spread(v)] for name, v in sorted(by_source.items())]
     body = ("99th percentile of the estimated attenuation a per sample, min / median / max over the samples.\n\n"
             + markdown_table(["folder", "k (absorption / rad)", "samples", "refused", "99th pct of a: min / median / max"],
                              by_k)
-            + "\n\nTransparent samples by phase source (each once: the folders share them):\n\n"
+            + f"\n\nTransparent samples of {args.data.split(',')[0]} by phase source:\n\n"
             + markdown_table(["source", "samples", "99th pct of a: min / median / max"], sources))
     write_results("absorption-estimate", "Absorption estimate on validation folders", body)
 

@@ -167,4 +167,4 @@ def test_absorption_estimate_benchmark_on_a_validation_shard(bench_env, val_shar
     root, env = bench_env
     run_bench(env, "bench_absorption_estimate.py", "--data", str(val_shard))
     text = results_text(root, "absorption-estimate")
-    assert "| 0 (transparent) |" in text and "each once" in text
+    assert "| 0 (transparent) |" in text and "by phase source" in text
