@@ -113,7 +113,7 @@ def data_fit(images, phase, microscope: Microscope | str, *, crop: int = DEFAULT
     return fits if batched else fits[0]
 
 
-def estimate_absorption(images, microscope: Microscope | str, *, order: int = 1) -> torch.Tensor:
+def estimate_absorption(images, microscope: Microscope | str, *, phase=None, order: int = 1) -> torch.Tensor:
     """Amplitude attenuation ``a = -½ ln I0`` (``|t|² = e^{-2a}``) of the specimen, per pixel.
 
     ``I0`` is the in-focus intensity: the intercept of the per-pixel fit of the channels' intensities
@@ -121,7 +121,12 @@ def estimate_absorption(images, microscope: Microscope | str, *, order: int = 1)
     A transparent specimen has ``I0 ≈ 1`` (a = 0) to first order; an absorber shows as it would in
     focus. Light that a strong phase object scatters past the objective pupil also darkens ``I0``, so
     steep phase edges read as a little attenuation too (``benchmarks/results/absorption.md`` measures
-    both). Values are clipped at ``-½ ln 0.01 = 2.3`` where the fit leaves no light.
+    both). Values are clipped at ``-½ ln 0.01 = 2.3`` where the fit leaves no light. Given a phase map,
+    the attenuation that phase itself predicts (its images simulated noise-free with the reduced
+    quadrature, then fitted the same way) is subtracted: what remains is the attenuation the phase
+    does not explain. With the true phase that removes the pupil loss (transparent training-mix samples
+    then read at most 0.03 at the 99th percentile); with a reconstruction, as much of it as the map has
+    the steep edges that cause it (``benchmarks/results/absorption-estimate.md``).
 
     Parameters
     ----------
@@ -131,6 +136,9 @@ def estimate_absorption(images, microscope: Microscope | str, *, order: int = 1)
         two-plane ±dz stack and the chromatic ``default`` optics are; ``paper-rgb``, whose three
         channels are all defocused alike, is not: ConfigError).
     order : degree of the per-pixel polynomial in defocus (1 or 2; 2 needs 3 distinct planes).
+    phase : optional (H, W) or (B, H, W) radians for the same images (e.g. what ``reconstruct``
+        returned); costs one simulation of the whole image (about as long as ``data_fit``'s per
+        512 px crop).
 
     Returns
     -------
@@ -146,8 +154,24 @@ def estimate_absorption(images, microscope: Microscope | str, *, order: int = 1)
         raise ConfigError(f"order must be 1 or 2, got {order!r}")
     batch, batched = as_image_batch(images, microscope.n_channels)
     batch, microscope = unregister(batch.double(), microscope)
-    _, i0, _ = derivative_fit(batch, defocus_coordinates(microscope), order=order, in_focus="fit")
-    a = -0.5 * torch.log(i0.clamp(min=MIN_IN_FOCUS))
+    zeta = defocus_coordinates(microscope)
+
+    def attenuation(stack):
+        _, i0, _ = derivative_fit(stack, zeta, order=order, in_focus="fit")
+        return -0.5 * torch.log(i0.clamp(min=MIN_IN_FOCUS))
+
+    a = attenuation(batch)
+    if phase is not None:
+        from chromaqpi.optics.simulator import as_phase_batch, get_simulator
+        from chromaqpi.solvers.iterative import fast_microscope
+
+        phases = as_phase_batch(phase).to(device=batch.device, dtype=torch.float64)
+        if phases.shape != (batch.shape[0], *batch.shape[-2:]):
+            raise InputError(f"phase shape {tuple(phases.shape)} does not match the images' {tuple(batch.shape)}")
+        simulator = get_simulator(fast_microscope(microscope), tuple(batch.shape[-2:]), dtype=torch.float64,
+                                  device=batch.device)
+        with torch.no_grad():
+            a = a - attenuation(simulator(phases, noise=False))
     return a if batched else a[0]
 
 
