@@ -165,6 +165,6 @@ def test_steps_of_run_follows_the_cards():
 
 def test_absorption_estimate_benchmark_on_a_validation_shard(bench_env, val_shard):
     root, env = bench_env
-    run_bench(env, "bench_absorption_estimate.py", "--data", str(val_shard))
+    run_bench(env, "bench_absorption_estimate.py", "--data", str(val_shard), "--model", "paper-2shot")
     text = results_text(root, "absorption-estimate")
     assert "| 0 (transparent) |" in text and "by phase source" in text
