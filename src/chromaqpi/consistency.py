@@ -137,8 +137,8 @@ def estimate_absorption(images, microscope: Microscope | str, *, phase=None, ord
         channels are all defocused alike, is not: ConfigError).
     order : degree of the per-pixel polynomial in defocus (1 or 2; 2 needs 3 distinct planes).
     phase : optional (H, W) or (B, H, W) radians for the same images (e.g. what ``reconstruct``
-        returned); costs one simulation of the whole image (about as long as ``data_fit``'s per
-        512 px crop).
+        returned); costs one simulation of the whole image (``default`` optics, 2 threads: 4 s and
+        1.9 GB peak at 512 px, 21 s and 3.1 GB at 1024 px, 101 s and 7.6 GB at 2048 px).
 
     Returns
     -------
