@@ -126,7 +126,8 @@ def estimate_absorption(images, microscope: Microscope | str, *, phase=None, ord
     quadrature, then fitted the same way) is subtracted: what remains is the attenuation the phase
     does not explain. With the true phase that removes the pupil loss (transparent training-mix samples
     then read at most 0.03 at the 99th percentile); with a reconstruction, as much of it as the map has
-    the steep edges that cause it (``benchmarks/results/absorption-estimate.md``).
+    the steep edges that cause it (``benchmarks/results/absorption-estimate.md``). Not with a map refined
+    to the data by a pure-phase fit: that phase also explains the absorbers away (README).
 
     Parameters
     ----------
