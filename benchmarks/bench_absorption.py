@@ -1,7 +1,7 @@
 """How much an absorbing specimen costs each method, and whether the data residual notices.
 
 Usage: python benchmarks/bench_absorption.py [--n 8] [--ratios 0,0.02,0.05,0.1,0.2] [--steps K]
-                                            [--pattern phase|independent]
+                                            [--pattern phase|independent] [--refine STEPS]
 
 Every solver and network here assumes a transparent (pure-phase) specimen, and the shipped models were
 trained on such specimens only. Real brightfield samples absorb a little (unstained cells) or a lot
@@ -54,15 +54,22 @@ def main():
                         help="comma-separated absorption per radian of phase k; 0 first")
     parser.add_argument("--pattern", choices=("phase", "independent"), default="phase",
                         help="what the absorption follows: the scene's own phase, or a second scene's")
+    parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                        help="also score the mean net refined by STEPS pure-phase data-consistency steps "
+                             "(results to absorption[-independent]-refineSTEPS.md)")
     args = parser.parse_args()
     args.steps = model_steps([args.model], args.steps)
     ratios = [float(k) for k in args.ratios.split(",")]
     if ratios[0] != 0 or any(k < 0 for k in ratios):
         parser.error("--ratios must start with 0 (the reference) and be >= 0")
     torch.set_flush_denormal(True)
+    methods, options = METHODS, dict(OPTIONS)
+    if args.refine:
+        methods = (*METHODS, f"mean:refine{args.refine}")
+        options[f"mean:refine{args.refine}"] = {"refine": args.refine}
     started = datetime.now()
     labels = {k: f"{k:g}" for k in ratios}
-    nmae = {(labels[k], m): [] for k in ratios for m in METHODS}
+    nmae = {(labels[k], m): [] for k in ratios for m in methods}
     residual = {(labels[k], m): [] for k in ratios for m in ("zmd", "truth")}
     p99 = {label: [] for label in labels.values()}
     corr = {label: [] for label in labels.values()}
@@ -75,7 +82,7 @@ def main():
             if k:
                 corr[labels[k]].append(float(torch.corrcoef(torch.stack([est_a.flatten(), true_a.flatten()]))[0, 1]))
             estimates = reconstruct_methods(images, microscope, i, steps=args.steps, model=args.model,
-                                            methods=METHODS, options=OPTIONS)
+                                            methods=methods, options=options)
             for method, est in estimates.items():
                 nmae[labels[k], method].append(float(normalised_mae(est, true, align="mean")))
             for name, phase in (("zmd", estimates["zmd"]), ("truth", true)):
@@ -86,7 +93,7 @@ def main():
     extra["true a, 99th pct (median)"] = {k: f"{np.median([t for _, t in p99[k]]):.3g}" for k in labels.values()}
     extra["a estimate vs true a, correlation (median)"] = {k: f"{np.median(corr[k]):.2f}" if corr[k] else "-"
                                                           for k in labels.values()}
-    table = variant_table(nmae, list(labels.values()), "0", first="k (absorption / rad)", versus="pure phase", methods=METHODS,
+    table = variant_table(nmae, list(labels.values()), "0", first="k (absorption / rad)", versus="pure phase", methods=methods,
                           extra=extra)
     pattern = ("a = k·(φ - min φ)" if args.pattern == "phase"
                else "a = k·(ψ - min ψ), ψ the phase of a second, independent cell scene")
@@ -96,7 +103,8 @@ def main():
             f"fixed α = 1e-3 instead of the automatic one; residuals are "
             f"medians over the images of `chromaqpi.data_fit` (pure-phase model, reduced quadrature); "
             f"{(datetime.now() - started).seconds / 60:.1f} min in all.\n\n" + table)
-    name = "absorption" if args.pattern == "phase" else "absorption-independent"
+    name = ("absorption" if args.pattern == "phase" else "absorption-independent") + (
+        f"-refine{args.refine}" if args.refine else "")
     write_results(name, f"Cost of an absorbing specimen ({args.pattern} pattern)", body)
 
 

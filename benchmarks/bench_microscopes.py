@@ -108,13 +108,14 @@ def reconstruct_methods(images, microscope, i: int, *, steps: int, model: str = 
     method named ``"NAME:variant"`` runs NAME with ``options["NAME:variant"]`` (e.g. ``"wotf:none"``)."""
     out = {}
     for method in methods:
-        opts = {"model": model} if method in ("mean", "zmd") else {}
-        if method == "zmd":
+        base = method.split(":")[0]
+        opts = {"model": model} if base in ("mean", "zmd") else {}
+        if base == "zmd":
             opts.update(steps=steps, samples=1, generator=torch.Generator().manual_seed(1000 + i))
         opts.update((options or {}).get(method, {}))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            out[method] = chromaqpi.reconstruct(images, microscope, method=method.split(":")[0], **opts)[0].double()
+            out[method] = chromaqpi.reconstruct(images, microscope, method=base, **opts)[0].double()
     return out
 
 
