@@ -68,11 +68,11 @@ def test_channels_that_cannot_tell_absorption_from_defocus_are_refused():
 
 
 def test_bad_images_are_refused():
-    with pytest.raises(InputError):
-        chromaqpi.estimate_absorption(torch.ones(3, 16, 16), "paper-2shot")  # 3 channels for 2 planes
+    with pytest.raises(InputError, match="images have 3 channels but the microscope has 2"):
+        chromaqpi.estimate_absorption(torch.ones(3, 16, 16), "paper-2shot")
     bad = torch.ones(2, 16, 16)
     bad[0, 3, 3] = float("nan")
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="NaN or Inf"):
         chromaqpi.estimate_absorption(bad, "paper-2shot")
 
 

@@ -75,30 +75,23 @@ def data_fit(images, phase, microscope: Microscope | str, *, crop: int = DEFAULT
     :class:`DataFit`, or a list of them for a batch. The channels' mean residual is removed first (a
     flat-field gain error is not the phase's fault); the contrast is each channel's deviation from its mean.
     """
-    from chromaqpi.optics.simulator import as_phase_batch, get_simulator
     from chromaqpi.registration import unregister
     from chromaqpi.solvers.base import as_image_batch
-    from chromaqpi.solvers.iterative import fast_microscope
     from chromaqpi.solvers.noise import noise_variance
     from chromaqpi.tiling import central_crop, central_origin
 
     microscope = Microscope.resolve(microscope)
     batch, batched = as_image_batch(images, microscope.n_channels)
-    phases = as_phase_batch(phase).to(batch.device)
-    if phases.shape != (batch.shape[0], *batch.shape[-2:]):
-        raise InputError(f"phase shape {tuple(phases.shape)} does not match the images' {tuple(batch.shape)}")
+    phases = _phase_batch(phase, batch)
     for name, value, least in (("crop", crop, 2 * margin + 9), ("margin", margin, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise InputError(f"{name} must be an integer >= {least} (crop > 2 x margin + 8), got {value!r}")
     batch, microscope = unregister(batch.double(), microscope)
     bayer = microscope.sensor.bayer  # the crop must keep the mosaic's colour layout
-    batch, phases = (central_crop(t, crop, even=bayer) for t in (batch, phases.double()))
+    batch, phases = (central_crop(t, crop, even=bayer) for t in (batch, phases))
     if min(batch.shape[-2:]) < 2 * margin + 9:
         raise InputError(f"image too small to compare without a {margin} px margin: {tuple(batch.shape[-2:])}")
-    simulator = get_simulator(fast_microscope(microscope), tuple(batch.shape[-2:]), dtype=torch.float64,
-                              device=batch.device)
-    with torch.no_grad():
-        predicted = simulator(phases, noise=False)
+    predicted = _predicted_images(phases, microscope)
     noise = noise_variance(batch, microscope)
     inner = (..., slice(margin, batch.shape[-2] - margin), slice(margin, batch.shape[-1] - margin))
     residual = (batch - predicted)[inner]
@@ -163,17 +156,29 @@ def estimate_absorption(images, microscope: Microscope | str, *, phase=None, ord
 
     a = attenuation(batch)
     if phase is not None:
-        from chromaqpi.optics.simulator import as_phase_batch, get_simulator
-        from chromaqpi.solvers.iterative import fast_microscope
-
-        phases = as_phase_batch(phase).to(device=batch.device, dtype=torch.float64)
-        if phases.shape != (batch.shape[0], *batch.shape[-2:]):
-            raise InputError(f"phase shape {tuple(phases.shape)} does not match the images' {tuple(batch.shape)}")
-        simulator = get_simulator(fast_microscope(microscope), tuple(batch.shape[-2:]), dtype=torch.float64,
-                                  device=batch.device)
-        with torch.no_grad():
-            a = a - attenuation(simulator(phases, noise=False))
+        a = a - attenuation(_predicted_images(_phase_batch(phase, batch), microscope))
     return a if batched else a[0]
+
+
+def _phase_batch(phase, batch: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) float64 phase on the images' device, or InputError when it does not match them."""
+    from chromaqpi.optics.simulator import as_phase_batch
+
+    phases = as_phase_batch(phase).to(device=batch.device, dtype=torch.float64)
+    if phases.shape != (batch.shape[0], *batch.shape[-2:]):
+        raise InputError(f"phase shape {tuple(phases.shape)} does not match the images' {tuple(batch.shape)}")
+    return phases
+
+
+def _predicted_images(phases: torch.Tensor, microscope: Microscope) -> torch.Tensor:
+    """Noise-free images of ``phases`` (B, H, W) through the reduced quadrature, float64."""
+    from chromaqpi.optics.simulator import get_simulator
+    from chromaqpi.solvers.iterative import fast_microscope
+
+    simulator = get_simulator(fast_microscope(microscope), tuple(phases.shape[-2:]), dtype=torch.float64,
+                              device=phases.device)
+    with torch.no_grad():
+        return simulator(phases, noise=False)
 
 
 def check_absorption_identifiable(microscope: Microscope) -> None:
