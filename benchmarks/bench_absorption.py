@@ -20,6 +20,9 @@ and the data residual of the ZMD map and of the true phase (``chromaqpi.data_fit
 model; median over images): does ``reconstruct --check-data`` flag the absorbing specimens? And
 ``chromaqpi.estimate_absorption`` (``reconstruct --absorption``): its 99th percentile against the true
 absorption's, and its pixel correlation with it (medians over images).
+With ``--refine STEPS`` two more rows: the mean net refined by STEPS data-consistency steps of a
+pure-phase fit, and of a fit of phase and absorption together (``fit_absorption``,
+``chromaqpi.refine_with_absorption``).
 Writes benchmarks/results/absorption.md (absorption-independent.md with ``--pattern independent``).
 """
 
@@ -55,8 +58,8 @@ def main():
     parser.add_argument("--pattern", choices=("phase", "independent"), default="phase",
                         help="what the absorption follows: the scene's own phase, or a second scene's")
     parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
-                        help="also score the mean net refined by STEPS pure-phase data-consistency steps "
-                             "(results to absorption[-independent]-refineSTEPS.md)")
+                        help="also score the mean net refined by STEPS data-consistency steps, pure-phase and "
+                             "with the absorption fitted too (results to absorption[-independent]-refineSTEPS.md)")
     args = parser.parse_args()
     args.steps = model_steps([args.model], args.steps)
     ratios = [float(k) for k in args.ratios.split(",")]
@@ -65,8 +68,10 @@ def main():
     torch.set_flush_denormal(True)
     methods, options = METHODS, dict(OPTIONS)
     if args.refine:
-        methods = (*METHODS, f"mean:refine{args.refine}")
-        options[f"mean:refine{args.refine}"] = {"refine": args.refine}
+        pure, joint = f"mean:refine{args.refine}", f"mean:refine{args.refine}+absorption"
+        methods = (*METHODS, pure, joint)
+        options[pure] = {"refine": args.refine}
+        options[joint] = {"refine": args.refine, "fit_absorption": True}
     started = datetime.now()
     labels = {k: f"{k:g}" for k in ratios}
     nmae = {(labels[k], m): [] for k in ratios for m in methods}

@@ -9,7 +9,8 @@ Public API (heavy modules are imported lazily, on first use):
 - :func:`estimate_focus_offset` -- where the stack sits along z, fitted from the images;
 - :func:`estimate_registration` -- the channels' lateral colour, fitted from a calibration image;
 - :func:`data_fit` -- how well a phase map explains its image (residual over noise, no ground truth);
-- :func:`estimate_absorption` -- where the specimen attenuates the light, which the phase methods assume it does not.
+- :func:`estimate_absorption` -- where the specimen attenuates the light, which the phase methods assume it does not;
+- :func:`refine_with_absorption` -- phase and attenuation fitted together to the images (stained specimens).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _LAZY = {
     "estimate_registration": "chromaqpi.registration",
     "data_fit": "chromaqpi.consistency",
     "estimate_absorption": "chromaqpi.consistency",
+    "refine_with_absorption": "chromaqpi.solvers.iterative",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -82,6 +82,11 @@ def add_arguments(parser):
                         help="refine from the model's estimate only, or also from TIE keeping the fit "
                              "with the lower objective (twice the cost; for near-noiseless data only; "
                              "default: model)")
+    parser.add_argument("--fit-absorption", action="store_true",
+                        help="--method iterative, or with --refine: fit the specimen's amplitude attenuation along "
+                             "with the phase, for stained specimens whose absorbed light a pure-phase fit explains "
+                             "by bending the phase (chromaqpi.refine_with_absorption; --absorption still writes "
+                             "the in-focus intercept estimate)")
     parser.add_argument("--fit-focus", action="store_true",
                         help="first fit each image's focus offset from the image (as `chromaqpi focus`) and "
                              "reconstruct with the microscope moved by it (planes-mode microscopes only; recorded "
@@ -168,7 +173,8 @@ def warn_pixel_size(recorded_um: float | None, microscope) -> None:
 # The method option each flag sets, to name the flag (not the option) when a method does not take it.
 FLAG_OF = {"model": "--model", "steps": "--steps", "temperature": "--temperature", "samples": "--samples",
            "return_std": "--samples", "orientations": "--orientations", "refine": "--refine",
-           "refine_starts": "--refine", "tile": "--tile", "calibrated_std": "--raw-std"}
+           "refine_starts": "--refine", "tile": "--tile", "calibrated_std": "--raw-std",
+           "fit_absorption": "--fit-absorption"}
 DIFFUSION = ("ddpm", "cvdm", "zmd")
 MIN_TILE = 64
 
@@ -277,6 +283,12 @@ def method_options(args) -> dict:
         from chromaqpi.errors import ConfigError
 
         raise ConfigError("--refine-starts needs --refine STEPS")
+    if args.fit_absorption:
+        if not (args.refine or args.method == "iterative"):
+            from chromaqpi.errors import ConfigError
+
+            raise ConfigError("--fit-absorption is for --method iterative or --refine STEPS after a learned model")
+        options["fit_absorption"] = True
     check_flags_fit_method(args.method, options)
     if args.method in {"mean", *DIFFUSION}:
         import torch
@@ -391,7 +403,7 @@ def run(args):
     if args.fit_focus and not microscope.planes:
         raise ConfigError("--fit-focus is for planes-mode microscopes: on RGB-mode ones the focus fit is biased "
                           "(benchmarks/results/focus-estimate.md)")
-    if args.absorption:
+    if args.absorption or args.fit_absorption:
         from chromaqpi.consistency import check_absorption_identifiable
 
         check_absorption_identifiable(microscope)

@@ -741,7 +741,7 @@ def reconstruct_with_model(
     condition: torch.Tensor | None = None, device: str | torch.device | None = None,
     tile: int = DEFAULT_TILE, overlap: int = 48, return_std: bool = False, refine: int = 0,
     refine_starts: str = "model", orientations: bool = True, progress: bool = False,
-    temperature: float | None = None, calibrated_std: bool = True,
+    temperature: float | None = None, calibrated_std: bool = True, fit_absorption: bool = False,
 ) -> torch.Tensor:
     """Phase from images with a learned model (the body of each model module's ``reconstruct``).
 
@@ -795,6 +795,11 @@ def reconstruct_with_model(
         model estimate that leads the non-convex fit into a worse local minimum than the classical
         start). Meant for (near-)noiseless data: with noise the lower objective is often not the
         fit nearer the truth, and the model start alone does better.
+    fit_absorption : bool
+        With ``refine``: fit the specimen's amplitude attenuation along with the phase
+        (``chromaqpi.solvers.iterative.refine_with_absorption``, started from the in-focus
+        intercept), so that light a stain absorbs is not explained by bending the phase. Needs
+        channels that can tell absorption from defocus contrast (not ``paper-rgb``: ConfigError).
     orientations : bool
         Take draw j of ``samples`` on the image turned/flipped by the j-th D4 element that the
         microscope allows (``chromaqpi.datasets.augment.valid_transforms``; the forward model
@@ -825,6 +830,12 @@ def reconstruct_with_model(
             raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
     if overlap >= tile:
         raise ConfigError(f"overlap ({overlap} px) must be smaller than the tile ({tile} px)")
+    if fit_absorption:
+        if not refine:
+            raise ConfigError("fit_absorption needs refine > 0 steps (it is a mode of the data-consistency fit)")
+        from chromaqpi.consistency import check_absorption_identifiable
+
+        check_absorption_identifiable(microscope)  # before the network runs
     if temperature is not None and not is_temperature(temperature):
         raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
     device = torch.device(device) if device is not None else images.device
@@ -879,14 +890,17 @@ def reconstruct_with_model(
     phase = torch.stack(phases).to(images.device)
     if refine:
         from chromaqpi.solvers.iterative import refine as refine_phase
+        from chromaqpi.solvers.iterative import refine_with_absorption
 
         starts = [phase.to(images.dtype)]
         if refine_starts == "model+tie":
             from chromaqpi.solvers.tie import tie
 
             starts.append(tie(images, microscope))
-        phase = refine_phase(images, microscope, starts, steps=int(refine), fast=True,
-                             progress=progress).to(phase.dtype)
+        kw = dict(steps=int(refine), fast=True, progress=progress)
+        fitted = (refine_with_absorption(images, microscope, starts, **kw).phase if fit_absorption
+                  else refine_phase(images, microscope, starts, **kw))
+        phase = fitted.to(phase.dtype)
     if return_std:
         std = torch.stack(stds).to(images.device)
         scale = applied_std_scale(net, kind, temperature, calibrated_std, samples, refine)

@@ -4,13 +4,15 @@ Minimises the misfit between the measured channel images and the noiseless
 simulator output (the same Abbe model that generated training data) over a
 pure-phase object, plus an optional TV/Tikhonov prior, starting from a linear
 (TIE or WOTF) estimate. :func:`refine` is the same loop from a given phase,
-the data-consistency step learned methods can call.
+the data-consistency step learned methods can call; :func:`refine_with_absorption`
+fits an absorbing object (phase and amplitude attenuation) the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -90,29 +92,41 @@ def _available_memory() -> float | None:
     return None
 
 
-def _preconditioner(microscope: Microscope, shape, *, dtype, device) -> torch.Tensor:
+def _preconditioner(microscope: Microscope, shape, *, joint: bool = False, dtype, device) -> torch.Tensor:
+    """(K, H, W): one row per unknown (phase; and absorption when ``joint``)."""
     # Gradients of the data term scale like the WOTF energy s = Σ|H_c|², tiny
     # at low frequencies (∝ f⁴): plain descent fixes fine detail first and the
     # low-frequency background last (PHYSICS.md §4.2). Optimising u with
-    # φ = F⁻¹{P·F{u}}, P = 1/sqrt(s + δ·max s), equalises the curvature.
-    h_phi, _ = transfer_functions(microscope, tuple(shape), dtype=torch.float64, device=device)
-    s = (h_phi**2).sum(dim=0)
-    p = 1.0 / torch.sqrt(s + _PRECOND_FLOOR * s.max())
-    return (p / p.max()).to(dtype)
+    # φ = F⁻¹{P·F{u}}, P = 1/sqrt(s + δ·max s), equalises the curvature. The
+    # absorption's energy is flat at low frequencies and falls towards the
+    # pupil cut-off: the same rule equalises it there.
+    tfs = transfer_functions(microscope, tuple(shape), dtype=torch.float64, device=device)
+    rows = []
+    for h in tfs[:2 if joint else 1]:
+        s = (h**2).sum(dim=0)
+        p = 1.0 / torch.sqrt(s + _PRECOND_FLOOR * s.max())
+        rows.append(p / p.max())
+    return torch.stack(rows).to(dtype)
 
 
 def _apply(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.fft.ifft2(torch.fft.fft2(x) * p).real
 
 
-def _tv(phase: torch.Tensor) -> torch.Tensor:
-    gy = torch.diff(phase, dim=-2)[..., :, :-1]
-    gx = torch.diff(phase, dim=-1)[..., :-1, :]
+def _tv(x: torch.Tensor) -> torch.Tensor:
+    """Smoothed total variation of each (H, W) map in x, summed."""
+    gy = torch.diff(x, dim=-2)[..., :, :-1]
+    gx = torch.diff(x, dim=-1)[..., :-1, :]
     return torch.sqrt(gy**2 + gx**2 + _TV_EPS**2).sum()
 
 
-def _grad_energy(phase: torch.Tensor) -> torch.Tensor:
-    return (torch.diff(phase, dim=-2) ** 2).sum() + (torch.diff(phase, dim=-1) ** 2).sum()
+def _grad_energy(x: torch.Tensor) -> torch.Tensor:
+    return (torch.diff(x, dim=-2) ** 2).sum() + (torch.diff(x, dim=-1) ** 2).sum()
+
+
+def _forward(sim, x: torch.Tensor) -> torch.Tensor:
+    """Noise-free images of the unknowns x (K, H, W): phase, and absorption when K = 2."""
+    return sim(x[:1], absorption=x[1:] if len(x) > 1 else None, noise=False)
 
 
 def _data_term(model: torch.Tensor, images: torch.Tensor, loss: str) -> torch.Tensor:
@@ -132,22 +146,22 @@ def _make_optimizer(name: str, params, lr: float | None):
     raise ConfigError(f"optimizer must be 'lbfgs' or 'adam', got {name!r}")
 
 
-def _objective(images, sim, phase, *, loss, tv, tikhonov) -> torch.Tensor:
-    """Data misfit plus the TV and gradient-energy priors: what :func:`_fit_one` minimises."""
-    value = _data_term(sim(phase, noise=False), images, loss)
+def _objective(images, sim, x, *, loss, tv, tikhonov) -> torch.Tensor:
+    """Data misfit plus the TV and gradient-energy priors (on every unknown): what :func:`_fit_one` minimises."""
+    value = _data_term(_forward(sim, x), images, loss)
     if tv > 0:
-        value = value + tv * _tv(phase)
+        value = value + tv * _tv(x)
     if tikhonov > 0:
-        value = value + 0.5 * tikhonov * _grad_energy(phase)
+        value = value + 0.5 * tikhonov * _grad_energy(x)
     return value
 
 
-def _fit_one(images, sim, phase0, precond, *, loss, tv, tikhonov, optimizer, lr, max_iter, tol, bar=None):
-    """Optimise one image (1, C, H, W) from phase0 (1, H, W); returns (phase, losses).
+def _fit_one(images, sim, x0, precond, *, loss, tv, tikhonov, optimizer, lr, max_iter, tol, bar=None):
+    """Optimise one image (1, C, H, W) from the unknowns x0 (K, H, W); returns (x, losses).
 
     ``bar``: a progress bar advanced once per iteration.
     """
-    u = _apply(1.0 / precond, phase0).detach().clone().requires_grad_(True)
+    u = _apply(1.0 / precond, x0).detach().clone().requires_grad_(True)
     opt = _make_optimizer(optimizer, [u], lr)
 
     def closure():
@@ -174,16 +188,17 @@ def _fit_one(images, sim, phase0, precond, *, loss, tv, tikhonov, optimizer, lr,
     return _apply(precond, u).detach(), losses
 
 
-def residual_noise_variance(images: torch.Tensor, model: torch.Tensor) -> float:
+def residual_noise_variance(images: torch.Tensor, model: torch.Tensor, unknowns: int = 1) -> float:
     """Robust variance of the amplitude residual ``√I_model - √I`` of one fit.
 
-    MAD-based, and scaled by ``C/(C-1)`` because a fit with one unknown per
-    pixel absorbs about one channel's worth of noise (C channels).
+    MAD-based, and scaled by ``C/(C-K)`` because a fit with K unknowns per
+    pixel absorbs about K channels' worth of noise (C channels; no more than
+    ``C`` when K >= C, where the residual says little about the noise).
     """
     r = (model.clamp(min=0).sqrt() - images.clamp(min=0).sqrt()).flatten()
     mad = (r - r.median()).abs().median()
     c = images.shape[1]
-    return float((_MAD_TO_STD * mad) ** 2) * (c / (c - 1) if c > 1 else 1.0)
+    return float((_MAD_TO_STD * mad) ** 2) * c / max(c - unknowns, 1)
 
 
 def _check_numbers(**values) -> None:
@@ -250,10 +265,80 @@ def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, st
     their final values is fair; comparing data misfit alone would favour the
     fit that absorbed more noise.
     """
+    return _refine(images, microscope, init_phase, None, steps=steps, loss=loss, tv=tv, tikhonov=tikhonov,
+                   optimizer=optimizer, lr=lr, tol=tol, fast=fast, precondition=precondition, progress=progress)[:, 0]
+
+
+class PhaseAndAbsorption(NamedTuple):
+    """What :func:`refine_with_absorption` returns: (B, H, W) phase (rad) and attenuation ``a``."""
+
+    phase: torch.Tensor
+    absorption: torch.Tensor
+
+
+def refine_with_absorption(images: torch.Tensor, microscope: Microscope | str, init_phase, init_absorption="intercept",
+                           *, steps: int = 50, loss: str = "amplitude", tv="auto", tikhonov: float = 0.0,
+                           optimizer: str = "lbfgs", lr: float | None = None, tol: float = 1e-6,
+                           fast: bool = True, precondition: bool = True,
+                           progress: bool = False) -> PhaseAndAbsorption:
+    """:func:`refine` of an absorbing object: the phase and the amplitude attenuation fitted together.
+
+    A pure-phase fit of a stained specimen bends the phase to explain the light the stain takes
+    (``benchmarks/results/absorption-independent-refine100.md``). Here the object is
+    ``t = exp(-a + iφ)`` (grey: the same ``a`` at every wavelength, the simulator's absorption
+    model), and both maps are unknowns of the same objective.
+
+    Parameters
+    ----------
+    images, microscope, init_phase, steps, loss, tv, tikhonov, optimizer, lr, tol, fast, precondition, progress
+        As in :func:`refine`; the TV and gradient-energy priors apply to both maps with the same weight.
+    init_absorption : ``"intercept"`` (default: :func:`chromaqpi.estimate_absorption`, the in-focus
+        intercept of the channels' defocus fit), ``"zeros"``, or a (B, H, W) / (H, W) start.
+
+    Returns
+    -------
+    :class:`PhaseAndAbsorption` of (B, H, W) tensors, same dtype and device as ``images``. ``a`` is not
+    constrained to be >= 0: a flat-field gain error or light a phase edge scatters past the pupil can
+    read as a small negative or positive attenuation.
+
+    Notes
+    -----
+    Objective of :func:`refine` with ``S_c(φ, a)`` and the priors on both maps; the attenuation is
+    optimised in its own preconditioned variable (``P ∝ 1/sqrt(Σ_c|H^a_c|² + 0.01·max)``). The
+    automatic TV weight counts two unknowns per pixel (scale ``C/(C-2)``, at most ``C``). The
+    microscope's channels must tell absorption from defocus contrast (planes on both sides of
+    focus or a wide chromatic spread: :func:`chromaqpi.consistency.check_absorption_identifiable`);
+    otherwise ConfigError.
+    """
+    from chromaqpi.consistency import check_absorption_identifiable, estimate_absorption
+
+    microscope = Microscope.resolve(microscope)
+    check_absorption_identifiable(microscope)
+    if isinstance(init_absorption, str):
+        if init_absorption == "intercept":
+            init_absorption = estimate_absorption(images.double(), microscope)
+        elif init_absorption == "zeros":
+            init_absorption = torch.zeros_like(images[:, 0])
+        else:
+            raise ConfigError(f"init_absorption must be 'intercept', 'zeros' or a map, got {init_absorption!r}")
+    fit = _refine(images, microscope, init_phase, init_absorption, steps=steps, loss=loss, tv=tv,
+                  tikhonov=tikhonov, optimizer=optimizer, lr=lr, tol=tol, fast=fast, precondition=precondition,
+                  progress=progress)
+    return PhaseAndAbsorption(fit[:, 0], fit[:, 1])
+
+
+def _refine(images, microscope, init_phase, init_absorption, *, steps, loss, tv, tikhonov, optimizer, lr, tol,
+            fast, precondition, progress) -> torch.Tensor:
+    """(B, K, H, W) fitted unknowns: phase, and absorption when ``init_absorption`` is given (K = 2)."""
     microscope = Microscope.resolve(microscope)
     starts = [_as_start(p, images) for p in (init_phase if isinstance(init_phase, (list, tuple)) else [init_phase])]
     if not starts:
         raise InputError("init_phase is an empty list of starts")
+    if init_absorption is not None:
+        absorption = _as_start(init_absorption, images, "init_absorption")
+        starts = [torch.stack([start, absorption], dim=1) for start in starts]
+    else:
+        starts = [start[:, None] for start in starts]
     if loss not in ("amplitude", "intensity"):
         raise ConfigError(f"loss must be 'amplitude' or 'intensity', got {loss!r}")
     _check_numbers(steps=steps, tikhonov=tikhonov, tol=tol)
@@ -263,8 +348,9 @@ def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, st
     recompute = plan_memory(tuple(images.shape[-2:]), model, images.device)
     sim = get_simulator(model, images.shape[-2:], dtype=images.dtype, device=images.device)
     shape = images.shape[-2:]
-    precond = (_preconditioner(model, shape, dtype=images.dtype, device=images.device) if precondition
-               else torch.ones(shape, dtype=images.dtype, device=images.device))
+    joint = init_absorption is not None
+    precond = (_preconditioner(model, shape, joint=joint, dtype=images.dtype, device=images.device) if precondition
+               else torch.ones((1 + joint, *shape), dtype=images.dtype, device=images.device))
     from tqdm.auto import tqdm
 
     out = []
@@ -273,16 +359,16 @@ def refine(images: torch.Tensor, microscope: Microscope | str, init_phase, *, st
         kw = dict(loss=loss, tikhonov=float(tikhonov), optimizer=optimizer, lr=lr, tol=tol, bar=bar)
         for b in range(images.shape[0]):
             image = images[b:b + 1]
-            warmed = [_warm_up(image, sim, start[b:b + 1], precond, tv, int(steps), kw) for start in starts]
+            warmed = [_warm_up(image, sim, start[b], precond, tv, int(steps), kw) for start in starts]
             weight = min(w for _, w, _ in warmed)
             fits = []
-            for phase, _, left in warmed:
-                fit, losses = _fit_one(image, sim, phase, precond, tv=weight, max_iter=left, **kw)
+            for x, _, left in warmed:
+                fit, losses = _fit_one(image, sim, x, precond, tv=weight, max_iter=left, **kw)
                 bar.total -= left - len(losses)  # iterations early stopping saved
                 fits.append(fit)
-            out.append(fits[0] if len(fits) == 1 else min(fits, key=lambda phase: _final_objective(
-                image, sim, phase, tv=weight, loss=kw["loss"], tikhonov=kw["tikhonov"])))
-    return torch.cat(out)
+            out.append(fits[0] if len(fits) == 1 else min(fits, key=lambda x: _final_objective(
+                image, sim, x, tv=weight, loss=kw["loss"], tikhonov=kw["tikhonov"])))
+    return torch.stack(out)
 
 
 @contextlib.contextmanager
@@ -295,34 +381,35 @@ def _recomputing(sim, on: bool):
         sim.recompute = False
 
 
-def _as_start(phase, images: torch.Tensor) -> torch.Tensor:
+def _as_start(phase, images: torch.Tensor, name: str = "init_phase") -> torch.Tensor:
     start = torch.as_tensor(phase).to(images.dtype).to(images.device)
     start = start[None] if start.ndim == 2 else start
     if start.shape != (images.shape[0], *images.shape[-2:]):
-        raise InputError(f"init_phase shape {tuple(start.shape)} does not match images {tuple(images.shape)}")
+        raise InputError(f"{name} shape {tuple(start.shape)} does not match images {tuple(images.shape)}")
     return start
 
 
-def _warm_up(image, sim, phase, precond, tv, budget: int, kw: dict) -> tuple[torch.Tensor, float, int]:
-    """Automatic TV weight of one image from one start -> (phase, weight, iterations left); see :func:`refine`."""
+def _warm_up(image, sim, x, precond, tv, budget: int, kw: dict) -> tuple[torch.Tensor, float, int]:
+    """Automatic TV weight of one image from one start x (K, H, W) -> (x, weight, iterations left);
+    see :func:`refine`."""
     if tv != "auto":
-        return phase, float(tv), budget
-    phase, losses = _fit_one(image, sim, phase, precond, tv=0.0, max_iter=min(_WARMUP, budget // 2), **kw)
+        return x, float(tv), budget
+    x, losses = _fit_one(image, sim, x, precond, tv=0.0, max_iter=min(_WARMUP, budget // 2), **kw)
     with torch.no_grad():
-        weight = _TV_PER_VARIANCE * residual_noise_variance(image, sim(phase, noise=False))
-    return phase, weight, budget - len(losses)
+        weight = _TV_PER_VARIANCE * residual_noise_variance(image, _forward(sim, x), unknowns=len(x))
+    return x, weight, budget - len(losses)
 
 
 @torch.no_grad()
-def _final_objective(image, sim, phase, **terms) -> float:
-    value = float(_objective(image, sim, phase, **terms))
+def _final_objective(image, sim, x, **terms) -> float:
+    value = float(_objective(image, sim, x, **terms))
     return value if math.isfinite(value) else math.inf
 
 
 def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie", max_iter: int = 200,
               loss: str = "amplitude", tv="auto", tikhonov: float = 0.0, optimizer: str = "lbfgs",
               lr: float | None = None, tol: float = 1e-6, fast: bool = True,
-              precondition: bool = True, progress: bool = False) -> torch.Tensor:
+              precondition: bool = True, progress: bool = False, fit_absorption: bool = False) -> torch.Tensor:
     """Iterative phase retrieval: linear initialisation, then :func:`refine`.
 
     Parameters
@@ -333,6 +420,10 @@ def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie"
     max_iter : maximum iterations (early stopping may end sooner).
     loss, tv, tikhonov, optimizer, lr, tol, fast, precondition, progress
         As in :func:`refine`.
+    fit_absorption : fit the specimen's amplitude attenuation along with the phase
+        (:func:`refine_with_absorption`, from the in-focus intercept): for stained specimens, whose
+        absorbed light a pure-phase fit explains by bending the phase. Not for microscopes whose
+        channels cannot tell absorption from defocus contrast (``paper-rgb``: ConfigError).
 
     Returns
     -------
@@ -347,6 +438,10 @@ def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie"
     fit on a 7-wavelength, 12-point copy of the optics (a few per cent model
     error) -- use a GPU for full-quadrature fits.
     """
+    if fit_absorption:
+        from chromaqpi.consistency import check_absorption_identifiable
+
+        check_absorption_identifiable(microscope)  # before the initial estimate
     if init == "tie":
         from chromaqpi.solvers.tie import tie
 
@@ -359,5 +454,8 @@ def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie"
         phase0 = torch.zeros_like(images[:, 0])
     else:
         raise ConfigError(f"init must be 'tie', 'wotf' or 'zeros', got {init!r}")
-    return refine(images, microscope, phase0, steps=max_iter, loss=loss, tv=tv, tikhonov=tikhonov,
-                  optimizer=optimizer, lr=lr, tol=tol, fast=fast, precondition=precondition, progress=progress)
+    kw = dict(steps=max_iter, loss=loss, tv=tv, tikhonov=tikhonov, optimizer=optimizer, lr=lr, tol=tol, fast=fast,
+              precondition=precondition, progress=progress)
+    if fit_absorption:
+        return refine_with_absorption(images, microscope, phase0, **kw).phase
+    return refine(images, microscope, phase0, **kw)
