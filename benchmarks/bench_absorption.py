@@ -20,9 +20,10 @@ and the data residual of the ZMD map and of the true phase (``chromaqpi.data_fit
 model; median over images): does ``reconstruct --check-data`` flag the absorbing specimens? And
 ``chromaqpi.estimate_absorption`` (``reconstruct --absorption``): its 99th percentile against the true
 absorption's, and its pixel correlation with it (medians over images).
-With ``--refine STEPS`` two more rows: the mean net refined by STEPS data-consistency steps of a
+With ``--refine STEPS`` three more rows: the mean net refined by STEPS data-consistency steps of a
 pure-phase fit, and of a fit of phase and absorption together (``fit_absorption``,
-``chromaqpi.refine_with_absorption``).
+``chromaqpi.refine_with_absorption``); and that joint fit from TIE (``iterative`` with ``fit_absorption``,
+STEPS iterations).
 Writes benchmarks/results/absorption.md (absorption-independent.md with ``--pattern independent``).
 """
 
@@ -59,7 +60,8 @@ def main():
                         help="what the absorption follows: the scene's own phase, or a second scene's")
     parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
                         help="also score the mean net refined by STEPS data-consistency steps, pure-phase and "
-                             "with the absorption fitted too (results to absorption[-independent]-refineSTEPS.md)")
+                             "with the absorption fitted too, and that joint fit from TIE "
+                             "(results to absorption[-independent]-refineSTEPS.md)")
     args = parser.parse_args()
     args.steps = model_steps([args.model], args.steps)
     ratios = [float(k) for k in args.ratios.split(",")]
@@ -69,9 +71,11 @@ def main():
     methods, options = METHODS, dict(OPTIONS)
     if args.refine:
         pure, joint = f"mean:refine{args.refine}", f"mean:refine{args.refine}+absorption"
-        methods = (*METHODS, pure, joint)
+        from_tie = f"iterative:{args.refine}+absorption"
+        methods = (*METHODS, pure, joint, from_tie)
         options[pure] = {"refine": args.refine}
         options[joint] = {"refine": args.refine, "fit_absorption": True}
+        options[from_tie] = {"max_iter": args.refine, "fit_absorption": True}
     started = datetime.now()
     labels = {k: f"{k:g}" for k in ratios}
     nmae = {(labels[k], m): [] for k in ratios for m in methods}

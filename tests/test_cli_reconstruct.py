@@ -555,6 +555,42 @@ def test_absorption_writes_the_attenuation_map_and_refuses_channels_that_cannot_
     assert not (tmp_path / "rgb").exists()
 
 
+def test_fit_absorption_runs_the_joint_fit_and_only_where_there_is_a_fit(rgb_stack, tmp_path, capsys, monkeypatch):
+    import chromaqpi.solvers.iterative as it
+
+    seen = []
+    real = it.refine_with_absorption
+
+    def spy(*args, steps, **kw):
+        seen.append(steps)
+        return real(*args, steps=steps, **kw)
+
+    monkeypatch.setattr(it, "refine_with_absorption", spy)
+    yy, xx = np.mgrid[:32, :32]
+    bump = torch.as_tensor(0.5 * np.exp(-((yy - 16.0) ** 2 + (xx - 16.0) ** 2) / 30.0))
+    images = chromaqpi.simulate(bump, "paper-2shot", noise=False)[0].numpy()
+    path = tmp_path / "clear.npy"
+    np.save(path, images.astype(np.float32))
+    base = ["reconstruct", str(path), "--microscope", "paper-2shot", "--normalized", "--no-preview"]
+    assert main([*base, "--method", "iterative", "--iterations", "3", "--fit-absorption",
+                 "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--method", "mean", "--refine", "2", "--fit-absorption", "--out", str(tmp_path / "b")]) == 0
+    assert seen == [3, 2]
+    for name in ("a", "b"):
+        assert read_tiff(tmp_path / name / "clear_phase.tif")[1]["options"]["fit_absorption"] is True
+    capsys.readouterr()
+    rgb, _ = rgb_stack
+    for i, (args, message) in enumerate([
+            ([*base, "--method", "tie", "--fit-absorption"], "--fit-absorption is for --method iterative or --refine"),
+            ([*base, "--method", "mean", "--fit-absorption"], "--fit-absorption is for --method iterative or --refine"),
+            (["reconstruct", str(rgb), "--microscope", "paper-rgb", "--normalized", "--method", "iterative",
+              "--fit-absorption"], "too alike to tell absorption")]):
+        out = tmp_path / f"bad{i}"
+        assert main([*args, "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+
+
 def test_model_without_method_runs_the_models_own_kind(rgb_stack, tmp_path, capsys):
     path, _ = rgb_stack
     base = ["reconstruct", str(path), "--microscope", "paper-rgb", "--normalized", "--no-preview"]

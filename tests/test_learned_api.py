@@ -157,6 +157,34 @@ def test_refine_from_model_and_tie_keeps_the_lower_misfit(tmp_path):
         misfit(refine_starts="tie")
 
 
+def test_fit_absorption_refines_phase_and_attenuation_from_the_model(tmp_path, monkeypatch):
+    import chromaqpi.models.registry as registry
+    from chromaqpi.cli.train import model_config
+    from chromaqpi.models.registry import build_model
+    from chromaqpi.solvers.iterative import refine_with_absorption
+    from chromaqpi.training.checkpoint import make_card, save_model
+
+    torch.manual_seed(0)
+    net = build_model(model_config("mean", 2, 8, 2, 1))
+    save_model(tmp_path / "tiny", net, make_card(net, input_normalisation="paper-2shot"))
+    images = 0.9 + 0.2 * torch.rand(1, 2, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    kw = dict(method="mean", model=str(tmp_path / "tiny"))
+    start = chromaqpi.reconstruct(images, "paper-2shot", **kw)
+    phase = chromaqpi.reconstruct(images, "paper-2shot", refine=2, fit_absorption=True, **kw)
+    joint = refine_with_absorption(images, "paper-2shot", start.to(images.dtype), steps=2).phase
+    # the same fit from the model's estimate (float32 in, float64 fitted), shifted to zero mean
+    torch.testing.assert_close(phase, (joint - joint.mean()).to(phase.dtype), rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match="fit_absorption needs refine"):
+        chromaqpi.reconstruct(images, "paper-2shot", fit_absorption=True, **kw)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the network ran before the microscope was checked")
+
+    monkeypatch.setattr(registry, "model_for", no_model)
+    with pytest.raises(ConfigError, match="too alike to tell absorption"):
+        chromaqpi.reconstruct(torch.ones(1, 3, 16, 16), "paper-rgb", refine=2, fit_absorption=True, **kw)
+
+
 class _ViewProbe:
     """Stand-in predictor: 'phase' = input channel 0 plus a fixed pattern that ignores the view."""
 
