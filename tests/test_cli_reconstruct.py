@@ -484,21 +484,27 @@ def test_a_method_failing_in_a_batch_names_the_file(rgb_stack, tmp_path, capsys,
     assert f"error: {second}: method 'nan-second' returned NaN/Inf phase" in err
 
 
+def _spy(monkeypatch, module, name: str) -> list[dict]:
+    """Wrap module.name so that each call's keyword arguments are recorded; returns the record."""
+    calls = []
+    real = getattr(module, name)
+
+    def spy(*args, **kw):
+        calls.append(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
 def test_iterations_sets_the_iterative_budget_and_only_there(rgb_stack, tmp_path, capsys, monkeypatch):
     import chromaqpi.solvers.iterative as it
 
-    seen = {}
-    real = it.refine
-
-    def spy(*args, steps, **kw):
-        seen["steps"], seen["fast"] = steps, kw["fast"]
-        return real(*args, steps=steps, **kw)
-
-    monkeypatch.setattr(it, "refine", spy)
+    calls = _spy(monkeypatch, it, "refine")
     path, _ = rgb_stack
     base = ["reconstruct", str(path), "--microscope", "paper-rgb", "--normalized", "--no-preview"]
     assert main([*base, "--method", "iterative", "--iterations", "3", "--out", str(tmp_path / "a")]) == 0
-    assert seen == {"steps": 3, "fast": True}  # the reduced quadrature: the default optics' full one is ~60x slower
+    assert [(kw["steps"], kw["fast"]) for kw in calls] == [(3, True)]  # the reduced quadrature: the default optics' full one is ~60x slower
     assert main([*base, "--method", "tie", "--iterations", "3", "--out", str(tmp_path / "b")]) == 2
     assert "--iterations is for --method iterative" in capsys.readouterr().err
     assert main([*base, "--method", "iterative", "--iterations", "0", "--out", str(tmp_path / "c")]) == 2
@@ -508,19 +514,12 @@ def test_iterations_sets_the_iterative_budget_and_only_there(rgb_stack, tmp_path
 def test_alpha_sets_the_wotf_weight_and_only_there(rgb_stack, tmp_path, capsys, monkeypatch):
     import chromaqpi.solvers.wotf as wotf
 
-    seen = []
-    real = wotf.invert_wotf
-
-    def spy(*args, alpha, **kw):
-        seen.append(alpha)
-        return real(*args, alpha=alpha, **kw)
-
-    monkeypatch.setattr(wotf, "invert_wotf", spy)
+    calls = _spy(monkeypatch, wotf, "invert_wotf")
     path, _ = rgb_stack
     base = ["reconstruct", str(path), "--microscope", "paper-rgb", "--normalized", "--no-preview"]
     assert main([*base, "--method", "wotf", "--alpha", "1e-3", "--out", str(tmp_path / "a")]) == 0
     assert main([*base, "--method", "wotf", "--alpha", "gcv", "--out", str(tmp_path / "b")]) == 0
-    assert seen == [1e-3, "gcv"]
+    assert [kw["alpha"] for kw in calls] == [1e-3, "gcv"]
     assert read_tiff(tmp_path / "a" / "bump_phase.tif")[1]["options"]["alpha"] == 1e-3  # recorded with the phase
     capsys.readouterr()
     for i, (method, value, message) in enumerate([("tie", "1e-3", "--alpha is for --method wotf, not tie"),
@@ -558,14 +557,7 @@ def test_absorption_writes_the_attenuation_map_and_refuses_channels_that_cannot_
 def test_fit_absorption_runs_the_joint_fit_and_only_where_there_is_a_fit(rgb_stack, tmp_path, capsys, monkeypatch):
     import chromaqpi.solvers.iterative as it
 
-    seen = []
-    real = it.refine_with_absorption
-
-    def spy(*args, steps, **kw):
-        seen.append(steps)
-        return real(*args, steps=steps, **kw)
-
-    monkeypatch.setattr(it, "refine_with_absorption", spy)
+    calls = _spy(monkeypatch, it, "refine_with_absorption")
     yy, xx = np.mgrid[:32, :32]
     bump = torch.as_tensor(0.5 * np.exp(-((yy - 16.0) ** 2 + (xx - 16.0) ** 2) / 30.0))
     images = chromaqpi.simulate(bump, "paper-2shot", noise=False)[0].numpy()
@@ -575,7 +567,7 @@ def test_fit_absorption_runs_the_joint_fit_and_only_where_there_is_a_fit(rgb_sta
     assert main([*base, "--method", "iterative", "--iterations", "3", "--fit-absorption",
                  "--out", str(tmp_path / "a")]) == 0
     assert main([*base, "--method", "mean", "--refine", "2", "--fit-absorption", "--out", str(tmp_path / "b")]) == 0
-    assert seen == [3, 2]
+    assert [kw["steps"] for kw in calls] == [3, 2]
     for name in ("a", "b"):
         assert read_tiff(tmp_path / name / "clear_phase.tif")[1]["options"]["fit_absorption"] is True
     capsys.readouterr()
