@@ -440,10 +440,6 @@ def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie"
     fit on a 7-wavelength, 12-point copy of the optics (a few per cent model
     error) -- use a GPU for full-quadrature fits.
     """
-    if fit_absorption:
-        from chromaqpi.consistency import check_absorption_identifiable
-
-        check_absorption_identifiable(microscope)  # before the initial estimate
     if init == "tie":
         from chromaqpi.solvers.tie import tie
 
