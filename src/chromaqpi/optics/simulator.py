@@ -36,7 +36,7 @@ from chromaqpi.optics.modes import coherent_modes, separable_gram
 from chromaqpi.optics.pupil import (frequency_grid, fresnel_factors, pupil, pupil_band, shifted_kernels,
                                     source_points)
 from chromaqpi.optics.sensor import apply_sensor
-from chromaqpi.optics.spectra import channel_quadrature
+from chromaqpi.optics.spectra import channel_quadrature, get_stain
 from chromaqpi.registration import warp_channels
 
 # Kernels are cached node by node while they fit this budget; the nodes beyond it are
@@ -91,7 +91,7 @@ class Simulator(torch.nn.Module):
         self.fine_shape = tuple(n * self.factor + 2 * self.pad for n in self.shape)
         self.dx_fine = s.pixel_size_um / self.factor
 
-        quad = channel_quadrature(microscope)
+        quad = self.quadrature = channel_quadrature(microscope)
         self.wavelengths = [float(v) for v in quad.wavelength_um]
         self.defocus = [float(v) for v in quad.defocus_um]
         self.register_buffer("channel_weights", torch.as_tensor(quad.weights, dtype=dtype, device=device))
@@ -177,14 +177,16 @@ class Simulator(torch.nn.Module):
         return ker.mul_(torch.sqrt(w / background)[:, None, None]).to(self.cdtype), background
 
     # ------------------------------------------------------------------ forward
-    def forward(self, phase: torch.Tensor, *, absorption: torch.Tensor | None = None, noise: bool = True,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, phase: torch.Tensor, *, absorption: torch.Tensor | None = None, stain=None,
+                noise: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
         """Simulate normalised channel intensities.
 
         Parameters
         ----------
         phase : (B, H, W) phase in radians at ``optics.wavelength_ref_um``.
         absorption : optional (B, H, W) amplitude attenuation ``a`` (``|t|² = e^{-2a}``).
+        stain : how the attenuation depends on wavelength: None (grey, ``a`` at every λ), a
+            :class:`~chromaqpi.optics.spectra.Stain` or its name (``a·s(λ)/s̄``).
         noise : apply the sensor noise model.
         generator : the only source of randomness.
 
@@ -194,7 +196,8 @@ class Simulator(torch.nn.Module):
         """
         fine_phase = self._to_fine(phase)
         fine_abs = self._to_fine(absorption) if absorption is not None else None
-        channels = self._to_camera(self._channel_images(fine_phase, fine_abs))
+        scales = self._stain_scales(stain) if fine_abs is not None else None
+        channels = self._to_camera(self._channel_images(fine_phase, fine_abs, scales))
         return apply_sensor(channels, self.microscope.sensor, noise=noise, generator=generator)
 
     def _to_fine(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,14 +209,31 @@ class Simulator(torch.nn.Module):
             x = F.pad(x, (self.pad,) * 4, mode=mode)
         return x[:, 0]
 
-    def _channel_images(self, phase: torch.Tensor, absorption: torch.Tensor | None) -> torch.Tensor:
+    def _stain_scales(self, stain) -> list[float] | None:
+        """Per node, the factor on the attenuation map (None for a grey absorber)."""
+        stain = get_stain(stain)
+        return None if stain is None else [float(v) for v in stain.node_scales(self.quadrature)]
+
+    def _object_groups(self, stain_scales: list[float] | None):
+        """((phase scale, attenuation scale), node indices) per distinct transmittance."""
+        for scale, ks in self.groups.items():
+            if stain_scales is None:
+                yield (scale, 1.0), ks
+                continue
+            split: OrderedDict[float, list[int]] = OrderedDict()
+            for k in ks:
+                split.setdefault(stain_scales[k], []).append(k)
+            yield from (((scale, a_scale), nodes) for a_scale, nodes in split.items())
+
+    def _channel_images(self, phase: torch.Tensor, absorption: torch.Tensor | None,
+                        stain_scales: list[float] | None = None) -> torch.Tensor:
         """(B, C, Hf, Wf) channel intensities on the fine grid, one object spectrum per group."""
         total = None
-        for scale, ks in self.groups.items():
-            spectrum = torch.fft.fft2(_transmittance(phase, absorption, scale))
+        for (scale, a_scale), ks in self._object_groups(stain_scales):
+            spectrum = torch.fft.fft2(_transmittance(phase, absorption, scale, a_scale))
             if not self.coherent_paraxial:
                 part = self._abbe_group(spectrum, ks)
-            elif scale in self.modes:
+            elif scale in self.modes and stain_scales is None:  # a stain splits the modes' groups
                 part = self._fresnel_group(spectrum, self._mode_kernels(self.modes[scale], spectrum))
             else:
                 part = self._fresnel_group(spectrum, self._node_kernels(ks, spectrum))
@@ -321,12 +341,13 @@ def _spectrum_groups(wavelengths: list[float], optics) -> "OrderedDict[float, li
     return groups
 
 
-def _transmittance(phase: torch.Tensor, absorption: torch.Tensor | None, scale: float) -> torch.Tensor:
-    """``t = exp(-a + i·scale·φ)``, built from cos and sin (a complex exp is ~10x slower on CPU)."""
+def _transmittance(phase: torch.Tensor, absorption: torch.Tensor | None, scale: float,
+                   a_scale: float = 1.0) -> torch.Tensor:
+    """``t = exp(-a_scale·a + i·scale·φ)``, built from cos and sin (a complex exp is ~10x slower on CPU)."""
     angle = phase * scale if scale != 1.0 else phase
     real, imag = torch.cos(angle), torch.sin(angle)
     if absorption is not None:
-        amplitude = torch.exp(-absorption)
+        amplitude = torch.exp(-absorption * a_scale if a_scale != 1.0 else -absorption)
         real, imag = amplitude * real, amplitude * imag
     return torch.complex(real, imag)
 
@@ -372,7 +393,7 @@ def as_phase_batch(phase, name: str = "phase") -> torch.Tensor:
     return phase
 
 
-def simulate(phase, microscope: Microscope | str, *, absorption=None, noise: bool = True,
+def simulate(phase, microscope: Microscope | str, *, absorption=None, stain=None, noise: bool = True,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """Simulate what the colour camera records from a thin phase object.
 
@@ -382,6 +403,9 @@ def simulate(phase, microscope: Microscope | str, *, absorption=None, noise: boo
         reference wavelength (``optics.wavelength_ref_um``).
     microscope : a :class:`~chromaqpi.microscope.Microscope`, preset name or TOML path.
     absorption : optional, same shape, amplitude attenuation ``a >= 0``.
+    stain : how that attenuation depends on wavelength: None (grey), a name in
+        :data:`chromaqpi.optics.spectra.STAINS` (``"eosin"``, ``"haematoxylin"``, ``"haemoglobin"``,
+        ``"methylene-blue"``) or a :class:`~chromaqpi.optics.spectra.Stain`.
     noise : apply the sensor noise model (``microscope.sensor``).
     generator : torch.Generator, the only source of randomness.
 
@@ -403,5 +427,7 @@ def simulate(phase, microscope: Microscope | str, *, absorption=None, noise: boo
         absorption = as_phase_batch(absorption, "absorption").to(phase.dtype)
         if absorption.shape != phase.shape:
             raise InputError(f"absorption shape {tuple(absorption.shape)} differs from phase {tuple(phase.shape)}")
+    if stain is not None and absorption is None:
+        raise InputError("a stain needs an absorption map")
     sim = get_simulator(microscope, phase.shape[-2:], dtype=phase.dtype, device=phase.device)
-    return sim(phase, absorption=absorption, noise=noise, generator=generator)
+    return sim(phase, absorption=absorption, stain=stain, noise=noise, generator=generator)

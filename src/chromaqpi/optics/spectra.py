@@ -137,3 +137,68 @@ def _planes_quadrature(planes, grid: np.ndarray) -> ChannelQuadrature:
     return ChannelQuadrature(
         np.array([k[0] for k in keys]), np.array([k[1] for k in keys]), _normalise_rows(weights, "planes")
     )
+
+
+# ---------------------------------------------------------------- stains
+@dataclass(frozen=True)
+class Stain:
+    """Relative extinction spectrum of an absorber whose attenuation depends on wavelength.
+
+    A stain of attenuation map ``a`` attenuates the amplitude at wavelength λ by ``a·s(λ)/s̄``, where
+    ``s(λ) = baseline + Σ height·G(λ; centre, FWHM)`` and ``s̄`` is ``s`` averaged over the light that
+    reaches the camera (the mean channel's quadrature weights). The normalisation keeps the mean
+    attenuation that of a grey absorber with the same ``a``: only its colour differs.
+
+    Attributes
+    ----------
+    name : what it is called in reports.
+    bands : ``(centre µm, FWHM µm, height)`` Gaussian absorption bands.
+    baseline : extinction common to all wavelengths.
+    """
+
+    name: str
+    bands: tuple[tuple[float, float, float], ...] = ()
+    baseline: float = 0.0
+
+    def __post_init__(self):
+        if self.baseline < 0 or any(h < 0 or w <= 0 for _, w, h in self.bands):
+            raise ConfigError(f"stain {self.name!r}: heights and baseline must be >= 0 and widths > 0")
+        if self.baseline == 0 and not any(h > 0 for _, _, h in self.bands):
+            raise ConfigError(f"stain {self.name!r} absorbs at no wavelength")
+
+    def extinction(self, lam_um: np.ndarray) -> np.ndarray:
+        """Unnormalised relative extinction s(λ) at wavelengths in µm."""
+        lam_um = np.asarray(lam_um, dtype=float)
+        return self.baseline + sum((h * _gaussian_fwhm(lam_um, c, w) for c, w, h in self.bands),
+                                   np.zeros_like(lam_um))
+
+    def node_scales(self, quadrature: ChannelQuadrature) -> np.ndarray:
+        """(K,) factor on the attenuation map at each quadrature node, ``s(λ_k)/s̄``."""
+        s = self.extinction(quadrature.wavelength_um)
+        mean = float(quadrature.weights.mean(axis=0) @ s)
+        if mean <= 0:
+            raise ConfigError(f"stain {self.name!r} absorbs none of the light the camera records")
+        return s / mean
+
+
+# Gaussian bands at published absorption peaks; the shapes are approximate, not measured spectra.
+STAINS = {
+    "grey": Stain("grey", baseline=1.0),
+    # eosin Y bound in tissue: peak near 525 nm with a shoulder near 490 nm (pink)
+    "eosin": Stain("eosin", ((0.525, 0.045, 1.0), (0.490, 0.035, 0.3)), 0.02),
+    # haematoxylin (aluminium lake): one broad band near 585 nm (blue-purple)
+    "haematoxylin": Stain("haematoxylin", ((0.585, 0.12, 1.0),), 0.05),
+    # oxyhaemoglobin: Soret band at 415 nm, Q bands at 542 and 577 nm (red blood cells look red-orange)
+    "haemoglobin": Stain("haemoglobin", ((0.415, 0.035, 10.0), (0.542, 0.030, 1.0), (0.577, 0.022, 1.05)), 0.03),
+    # methylene blue: peak at 665 nm with a shoulder near 610 nm (blue)
+    "methylene-blue": Stain("methylene-blue", ((0.665, 0.060, 1.0), (0.610, 0.050, 0.4)), 0.01),
+}
+
+
+def get_stain(stain) -> Stain | None:
+    """A :class:`Stain` from itself, a name in :data:`STAINS`, or None (grey, the same at every λ)."""
+    if stain is None or isinstance(stain, Stain):
+        return stain
+    if isinstance(stain, str) and stain in STAINS:
+        return STAINS[stain]
+    raise ConfigError(f"unknown stain {stain!r}; choose from {', '.join(STAINS)} or pass a Stain")
