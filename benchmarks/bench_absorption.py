@@ -2,15 +2,16 @@
 
 Usage: python benchmarks/bench_absorption.py [--n 8] [--ratios 0,0.02,0.05,0.1,0.2] [--steps K]
                                             [--pattern phase|independent] [--refine STEPS]
-                                            [--methods A,B,...] [--suffix TEXT]
+                                            [--stain NAME] [--methods A,B,...] [--suffix TEXT]
 
 Every solver and network here assumes a transparent (pure-phase) specimen, and the shipped models were
 trained on such specimens only. Real brightfield samples absorb a little (unstained cells) or a lot
 (stained ones). This measures what that costs: the `family` cell scenes of bench_microscopes.py (the
 `default` family, sensor noise, the same seeds and microscopes) with the object also attenuating the
 amplitude by ``a = k·(φ - min φ)`` per radian of phase (grey: the same at every wavelength; the
-simulator's absorption model), for each ratio k. Stains absorb some colours more than others, which
-this grey model does not cover. With ``--pattern independent`` the absorption follows a second cell
+simulator's absorption model), for each ratio k. ``--stain NAME`` colours it instead: the attenuation at
+λ is ``a·s(λ)/s̄`` with a stain's extinction spectrum s (``chromaqpi.optics.spectra.STAINS``), the same
+mean attenuation as grey. With ``--pattern independent`` the absorption follows a second cell
 scene instead, ``a = k·(ψ - min ψ)``: absorbers that are not where the phase is (stains, pigment,
 debris). Methods: TIE, WOTF (automatic nuisance: an absorption is fitted out where the channels can
 tell it from phase), WOTF with a pure-phase model (``nuisance="none"``), WOTF with a fixed α = 1e-3
@@ -26,7 +27,8 @@ pure-phase fit, and of a fit of phase and absorption together (``fit_absorption`
 ``chromaqpi.refine_with_absorption``); that joint fit from TIE (``iterative`` with ``fit_absorption``,
 STEPS iterations); and from both starts, keeping the lower objective (``refine_starts="model+tie"``).
 ``--methods`` runs a subset of the rows (the file then takes ``--suffix``).
-Writes benchmarks/results/absorption.md (absorption-independent.md with ``--pattern independent``).
+Writes benchmarks/results/absorption.md (absorption-independent.md with ``--pattern independent``;
+``-NAME`` appended with ``--stain``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from _common import model_steps, write_results
 from bench_microscopes import add_scene_arguments, class_sample, reconstruct_methods, variant_table
 from chromaqpi.consistency import data_fit, estimate_absorption
 from chromaqpi.metrics import normalised_mae
+from chromaqpi.optics.spectra import STAINS
 
 METHODS = ("tie", "wotf", "wotf:none", "wotf:alpha1e-3", "mean", "zmd")
 # wotf:alpha1e-3 isolates the automatic α: its light-loss floor δ² (chromaqpi.solvers.wotf.light_loss) reads
@@ -64,6 +67,7 @@ def main():
                         help="also score the mean net refined by STEPS data-consistency steps, pure-phase and "
                              "with the absorption fitted too, and that joint fit from TIE "
                              "(results to absorption[-independent]-refineSTEPS.md)")
+    parser.add_argument("--stain", choices=sorted(STAINS), help="a named stain colouring the absorption (default: grey)")
     parser.add_argument("--methods", help="comma-separated subset of the rows to run (default: all)")
     parser.add_argument("--suffix", default="", help="appended to the results file's name (e.g. for a --methods run)")
     args = parser.parse_args()
@@ -97,7 +101,8 @@ def main():
     for i in tqdm(range(args.n), desc="images"):
         for k in ratios:
             images, true, microscope, true_a = class_sample("family", i, args.size, absorption_per_rad=k,
-                                                               absorption_pattern=args.pattern, with_absorption=True)
+                                                               absorption_pattern=args.pattern, stain=args.stain,
+                                                               with_absorption=True)
             est_a = estimate_absorption(images[0].double(), microscope)
             p99[labels[k]].append((_p99(est_a), _p99(true_a)))
             if k:
@@ -119,14 +124,15 @@ def main():
                           extra=extra)
     pattern = ("a = k·(φ - min φ)" if args.pattern == "phase"
                else "a = k·(ψ - min ψ), ψ the phase of a second, independent cell scene")
-    body = (f"Absorption {pattern}. Model `{args.model}`; {args.n} cell scenes of {args.size} px (the `family` class of microscopes.md, "
+    colour = f"coloured by the `{args.stain}` stain (a·s(λ)/s̄)" if args.stain else "grey"
+    body = (f"Absorption {pattern}, {colour}. Model `{args.model}`; {args.n} cell scenes of {args.size} px (the `family` class of microscopes.md, "
             f"same seeds and microscopes at every k); ZMD one {args.steps}-step DDIM draw at the card's temperature "
             f"(seed 1000 + image index); `wotf:none` is WOTF with `nuisance=\"none\"`, `wotf:alpha1e-3` WOTF with a "
             f"fixed α = 1e-3 instead of the automatic one; residuals are "
             f"medians over the images of `chromaqpi.data_fit` (pure-phase model, reduced quadrature); "
             f"{(datetime.now() - started).seconds / 60:.1f} min in all.\n\n" + table)
     name = ("absorption" if args.pattern == "phase" else "absorption-independent") + (
-        f"-refine{args.refine}" if args.refine else "") + args.suffix
+        f"-{args.stain}" if args.stain else "") + (f"-refine{args.refine}" if args.refine else "") + args.suffix
     write_results(name, f"Cost of an absorbing specimen ({args.pattern} pattern)", body)
 
 

@@ -74,13 +74,14 @@ CLASSES = {
 
 
 def class_sample(name: str, i: int, size: int, *, absorption_per_rad: float = 0.0, absorption_pattern: str = "phase",
-                 with_absorption: bool = False):
+                 stain=None, with_absorption: bool = False):
     """(images (1, C, H, W), true phase (H, W), microscope) of sample i of a class (and, with
     ``with_absorption``, the true absorption (H, W), zeros for a transparent one).
 
     ``absorption_per_rad``: the object also absorbs, with amplitude attenuation ``a = k·(φ - min φ)``
     (grey, the simulator's absorption model); with ``absorption_pattern="independent"`` a second cell
-    scene's phase (its own stream) stands in for φ. The draws stay those of the pure-phase sample."""
+    scene's phase (its own stream) stands in for φ; ``stain`` (a name in ``chromaqpi.optics.spectra.STAINS``)
+    colours it. The draws stay those of the pure-phase sample."""
     objectives = CLASSES[name][0]
     family = get_family("default")
     ranges = family if objectives is None else replace(family, objectives=objectives)
@@ -94,7 +95,8 @@ def class_sample(name: str, i: int, size: int, *, absorption_per_rad: float = 0.
     absorption = absorption_per_rad * (pattern - pattern.min()) if absorption_per_rad else None
     generator = seeds.torch_generator_from(seeds.eval_sequence(SET_ID, i, 2))
     with torch.no_grad():
-        images = simulate(phase, microscope, absorption=absorption, noise=True, generator=generator)
+        images = simulate(phase, microscope, absorption=absorption, stain=stain if absorption is not None else None,
+                          noise=True, generator=generator)
     if with_absorption:
         truth = torch.zeros_like(phase) if absorption is None else absorption
         return images.float(), phase.double(), microscope, truth.double()
