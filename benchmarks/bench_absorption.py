@@ -25,7 +25,8 @@ absorption's, and its pixel correlation with it (medians over images).
 With ``--refine STEPS`` three more rows: the mean net refined by STEPS data-consistency steps of a
 pure-phase fit, and of a fit of phase and absorption together (``fit_absorption``,
 ``chromaqpi.refine_with_absorption``); that joint fit from TIE (``iterative`` with ``fit_absorption``,
-STEPS iterations); and from both starts, keeping the lower objective (``refine_starts="model+tie"``).
+STEPS iterations); and from both starts, keeping the lower objective (``refine_starts="model+tie"``);
+with ``--stain`` also the two joint fits told the stain (rows ``...+stain``).
 ``--methods`` runs a subset of the rows (the file then takes ``--suffix``).
 Writes benchmarks/results/absorption.md (absorption-independent.md with ``--pattern independent``;
 ``-NAME`` appended with ``--stain``).
@@ -86,6 +87,10 @@ def main():
         options[joint] = {"refine": args.refine, "fit_absorption": True}
         options[from_tie] = {"max_iter": args.refine, "fit_absorption": True}
         options[both] = {"refine": args.refine, "fit_absorption": True, "refine_starts": "model+tie"}
+        if args.stain:  # the joint fits told which stain colours the specimen
+            methods = (*methods, f"{joint}+stain", f"{from_tie}+stain")
+            options[f"{joint}+stain"] = {**options[joint], "stain": args.stain}
+            options[f"{from_tie}+stain"] = {**options[from_tie], "stain": args.stain}
     if args.methods:
         chosen = args.methods.split(",")
         unknown = sorted(set(chosen) - set(methods))

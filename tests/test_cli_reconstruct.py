@@ -567,14 +567,20 @@ def test_fit_absorption_runs_the_joint_fit_and_only_where_there_is_a_fit(rgb_sta
     assert main([*base, "--method", "iterative", "--iterations", "3", "--fit-absorption",
                  "--out", str(tmp_path / "a")]) == 0
     assert main([*base, "--method", "mean", "--refine", "2", "--fit-absorption", "--out", str(tmp_path / "b")]) == 0
-    assert [kw["steps"] for kw in calls] == [3, 2]
-    for name in ("a", "b"):
+    assert main([*base, "--method", "iterative", "--iterations", "2", "--fit-absorption", "--stain", "eosin",
+                 "--out", str(tmp_path / "c")]) == 0
+    assert [kw["steps"] for kw in calls] == [3, 2, 2]
+    assert [kw.get("stain") for kw in calls] == [None, None, "eosin"]
+    for name in ("a", "b", "c"):
         assert read_tiff(tmp_path / name / "clear_phase.tif")[1]["options"]["fit_absorption"] is True
+    assert read_tiff(tmp_path / "c" / "clear_phase.tif")[1]["options"]["stain"] == "eosin"
     capsys.readouterr()
     rgb, _ = rgb_stack
     for i, (args, message) in enumerate([
             ([*base, "--method", "tie", "--fit-absorption"], "--fit-absorption is for --method iterative or --refine"),
             ([*base, "--method", "mean", "--fit-absorption"], "--fit-absorption is for --method iterative or --refine"),
+            ([*base, "--method", "iterative", "--stain", "eosin"], "--stain needs --fit-absorption"),
+            ([*base, "--method", "iterative", "--fit-absorption", "--stain", "indigo"], "unknown stain 'indigo'"),
             (["reconstruct", str(rgb), "--microscope", "paper-rgb", "--normalized", "--method", "iterative",
               "--fit-absorption"], "too alike to tell absorption")]):
         out = tmp_path / f"bad{i}"

@@ -80,6 +80,36 @@ def test_iterative_fit_absorption_is_the_joint_fit_from_tie(paper2, smooth_rando
     assert (out - reconstruct(images, paper2, method="iterative", max_iter=30)).abs().max() > 0.1
 
 
+@pytest.fixture(scope="module")
+def chromatic3():
+    """Three coherent colour planes, each at its own focus (a cheap chromatic objective)."""
+    from dataclasses import replace
+
+    from chromaqpi.microscope import Plane
+
+    base = Microscope.from_preset("paper-2shot")
+    return replace(base, name="chromatic-3", optics=replace(base.optics, phase_model="opd", wavelength_ref_um=0.53),
+                   planes=[Plane(0.63, -1.0), Plane(0.53, 0.0), Plane(0.45, 1.2)])
+
+
+def test_a_coloured_stain_is_fitted_when_named(chromatic3, smooth_random_phase, smooth_absorber):
+    # Methylene blue (absorbs red) on three colour planes at different focus, noiseless, 150 steps from TIE,
+    # no prior. Measured: phase error RMS over the peak 0.050 with the stain named (attenuation 0.086
+    # relative RMS); the grey joint fit, which cannot make the channels' colour, bends the phase to 0.66
+    # (TIE alone 0.43). Tolerances 0.1 and 0.2; the grey fit must stay above 0.3.
+    images = simulate(smooth_random_phase, chromatic3, absorption=smooth_absorber, stain="methylene-blue",
+                      noise=False)
+    start = reconstruct(images, chromatic3, method="tie")
+    fit = refine_with_absorption(images, chromatic3, start, steps=150, tv=0.0, stain="methylene-blue")
+    assert rel_rms_after_offset(fit.phase[0], smooth_random_phase) < 0.1
+    assert _rel_rms(fit.absorption[0], smooth_absorber) < 0.2
+    grey = refine_with_absorption(images, chromatic3, start, steps=150, tv=0.0)
+    assert rel_rms_after_offset(grey.phase[0], smooth_random_phase) > 0.3
+    out = reconstruct(images, chromatic3, method="iterative", max_iter=150, tv=0.0, fit_absorption=True,
+                      stain="methylene-blue")
+    torch.testing.assert_close(out, fit.phase - fit.phase.mean(), rtol=0, atol=1e-6)
+
+
 def test_noise_allowance_counts_the_unknowns_per_pixel():
     # Same residual, K unknowns per pixel: the variance is scaled by C/(C-K), at most by C.
     g = torch.Generator().manual_seed(0)
@@ -98,6 +128,12 @@ def test_bad_requests_are_refused(paper2, smooth_random_phase):
         refine_with_absorption(images, paper2, smooth_random_phase, "ones")
     with pytest.raises(InputError, match="init_absorption shape"):
         refine_with_absorption(images, paper2, smooth_random_phase, torch.zeros(4, 4))
+    with pytest.raises(ConfigError, match="unknown stain"):
+        refine_with_absorption(images, paper2, smooth_random_phase, stain="indigo")
+    with pytest.raises(ConfigError, match="set fit_absorption=True"):
+        reconstruct(images, paper2, method="iterative", stain="eosin")
+    with pytest.raises(ConfigError, match="set fit_absorption=True"):
+        reconstruct(images, paper2, method="mean", refine=2, stain="eosin")
     rgb = Microscope.from_preset("paper-rgb")
     with pytest.raises(ConfigError, match="too alike to tell absorption"):
         refine_with_absorption(torch.ones(1, 3, 16, 16, dtype=torch.float64), rgb, torch.zeros(16, 16))

@@ -87,6 +87,11 @@ def add_arguments(parser):
                              "with the phase, for stained specimens whose absorbed light a pure-phase fit explains "
                              "by bending the phase (chromaqpi.refine_with_absorption; --absorption still writes "
                              "the in-focus intercept estimate)")
+    parser.add_argument("--stain", metavar="NAME",
+                        help="with --fit-absorption: the stain colouring the specimen, so that the fit knows how its "
+                             "absorption depends on wavelength (eosin, haematoxylin, haemoglobin, methylene-blue, "
+                             "grey; default: grey). Coloured stains mislead every pure-phase method "
+                             "(benchmarks/results/absorption-independent-*.md)")
     parser.add_argument("--fit-focus", action="store_true",
                         help="first fit each image's focus offset from the image (as `chromaqpi focus`) and "
                              "reconstruct with the microscope moved by it (planes-mode microscopes only; recorded "
@@ -174,7 +179,7 @@ def warn_pixel_size(recorded_um: float | None, microscope) -> None:
 FLAG_OF = {"model": "--model", "steps": "--steps", "temperature": "--temperature", "samples": "--samples",
            "return_std": "--samples", "orientations": "--orientations", "refine": "--refine",
            "refine_starts": "--refine", "tile": "--tile", "calibrated_std": "--raw-std",
-           "fit_absorption": "--fit-absorption"}
+           "fit_absorption": "--fit-absorption", "stain": "--stain"}
 DIFFUSION = ("ddpm", "cvdm", "zmd")
 MIN_TILE = 64
 
@@ -289,6 +294,13 @@ def method_options(args) -> dict:
 
             raise ConfigError("--fit-absorption is for --method iterative or --refine STEPS after a learned model")
         options["fit_absorption"] = True
+    if args.stain is not None:
+        from chromaqpi.errors import ConfigError
+        from chromaqpi.optics.spectra import get_stain
+
+        if not args.fit_absorption:
+            raise ConfigError("--stain needs --fit-absorption (the stain colours the fitted absorption)")
+        options["stain"] = get_stain(args.stain).name
     check_flags_fit_method(args.method, options)
     if args.method in {"mean", *DIFFUSION}:
         import torch

@@ -17,7 +17,7 @@ def _method(kind: str):
         sampler: str = "ddim", generator=None, condition: torch.Tensor | None = None, device=None,
         tile: int = DEFAULT_TILE, overlap: int = 48, return_std: bool = False, refine: int = 0,
         refine_starts: str = "model", orientations: bool = True, progress: bool = False,
-        temperature: float | None = None, calibrated_std: bool = True, fit_absorption: bool = False,
+        temperature: float | None = None, calibrated_std: bool = True, fit_absorption: bool = False, stain=None,
     ):
         from chromaqpi.models.registry import reconstruct_with_model
 
@@ -26,7 +26,7 @@ def _method(kind: str):
                                       tile=tile, overlap=overlap, return_std=return_std, refine=refine,
                                       refine_starts=refine_starts, orientations=orientations,
                                       progress=progress, temperature=temperature,
-                                      calibrated_std=calibrated_std, fit_absorption=fit_absorption)
+                                      calibrated_std=calibrated_std, fit_absorption=fit_absorption, stain=stain)
 
     reconstruct.__name__ = reconstruct.__qualname__ = kind
     reconstruct.__doc__ = (f"Phase (B, H, W) in radians with a trained {kind} model: the ``method={kind!r}`` "

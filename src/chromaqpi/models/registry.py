@@ -741,7 +741,7 @@ def reconstruct_with_model(
     condition: torch.Tensor | None = None, device: str | torch.device | None = None,
     tile: int = DEFAULT_TILE, overlap: int = 48, return_std: bool = False, refine: int = 0,
     refine_starts: str = "model", orientations: bool = True, progress: bool = False,
-    temperature: float | None = None, calibrated_std: bool = True, fit_absorption: bool = False,
+    temperature: float | None = None, calibrated_std: bool = True, fit_absorption: bool = False, stain=None,
 ) -> torch.Tensor:
     """Phase from images with a learned model (the body of each model module's ``reconstruct``).
 
@@ -800,6 +800,8 @@ def reconstruct_with_model(
         (``chromaqpi.solvers.iterative.refine_with_absorption``, started from the in-focus
         intercept), so that light a stain absorbs is not explained by bending the phase. Needs
         channels that can tell absorption from defocus contrast (not ``paper-rgb``: ConfigError).
+    stain : with ``fit_absorption``, the stain colouring the specimen (a name in
+        ``chromaqpi.optics.spectra.STAINS`` or a ``Stain``; None: grey).
     orientations : bool
         Take draw j of ``samples`` on the image turned/flipped by the j-th D4 element that the
         microscope allows (``chromaqpi.datasets.augment.valid_transforms``; the forward model
@@ -830,6 +832,12 @@ def reconstruct_with_model(
             raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
     if overlap >= tile:
         raise ConfigError(f"overlap ({overlap} px) must be smaller than the tile ({tile} px)")
+    if stain is not None:
+        if not fit_absorption:
+            raise ConfigError("a stain is fitted with the absorption: set fit_absorption=True")
+        from chromaqpi.optics.spectra import get_stain
+
+        get_stain(stain)
     if fit_absorption:
         if not refine:
             raise ConfigError("fit_absorption needs refine > 0 steps (it is a mode of the data-consistency fit)")
@@ -898,7 +906,7 @@ def reconstruct_with_model(
 
             starts.append(tie(images, microscope))
         kw = dict(steps=int(refine), fast=True, progress=progress)
-        fitted = (refine_with_absorption(images, microscope, starts, **kw).phase if fit_absorption
+        fitted = (refine_with_absorption(images, microscope, starts, stain=stain, **kw).phase if fit_absorption
                   else refine_phase(images, microscope, starts, **kw))
         phase = fitted.to(phase.dtype)
     if return_std:

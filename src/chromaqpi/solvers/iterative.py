@@ -11,6 +11,7 @@ fits an absorbing object (phase and amplitude attenuation) the same way.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import NamedTuple
 
@@ -19,6 +20,7 @@ import torch
 from chromaqpi.errors import ConfigError, InputError, MethodError
 from chromaqpi.microscope import Microscope
 from chromaqpi.optics.simulator import coherent_paraxial, get_simulator
+from chromaqpi.optics.spectra import get_stain
 from chromaqpi.solvers.wotf import transfer_functions
 
 # Preconditioner floor δ relative to max Σ|H|² (see _preconditioner).
@@ -279,14 +281,14 @@ class PhaseAndAbsorption(NamedTuple):
 def refine_with_absorption(images: torch.Tensor, microscope: Microscope | str, init_phase, init_absorption="intercept",
                            *, steps: int = 50, loss: str = "amplitude", tv="auto", tikhonov: float = 0.0,
                            optimizer: str = "lbfgs", lr: float | None = None, tol: float = 1e-6,
-                           fast: bool = True, precondition: bool = True,
-                           progress: bool = False) -> PhaseAndAbsorption:
+                           fast: bool = True, precondition: bool = True, progress: bool = False,
+                           stain=None) -> PhaseAndAbsorption:
     """:func:`refine` of an absorbing object: the phase and the amplitude attenuation fitted together.
 
     A pure-phase fit of a stained specimen bends the phase to explain the light the stain takes
     (``benchmarks/results/absorption-independent-refine100.md``). Here the object is
-    ``t = exp(-a + iφ)`` (grey: the same ``a`` at every wavelength, the simulator's absorption
-    model), and both maps are unknowns of the same objective.
+    ``t = exp(-a + iφ)`` (grey: the same ``a`` at every wavelength; or coloured by a known ``stain``,
+    ``a·s(λ)/s̄``), and both maps are unknowns of the same objective.
 
     Parameters
     ----------
@@ -294,6 +296,9 @@ def refine_with_absorption(images: torch.Tensor, microscope: Microscope | str, i
         As in :func:`refine`; the TV and gradient-energy priors apply to both maps with the same weight.
     init_absorption : ``"intercept"`` (default: :func:`chromaqpi.estimate_absorption`, the in-focus
         intercept of the channels' defocus fit), ``"zeros"``, or a (B, H, W) / (H, W) start.
+    stain : None (grey absorber), or the stain that colours the specimen: a name in
+        :data:`chromaqpi.optics.spectra.STAINS` or a :class:`~chromaqpi.optics.spectra.Stain`.
+        ``a`` is then its mean attenuation over the light the camera records.
 
     Returns
     -------
@@ -316,6 +321,7 @@ def refine_with_absorption(images: torch.Tensor, microscope: Microscope | str, i
 
     microscope = Microscope.resolve(microscope)
     check_absorption_identifiable(microscope)
+    get_stain(stain)  # an unknown name fails before any fit step
     if isinstance(init_absorption, str):
         if init_absorption == "intercept":
             init_absorption = estimate_absorption(images.double(), microscope)
@@ -325,13 +331,14 @@ def refine_with_absorption(images: torch.Tensor, microscope: Microscope | str, i
             raise ConfigError(f"init_absorption must be 'intercept', 'zeros' or a map, got {init_absorption!r}")
     fit = _refine(images, microscope, init_phase, init_absorption, steps=steps, loss=loss, tv=tv,
                   tikhonov=tikhonov, optimizer=optimizer, lr=lr, tol=tol, fast=fast, precondition=precondition,
-                  progress=progress)
+                  progress=progress, stain=stain)
     return PhaseAndAbsorption(fit[:, 0], fit[:, 1])
 
 
 def _refine(images, microscope, init_phase, init_absorption, *, steps, loss, tv, tikhonov, optimizer, lr, tol,
-            fast, precondition, progress) -> torch.Tensor:
-    """(B, K, H, W) fitted unknowns: phase, and absorption when ``init_absorption`` is given (K = 2)."""
+            fast, precondition, progress, stain=None) -> torch.Tensor:
+    """(B, K, H, W) fitted unknowns: phase, and absorption when ``init_absorption`` is given (K = 2,
+    coloured by ``stain``)."""
     microscope = Microscope.resolve(microscope)
     starts = [_as_start(p, images) for p in (init_phase if isinstance(init_phase, (list, tuple)) else [init_phase])]
     if not starts:
@@ -348,7 +355,8 @@ def _refine(images, microscope, init_phase, init_absorption, *, steps, loss, tv,
         _check_numbers(tv=tv)
     model = fast_microscope(microscope) if fast else microscope
     recompute = plan_memory(tuple(images.shape[-2:]), model, images.device)
-    sim = get_simulator(model, images.shape[-2:], dtype=images.dtype, device=images.device)
+    cached = get_simulator(model, images.shape[-2:], dtype=images.dtype, device=images.device)
+    sim = functools.partial(cached, stain=stain) if stain is not None else cached
     shape = images.shape[-2:]
     joint = init_absorption is not None
     precond = (_preconditioner(model, shape, joint=joint, dtype=images.dtype, device=images.device) if precondition
@@ -357,7 +365,7 @@ def _refine(images, microscope, init_phase, init_absorption, *, steps, loss, tv,
 
     out = []
     with tqdm(total=images.shape[0] * len(starts) * int(steps), desc="iterative fit", unit="it",
-              disable=not progress) as bar, _recomputing(sim, recompute):
+              disable=not progress) as bar, _recomputing(cached, recompute):
         kw = dict(loss=loss, tikhonov=float(tikhonov), optimizer=optimizer, lr=lr, tol=tol, bar=bar)
         for b in range(images.shape[0]):
             image = images[b:b + 1]
@@ -411,7 +419,8 @@ def _final_objective(image, sim, x, **terms) -> float:
 def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie", max_iter: int = 200,
               loss: str = "amplitude", tv="auto", tikhonov: float = 0.0, optimizer: str = "lbfgs",
               lr: float | None = None, tol: float = 1e-6, fast: bool = True,
-              precondition: bool = True, progress: bool = False, fit_absorption: bool = False) -> torch.Tensor:
+              precondition: bool = True, progress: bool = False, fit_absorption: bool = False,
+              stain=None) -> torch.Tensor:
     """Iterative phase retrieval: linear initialisation, then :func:`refine`.
 
     Parameters
@@ -426,6 +435,7 @@ def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie"
         (:func:`refine_with_absorption`, from the in-focus intercept): for stained specimens, whose
         absorbed light a pure-phase fit explains by bending the phase. Not for microscopes whose
         channels cannot tell absorption from defocus contrast (``paper-rgb``: ConfigError).
+    stain : with ``fit_absorption``, the stain colouring the specimen (see :func:`refine_with_absorption`).
 
     Returns
     -------
@@ -440,6 +450,8 @@ def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie"
     fit on a 7-wavelength, 12-point copy of the optics (a few per cent model
     error) -- use a GPU for full-quadrature fits.
     """
+    if stain is not None and not fit_absorption:
+        raise ConfigError("a stain is fitted with the absorption: set fit_absorption=True")
     if init == "tie":
         from chromaqpi.solvers.tie import tie
 
@@ -455,5 +467,5 @@ def iterative(images: torch.Tensor, microscope: Microscope, *, init: str = "tie"
     kw = dict(steps=max_iter, loss=loss, tv=tv, tikhonov=tikhonov, optimizer=optimizer, lr=lr, tol=tol, fast=fast,
               precondition=precondition, progress=progress)
     if fit_absorption:
-        return refine_with_absorption(images, microscope, phase0, **kw).phase
+        return refine_with_absorption(images, microscope, phase0, stain=stain, **kw).phase
     return refine(images, microscope, phase0, **kw)
