@@ -8,7 +8,9 @@ description that does not match the instrument (wrong pixel size, defocus or NA)
 phase-only model lacks (absorption, flat-field errors).
 
 The other half of that check is :func:`estimate_absorption`: where a specimen attenuates the light
-(stains, pigment), which every solver and network here assumes it does not.
+(stains, pigment), which every solver and network here assumes it does not; and
+:func:`specimen_colour`: whether it attenuates some colours more than others (a stain), which the
+chromatic methods read as defocus contrast.
 """
 
 from __future__ import annotations
@@ -29,6 +31,41 @@ NOISE_FLOOR = 1e-12
 DEFAULT_MARGIN = 16
 #: Smallest in-focus intensity turned into an attenuation: a = -½ ln(0.01) = 2.3 is the largest reported.
 MIN_IN_FOCUS = 0.01
+
+
+#: Scale (µm, Gaussian σ) of the colour check: beyond the defocus blur and a cell's size, where a transparent
+#: or grey specimen leaves the channels alike (a phase object's defocus contrast integrates to 0 over it).
+COLOUR_SCALE_UM = 10.0
+#: Chromatic optical density (RMS over the field) above which a specimen counts as coloured; chosen on
+#: validation scenes (``benchmarks/bench_colour.py``: transparent and grey ones read at most 0.0014 there).
+COLOURED_OD = 0.003
+
+
+@dataclass(frozen=True)
+class SpecimenColour:
+    """The colour of a specimen's attenuation, measured at :data:`COLOUR_SCALE_UM`.
+
+    ``chromatic_od``: RMS over the field of the channels' optical density (``-½ ln I``, the units of the
+    attenuation ``a``) minus its mean over the channels; near 0 for transparent and grey specimens.
+    ``extinction``: per channel, the specimen's relative attenuation (mean 1; all 1 for a grey one),
+    estimated where it absorbs. ``nearest_stain``: the named stain (``chromaqpi.optics.spectra.STAINS``)
+    whose channel extinction points the same way (cosine >= 0.8 of the deviation from grey); None when
+    none does or the specimen is not ``coloured``.
+    """
+
+    chromatic_od: float
+    extinction: tuple[float, ...]
+    nearest_stain: str | None
+
+    @property
+    def coloured(self) -> bool:
+        return self.chromatic_od > COLOURED_OD
+
+    def summary(self) -> str:
+        ratios = "/".join(f"{v:.2f}" for v in self.extinction)
+        like = f", like {self.nearest_stain}" if self.nearest_stain else ""
+        return (f"chromatic optical density {self.chromatic_od:.4f} at {COLOUR_SCALE_UM:g} µm, channel "
+                f"extinction {ratios}{like}")
 
 
 @dataclass(frozen=True)
@@ -158,6 +195,69 @@ def estimate_absorption(images, microscope: Microscope | str, *, phase=None, ord
     if phase is not None:
         a = a - attenuation(_predicted_images(_phase_batch(phase, batch), microscope))
     return a if batched else a[0]
+
+
+def specimen_colour(images, microscope: Microscope | str, *,
+                    scale_um: float = COLOUR_SCALE_UM) -> SpecimenColour | list[SpecimenColour]:
+    """Does the specimen absorb some colours more than others? A stain the phase methods cannot see.
+
+    A transparent or grey specimen changes the channels alike once blurred beyond the defocus blur and
+    the objects (defocus contrast integrates to zero over each object); a stain leaves its colour:
+    a coarse optical density that differs between channels. Every phase method here reads that colour
+    as defocus contrast, the networks most (``benchmarks/results/absorption-independent-*.md``); the
+    iterative fit can model a named stain (``refine_with_absorption(..., stain=...)``).
+
+    Parameters
+    ----------
+    images : (C, H, W) or (B, C, H, W) flat-field normalised intensities (empty field = 1; a declared
+        registration is undone). Normalised by the image's own background instead, a field that is
+        mostly stained reads paler.
+    scale_um : Gaussian σ of the blur, in µm at the sample.
+
+    Returns
+    -------
+    :class:`SpecimenColour`, or a list of them for a batch. ``coloured`` is True above
+    :data:`COLOURED_OD`.
+    """
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    from chromaqpi.optics.spectra import STAINS, channel_quadrature
+    from chromaqpi.registration import unregister
+    from chromaqpi.solvers.base import as_image_batch
+
+    microscope = Microscope.resolve(microscope)
+    if not (isinstance(scale_um, (int, float)) and math.isfinite(scale_um) and scale_um > 0):
+        raise ConfigError(f"scale_um must be a number > 0, got {scale_um!r}")
+    batch, batched = as_image_batch(images, microscope.n_channels)
+    batch, microscope = unregister(batch.double(), microscope)
+    sigma = scale_um / microscope.sampling.pixel_size_um
+    quad = channel_quadrature(microscope)
+    stains = {name: quad.weights @ stain.node_scales(quad) - 1 for name, stain in STAINS.items() if name != "grey"}
+    out = []
+    for stack in batch.cpu().numpy():
+        coarse = np.stack([gaussian_filter(c, sigma, mode="reflect") for c in stack])
+        od = -0.5 * np.log(np.clip(coarse, MIN_IN_FOCUS, None))
+        chroma = od - od.mean(axis=0)
+        total = float(od.mean(axis=0).clip(min=0).sum())
+        tint = chroma.reshape(len(chroma), -1).sum(axis=1) / total if total > 0 else np.zeros(len(chroma))
+        level = float(np.sqrt((chroma**2).sum(axis=0).mean()))
+        out.append(SpecimenColour(chromatic_od=level, extinction=tuple(float(v) for v in 1 + tint),
+                                  nearest_stain=_nearest(tint, stains) if level > COLOURED_OD else None))
+    return out if batched else out[0]
+
+
+def _nearest(tint, stains: dict, least_cosine: float = 0.8) -> str | None:
+    """The stain whose channel deviation from grey points most nearly along ``tint``, if close enough."""
+    import numpy as np
+
+    best, best_cos = None, least_cosine
+    for name, ref in stains.items():
+        norm = float(np.linalg.norm(tint) * np.linalg.norm(ref))
+        cos = float(tint @ ref) / norm if norm > 0 else 0.0
+        if cos >= best_cos:
+            best, best_cos = name, cos
+    return best
 
 
 def _phase_batch(phase, batch: torch.Tensor) -> torch.Tensor:
