@@ -617,3 +617,31 @@ def test_an_image_recording_another_pixel_size_than_the_microscope_warns(rgb_sta
             assert main(args) == 0
         _, meta = read_tiff(out / f"{name}_phase.tif")
         assert any("µm per pixel" in w for w in meta["warnings"]) == warned
+
+
+def test_a_coloured_specimen_is_named_and_warned_about(tmp_path):
+    import warnings
+
+    from chromaqpi.cli.reconstruct import check_colour
+
+    yy, xx = np.mgrid[:96, :96]
+    blob = torch.as_tensor(np.exp(-((yy - 48.0) ** 2 + (xx - 48.0) ** 2) / 200.0))
+    for name, stain in (("clear", None), ("pink", "eosin")):
+        images = chromaqpi.simulate(blob, "default", absorption=0.2 * blob if stain else None, stain=stain,
+                                    noise=False)[0].numpy()
+        np.save(tmp_path / f"{name}.npy", images.astype(np.float32))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main(["reconstruct", str(tmp_path / f"{name}.npy"), "--microscope", "default", "--normalized",
+                         "--method", "tie", "--no-preview", "--out", str(tmp_path / name)]) == 0
+        meta = read_tiff(tmp_path / name / f"{name}_phase.tif")[1]
+        assert meta["specimen_colour"]["coloured"] is (stain is not None)
+        assert meta["specimen_colour"]["nearest_stain"] == stain
+        told = [str(w.message) for w in caught if "the specimen is coloured" in str(w.message)]
+        assert len(told) == (stain is not None)
+        if stain:
+            assert "--fit-absorption --stain eosin" in told[0] and any("coloured" in w for w in meta["warnings"])
+    pink = torch.from_numpy(np.load(tmp_path / "pink.npy")).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # told the stain: no warning
+        assert check_colour(pink, chromaqpi.Microscope.from_preset("default"), {"stain": "eosin"}).coloured

@@ -10,7 +10,8 @@ Public API (heavy modules are imported lazily, on first use):
 - :func:`estimate_registration` -- the channels' lateral colour, fitted from a calibration image;
 - :func:`data_fit` -- how well a phase map explains its image (residual over noise, no ground truth);
 - :func:`estimate_absorption` -- where the specimen attenuates the light, which the phase methods assume it does not;
-- :func:`refine_with_absorption` -- phase and attenuation fitted together to the images (stained specimens).
+- :func:`refine_with_absorption` -- phase and attenuation fitted together to the images (stained specimens);
+- :func:`specimen_colour` -- whether the specimen absorbs some colours more than others (a stain).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _LAZY = {
     "estimate_registration": "chromaqpi.registration",
     "data_fit": "chromaqpi.consistency",
     "estimate_absorption": "chromaqpi.consistency",
+    "specimen_colour": "chromaqpi.consistency",
     "refine_with_absorption": "chromaqpi.solvers.iterative",
 }
 

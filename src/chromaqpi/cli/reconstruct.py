@@ -393,6 +393,20 @@ def write_outputs(paths, stem, phase, std, microscope, meta, absorption=None):
                          title=f"{stem}: {meta['method']}")
 
 
+def check_colour(images, microscope, options: dict):
+    """The specimen's colour (``chromaqpi.specimen_colour``), with a warning when it is coloured and the
+    fit is not told its stain: a stain the phase methods read as defocus contrast."""
+    from chromaqpi.consistency import specimen_colour
+
+    colour = specimen_colour(images, microscope)
+    if colour.coloured and not options.get("stain"):
+        stain = colour.nearest_stain or "NAME"
+        warnings.warn(f"the specimen is coloured ({colour.summary()}): a stain or pigment, which every phase "
+                      "method here reads as defocus contrast (benchmarks/results/absorption-independent-*.md); "
+                      f"for its phase use --method iterative --fit-absorption --stain {stain}", stacklevel=2)
+    return colour
+
+
 def repeat_warnings(caught, shown: set[str]) -> None:
     """Re-issue warnings recorded for one input (they also go into its files' metadata, so that
     a phase map made outside a model's training family says so), each message once per batch."""
@@ -453,6 +467,7 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             images = torch.from_numpy(load_normalized(path, microscope, args, background))
+            colour = check_colour(images, microscope, options)
             start = time.perf_counter()
             fit, solve_scope = None, microscope
             if args.fit_focus:  # undo a declared registration once, for the fit and the solver alike
@@ -471,7 +486,8 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
                 "seed": args.seed, "source": path.name, "wavelength_um": microscope.optics.wavelength_ref_um,
                 "phase_offset": PHASE_OFFSET,
                 "seconds": round(seconds, 3), "microscope": scope.to_dict(),
-                "warnings": list(dict.fromkeys(str(w.message) for w in caught))}
+                "warnings": list(dict.fromkeys(str(w.message) for w in caught)),
+                "specimen_colour": {**dataclasses.asdict(colour), "coloured": colour.coloured}}
         if method != args.method:
             meta["method_requested"] = args.method
             choice = f"--method {args.method}: {method}" + (f" (model {method_opts['model']!r})"
