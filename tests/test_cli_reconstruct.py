@@ -619,9 +619,10 @@ def test_an_image_recording_another_pixel_size_than_the_microscope_warns(rgb_sta
         assert any("µm per pixel" in w for w in meta["warnings"]) == warned
 
 
-def test_a_coloured_specimen_is_named_and_warned_about(tmp_path):
+def test_a_coloured_specimen_is_named_and_warned_about(tmp_path, monkeypatch):
     import warnings
 
+    import chromaqpi.solvers.iterative as it
     from chromaqpi.cli.reconstruct import check_colour
 
     yy, xx = np.mgrid[:96, :96]
@@ -642,6 +643,15 @@ def test_a_coloured_specimen_is_named_and_warned_about(tmp_path):
         if stain:
             assert "--fit-absorption --stain eosin" in told[0] and any("coloured" in w for w in meta["warnings"])
     pink = torch.from_numpy(np.load(tmp_path / "pink.npy")).double()
+    default = chromaqpi.Microscope.from_preset("default")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # told the stain: no warning
-        assert check_colour(pink, chromaqpi.Microscope.from_preset("default"), {"stain": "eosin"}).coloured
+        assert check_colour(pink, default, {"stain": "eosin"})[0].coloured
+        assert check_colour(pink, default, {"stain": "auto"})[1] == {"stain": "eosin"}
+        assert check_colour(torch.ones_like(pink), default, {"stain": "auto"})[1] == {"stain": None}  # grey
+    calls = _spy(monkeypatch, it, "refine_with_absorption")
+    assert main(["reconstruct", str(tmp_path / "pink.npy"), "--microscope", "default", "--normalized", "--no-preview",
+                 "--method", "iterative", "--iterations", "1", "--fit-absorption", "--stain", "auto",
+                 "--out", str(tmp_path / "auto")]) == 0
+    assert [kw["stain"] for kw in calls] == ["eosin"]
+    assert read_tiff(tmp_path / "auto" / "pink_phase.tif")[1]["options"]["stain"] == "eosin"

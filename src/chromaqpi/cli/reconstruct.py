@@ -90,7 +90,8 @@ def add_arguments(parser):
     parser.add_argument("--stain", metavar="NAME",
                         help="with --fit-absorption: the stain colouring the specimen, so that the fit knows how its "
                              "absorption depends on wavelength (eosin, haematoxylin, haemoglobin, methylene-blue, "
-                             "grey; default: grey). Coloured stains mislead every pure-phase method "
+                             "grey; default: grey), or auto: per image, the named stain nearest its measured colour "
+                             "(grey when it is not coloured). Coloured stains mislead every pure-phase method "
                              "(benchmarks/results/absorption-independent-*.md)")
     parser.add_argument("--fit-focus", action="store_true",
                         help="first fit each image's focus offset from the image (as `chromaqpi focus`) and "
@@ -300,7 +301,7 @@ def method_options(args) -> dict:
 
         if not args.fit_absorption:
             raise ConfigError("--stain needs --fit-absorption (the stain colours the fitted absorption)")
-        options["stain"] = get_stain(args.stain).name
+        options["stain"] = "auto" if args.stain == "auto" else get_stain(args.stain).name
     check_flags_fit_method(args.method, options)
     if args.method in {"mean", *DIFFUSION}:
         import torch
@@ -394,17 +395,24 @@ def write_outputs(paths, stem, phase, std, microscope, meta, absorption=None):
 
 
 def check_colour(images, microscope, options: dict):
-    """The specimen's colour (``chromaqpi.specimen_colour``), with a warning when it is coloured and the
-    fit is not told its stain: a stain the phase methods read as defocus contrast."""
+    """(the specimen's colour, ``chromaqpi.specimen_colour``; the options with ``stain="auto"`` resolved to the
+    nearest named stain, or grey), with a warning when it is coloured and the fit is not told a stain:
+    a stain the phase methods read as defocus contrast."""
     from chromaqpi.consistency import specimen_colour
 
     colour = specimen_colour(images, microscope)
-    if colour.coloured and not options.get("stain"):
-        stain = colour.nearest_stain or "NAME"
+    stain = options.get("stain")
+    if stain == "auto":
+        options = {**options, "stain": colour.nearest_stain}
+        if colour.coloured and colour.nearest_stain is None:
+            warnings.warn(f"--stain auto: the specimen is coloured ({colour.summary()}) but like no named stain; "
+                          "its absorption is fitted as grey", stacklevel=2)
+    elif colour.coloured and not stain:
         warnings.warn(f"the specimen is coloured ({colour.summary()}): a stain or pigment, which every phase "
                       "method here reads as defocus contrast (benchmarks/results/absorption-independent-*.md); "
-                      f"for its phase use --method iterative --fit-absorption --stain {stain}", stacklevel=2)
-    return colour
+                      "for its phase use --method iterative --fit-absorption --stain "
+                      f"{colour.nearest_stain or 'auto'}", stacklevel=2)
+    return colour, options
 
 
 def repeat_warnings(caught, shown: set[str]) -> None:
@@ -467,7 +475,7 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             images = torch.from_numpy(load_normalized(path, microscope, args, background))
-            colour = check_colour(images, microscope, options)
+            colour, options = check_colour(images, microscope, options)
             start = time.perf_counter()
             fit, solve_scope = None, microscope
             if args.fit_focus:  # undo a declared registration once, for the fit and the solver alike

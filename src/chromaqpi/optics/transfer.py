@@ -19,6 +19,7 @@ import torch
 
 from chromaqpi.microscope import Microscope, Registration
 from chromaqpi.optics.simulator import Simulator
+from chromaqpi.optics.spectra import get_stain
 
 
 def _negate_frequency(x: torch.Tensor) -> torch.Tensor:
@@ -42,17 +43,19 @@ _TF_CACHE_SIZE = 8
 
 
 def channel_transfer_functions(microscope: Microscope, shape: tuple[int, int], *,
-                               dtype=torch.float64, device=None, pixel_integration: bool = True):
+                               dtype=torch.float64, device=None, pixel_integration: bool = True, stain=None):
     """Per-channel WOTFs on the camera grid, memoised per (config, size, dtype, device).
 
     See :func:`compute_channel_transfer_functions`. Building them costs one
     kernel evaluation per (wavelength, source point), i.e. seconds for the
     ``default`` preset at 512 px, so repeated calls reuse the result.
     """
-    key = (json.dumps(microscope.to_dict(), sort_keys=True), tuple(shape), dtype, str(device), pixel_integration)
+    stain = get_stain(stain)
+    key = (json.dumps(microscope.to_dict(), sort_keys=True), tuple(shape), dtype, str(device), pixel_integration,
+           stain)
     if key not in _TF_CACHE:
         _TF_CACHE[key] = compute_channel_transfer_functions(microscope, shape, dtype=dtype, device=device,
-                                                            pixel_integration=pixel_integration)
+                                                            pixel_integration=pixel_integration, stain=stain)
         while len(_TF_CACHE) > _TF_CACHE_SIZE:
             _TF_CACHE.popitem(last=False)
     _TF_CACHE.move_to_end(key)
@@ -60,7 +63,8 @@ def channel_transfer_functions(microscope: Microscope, shape: tuple[int, int], *
 
 
 def compute_channel_transfer_functions(microscope: Microscope, shape: tuple[int, int], *,
-                                       dtype=torch.float64, device=None, pixel_integration: bool = True):
+                                       dtype=torch.float64, device=None, pixel_integration: bool = True,
+                                       stain=None):
     """Per-channel phase and absorption WOTFs on the camera grid.
 
     The TFs are computed on a camera-pitch grid of size ``shape`` (the caller
@@ -71,7 +75,9 @@ def compute_channel_transfer_functions(microscope: Microscope, shape: tuple[int,
     -------
     h_phase, h_abs : real (C, H, W) tensors for the phase at λ_ref (rad) and
         the absorption ``a``; the linear model is
-        ``I_c - 1 ≈ F⁻¹{H^φ_c·F{Δφ} + H^a_c·F{Δa}}``.
+        ``I_c - 1 ≈ F⁻¹{H^φ_c·F{Δφ} + H^a_c·F{Δa}}``; with a ``stain`` (name or
+        :class:`~chromaqpi.optics.spectra.Stain`) ``a`` is its mean attenuation and each
+        wavelength's absorption TF is weighted by ``s(λ)/s̄``.
     """
     # The weak-object model of registered channels: lateral colour is undone before any solver.
     camera = microscope.replace(sampling={"oversample": 1, "pad_px": 0}, registration=Registration())
@@ -79,12 +85,14 @@ def compute_channel_transfer_functions(microscope: Microscope, shape: tuple[int,
     o = microscope.optics
     h_phi = torch.zeros(microscope.n_channels, *shape, dtype=dtype, device=device)
     h_abs = torch.zeros_like(h_phi)
+    stain = get_stain(stain)
+    a_scales = stain.node_scales(sim.quadrature) if stain is not None else [1.0] * len(sim.wavelengths)
     for k, lam in enumerate(sim.wavelengths):
         hp, ha = node_transfer_functions(sim, k)
         scale = o.wavelength_ref_um / lam if o.phase_model == "opd" else 1.0
         w = sim.channel_weights[:, k, None, None]
         h_phi += w * scale * hp.real
-        h_abs += w * ha.real
+        h_abs += w * float(a_scales[k]) * ha.real
     if pixel_integration and microscope.sampling.oversample > 1:
         mtf = _pixel_mtf(shape, dtype=dtype, device=device)
         h_phi, h_abs = h_phi * mtf, h_abs * mtf

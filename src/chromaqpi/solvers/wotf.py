@@ -18,6 +18,7 @@ import torch
 
 from chromaqpi.errors import ConfigError
 from chromaqpi.microscope import Microscope
+from chromaqpi.optics.spectra import get_stain
 from chromaqpi.optics.transfer import channel_transfer_functions
 from chromaqpi.solvers.fourier import alpha_grid, crop, gcv_alpha, mirror_pad, resolve_padding
 
@@ -31,15 +32,19 @@ NUISANCE_MODES = ("auto", "absorption", "none")
 _MIN_SEPARATION = 0.2
 
 
-def transfer_functions(microscope: Microscope, shape: tuple[int, int], *, dtype=torch.float64, device=None):
-    """Cached ``(h_phase, h_abs)``, real (C, H, W), on the camera grid of ``shape``.
+def transfer_functions(microscope: Microscope, shape: tuple[int, int], *, dtype=torch.float64, device=None,
+                       stain=None):
+    """Cached ``(h_phase, h_abs)``, real (C, H, W), on the camera grid of ``shape`` (``h_abs`` of an absorber
+    coloured by ``stain``, None: grey).
 
     Computed in float64 (the TFs are sums over many source points and
     wavelengths), then cast to ``dtype``.
     """
-    key = (json.dumps(microscope.to_dict(), sort_keys=True), tuple(shape), dtype, str(device))
+    stain = get_stain(stain)
+    key = (json.dumps(microscope.to_dict(), sort_keys=True), tuple(shape), dtype, str(device), stain)
     if key not in _TF_CACHE:
-        h_phi, h_abs = channel_transfer_functions(microscope, tuple(shape), dtype=torch.float64, device=device)
+        h_phi, h_abs = channel_transfer_functions(microscope, tuple(shape), dtype=torch.float64, device=device,
+                                                  stain=stain)
         _TF_CACHE[key] = (h_phi.to(dtype), h_abs.to(dtype))
         while len(_TF_CACHE) > _TF_CACHE_SIZE:
             _TF_CACHE.popitem(last=False)
@@ -193,7 +198,7 @@ def _tv_admm(data: torch.Tensor, h: torch.Tensor, alpha: torch.Tensor, tv: float
 
 def invert_wotf(images: torch.Tensor, microscope: Microscope, *, alpha="auto", absorption: bool = False,
                 alpha_absorption=None, nuisance: str = "auto", tv: float = 0.0, tv_iterations: int = 100,
-                padding: str = "auto"):
+                padding: str = "auto", stain=None):
     """Tikhonov/TV inversion of the WOTF model; returns phase and (optionally) absorption.
 
     Parameters and rules as in :func:`wotf`.
@@ -212,7 +217,7 @@ def invert_wotf(images: torch.Tensor, microscope: Microscope, *, alpha="auto", a
     shape = images.shape[-2:]
     field = mirror_pad(images - 1, padding)
     data = torch.fft.fft2(field)
-    hp, ha = transfer_functions(microscope, field.shape[-2:], dtype=images.dtype, device=images.device)
+    hp, ha = transfer_functions(microscope, field.shape[-2:], dtype=images.dtype, device=images.device, stain=stain)
     loss = light_loss(images)
     # The phase-only problem: with a profiled absorption, min over A of
     # Σ_c|D_c - H^a_c A - H^φ_c Φ|² = |P⊥_a D - P⊥_a H^φ Φ|² (absorption direction projected out).
@@ -236,7 +241,7 @@ def invert_wotf(images: torch.Tensor, microscope: Microscope, *, alpha="auto", a
 
 def wotf(images: torch.Tensor, microscope: Microscope, *, alpha="auto", absorption: bool = False,
          alpha_absorption=None, nuisance: str = "auto", tv: float = 0.0, tv_iterations: int = 100,
-         padding: str = "auto") -> torch.Tensor:
+         padding: str = "auto", stain=None) -> torch.Tensor:
     """Phase from the multi-channel weak-object transfer functions.
 
     Parameters
@@ -266,6 +271,11 @@ def wotf(images: torch.Tensor, microscope: Microscope, *, alpha="auto", absorpti
     tv_iterations : ADMM iterations.
     padding : ``"auto"``, ``"mirror"`` or ``"none"`` (see
         :func:`~chromaqpi.solvers.fourier.resolve_padding`).
+    stain : the stain colouring the specimen's absorption (a name in
+        :data:`chromaqpi.optics.spectra.STAINS` or a ``Stain``; None: grey). The absorption unknown,
+        fitted or profiled out as a nuisance, then has the stain's colour, so the channels' colour is
+        not read as phase; pair it with a fixed ``alpha`` (the automatic one reads absorbed light as
+        pupil loss).
 
     Returns
     -------
@@ -329,5 +339,5 @@ def wotf(images: torch.Tensor, microscope: Microscope, *, alpha="auto", absorpti
     """
     phase, _ = invert_wotf(images, microscope, alpha=alpha, absorption=absorption,
                            alpha_absorption=alpha_absorption, nuisance=nuisance, tv=tv,
-                           tv_iterations=tv_iterations, padding=padding)
+                           tv_iterations=tv_iterations, padding=padding, stain=stain)
     return phase
