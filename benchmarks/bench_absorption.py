@@ -26,7 +26,7 @@ With ``--refine STEPS`` three more rows: the mean net refined by STEPS data-cons
 pure-phase fit, and of a fit of phase and absorption together (``fit_absorption``,
 ``chromaqpi.refine_with_absorption``); that joint fit from TIE (``iterative`` with ``fit_absorption``,
 STEPS iterations); and from both starts, keeping the lower objective (``refine_starts="model+tie"``);
-with ``--stain`` also the two joint fits told the stain (rows ``...+stain``).
+with ``--stain`` also WOTF at α = 1e-3 and the two joint fits told the stain (rows ``...+stain``).
 ``--methods`` runs a subset of the rows (the file then takes ``--suffix``).
 Writes benchmarks/results/absorption.md (absorption-independent.md with ``--pattern independent``;
 ``-NAME`` appended with ``--stain``).
@@ -78,11 +78,14 @@ def main():
         parser.error("--ratios must start with 0 (the reference) and be >= 0")
     torch.set_flush_denormal(True)
     methods, options = METHODS, dict(OPTIONS)
+    if args.stain:  # WOTF told the stain: its absorption nuisance and TFs take the stain's colour
+        methods = (*methods, "wotf:alpha1e-3+stain")
+        options["wotf:alpha1e-3+stain"] = {"alpha": 1e-3, "stain": args.stain}
     if args.refine:
         pure, joint = f"mean:refine{args.refine}", f"mean:refine{args.refine}+absorption"
         from_tie = f"iterative:{args.refine}+absorption"
         both = f"{joint}+tie"  # refined from the mean net and from TIE, keeping the lower objective
-        methods = (*METHODS, pure, joint, from_tie, both)
+        methods = (*methods, pure, joint, from_tie, both)
         options[pure] = {"refine": args.refine}
         options[joint] = {"refine": args.refine, "fit_absorption": True}
         options[from_tie] = {"max_iter": args.refine, "fit_absorption": True}

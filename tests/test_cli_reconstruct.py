@@ -579,7 +579,8 @@ def test_fit_absorption_runs_the_joint_fit_and_only_where_there_is_a_fit(rgb_sta
     for i, (args, message) in enumerate([
             ([*base, "--method", "tie", "--fit-absorption"], "--fit-absorption is for --method iterative or --refine"),
             ([*base, "--method", "mean", "--fit-absorption"], "--fit-absorption is for --method iterative or --refine"),
-            ([*base, "--method", "iterative", "--stain", "eosin"], "--stain needs --fit-absorption"),
+            ([*base, "--method", "iterative", "--stain", "eosin"], "--stain needs --fit-absorption, or --method wotf"),
+            ([*base, "--method", "tie", "--stain", "eosin"], "--stain needs --fit-absorption, or --method wotf"),
             ([*base, "--method", "iterative", "--fit-absorption", "--stain", "indigo"], "unknown stain 'indigo'"),
             (["reconstruct", str(rgb), "--microscope", "paper-rgb", "--normalized", "--method", "iterative",
               "--fit-absorption"], "too alike to tell absorption")]):
@@ -655,3 +656,9 @@ def test_a_coloured_specimen_is_named_and_warned_about(tmp_path, monkeypatch):
                  "--out", str(tmp_path / "auto")]) == 0
     assert [kw["stain"] for kw in calls] == ["eosin"]
     assert read_tiff(tmp_path / "auto" / "pink_phase.tif")[1]["options"]["stain"] == "eosin"
+    assert main(["reconstruct", str(tmp_path / "pink.npy"), "--microscope", "default", "--normalized", "--no-preview",
+                 "--method", "wotf", "--alpha", "1e-3", "--stain", "auto", "--out", str(tmp_path / "wotf")]) == 0
+    written = read_tiff(tmp_path / "wotf" / "pink_phase.tif")
+    assert written[1]["options"]["stain"] == "eosin"
+    grey = read_tiff(tmp_path / "pink" / "pink_phase.tif")[0]  # tie's map of the same image
+    assert np.isfinite(written[0]).all() and written[0].shape == grey.shape

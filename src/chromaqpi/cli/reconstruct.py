@@ -88,8 +88,8 @@ def add_arguments(parser):
                              "by bending the phase (chromaqpi.refine_with_absorption; --absorption still writes "
                              "the in-focus intercept estimate)")
     parser.add_argument("--stain", metavar="NAME",
-                        help="with --fit-absorption: the stain colouring the specimen, so that the fit knows how its "
-                             "absorption depends on wavelength (eosin, haematoxylin, haemoglobin, methylene-blue, "
+                        help="with --fit-absorption or --method wotf: the stain colouring the specimen, so that the "
+                             "fit (or WOTF's absorption nuisance) knows how its absorption depends on wavelength (eosin, haematoxylin, haemoglobin, methylene-blue, "
                              "grey; default: grey), or auto: per image, the named stain nearest its measured colour "
                              "(grey when it is not coloured). Coloured stains mislead every pure-phase method "
                              "(benchmarks/results/absorption-independent-*.md)")
@@ -299,8 +299,9 @@ def method_options(args) -> dict:
         from chromaqpi.errors import ConfigError
         from chromaqpi.optics.spectra import get_stain
 
-        if not args.fit_absorption:
-            raise ConfigError("--stain needs --fit-absorption (the stain colours the fitted absorption)")
+        if not (args.fit_absorption or args.method == "wotf"):
+            raise ConfigError("--stain needs --fit-absorption, or --method wotf (the stain colours the absorption "
+                              "they model)")
         options["stain"] = "auto" if args.stain == "auto" else get_stain(args.stain).name
     check_flags_fit_method(args.method, options)
     if args.method in {"mean", *DIFFUSION}:
