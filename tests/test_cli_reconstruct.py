@@ -642,7 +642,7 @@ def test_a_coloured_specimen_is_named_and_warned_about(tmp_path, monkeypatch):
         told = [str(w.message) for w in caught if "the specimen is coloured" in str(w.message)]
         assert len(told) == (stain is not None)
         if stain:
-            assert "--fit-absorption --stain eosin" in told[0] and any("coloured" in w for w in meta["warnings"])
+            assert "--stain eosin" in told[0] and any("coloured" in w for w in meta["warnings"])
     pink = torch.from_numpy(np.load(tmp_path / "pink.npy")).double()
     default = chromaqpi.Microscope.from_preset("default")
     with warnings.catch_warnings():

@@ -89,8 +89,8 @@ def add_arguments(parser):
                              "the in-focus intercept estimate)")
     parser.add_argument("--stain", metavar="NAME",
                         help="with --fit-absorption or --method wotf: the stain colouring the specimen, so that the "
-                             "fit (or WOTF's absorption nuisance) knows how its absorption depends on wavelength (eosin, haematoxylin, haemoglobin, methylene-blue, "
-                             "grey; default: grey), or auto: per image, the named stain nearest its measured colour "
+                             "fit (or WOTF's absorption nuisance) knows how its absorption depends on wavelength "
+                             "(eosin, haematoxylin, haemoglobin, methylene-blue, grey; default: grey), or auto: per image, the named stain nearest its measured colour "
                              "(grey when it is not coloured). Coloured stains mislead every pure-phase method "
                              "(benchmarks/results/absorption-independent-*.md)")
     parser.add_argument("--fit-focus", action="store_true",
@@ -411,8 +411,8 @@ def check_colour(images, microscope, options: dict):
     elif colour.coloured and not stain:
         warnings.warn(f"the specimen is coloured ({colour.summary()}): a stain or pigment, which every phase "
                       "method here reads as defocus contrast (benchmarks/results/absorption-independent-*.md); "
-                      "for its phase use --method iterative --fit-absorption --stain "
-                      f"{colour.nearest_stain or 'auto'}", stacklevel=2)
+                      f"for its phase use --method wotf --alpha 1e-3 --stain {colour.nearest_stain or 'auto'} (README: "
+                      "coloured specimens)", stacklevel=2)
     return colour, options
 
 
