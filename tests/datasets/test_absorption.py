@@ -119,3 +119,42 @@ def test_toml_variant_adds_absorption_to_a_family(tmp_path):
     ranges = resolve_ranges(str(path))
     assert ranges.absorption_per_rad == [0.0, 0.1] and ranges.absorption_probability == 0.5
     assert {k: v for k, v in ranges.to_dict().items() if not k.startswith("absorption")} == get_family("default").to_dict()
+
+
+def test_stained_samples_are_the_simulator_with_their_drawn_stain():
+    # paper-rgb's three colour planes see a stain; each absorbing sample draws one of the listed stains
+    # (last from its stream), is simulated with it, and records it; grey records none.
+    base = Ranges.fixed(Microscope.from_preset("paper-rgb"))
+    stains = ["methylene-blue", "grey", "eosin"]
+    ranges = dataclasses.replace(base, absorption_per_rad=(0.3, 0.3), absorption_stains=stains)
+    def group(r, **kw):
+        return generate_group(_sources(r), r, SHAPE, 5, 0, [0, 1, 2, 3], **kw)
+
+    plain = group(dataclasses.replace(base, absorption_per_rad=(0.3, 0.3)), noise=False)
+    stained = group(ranges, noise=False)
+    torch.testing.assert_close(stained.phase, plain.phase, rtol=0, atol=0)
+    drawn = []
+    for j in range(4):
+        rng = seeds.rng_from(seeds.train_sequence(5, 0, seeds.OBJECT_STREAM, j))
+        make_object(_sources(ranges), SHAPE, stained.microscope.sampling.pixel_size_um, rng)
+        draw_absorption_per_rad(ranges, rng)
+        drawn.append(stains[int(rng.integers(len(stains)))])
+    assert [p.get("absorption_stain", "grey") for p in stained.params] == drawn
+    assert len(set(drawn)) > 1  # the group is simulated in parts, one per stain
+    phase = plain.phase.double()
+    absorption = 0.3 * (phase - phase.amin(dim=(-2, -1), keepdim=True))
+    for j, stain in enumerate(drawn):
+        expected = simulate(phase[j], stained.microscope, absorption=absorption[j],
+                            stain=None if stain == "grey" else stain, noise=False)
+        torch.testing.assert_close(stained.input[j:j + 1].double(), expected, rtol=1e-5, atol=1e-5)
+    assert (stained.input - plain.input).abs().max() > 1e-3  # a stain changes the images
+    # Noisy groups run one simulation per stain on the group's noise stream: reproducible.
+    torch.testing.assert_close(group(ranges).input, group(ranges).input, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [{"absorption_stains": ["eosin"]},
+                                 {"absorption_per_rad": (0.0, 0.1), "absorption_stains": ["indigo"]},
+                                 {"absorption_per_rad": (0.0, 0.1), "absorption_stains": []}])
+def test_invalid_absorption_stains_raise(bad):
+    with pytest.raises(ConfigError, match="absorption_stains"):
+        dataclasses.replace(Ranges.fixed(Microscope.from_preset("paper-rgb")), **bad)

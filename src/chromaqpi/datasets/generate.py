@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from chromaqpi.datasets import seeds
-from chromaqpi.datasets.randomize import Ranges, draw_absorption_per_rad, draw_microscope
+from chromaqpi.datasets.randomize import Ranges, draw_absorption_per_rad, draw_absorption_stain, draw_microscope
 from chromaqpi.datasets.sources import SourceSpec, instantiate
 from chromaqpi.microscope import Microscope
 from chromaqpi.optics.simulator import Simulator, get_simulator
@@ -35,8 +35,8 @@ class GroupResult:
     input : (B, C, H, W) float32 normalised intensities (empty field = 1).
     phase : (B, H, W) float32 true phase (rad) at ``microscope.optics.wavelength_ref_um``.
         (A sample drawn absorbing, ``Ranges.absorption_per_rad``, was simulated with ``a = k·(φ - min φ)``,
-        or with a second object's phase in place of φ, ``Ranges.absorption_pattern``; its ``params``
-        record k and the pattern.)
+        or with a second object's phase in place of φ, ``Ranges.absorption_pattern``, coloured by a stain
+        drawn from ``Ranges.absorption_stains``; its ``params`` record k, the pattern and the stain.)
     opd : (B, H, W) float32 optical path difference (µm).
     mask : (B, H, W) int32 object labels (0 = background; all 0 without a mask).
     has_mask : (B,) bool, whether the source provides object labels.
@@ -110,13 +110,14 @@ def generate_group(sources: list[SourceSpec], ranges: Ranges, shape, seed: int, 
     shape = (int(shape[0]), int(shape[1]))
     microscope = draw_group_microscope(ranges, seed, group)
     lam_ref = microscope.optics.wavelength_ref_um
-    phases, ks, patterns, opds, masks, has_mask, params = [], [], [], [], [], [], []
+    phases, ks, patterns, stains, opds, masks, has_mask, params = [], [], [], [], [], [], [], []
     for j, index in enumerate(indices):
         rng = seeds.rng_from(seeds.train_sequence(seed, group, seeds.OBJECT_STREAM, j))
         spec, sample = make_object(sources, shape, microscope.sampling.pixel_size_um, rng)
         phases.append(phase_rad(sample, lam_ref))
         ks.append(draw_absorption_per_rad(ranges, rng))
         patterns.append(_absorption_pattern(sources, shape, microscope, ranges, ks[-1], phases[-1], rng))
+        stains.append(draw_absorption_stain(ranges, ks[-1], rng))
         opds.append(sample.opd_um)
         masks.append(sample.mask)
         has_mask.append(bool(sample.meta.get("has_mask", bool(sample.mask.any()))))
@@ -126,6 +127,8 @@ def generate_group(sources: list[SourceSpec], ranges: Ranges, shape, seed: int, 
             params[-1]["absorption_per_rad"] = ks[-1]
             if ranges.absorption_pattern is not None:
                 params[-1]["absorption_pattern"] = ranges.absorption_pattern
+            if stains[-1] is not None:
+                params[-1]["absorption_stain"] = stains[-1]
     phase = torch.from_numpy(np.stack(phases)).to(device)
     absorption = None
     if any(ks):  # a = k·(pattern - min pattern) per sample; None and 0 are transparent
@@ -133,9 +136,18 @@ def generate_group(sources: list[SourceSpec], ranges: Ranges, shape, seed: int, 
         per_rad = torch.tensor([k or 0.0 for k in ks], dtype=phase.dtype, device=device)[:, None, None]
         absorption = per_rad * (pattern - pattern.amin(dim=(-2, -1), keepdim=True))
     generator = seeds.torch_generator_from(seeds.train_sequence(seed, group, seeds.NOISE_STREAM), device=device)
+    simulator = _simulator(microscope, shape, ranges.is_fixed, device)
     with torch.no_grad():
-        images = _simulator(microscope, shape, ranges.is_fixed, device)(phase, absorption=absorption, noise=noise,
-                                                                          generator=generator)
+        if not any(stains):
+            images = simulator(phase, absorption=absorption, noise=noise, generator=generator)
+        else:  # one simulation per stain, in order of first appearance, on the same noise stream
+            images = None
+            for stain in dict.fromkeys(stains):
+                rows = torch.tensor([j for j, s in enumerate(stains) if s == stain], device=phase.device)
+                part = simulator(phase[rows], absorption=absorption[rows], stain=stain, noise=noise,
+                                 generator=generator)
+                images = part.new_empty((len(stains), *part.shape[1:])) if images is None else images
+                images[rows] = part
     config = microscope.to_dict()
     for p in params:
         p.update(noise=bool(noise), microscope=config)

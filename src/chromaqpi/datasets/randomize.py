@@ -137,6 +137,8 @@ class Ranges:
         ``"independent"``: ``a = k·(ψ - min ψ)`` with ψ the phase (rad) of a second object drawn from
         the same sources, so the absorption carries no cue to the phase (stains, pigment, debris) and a
         network can only learn to tell it apart, not to read it.
+    absorption_stains : names in :data:`chromaqpi.optics.spectra.STAINS` (``"grey"`` included), one drawn
+        uniformly per absorbing sample to colour its absorption (``a·s(λ)/s̄``; default: all grey).
         Specimen draws, not microscope draws: they come from each sample's object stream, after the
         object, so they change neither the objects nor the microscopes of a seed.
     """
@@ -171,6 +173,7 @@ class Ranges:
     absorption_per_rad: Range | None = None
     absorption_probability: float | None = None
     absorption_pattern: str | None = None
+    absorption_stains: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.objectives is not None:
@@ -212,6 +215,13 @@ class Ranges:
             _require(self.absorption_per_rad is not None, "absorption_pattern needs absorption_per_rad")
             _require(self.absorption_pattern in ABSORPTION_PATTERNS,
                      f"absorption_pattern must be one of {', '.join(ABSORPTION_PATTERNS)}, got {self.absorption_pattern!r}")
+        if self.absorption_stains is not None:
+            from chromaqpi.optics.spectra import STAINS
+
+            _require(self.absorption_per_rad is not None, "absorption_stains needs absorption_per_rad")
+            _require(isinstance(self.absorption_stains, (list, tuple)) and len(self.absorption_stains) > 0
+                     and all(name in STAINS for name in self.absorption_stains),
+                     f"absorption_stains must be a non-empty list of {', '.join(STAINS)}, got {self.absorption_stains!r}")
         planes_only = ("plane_defocus_um", "plane_bandwidth_um")
         rgb_only = ("objectives", "vertex_um", "linear_um_per_um", "illuminants", "camera_shift_um", "bayer_probability")
         if base.planes:
@@ -234,7 +244,7 @@ class Ranges:
     def is_fixed(self) -> bool:
         """True when nothing is drawn (every sample uses the base microscope as it is)."""
         skip = {"name", "base", "default_source", "na_jitter", "absorption_per_rad", "absorption_probability",
-                "absorption_pattern"}
+                "absorption_pattern", "absorption_stains"}
         return all(getattr(self, f.name) is None for f in fields(self) if f.name not in skip)
 
     # ----------------------------------------------------------- serialisation
@@ -438,6 +448,15 @@ def draw_absorption_per_rad(ranges: Ranges, rng: np.random.Generator) -> float |
     lo, hi = (float(v) for v in ranges.absorption_per_rad)
     absorbs, k = rng.uniform() < p, float(rng.uniform(lo, hi))  # a draw even when lo == hi
     return k if absorbs else 0.0
+
+
+def draw_absorption_stain(ranges: Ranges, k, rng: np.random.Generator) -> str | None:
+    """The stain colouring one absorbing sample (k > 0): None for grey or when the ranges list none
+    (nothing is drawn then, nor for transparent samples)."""
+    if not k or ranges.absorption_stains is None:
+        return None
+    name = ranges.absorption_stains[int(rng.integers(len(ranges.absorption_stains)))]
+    return None if name == "grey" else name
 
 
 def draw_microscope(base: Microscope | None, ranges: Ranges, rng: np.random.Generator) -> Microscope:
