@@ -37,7 +37,7 @@ MIN_IN_FOCUS = 0.01
 #: or grey specimen leaves the channels alike (a phase object's defocus contrast integrates to 0 over it).
 COLOUR_SCALE_UM = 10.0
 #: Chromatic optical density (RMS over the field) above which a specimen counts as coloured: 1.25x the
-#: largest reading of 48 transparent and grey validation scenes (0.0040, a transparent one;
+#: largest reading of 48 transparent and grey validation scenes (0.0041, a transparent one;
 #: ``benchmarks/results/colour.md``, whose test scenes were not used for it).
 COLOURED_OD = 0.005
 
