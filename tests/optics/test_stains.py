@@ -100,6 +100,11 @@ def test_stain_errors():
         Stain("none")
     with pytest.raises(ConfigError, match=">= 0"):
         Stain("bad", ((0.5, 0.05, -1.0),))
+    with pytest.raises(ConfigError, match="triples"):
+        Stain("bad", ((0.5, 0.05),))
+    with pytest.raises(ConfigError, match="finite"):
+        Stain("bad", ((0.5, float("nan"), 1.0),))
+    assert Stain("listed", [[0.5, 0.05, 1]]) == Stain("listed", ((0.5, 0.05, 1.0),))  # hashable, as cache keys need
     # A band far outside the camera's light absorbs nothing it records.
     with pytest.raises(ConfigError, match="none of the light"):
         simulate(phase, "default", absorption=phase + 0.1, stain=Stain("ir", ((2.0, 0.01, 1.0),)), noise=False)

@@ -161,6 +161,16 @@ class Stain:
     baseline: float = 0.0
 
     def __post_init__(self):
+        try:
+            bands = tuple((float(c), float(w), float(h)) for c, w, h in self.bands)
+            baseline = float(self.baseline)
+        except (TypeError, ValueError):
+            raise ConfigError(f"stain {self.name!r}: bands must be (centre µm, FWHM µm, height) triples and the "
+                              "baseline a number") from None
+        if not all(np.isfinite(v) for band in bands for v in band) or not np.isfinite(baseline):
+            raise ConfigError(f"stain {self.name!r}: bands and baseline must be finite")
+        object.__setattr__(self, "bands", bands)
+        object.__setattr__(self, "baseline", baseline)
         if self.baseline < 0 or any(h < 0 or w <= 0 for _, w, h in self.bands):
             raise ConfigError(f"stain {self.name!r}: heights and baseline must be >= 0 and widths > 0")
         if self.baseline == 0 and not any(h > 0 for _, _, h in self.bands):
