@@ -60,3 +60,18 @@ def test_batches_and_bad_scales(default):
     assert len(out) == 2 and out[0].chromatic_od == 0 and out[0].extinction == (1.0, 1.0, 1.0)
     with pytest.raises(ConfigError, match="scale_um"):
         chromaqpi.specimen_colour(images, default, scale_um=0)
+
+
+def test_reconstruct_warns_about_a_coloured_image_unless_told_its_stain(default):
+    import warnings
+
+    phase = 2.0 * _blob(default, 4.0, 1.0)
+    absorber = _blob(default, 3.0, 0.3).roll(20, 1)
+    pink = chromaqpi.simulate(phase, default, absorption=absorber, stain="eosin", noise=False)[0]
+    with pytest.warns(UserWarning, match=r"the specimen is coloured .*like eosin.*stain='eosin'"):
+        chromaqpi.reconstruct(pink, default, method="tie")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chromaqpi.reconstruct(pink, default, method="wotf", alpha=1e-3, stain="eosin")
+        chromaqpi.reconstruct(chromaqpi.simulate(phase, default, absorption=absorber, noise=False)[0], default,
+                              method="tie")  # grey: not coloured

@@ -397,8 +397,7 @@ def write_outputs(paths, stem, phase, std, microscope, meta, absorption=None):
 
 def check_colour(images, microscope, options: dict):
     """(the specimen's colour, ``chromaqpi.specimen_colour``; the options with ``stain="auto"`` resolved to the
-    nearest named stain, or grey), with a warning when it is coloured and the fit is not told a stain:
-    a stain the phase methods read as defocus contrast."""
+    nearest named stain, or grey). ``chromaqpi.reconstruct`` warns about a coloured image given no stain."""
     from chromaqpi.consistency import specimen_colour
 
     colour = specimen_colour(images, microscope)
@@ -408,11 +407,6 @@ def check_colour(images, microscope, options: dict):
         if colour.coloured and colour.nearest_stain is None:
             warnings.warn(f"--stain auto: the specimen is coloured ({colour.summary()}) but like no named stain; "
                           "its absorption is fitted as grey", stacklevel=2)
-    elif colour.coloured and not stain:
-        warnings.warn(f"the specimen is coloured ({colour.summary()}): a stain or pigment, which every phase "
-                      "method here reads as defocus contrast (benchmarks/results/absorption-independent-*.md); "
-                      f"for its phase use --method wotf --alpha 1e-3 --stain {colour.nearest_stain or 'auto'} (README: "
-                      "coloured specimens)", stacklevel=2)
     return colour, options
 
 

@@ -250,6 +250,8 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     _check_options(method, fn, options)
     batch, batched = as_image_batch(images, microscope.n_channels)
     is_numpy, in_dtype = isinstance(images, np.ndarray), images.dtype
+    if "stain" not in options:
+        _warn_if_coloured(batch, microscope)
     batch, microscope = unregister(batch, microscope)  # every method then sees registered channels
     result = fn(batch, microscope, **options)
     phase, std = result if isinstance(result, tuple) else (result, None)
@@ -262,6 +264,23 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     phase = phase - _reference(phase, reference_mask)
     outputs = [_finish(t, batched, is_numpy, in_dtype) for t in (phase, std) if t is not None]
     return tuple(outputs) if std is not None else outputs[0]
+
+
+def _warn_if_coloured(batch: torch.Tensor, microscope: Microscope) -> None:
+    """Warn when an image is coloured (:func:`chromaqpi.specimen_colour`): a stain that every method
+    reads as defocus contrast unless told it (``stain=``, for the methods that take one)."""
+    import warnings
+
+    from chromaqpi.consistency import specimen_colour
+
+    for colour in specimen_colour(batch, microscope):
+        if colour.coloured:
+            name = colour.nearest_stain or "auto"
+            warnings.warn(f"the specimen is coloured ({colour.summary()}): a stain or pigment, which every phase "
+                          "method here reads as defocus contrast (README: coloured specimens); for its phase use "
+                          f"method 'wotf' with alpha=1e-3 and stain={name!r} (command line: --method wotf --alpha "
+                          f"1e-3 --stain {name})", stacklevel=3)
+            return
 
 
 def _finish(t: torch.Tensor, batched: bool, is_numpy: bool, dtype):
