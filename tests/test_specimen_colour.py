@@ -20,7 +20,7 @@ def default():
 
 @pytest.fixture(scope="module")
 def wide():
-    """The default optics with 0.45 µm pixels: 96 px span 43 µm, enough field to judge the colour."""
+    """The default optics with 0.45 µm pixels: 96 px span 43 µm, field enough to judge the colour (25 µm)."""
     return wide_field()
 
 
@@ -71,7 +71,7 @@ def test_transparent_and_grey_specimens_read_colourless(wide, blob_scenes):
         assert not colour.coloured and colour.nearest_stain is None
     stained = blob_scenes["eosin"]
     assert chromaqpi.specimen_colour(stained, wide).coloured  # the same absorber, coloured
-    # Not judged: a field under 4 blur widths (the 0.16 µm pixels of the preset: 15.6 µm), or channels that
+    # Not judged: a field under 2.5 blur widths (the 0.16 µm pixels of the preset: 15.6 µm), or channels that
     # all see one wavelength (paper-2shot's planes), whatever the reading.
     small = chromaqpi.specimen_colour(stained, Microscope.from_preset("default"))
     assert not small.judged and not small.coloured and small.chromatic_od > COLOURED_OD
