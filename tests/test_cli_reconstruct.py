@@ -620,6 +620,7 @@ def test_an_image_recording_another_pixel_size_than_the_microscope_warns(rgb_sta
         assert any("µm per pixel" in w for w in meta["warnings"]) == warned
 
 
+@pytest.mark.filterwarnings("ignore:simulation grid")  # 0.45 µm pixels alias at NA 0.65 on the camera grid
 def test_a_coloured_specimen_is_named_and_warned_about(tmp_path, monkeypatch):
     import warnings
 
