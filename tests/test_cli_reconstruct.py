@@ -659,8 +659,11 @@ def test_a_coloured_specimen_is_named_and_warned_about(tmp_path, monkeypatch):
     assert [kw["stain"] for kw in calls] == ["eosin"]
     assert read_tiff(tmp_path / "auto" / "pink_phase.tif")[1]["options"]["stain"] == "eosin"
     assert main(["reconstruct", str(tmp_path / "pink.npy"), "--microscope", str(scope), "--normalized", "--no-preview",
-                 "--method", "wotf", "--alpha", "1e-3", "--stain", "auto", "--out", str(tmp_path / "wotf")]) == 0
+                 "--method", "wotf", "--alpha", "1e-3", "--stain", "auto", "--absorption",
+                 "--out", str(tmp_path / "wotf")]) == 0
     written = read_tiff(tmp_path / "wotf" / "pink_phase.tif")
     assert written[1]["options"]["stain"] == "eosin"
+    stained_map = chromaqpi.estimate_absorption(pink, wide, stain="eosin").numpy()  # the map is the stain's
+    np.testing.assert_allclose(read_tiff(tmp_path / "wotf" / "pink_absorption.tif")[0], stained_map, atol=1e-5)
     grey = read_tiff(tmp_path / "pink" / "pink_phase.tif")[0]  # tie's map of the same image
     assert np.isfinite(written[0]).all() and written[0].shape == grey.shape

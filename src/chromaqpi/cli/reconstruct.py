@@ -484,7 +484,8 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
             seconds = time.perf_counter() - start
             phase, std = (result if isinstance(result, tuple) else (result, None))
             check = check_data(images, phase, solve_scope) if args.check_data else None
-            absorption = chromaqpi.estimate_absorption(images, solve_scope) if args.absorption else None
+            absorption = (chromaqpi.estimate_absorption(images, solve_scope, stain=options.get("stain"))
+                          if args.absorption else None)
         meta = {"method": method, "options": {k: v for k, v in method_opts.items() if k not in NOT_RECORDED},
                 "seed": args.seed, "source": path.name, "wavelength_um": microscope.optics.wavelength_ref_um,
                 "phase_offset": PHASE_OFFSET,
