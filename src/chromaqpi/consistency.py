@@ -202,12 +202,12 @@ def estimate_absorption(images, microscope: Microscope | str, *, phase=None, ord
     batch, microscope = unregister(batch.double(), microscope)
     zeta = defocus_coordinates(microscope)
 
-    def attenuation(stack):
-        _, i0, _ = derivative_fit(stack, zeta, order=order, in_focus="fit")
-        return -0.5 * torch.log(i0.clamp(min=MIN_IN_FOCUS))
-
     if stain is not None:
         attenuation = _stained_attenuation(microscope, zeta, stain, order)
+    else:
+        def attenuation(stack):
+            _, i0, _ = derivative_fit(stack, zeta, order=order, in_focus="fit")
+            return -0.5 * torch.log(i0.clamp(min=MIN_IN_FOCUS))
 
     a = attenuation(batch)
     if phase is not None:
