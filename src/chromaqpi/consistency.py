@@ -231,10 +231,11 @@ def _stained_attenuation(microscope: Microscope, zeta: list[float], stain, order
     weights = torch.as_tensor(quad.weights, dtype=torch.float64)  # (C, K)
     scales = torch.as_tensor(get_stain(stain).node_scales(quad), dtype=torch.float64)  # (K,)
     z = torch.tensor(zeta, dtype=torch.float64)
-    design = torch.stack([weights @ scales, z], dim=1)  # D_c'(0) = σ_c
+    design = torch.stack([torch.as_tensor(get_stain(stain).channel_extinction(quad)), z], dim=1)  # D_c'(0) = σ_c
     if torch.linalg.matrix_rank(design) < 2:
         raise ConfigError(f"microscope {microscope.name!r}: its channels cannot tell this stain's colour from "
                           "defocus contrast")
+    linear = torch.linalg.pinv(design)[0]  # the linearised fit's row for a
 
     def attenuation(stack):
         rows = max(1, _STAIN_BLOCK_BYTES // (stack.shape[0] * stack.shape[-1] * len(scales) * 8))
@@ -243,7 +244,7 @@ def _stained_attenuation(microscope: Microscope, zeta: list[float], stain, order
 
     def block_attenuation(stack):
         od = -0.5 * torch.log(stack.clamp(min=MIN_IN_FOCUS))
-        a = torch.einsum("c,bchw->bhw", torch.linalg.pinv(design)[0].to(stack), od)
+        a = torch.einsum("c,bchw->bhw", linear.to(stack), od)
         for _ in range(_STAIN_GAUSS_NEWTON_STEPS):  # per pixel, unknowns (a, g)
             e = torch.exp(-2 * a[..., None] * scales.to(stack))  # (B, H, W, K)
             total = torch.einsum("ck,bhwk->bchw", weights.to(stack), e)
@@ -295,7 +296,7 @@ def specimen_colour(images, microscope: Microscope | str, *,
     # Block means first (a quarter of σ per block): the blur then costs ~f² times less at full size.
     f = max(1, min(int(sigma / 4), *batch.shape[-2:]))
     quad = channel_quadrature(microscope)
-    stains = {name: quad.weights @ stain.node_scales(quad) - 1 for name, stain in STAINS.items() if name != "grey"}
+    stains = {name: stain.channel_extinction(quad) - 1 for name, stain in STAINS.items() if name != "grey"}
     # Channels that see one colour (planes at one wavelength) cannot show a stain; a small field cannot
     # average the defocus contrast out.
     judged = (max(float(np.abs(ref).max()) for ref in stains.values()) > 0.05

@@ -90,8 +90,8 @@ def add_arguments(parser):
     parser.add_argument("--stain", metavar="NAME",
                         help="with --fit-absorption or --method wotf: the stain colouring the specimen, so that the "
                              "fit (or WOTF's absorption nuisance) knows how its absorption depends on wavelength "
-                             "(eosin, haematoxylin, haemoglobin, methylene-blue, grey; default: grey), or auto: per image, the named stain nearest its measured colour "
-                             "(grey when it is not coloured). Coloured stains mislead every pure-phase method "
+                             "(eosin, haematoxylin, haemoglobin, methylene-blue, grey; default: grey), or auto: "
+                             "per image, the named stain nearest its measured colour (grey when it is not coloured). Coloured stains mislead every pure-phase method "
                              "(benchmarks/results/absorption-independent-*.md)")
     parser.add_argument("--fit-focus", action="store_true",
                         help="first fit each image's focus offset from the image (as `chromaqpi focus`) and "

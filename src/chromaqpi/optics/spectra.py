@@ -190,6 +190,10 @@ class Stain:
             raise ConfigError(f"stain {self.name!r} absorbs none of the light the camera records")
         return s / mean
 
+    def channel_extinction(self, quadrature: ChannelQuadrature) -> np.ndarray:
+        """(C,) each channel's relative attenuation for a weak stain, ``σ_c = Σ_k W_ck s(λ_k)/s̄`` (mean 1)."""
+        return quadrature.weights @ self.node_scales(quadrature)
+
 
 # Gaussian bands at published absorption peaks; the shapes are approximate, not measured spectra.
 STAINS = {
