@@ -21,7 +21,8 @@ offset-aligned nMAE of the phase (mean offset), mean over images, its ratio to t
 and the data residual of the ZMD map and of the true phase (``chromaqpi.data_fit``, pure-phase forward
 model; median over images): does ``reconstruct --check-data`` flag the absorbing specimens? And
 ``chromaqpi.estimate_absorption`` (``reconstruct --absorption``): its 99th percentile against the true
-absorption's, and its pixel correlation with it (medians over images).
+absorption's, and its pixel correlation with it (medians over images); with ``--stain`` also the map told
+the stain (``estimate_absorption(stain=)``, the start of the joint fits told the stain).
 With ``--refine STEPS`` three more rows: the mean net refined by STEPS data-consistency steps of a
 pure-phase fit, and of a fit of phase and absorption together (``fit_absorption``,
 ``chromaqpi.refine_with_absorption``); that joint fit from TIE (``iterative`` with ``fit_absorption``,
@@ -104,17 +105,20 @@ def main():
     labels = {k: f"{k:g}" for k in ratios}
     nmae = {(labels[k], m): [] for k in ratios for m in methods}
     residual = {(labels[k], m): [] for k in ratios for m in ("zmd", "truth")}
-    p99 = {label: [] for label in labels.values()}
-    corr = {label: [] for label in labels.values()}
+    # The absorption map, grey intercept, and (with --stain) the stained fit: (estimate p99, true p99), correlation.
+    maps = ("", "told the stain") if args.stain else ("",)
+    p99 = {(label, m): [] for label in labels.values() for m in maps}
+    corr = {(label, m): [] for label in labels.values() for m in maps}
     for i in tqdm(range(args.n), desc="images"):
         for k in ratios:
             images, true, microscope, true_a = class_sample("family", i, args.size, absorption_per_rad=k,
                                                                absorption_pattern=args.pattern, stain=args.stain,
                                                                with_absorption=True)
-            est_a = estimate_absorption(images[0].double(), microscope)
-            p99[labels[k]].append((_p99(est_a), _p99(true_a)))
-            if k:
-                corr[labels[k]].append(float(torch.corrcoef(torch.stack([est_a.flatten(), true_a.flatten()]))[0, 1]))
+            for m in maps:
+                est_a = estimate_absorption(images[0].double(), microscope, stain=args.stain if m else None)
+                p99[labels[k], m].append((_p99(est_a), _p99(true_a)))
+                if k:
+                    corr[labels[k], m].append(float(torch.corrcoef(torch.stack([est_a.flatten(), true_a.flatten()]))[0, 1]))
             estimates = reconstruct_methods(images, microscope, i, steps=args.steps, model=args.model,
                                             methods=methods, options=options)
             for method, est in estimates.items():
@@ -124,10 +128,13 @@ def main():
                     residual[labels[k], name].append(data_fit(images[0].double(), phase, microscope).residual_over_noise)
     extra = {f"residual / noise, {title}": {k: f"{np.median(residual[k, name]):.3g}" for k in labels.values()}
              for name, title in (("zmd", "zmd"), ("truth", "true phase")) if residual[labels[0], name]}
-    extra["a estimate, 99th pct (median)"] = {k: f"{np.median([e for e, _ in p99[k]]):.3g}" for k in labels.values()}
-    extra["true a, 99th pct (median)"] = {k: f"{np.median([t for _, t in p99[k]]):.3g}" for k in labels.values()}
-    extra["a estimate vs true a, correlation (median)"] = {k: f"{np.median(corr[k]):.2f}" if corr[k] else "-"
-                                                          for k in labels.values()}
+    for m in maps:
+        name = f"a estimate{', ' + m if m else ''}"
+        extra[f"{name}, 99th pct (median)"] = {k: f"{np.median([e for e, _ in p99[k, m]]):.3g}" for k in labels.values()}
+        if not m:
+            extra["true a, 99th pct (median)"] = {k: f"{np.median([t for _, t in p99[k, m]]):.3g}" for k in labels.values()}
+        extra[f"{name} vs true a, correlation (median)"] = {k: f"{np.median(corr[k, m]):.2f}" if corr[k, m] else "-"
+                                                           for k in labels.values()}
     table = variant_table(nmae, list(labels.values()), "0", first="k (absorption / rad)", versus="pure phase", methods=methods,
                           extra=extra)
     pattern = ("a = k·(φ - min φ)" if args.pattern == "phase"

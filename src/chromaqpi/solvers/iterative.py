@@ -94,15 +94,15 @@ def _available_memory() -> float | None:
     return None
 
 
-def _preconditioner(microscope: Microscope, shape, *, joint: bool = False, dtype, device) -> torch.Tensor:
-    """(K, H, W): one row per unknown (phase; and absorption when ``joint``)."""
+def _preconditioner(microscope: Microscope, shape, *, joint: bool = False, dtype, device, stain=None) -> torch.Tensor:
+    """(K, H, W): one row per unknown (phase; and absorption when ``joint``, coloured by ``stain``)."""
     # Gradients of the data term scale like the WOTF energy s = Σ|H_c|², tiny
     # at low frequencies (∝ f⁴): plain descent fixes fine detail first and the
     # low-frequency background last (PHYSICS.md §4.2). Optimising u with
     # φ = F⁻¹{P·F{u}}, P = 1/sqrt(s + δ·max s), equalises the curvature. The
     # absorption's energy is flat at low frequencies and falls towards the
     # pupil cut-off: the same rule equalises it there.
-    tfs = transfer_functions(microscope, tuple(shape), dtype=torch.float64, device=device)
+    tfs = transfer_functions(microscope, tuple(shape), dtype=torch.float64, device=device, stain=stain)
     rows = []
     for h in tfs[:2 if joint else 1]:
         s = (h**2).sum(dim=0)
@@ -295,7 +295,8 @@ def refine_with_absorption(images: torch.Tensor, microscope: Microscope | str, i
     images, microscope, init_phase, steps, loss, tv, tikhonov, optimizer, lr, tol, fast, precondition, progress
         As in :func:`refine`; the TV and gradient-energy priors apply to both maps with the same weight.
     init_absorption : ``"intercept"`` (default: :func:`chromaqpi.estimate_absorption`, the in-focus
-        intercept of the channels' defocus fit), ``"zeros"``, or a (B, H, W) / (H, W) start.
+        intercept of the channels' defocus fit; with a ``stain``, its per-pixel fit of the stain's
+        Beer-Lambert optical densities), ``"zeros"``, or a (B, H, W) / (H, W) start.
     stain : None (grey absorber), or the stain that colours the specimen: a name in
         :data:`chromaqpi.optics.spectra.STAINS` or a :class:`~chromaqpi.optics.spectra.Stain`.
         ``a`` is then its mean attenuation over the light the camera records.
@@ -324,7 +325,7 @@ def refine_with_absorption(images: torch.Tensor, microscope: Microscope | str, i
     get_stain(stain)  # an unknown name fails before any fit step
     if isinstance(init_absorption, str):
         if init_absorption == "intercept":
-            init_absorption = estimate_absorption(images.double(), microscope)
+            init_absorption = estimate_absorption(images.double(), microscope, stain=stain)
         elif init_absorption == "zeros":
             init_absorption = torch.zeros_like(images[:, 0])
         else:
@@ -359,7 +360,8 @@ def _refine(images, microscope, init_phase, init_absorption, *, steps, loss, tv,
     sim = functools.partial(cached, stain=stain) if stain is not None else cached
     shape = images.shape[-2:]
     joint = init_absorption is not None
-    precond = (_preconditioner(model, shape, joint=joint, dtype=images.dtype, device=images.device) if precondition
+    precond = (_preconditioner(model, shape, joint=joint, dtype=images.dtype, device=images.device, stain=stain)
+               if precondition
                else torch.ones((1 + joint, *shape), dtype=images.dtype, device=images.device))
     from tqdm.auto import tqdm
 
