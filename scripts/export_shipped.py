@@ -128,8 +128,9 @@ def hardware_line(card: dict) -> str:
 CHOSEN = {"best": "best validation MAE during training", "last": "the last step; see the notes for the choice"}
 
 
-def model_card(name: str, card: dict, summary: dict, size_bytes: int, checkpoint: str = "best") -> str:
-    family, kind = split_name(name)
+def model_card(name: str, card: dict, summary: dict, size_bytes: int, checkpoint: str = "best",
+               family: str | None = None) -> str:
+    family, kind = family or split_name(name)[0], split_name(name)[1]
     title, intro = KINDS[kind]
     cfg = summary["config"]
     data = cfg.get("data", {}).get("description", {})
@@ -251,9 +252,11 @@ def _portable_provenance(prov: dict) -> dict:
     return {**prov, **({"datasets": datasets} if datasets else {})}
 
 
-def export(name: str, checkpoint: str = "best") -> None:
+def export(name: str, checkpoint: str = "best", run: Path | None = None) -> None:
     family, kind = split_name(name)
-    run = ROOT / "runs" / f"{kind}-{family}"
+    if run is not None:  # a variant model of a family (e.g. default-stained): the run's family
+        family = json.loads((run / "train_config.json").read_text())["microscope"]["family"]
+    run = run or ROOT / "runs" / f"{kind}-{family}"
     src = run / "checkpoints" / checkpoint
     if not (src / "config.json").exists():
         src, checkpoint = run / "checkpoints" / "last", "last"
@@ -267,6 +270,7 @@ def export(name: str, checkpoint: str = "best") -> None:
     if kind == "zmd":
         card["model"]["clip_residual"] = CLIP_RESIDUAL
     card["microscope_preset"] = base.name
+    card["family"] = family  # a variant model's name need not be its family's
     card["provenance"] = _portable_provenance(card.get("provenance") or {})
     dst = ROOT / "src" / "chromaqpi" / "weights" / name
     dst.mkdir(parents=True, exist_ok=True)
@@ -279,7 +283,7 @@ def export(name: str, checkpoint: str = "best") -> None:
         sys.exit(f"{name}: {size / 2**20:.1f} MiB exceeds the 25 MiB limit")
     card = read_card(dst)
     card["microscope_preset"] = base.name
-    (dst / "MODEL_CARD.md").write_text(model_card(name, card, training_summary(run), size, checkpoint))
+    (dst / "MODEL_CARD.md").write_text(model_card(name, card, training_summary(run), size, checkpoint, family))
     print(f"exported {name}: {size / 2**20:.1f} MiB from {src}")
     if kept and "steps" in kept:
         record_steps(name, kept["steps"])
@@ -384,9 +388,9 @@ def record_std_scale(name: str, scale: float, draws: int = 8) -> None:
 def refresh_envelope(name: str) -> None:
     """Rewrite a shipped model's ``microscope`` envelope (config.json and its card line) from
     its family's current :func:`family_envelope`; the weights and everything else stay."""
-    family, _ = split_name(name)
     dst = ROOT / "src" / "chromaqpi" / "weights" / name
     config = json.loads((dst / "config.json").read_text())
+    family = config.get("family") or split_name(name)[0]
     config["microscope"] = family_envelope(family)
     card_md = (dst / "MODEL_CARD.md").read_text().splitlines(keepends=True)
     lines = [i for i, line in enumerate(card_md) if line.startswith(ENVELOPE_LINE)]
@@ -411,6 +415,8 @@ if __name__ == "__main__":
                         help="only record S as the models' std calibration scale (no run needed)")
     parser.add_argument("--std-draws", type=int, default=8, metavar="N",
                         help="the draws per image --std-scale was fitted with (default 8)")
+    parser.add_argument("--run", type=Path, metavar="DIR",
+                        help="export this run folder (default: runs/KIND-FAMILY), e.g. a variant model of a family")
     parser.add_argument("names", nargs="*", help="default: default paper-2shot paper-rgb (--std-scale: required)")
     args = parser.parse_args()
     if args.sampling_steps is not None and args.sampling_steps < 1:
@@ -431,4 +437,4 @@ if __name__ == "__main__":
             if args.sampling_temperature is not None:
                 record_temperature(fam, args.sampling_temperature)
         elif args.std_scale is None:
-            refresh_envelope(fam) if args.refresh_envelope else export(fam, args.checkpoint)
+            refresh_envelope(fam) if args.refresh_envelope else export(fam, args.checkpoint, args.run)

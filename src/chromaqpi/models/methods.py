@@ -55,7 +55,7 @@ def auto_fallback(microscope) -> str:
     return "tie" if microscope.planes else "wotf"
 
 
-def _same_acquisition(card: dict, microscope) -> bool:
+def same_acquisition(card: dict, microscope) -> bool:
     """Whether a shipped model's microscope records the same kind of stack: RGB mode (one colour
     exposure) or planes mode, and as many channels."""
     from chromaqpi.errors import ConfigError
@@ -70,7 +70,8 @@ def _same_acquisition(card: dict, microscope) -> bool:
 
 
 def _shipped_zmd_cards() -> dict[str, dict]:
-    """Readable shipped ZMD cards by name (an unreadable one is skipped: auto is the CLI default)."""
+    """Readable shipped ZMD cards by name, a family's variant models left out (an unreadable one is
+    skipped: auto is the CLI default)."""
     from chromaqpi.errors import WeightsError
     from chromaqpi.models.registry import WEIGHTS_DIR, list_models, read_card
 
@@ -80,7 +81,8 @@ def _shipped_zmd_cards() -> dict[str, dict]:
             card = read_card(WEIGHTS_DIR / name)
         except WeightsError:
             continue
-        if card["model"].get("kind") == "zmd" and isinstance(card.get("microscope"), dict):
+        variant = card.get("family", name) != name  # e.g. default-stained: opt-in, for coloured specimens
+        if card["model"].get("kind") == "zmd" and isinstance(card.get("microscope"), dict) and not variant:
             cards[name] = card
     return cards
 
@@ -107,7 +109,7 @@ def choose_method(microscope) -> tuple[str, str | None, str]:
     cards = _shipped_zmd_cards()
     names = sorted(cards, key=lambda n: (n != microscope.name, n != "default", n))
     problems = {n: microscope_family_warnings(cards[n]["microscope"], microscope) for n in names}
-    same = [n for n in names if _same_acquisition(cards[n], microscope)]
+    same = [n for n in names if same_acquisition(cards[n], microscope)]
     for name in same:
         if not problems[name]:
             return AUTO_LEARNED, name, f"inside the training family of shipped model {name!r}"

@@ -276,11 +276,33 @@ def _warn_if_coloured(batch: torch.Tensor, microscope: Microscope) -> None:
     for colour in specimen_colour(batch, microscope):
         if colour.coloured:
             name = colour.nearest_stain or "auto"
-            warnings.warn(f"the specimen is coloured ({colour.summary()}): a stain or pigment, which every phase "
-                          "method here reads as defocus contrast (README: coloured specimens); for its phase use "
-                          f"method 'wotf' with alpha=1e-3 and stain={name!r} (command line: --method wotf --alpha "
-                          f"1e-3 --stain {name})", stacklevel=3)
+            wotf = (f"method 'wotf' with alpha=1e-3 and stain={name!r} (command line: --method wotf --alpha 1e-3 "
+                    f"--stain {name})")
+            if _stained_model_reads(microscope):
+                wotf = (f"model {STAINED_MODEL!r} with method 'mean' (command line: --method mean --model "
+                        f"{STAINED_MODEL}), or {wotf}")
+            warnings.warn(f"the specimen is coloured ({colour.summary()}): a stain or pigment, which the phase "
+                          "methods read as defocus contrast unless told (README: coloured specimens); for its phase "
+                          f"use {wotf}", stacklevel=3)
             return
+
+
+#: The shipped model trained with coloured absorbers (an opt-in variant of `default`).
+STAINED_MODEL = "default-stained"
+
+
+def _stained_model_reads(microscope: Microscope) -> bool:
+    """Whether :data:`STAINED_MODEL` is installed and reads this microscope's kind of stack."""
+    from chromaqpi.errors import WeightsError
+    from chromaqpi.models.methods import same_acquisition
+    from chromaqpi.models.registry import WEIGHTS_DIR, list_models, read_card
+
+    if STAINED_MODEL not in list_models():
+        return False
+    try:
+        return same_acquisition(read_card(WEIGHTS_DIR / STAINED_MODEL), microscope)
+    except WeightsError:
+        return False
 
 
 def _finish(t: torch.Tensor, batched: bool, is_numpy: bool, dtype):
