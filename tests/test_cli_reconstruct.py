@@ -667,3 +667,25 @@ def test_a_coloured_specimen_is_named_and_warned_about(tmp_path, monkeypatch):
     np.testing.assert_allclose(read_tiff(tmp_path / "wotf" / "pink_absorption.tif")[0], stained_map, atol=1e-5)
     grey = read_tiff(tmp_path / "pink" / "pink_phase.tif")[0]  # tie's map of the same image
     assert np.isfinite(written[0]).all() and written[0].shape == grey.shape
+
+
+@pytest.mark.filterwarnings("ignore:simulation grid")
+def test_auto_runs_the_stained_model_on_a_coloured_image(tmp_path):
+    # The same 43 µm field as above: the eosin image is coloured, the clear one is not. The command line's
+    # default --method auto records which model ran, and says why.
+    wide = chromaqpi.Microscope.from_preset("default").replace(sampling={"pixel_size_um": 0.45, "oversample": 3})
+    scope = tmp_path / "wide.toml"
+    wide.to_toml(scope)
+    yy, xx = np.mgrid[:96, :96]
+    blob = torch.as_tensor(np.exp(-((yy - 48.0) ** 2 + (xx - 48.0) ** 2) / 200.0))
+    for name, stain, model in (("clear", None, "default"), ("pink", "eosin", "default-stained")):
+        images = chromaqpi.simulate(blob, wide, absorption=0.2 * blob if stain else None, stain=stain,
+                                    noise=False)[0].numpy()
+        np.save(tmp_path / f"{name}.npy", images.astype(np.float32))
+        assert main(["reconstruct", str(tmp_path / f"{name}.npy"), "--microscope", str(scope), "--normalized",
+                     "--no-preview", "--out", str(tmp_path / name)]) == 0
+        meta = read_tiff(tmp_path / name / f"{name}_phase.tif")[1]
+        assert meta["method"] == "mean" and meta["options"]["model"] == model
+        routed = [w for w in meta["warnings"] if "runs model 'default-stained'" in w]
+        assert len(routed) == (stain is not None)
+        assert not any("for its phase use" in w for w in meta["warnings"])  # no advice to run what ran

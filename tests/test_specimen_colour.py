@@ -101,3 +101,14 @@ def test_reconstruct_warns_about_a_coloured_image_unless_told_its_stain(wide, bl
         warnings.filterwarnings("error", message="the specimen is coloured")
         chromaqpi.reconstruct(pink, wide, method="wotf", alpha=1e-3, stain="eosin")
         chromaqpi.reconstruct(blob_scenes["grey"], wide, method="tie")  # grey: not coloured
+
+
+@pytest.mark.filterwarnings("ignore:simulation grid")
+def test_auto_routes_a_coloured_image_to_the_stained_model(wide, blob_scenes):
+    # Per image of a batch: the eosin image runs default-stained's mean net, the clear one default's.
+    batch = torch.stack([blob_scenes["clear"], blob_scenes["eosin"]])
+    with pytest.warns(UserWarning, match="method 'auto' runs model 'default-stained': the specimen is coloured"):
+        out = chromaqpi.reconstruct(batch, wide, method="auto")
+    for i, model in enumerate(("default", "default-stained")):
+        alone = chromaqpi.reconstruct(batch[i], wide, method="mean", model=model)
+        torch.testing.assert_close(out[i], alone.to(out.dtype), rtol=0, atol=1e-5)

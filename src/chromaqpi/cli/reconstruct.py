@@ -341,14 +341,14 @@ def wotf_alpha(text: str, method: str):
     return value
 
 
-def resolve_method(method: str, microscope, options: dict) -> tuple[str, dict]:
+def resolve_method(method: str, microscope, options: dict, coloured: bool = False) -> tuple[str, dict]:
     """The method and options that run for one image: ``auto`` becomes its choice for this image's
-    microscope (a focus fit may move it out of a model's family), recorded as what ran."""
+    microscope (a focus fit may move it out of a model's family) and colour, recorded as what ran."""
     if method != "auto":
         return method, options
     from chromaqpi.models.methods import resolve_auto
 
-    chosen, chosen_options = resolve_auto(microscope)
+    chosen, chosen_options = resolve_auto(microscope, coloured=coloured)
     return chosen, {**chosen_options, **({"progress": True} if "model" in chosen_options else {})}
 
 
@@ -478,7 +478,7 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
                 fit = fit_focus(images, solve_scope, args, path.name, prefix="focus-")
                 # No focus signal in the crop: keep the declared focus rather than move it at random.
                 solve_scope = fit.microscope if fit.reliable else solve_scope
-            method, method_opts = resolve_method(args.method, solve_scope, options)
+            method, method_opts = resolve_method(args.method, solve_scope, options, colour.coloured)
             result = chromaqpi.reconstruct(images, solve_scope, method=method, **method_opts)
             scope = solve_scope.replace(registration=microscope.registration)  # recorded: what the input needs
             seconds = time.perf_counter() - start

@@ -250,8 +250,10 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     _check_options(method, fn, options)
     batch, batched = as_image_batch(images, microscope.n_channels)
     is_numpy, in_dtype = isinstance(images, np.ndarray), images.dtype
-    if "stain" not in options:
-        _warn_if_coloured(batch, microscope)
+    # Told the stain, or running the model made for coloured specimens: nothing to say. Auto measures
+    # the colour itself, to route on it.
+    if "stain" not in options and options.get("model") != STAINED_MODEL and method != "auto":
+        warn_if_coloured(batch, microscope)
     batch, microscope = unregister(batch, microscope)  # every method then sees registered channels
     result = fn(batch, microscope, **options)
     phase, std = result if isinstance(result, tuple) else (result, None)
@@ -266,7 +268,7 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     return tuple(outputs) if std is not None else outputs[0]
 
 
-def _warn_if_coloured(batch: torch.Tensor, microscope: Microscope) -> None:
+def warn_if_coloured(batch: torch.Tensor, microscope: Microscope) -> None:
     """Warn when an image is coloured (:func:`chromaqpi.specimen_colour`): a stain that every method
     reads as defocus contrast unless told it (``stain=``, for the methods that take one)."""
     import warnings
@@ -278,7 +280,7 @@ def _warn_if_coloured(batch: torch.Tensor, microscope: Microscope) -> None:
             name = colour.nearest_stain or "auto"
             wotf = (f"method 'wotf' with alpha=1e-3 and stain={name!r} (command line: --method wotf --alpha 1e-3 "
                     f"--stain {name})")
-            if _stained_model_reads(microscope):
+            if stained_model_reads(microscope):
                 wotf = (f"model {STAINED_MODEL!r} with method 'mean' (command line: --method mean --model "
                         f"{STAINED_MODEL}), or {wotf}")
             warnings.warn(f"the specimen is coloured ({colour.summary()}): a stain or pigment, which the phase "
@@ -291,14 +293,20 @@ def _warn_if_coloured(batch: torch.Tensor, microscope: Microscope) -> None:
 STAINED_MODEL = "default-stained"
 
 
-def _stained_model_reads(microscope: Microscope) -> bool:
-    """Whether :data:`STAINED_MODEL` is installed and reads this microscope's kind of stack."""
+def stained_model_reads(microscope: Microscope, variant_of: str | None = None) -> bool:
+    """Whether :data:`STAINED_MODEL` is installed and reads this microscope's kind of stack (and, with
+    ``variant_of``, is that model's variant)."""
     from chromaqpi.errors import WeightsError
     from chromaqpi.models.methods import same_acquisition
     from chromaqpi.models.registry import WEIGHTS_DIR, list_models, read_card
 
     if STAINED_MODEL not in list_models():
         return False
+    try:
+        card = read_card(WEIGHTS_DIR / STAINED_MODEL)
+    except WeightsError:
+        return False
+    return same_acquisition(card, microscope) and variant_of in (None, card.get("family"))
     try:
         return same_acquisition(read_card(WEIGHTS_DIR / STAINED_MODEL), microscope)
     except WeightsError:
