@@ -15,7 +15,8 @@ SHIPPED = ("default", "paper-2shot", "paper-rgb")
 # The reference paper's comparison models: same U-Nets and training budget, no prior.
 COMPARISON = ("paper-2shot-ddpm", "paper-2shot-cvdm", "paper-rgb-ddpm", "paper-rgb-cvdm", "default-ddpm",
               "default-cvdm")
-# Opt-in variants of a family's model (their card's `family` is not their name): never picked by `auto`.
+# Opt-in variants of a family's model (their card's `family` is not their name): `auto` never chooses them for a
+# microscope (it runs default-stained on coloured images only: tests/test_specimen_colour.py).
 VARIANTS = ("default-stained",)
 MAX_BYTES = 25 * 2**20
 
@@ -28,7 +29,7 @@ def test_comparison_models_are_shipped():
     assert set(COMPARISON) <= set(list_models())
 
 
-def test_variant_models_are_shipped_and_never_picked_by_auto():
+def test_variant_models_are_shipped_and_never_chosen_for_a_microscope():
     from chromaqpi.models.methods import choose_method
 
     assert set(VARIANTS) <= set(list_models())
