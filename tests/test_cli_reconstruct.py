@@ -670,6 +670,8 @@ def test_a_coloured_specimen_is_named_and_warned_about(tmp_path, monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:simulation grid")
+@pytest.mark.filterwarnings("ignore:microscope outside the model's training family")  # 0.45 µm pixels
+@pytest.mark.filterwarnings("ignore:method 'auto' runs model")  # checked in the metadata below
 def test_auto_runs_the_stained_model_on_a_coloured_image(tmp_path):
     # The same 43 µm field as above: the eosin image is coloured, the clear one is not. The command line's
     # default --method auto records which model ran, and says why.

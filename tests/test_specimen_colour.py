@@ -104,6 +104,7 @@ def test_reconstruct_warns_about_a_coloured_image_unless_told_its_stain(wide, bl
 
 
 @pytest.mark.filterwarnings("ignore:simulation grid")
+@pytest.mark.filterwarnings("ignore:microscope outside the model's training family")  # 0.45 µm pixels
 def test_auto_routes_a_coloured_image_to_the_stained_model(wide, blob_scenes):
     # Per image of a batch: the eosin image runs default-stained's mean net, the clear one default's.
     batch = torch.stack([blob_scenes["clear"], blob_scenes["eosin"]])
