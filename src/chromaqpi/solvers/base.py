@@ -278,14 +278,14 @@ def warn_if_coloured(batch: torch.Tensor, microscope: Microscope) -> None:
     for colour in specimen_colour(batch, microscope):
         if colour.coloured:
             name = colour.nearest_stain or "auto"
-            wotf = (f"method 'wotf' with alpha=1e-3 and stain={name!r} (command line: --method wotf --alpha 1e-3 "
-                    f"--stain {name})")
+            advice = (f"method 'wotf' with alpha=1e-3 and stain={name!r} (command line: --method wotf --alpha 1e-3 "
+                      f"--stain {name})")
             if stained_model_reads(microscope):
-                wotf = (f"model {STAINED_MODEL!r} with method 'mean' (command line: --method mean --model "
-                        f"{STAINED_MODEL}), or {wotf}")
+                advice = (f"model {STAINED_MODEL!r} with method 'mean' (command line: --method mean --model "
+                          f"{STAINED_MODEL}), or {advice}")
             warnings.warn(f"the specimen is coloured ({colour.summary()}): a stain or pigment, which the phase "
                           "methods read as defocus contrast unless told (README: coloured specimens); for its phase "
-                          f"use {wotf}", stacklevel=3)
+                          f"use {advice}", stacklevel=3)
             return
 
 
