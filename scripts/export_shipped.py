@@ -255,6 +255,8 @@ def _portable_provenance(prov: dict) -> dict:
 def export(name: str, checkpoint: str = "best", run: Path | None = None) -> None:
     family, kind = split_name(name)
     if run is not None:  # a variant model of a family (e.g. default-stained): the run's family
+        if not (run / "train_config.json").is_file():
+            sys.exit(f"--run {run}: no train_config.json there (a `chromaqpi train --out` folder is needed)")
         family = json.loads((run / "train_config.json").read_text())["microscope"]["family"]
     run = run or ROOT / "runs" / f"{kind}-{family}"
     src = run / "checkpoints" / checkpoint

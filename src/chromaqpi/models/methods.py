@@ -69,6 +69,25 @@ def same_acquisition(card: dict, microscope) -> bool:
     return acquisition(preset) == acquisition(microscope) and preset.n_channels == microscope.n_channels
 
 
+#: The shipped model trained with coloured absorbers (an opt-in variant of `default`).
+STAINED_MODEL = "default-stained"
+
+
+def stained_model_reads(microscope, variant_of: str | None = None) -> bool:
+    """Whether :data:`STAINED_MODEL` is installed and reads this microscope's kind of stack (and, with
+    ``variant_of``, is that model's variant)."""
+    from chromaqpi.errors import WeightsError
+    from chromaqpi.models.registry import WEIGHTS_DIR, list_models, read_card
+
+    if STAINED_MODEL not in list_models():
+        return False
+    try:
+        card = read_card(WEIGHTS_DIR / STAINED_MODEL)
+    except WeightsError:
+        return False
+    return same_acquisition(card, microscope) and variant_of in (None, card.get("family"))
+
+
 def _shipped_zmd_cards() -> dict[str, dict]:
     """Readable shipped ZMD cards by name, a family's variant models left out (an unreadable one is
     skipped: auto is the CLI default)."""
@@ -129,7 +148,7 @@ def resolve_auto(microscope, coloured: bool = False) -> tuple[str, dict]:
     so that the choice travels with the result (the CLI records warnings in the TIFF metadata).
 
     ``coloured``: the image is coloured (:func:`chromaqpi.specimen_colour`). Where the choice is the
-    model whose variant :data:`~chromaqpi.solvers.base.STAINED_MODEL` (trained with coloured absorbers)
+    model whose variant :data:`STAINED_MODEL` (trained with coloured absorbers)
     reads the stack, that variant runs instead. Rule, written before the check: on the flagged images
     of two validation folders (32 transparent, 32 stained samples), its mean network had to beat
     ``default``'s on average and on 3/4 of them, with no transparent image flagged. Measured: 6 stained
@@ -137,8 +156,6 @@ def resolve_auto(microscope, coloured: bool = False) -> tuple[str, dict]:
     (``benchmarks/results/absorption-training.md``, experiment 3b).
     """
     import warnings
-
-    from chromaqpi.solvers.base import STAINED_MODEL, stained_model_reads
 
     method, model, reason = choose_method(microscope)
     if model is None:
@@ -160,21 +177,21 @@ def auto(images: torch.Tensor, microscope, *, device=None, progress: bool = Fals
     applies to the network (the classical solvers run where the images are).
     The ``method="auto"`` entry of :func:`chromaqpi.reconstruct`, the CLI's default."""
     from chromaqpi.consistency import specimen_colour
-    from chromaqpi.solvers.base import STAINED_MODEL, get_method, warn_if_coloured
+    from chromaqpi.solvers.base import get_method, warn_if_coloured
 
-    coloured = torch.tensor([c.coloured for c in specimen_colour(images, microscope)])
-    parts = {}
+    colours = specimen_colour(images, microscope)
+    parts = []  # (batch indices, their phase) per colour group
     for flag in (False, True):
-        index = torch.nonzero(coloured == flag).flatten()
-        if not len(index):
+        index = [i for i, c in enumerate(colours) if c.coloured == flag]
+        if not index:
             continue
         method, options = resolve_auto(microscope, coloured=flag)
-        if flag and options.get("model") != STAINED_MODEL:
-            warn_if_coloured(images[index], microscope)  # coloured, and no variant reads it: say what would
+        if flag and options.get("model") != STAINED_MODEL:  # coloured, and no variant reads it: say what would
+            warn_if_coloured(images[index], microscope, [colours[i] for i in index])
         if method == AUTO_LEARNED:
             options.update(device=device, progress=progress)
-        parts[index] = get_method(method)(images[index], microscope, **options)
+        parts.append((index, get_method(method)(images[index], microscope, **options)))
     if len(parts) == 1:
-        return next(iter(parts.values()))
-    out = torch.cat(list(parts.values()))
-    return out[torch.argsort(torch.cat(list(parts)))]  # back in the batch's order
+        return parts[0][1]
+    order = torch.argsort(torch.tensor([i for index, _ in parts for i in index]))
+    return torch.cat([phase for _, phase in parts])[order.to(images.device)]  # back in the batch's order

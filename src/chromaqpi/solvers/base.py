@@ -252,6 +252,8 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     is_numpy, in_dtype = isinstance(images, np.ndarray), images.dtype
     # Told the stain, or running the model made for coloured specimens: nothing to say. Auto measures
     # the colour itself, to route on it.
+    from chromaqpi.models.methods import STAINED_MODEL
+
     if "stain" not in options and options.get("model") != STAINED_MODEL and method != "auto":
         warn_if_coloured(batch, microscope)
     batch, microscope = unregister(batch, microscope)  # every method then sees registered channels
@@ -268,14 +270,16 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     return tuple(outputs) if std is not None else outputs[0]
 
 
-def warn_if_coloured(batch: torch.Tensor, microscope: Microscope) -> None:
-    """Warn when an image is coloured (:func:`chromaqpi.specimen_colour`): a stain that every method
-    reads as defocus contrast unless told it (``stain=``, for the methods that take one)."""
+def warn_if_coloured(batch: torch.Tensor, microscope: Microscope, colours=None) -> None:
+    """Warn when an image is coloured (:func:`chromaqpi.specimen_colour`, or its ``colours`` for the
+    batch when already measured): a stain that every method reads as defocus contrast unless told it
+    (``stain=``, for the methods that take one)."""
     import warnings
 
     from chromaqpi.consistency import specimen_colour
+    from chromaqpi.models.methods import STAINED_MODEL, stained_model_reads
 
-    for colour in specimen_colour(batch, microscope):
+    for colour in specimen_colour(batch, microscope) if colours is None else colours:
         if colour.coloured:
             name = colour.nearest_stain or "auto"
             advice = (f"method 'wotf' with alpha=1e-3 and stain={name!r} (command line: --method wotf --alpha 1e-3 "
@@ -287,30 +291,6 @@ def warn_if_coloured(batch: torch.Tensor, microscope: Microscope) -> None:
                           "methods read as defocus contrast unless told (README: coloured specimens); for its phase "
                           f"use {advice}", stacklevel=3)
             return
-
-
-#: The shipped model trained with coloured absorbers (an opt-in variant of `default`).
-STAINED_MODEL = "default-stained"
-
-
-def stained_model_reads(microscope: Microscope, variant_of: str | None = None) -> bool:
-    """Whether :data:`STAINED_MODEL` is installed and reads this microscope's kind of stack (and, with
-    ``variant_of``, is that model's variant)."""
-    from chromaqpi.errors import WeightsError
-    from chromaqpi.models.methods import same_acquisition
-    from chromaqpi.models.registry import WEIGHTS_DIR, list_models, read_card
-
-    if STAINED_MODEL not in list_models():
-        return False
-    try:
-        card = read_card(WEIGHTS_DIR / STAINED_MODEL)
-    except WeightsError:
-        return False
-    return same_acquisition(card, microscope) and variant_of in (None, card.get("family"))
-    try:
-        return same_acquisition(read_card(WEIGHTS_DIR / STAINED_MODEL), microscope)
-    except WeightsError:
-        return False
 
 
 def _finish(t: torch.Tensor, batched: bool, is_numpy: bool, dtype):
