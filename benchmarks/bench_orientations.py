@@ -77,6 +77,8 @@ def add_source_args(parser: argparse.ArgumentParser, data: str) -> None:
     parser.add_argument("--sets", default="", help="comma-separated evaluation sets instead (test sets: "
                         "only to measure a choice already made on validation)")
     parser.add_argument("--n", type=int, default=16, help="first n images of each folder or set")
+    parser.add_argument("--suffix", default="", help="appended to the results file's name (e.g. for a run on "
+                        "another model's folders, so that the shipped models' file is kept)")
 
 
 def source_runs(args) -> list[tuple]:
@@ -97,7 +99,7 @@ def main():
     runs = source_runs(args)
     args.steps = model_steps([model for model, _, _ in runs], args.steps)
     torch.set_flush_denormal(True)
-    name = "orientations-test" if args.sets else "orientations"
+    name = ("orientations-test" if args.sets else "orientations") + args.suffix
     check_same_steps(name, f"Shipped models, {args.steps} DDIM steps", args.update)
     header = ["model", "test set" if args.sets else "validation folder", "images", "row", "nMAE aligned",
               "MS-SSIM", "RMSE / RMS std", "cover 1 std (%)", "nMAE vs 1 view"]

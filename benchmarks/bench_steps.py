@@ -63,7 +63,7 @@ def score(model: str, items: list[tuple], label: str, steps: list[int]) -> dict[
 def write_sweep(args, stem: str, what: str, description: str, header: list[str], rows: list[list]) -> None:
     """``<stem>.md`` (validation folders) or ``<stem>-test.md`` (``--sets``)."""
     name, where = (f"{stem}-test", "test") if args.sets else (stem, "validation")
-    write_results(name, f"{what} ({where})", description + "\n\n" + markdown_table(header, rows))
+    write_results(name + args.suffix, f"{what} ({where})", description + "\n\n" + markdown_table(header, rows))
 
 
 def main():

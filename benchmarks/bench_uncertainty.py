@@ -217,7 +217,7 @@ def calibrate(args) -> None:
             + markdown_table(["model", "validation folder", "images", "MAE (rad)", "RMSE / RMS sigma (raw)",
                               "cover raw sigma (%)", "s fitted on this folder", "s fitted on the others",
                               "held out: cover s x sigma (%)", "held out: cover 2 s x sigma (%)"], folder_rows))
-    write_results("uncertainty-calibration", "Calibrating the ZMD uncertainty map on validation folders", body)
+    write_results("uncertainty-calibration" + args.suffix, "Calibrating the ZMD uncertainty map on validation folders", body)
 
 
 def main():
@@ -238,6 +238,8 @@ def main():
                         "(samples=N before orientations=True became the default)")
     parser.add_argument("--update", action="store_true",
                         help="keep the results file's rows of the sets not re-run (e.g. after retraining one model)")
+    parser.add_argument("--suffix", default="", help="--calibrate: appended to the results file's name (e.g. for "
+                        "another model's folders, so that the shipped models' file is kept)")
     args = parser.parse_args()
     if args.calibrate and (args.check_folders or args.update or args.one_view):
         parser.error("--calibrate fits the scale return_std uses (D4 views, all folders): no --check-folders, "
