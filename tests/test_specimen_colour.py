@@ -105,6 +105,29 @@ def test_reconstruct_warns_about_a_coloured_image_unless_told_its_stain(wide, bl
 
 @pytest.mark.filterwarnings("ignore:simulation grid")
 @pytest.mark.filterwarnings("ignore:microscope outside the model's training family")  # 0.45 µm pixels
+def test_a_model_trained_with_coloured_absorbers_is_not_warned_about_them(wide, blob_scenes):
+    import warnings
+
+    from chromaqpi.models.registry import WEIGHTS_DIR, load_model, trained_stains
+
+    # What the network saw is read from its card's training data, however the model is named.
+    stained = ["eosin", "haematoxylin", "haemoglobin", "methylene-blue"]
+    path = WEIGHTS_DIR / "default-stained"
+    assert trained_stains("mean", wide, "default-stained") == stained
+    assert trained_stains("zmd", wide, str(path)) == stained
+    assert trained_stains("mean", wide, load_model(path)) == stained
+    assert trained_stains("mean", wide) == [] and trained_stains("zmd", wide, "paper-rgb") == []
+    assert trained_stains("mean", wide, "no-such-model") == []  # the method says what is wrong
+    pink = blob_scenes["eosin"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="the specimen is coloured")
+        chromaqpi.reconstruct(pink, wide, method="mean", model=str(path))
+    with pytest.warns(UserWarning, match="the specimen is coloured"):
+        chromaqpi.reconstruct(pink, wide, method="mean", model="default")
+
+
+@pytest.mark.filterwarnings("ignore:simulation grid")
+@pytest.mark.filterwarnings("ignore:microscope outside the model's training family")  # 0.45 µm pixels
 def test_auto_routes_a_coloured_image_to_the_stained_model(wide, blob_scenes):
     # Per image of a batch: the eosin image runs default-stained's mean net, the clear one default's.
     batch = torch.stack([blob_scenes["clear"], blob_scenes["eosin"]])

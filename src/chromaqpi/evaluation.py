@@ -24,6 +24,7 @@ import torch
 
 from chromaqpi.errors import InputError
 from chromaqpi.microscope import Microscope
+from chromaqpi.models.registry import LEARNED_METHODS
 
 # Columns of the markdown table (metric key, header), offset-aligned first.
 TABLE_COLUMNS = (
@@ -97,7 +98,7 @@ def _summary(rows: list[dict], methods: Sequence[str]) -> dict[str, dict[str, tu
 
 
 # Methods whose weights and sampling settings metrics.md records.
-LEARNED = ("mean", "ddpm", "cvdm", "zmd")
+LEARNED = LEARNED_METHODS
 
 
 def _markdown(summary: dict, microscope: Microscope, n_samples: int, data_range: float, phi_max: float,

@@ -9,7 +9,8 @@ import torch
 
 from chromaqpi.datasets import seeds
 from chromaqpi.datasets.generate import generate_group, make_object
-from chromaqpi.datasets.randomize import Ranges, draw_absorption_per_rad, get_family, resolve_ranges
+from chromaqpi.datasets.randomize import (Ranges, absorbers_drawn, draw_absorption_per_rad, get_family,
+                                         resolve_ranges)
 from chromaqpi.datasets.sources import resolve_sources
 from chromaqpi.errors import ConfigError
 from chromaqpi.microscope import Microscope
@@ -158,3 +159,23 @@ def test_stained_samples_are_the_simulator_with_their_drawn_stain():
 def test_invalid_absorption_stains_raise(bad):
     with pytest.raises(ConfigError, match="absorption_stains"):
         dataclasses.replace(Ranges.fixed(Microscope.from_preset("paper-rgb")), **bad)
+
+
+def test_a_dataset_names_its_absorbers_for_the_cards_of_models_trained_on_it(tmp_path):
+    from chromaqpi.datasets.build import build_dataset
+    from chromaqpi.datasets.torch_data import ShardDataset
+
+    base = Ranges.fixed(Microscope.from_preset("paper-rgb"))
+    stained = dataclasses.replace(base, absorption_per_rad=(0.0, 0.2), absorption_probability=0.5,
+                                  absorption_stains=["eosin", "grey"])
+    assert absorbers_drawn(stained.to_dict()) == {"per_rad": [0.0, 0.2], "probability": 0.5, "pattern": None,
+                                                  "stains": ["eosin", "grey"]}
+    grey = dataclasses.replace(base, absorption_per_rad=(0.1, 0.1))  # every sample, no stain named: grey
+    assert absorbers_drawn(grey.to_dict())["stains"] == ["grey"] and absorbers_drawn(grey.to_dict())["probability"] == 1
+    for transparent in (base, dataclasses.replace(base, absorption_per_rad=(0.0, 0.0)),
+                        dataclasses.replace(base, absorption_per_rad=(0.0, 0.1), absorption_probability=0)):
+        assert absorbers_drawn(transparent.to_dict()) is None
+    for name, family in (("stained", stained), ("plain", base)):
+        build_dataset("textures", family, 4, 16, 3, tmp_path / name, progress=False, noise=False)
+    (plain, coloured) = (ShardDataset(tmp_path / n).identity()[0] for n in ("plain", "stained"))
+    assert "absorbers" not in plain and coloured["absorbers"]["stains"] == ["eosin", "grey"]

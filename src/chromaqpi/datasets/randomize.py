@@ -438,6 +438,18 @@ def _draw_planes(rng, r: Ranges, base: Microscope) -> list[dict] | None:
     return planes
 
 
+def absorbers_drawn(family: dict) -> dict | None:
+    """What absorbing samples a dataset's family (a :class:`Ranges` as its manifest records it) draws, for
+    the card of a model trained on it: k range per radian, share, pattern and stains (``["grey"]`` when it
+    names none); None for a transparent dataset."""
+    k = family.get("absorption_per_rad")
+    p = 1.0 if family.get("absorption_probability") is None else float(family["absorption_probability"])
+    if k is None or float(k[1]) <= 0 or p <= 0:
+        return None
+    return {"per_rad": [float(v) for v in k], "probability": p, "pattern": family.get("absorption_pattern"),
+            "stains": list(family.get("absorption_stains") or ["grey"])}
+
+
 def draw_absorption_per_rad(ranges: Ranges, rng: np.random.Generator) -> float | None:
     """k of one sample's absorption ``a = k·(φ - min φ)``: None when the ranges draw none (nothing is
     drawn from ``rng`` then), else 0 for a transparent sample. Always two draws, so later ones do not

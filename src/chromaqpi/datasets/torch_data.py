@@ -167,9 +167,16 @@ class ShardDataset(Dataset):
 
     def identity(self) -> list[dict]:
         """Which data these are, for a model card: per folder (in the order given) its path, the sha256
-        of its manifest (which holds every shard's sha256) and its sample count."""
-        return [{"folder": str(s.root.resolve()), "manifest_sha256": s.manifest_sha256, "samples": s.n}
-                for s in self.stores]
+        of its manifest (which holds every shard's sha256), its sample count and, for data with absorbing
+        samples, what absorbers it draws (:func:`~chromaqpi.datasets.randomize.absorbers_drawn`)."""
+        from chromaqpi.datasets.randomize import absorbers_drawn
+
+        out = []
+        for s in self.stores:
+            absorbers = absorbers_drawn(s.manifest["config"].get("family") or {})
+            out.append({"folder": str(s.root.resolve()), "manifest_sha256": s.manifest_sha256, "samples": s.n,
+                        **({"absorbers": absorbers} if absorbers else {})})
+        return out
 
     def set_epoch(self, epoch: int) -> None:
         """Change the crops/flips/mixture draws (call before creating the epoch's iterator)."""

@@ -55,6 +55,8 @@ CONFIG_FILE = "config.json"
 #: The card's ``format`` and the newest ``format_version`` this code reads.
 FORMAT = "chromaqpi-model"
 FORMAT_VERSION = 1
+#: the methods that run a trained network (``model=``)
+LEARNED_METHODS = ("mean", "ddpm", "cvdm", "zmd")
 
 
 # ---------------------------------------------------------------- config <-> dict
@@ -434,6 +436,23 @@ def model_for(kind: str, microscope, model: str | Path | nn.Module | None = None
     if isinstance(model, nn.Module):
         return model
     return _cached_model(model or _default_model_name(kind, getattr(microscope, "name", None)), device)
+
+
+def trained_stains(kind: str, microscope, model: str | Path | nn.Module | None = None) -> list[str]:
+    """The coloured stains (grey left out) among the absorbers of the model's training data, as its card
+    records them (``provenance.datasets``): what it has learned to tell from defocus contrast. The model as
+    :func:`model_for` picks it; [] for transparent data, a card that records none, or no readable model
+    (the method itself then says what is wrong)."""
+    try:
+        if isinstance(model, nn.Module):
+            card = getattr(model, "card", None) or {}
+        else:
+            card = read_card(resolve_model_dir(model or _default_model_name(kind, getattr(microscope, "name", None))))
+        data = ((card.get("provenance") or {}).get("datasets") or {}).get("train") or []
+        stains = [stain for d in data for stain in ((d.get("absorbers") or {}).get("stains") or [])]
+    except (WeightsError, AttributeError, TypeError):
+        return []
+    return [stain for stain in dict.fromkeys(stains) if stain != "grey"]
 
 
 def load_model(name_or_path: str | Path, *, device: torch.device | str = "cpu") -> nn.Module:

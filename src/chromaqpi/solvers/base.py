@@ -250,11 +250,9 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     _check_options(method, fn, options)
     batch, batched = as_image_batch(images, microscope.n_channels)
     is_numpy, in_dtype = isinstance(images, np.ndarray), images.dtype
-    # Told the stain, or running the model made for coloured specimens: nothing to say. Auto measures
+    # Told the stain, or running a model trained with coloured absorbers: nothing to say. Auto measures
     # the colour itself, to route on it.
-    from chromaqpi.models.methods import STAINED_MODEL
-
-    if "stain" not in options and options.get("model") != STAINED_MODEL and method != "auto":
+    if "stain" not in options and method != "auto" and not _reads_stains(method, microscope, options):
         warn_if_coloured(batch, microscope)
     batch, microscope = unregister(batch, microscope)  # every method then sees registered channels
     result = fn(batch, microscope, **options)
@@ -268,6 +266,13 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     phase = phase - _reference(phase, reference_mask)
     outputs = [_finish(t, batched, is_numpy, in_dtype) for t in (phase, std) if t is not None]
     return tuple(outputs) if std is not None else outputs[0]
+
+
+def _reads_stains(method: str, microscope: Microscope, options: dict) -> bool:
+    """Whether the method runs a network trained with coloured absorbers (its card's training data)."""
+    from chromaqpi.models.registry import LEARNED_METHODS, trained_stains
+
+    return method in LEARNED_METHODS and bool(trained_stains(method, microscope, options.get("model")))
 
 
 def warn_if_coloured(batch: torch.Tensor, microscope: Microscope, colours=None) -> None:
