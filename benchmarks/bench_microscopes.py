@@ -81,7 +81,9 @@ def class_sample(name: str, i: int, size: int, *, absorption_per_rad: float = 0.
     ``absorption_per_rad``: the object also absorbs, with amplitude attenuation ``a = k·(φ - min φ)``
     (grey, the simulator's absorption model); with ``absorption_pattern="independent"`` a second cell
     scene's phase (its own stream) stands in for φ; ``stain`` (a name in ``chromaqpi.optics.spectra.STAINS``)
-    colours it. The draws stay those of the pure-phase sample."""
+    colours it. A list of stains (e.g. H&E) gives each its own independent scene (streams 3, 4, ...), each
+    with attenuation k·(ψ_i - min ψ_i); the true absorption returned is their sum. The draws stay those of
+    the pure-phase sample."""
     objectives = CLASSES[name][0]
     family = get_family("default")
     ranges = family if objectives is None else replace(family, objectives=objectives)
@@ -89,16 +91,19 @@ def class_sample(name: str, i: int, size: int, *, absorption_per_rad: float = 0.
     source = get_source("cells", wavelength_um=microscope.optics.wavelength_ref_um)
     shape, pixel, lam = (size, size), microscope.sampling.pixel_size_um, microscope.optics.wavelength_ref_um
     phase = torch.from_numpy(phase_rad(source(shape, pixel, seeds.rng_from(seeds.eval_sequence(SET_ID, i, 1))), lam))
-    pattern = phase
-    if absorption_per_rad and absorption_pattern == "independent":
-        pattern = torch.from_numpy(phase_rad(source(shape, pixel, seeds.rng_from(seeds.eval_sequence(SET_ID, i, 3))), lam))
-    absorption = absorption_per_rad * (pattern - pattern.min()) if absorption_per_rad else None
+    dyes = list(stain) if isinstance(stain, (list, tuple)) else None
+    patterns = [phase]
+    if absorption_per_rad and (absorption_pattern == "independent" or dyes):
+        patterns = [torch.from_numpy(phase_rad(source(shape, pixel, seeds.rng_from(seeds.eval_sequence(SET_ID, i, 3 + j))),
+                                               lam)) for j in range(len(dyes or [stain]))]
+    maps = [absorption_per_rad * (p - p.min()) for p in patterns] if absorption_per_rad else []
+    absorption = (maps if dyes else maps[0]) if maps else None
     generator = seeds.torch_generator_from(seeds.eval_sequence(SET_ID, i, 2))
     with torch.no_grad():
         images = simulate(phase, microscope, absorption=absorption, stain=stain if absorption is not None else None,
                           noise=True, generator=generator)
     if with_absorption:
-        truth = torch.zeros_like(phase) if absorption is None else absorption
+        truth = torch.zeros_like(phase) if absorption is None else sum(maps)
         return images.float(), phase.double(), microscope, truth.double()
     return images.float(), phase.double(), microscope
 

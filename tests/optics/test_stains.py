@@ -108,3 +108,48 @@ def test_stain_errors():
     # A band far outside the camera's light absorbs nothing it records.
     with pytest.raises(ConfigError, match="none of the light"):
         simulate(phase, "default", absorption=phase + 0.1, stain=Stain("ir", ((2.0, 0.01, 1.0),)), noise=False)
+
+
+@pytest.mark.parametrize("preset", ["default", "paper-rgb"])
+def test_two_uniform_dyes_add_their_attenuations_at_each_wavelength(preset):
+    # Beer-Lambert for a mixture: channel c reads Σ_k W_ck exp(-2·(a_h·s_h,k/s̄_h + a_e·s_e,k/s̄_e)), which is
+    # not the product of the two single-dye readings once a channel spans several nodes.
+    m = Microscope.from_preset(preset)
+    phase = torch.zeros(16, 16, dtype=torch.float64)
+    a_h, a_e = torch.full_like(phase, 0.25), torch.full_like(phase, 0.4)
+    img = simulate(phase, m, absorption=[a_h, a_e], stain=["haematoxylin", "eosin"], noise=False)[0]
+    quad = channel_quadrature(m)
+    od = 0.25 * STAINS["haematoxylin"].node_scales(quad) + 0.4 * STAINS["eosin"].node_scales(quad)
+    np.testing.assert_allclose(img.mean(dim=(-2, -1)).numpy(), quad.weights @ np.exp(-2 * od), rtol=1e-6)
+
+
+def test_a_dye_list_is_each_dye_alone_where_the_others_are_absent():
+    # Two dyes on disjoint halves of a phase scene, and grey in a list: each matches the single-map form.
+    m = Microscope.from_preset("default")
+    g = torch.Generator().manual_seed(3)
+    phase = torch.rand(48, 48, generator=g, dtype=torch.float64) * 2
+    a = torch.rand(48, 48, generator=g, dtype=torch.float64) * 0.3
+    zero = torch.zeros_like(a)
+    alone = simulate(phase, m, absorption=a, stain="eosin", noise=False)
+    for maps, stains in (([a, zero], ["eosin", "haematoxylin"]), ([zero, a], ["methylene-blue", "eosin"])):
+        torch.testing.assert_close(simulate(phase, m, absorption=maps, stain=stains, noise=False), alone,
+                                   rtol=0, atol=1e-10)
+    grey = simulate(phase, m, absorption=a, noise=False)
+    torch.testing.assert_close(simulate(phase, m, absorption=[a, zero], stain=[None, "eosin"], noise=False), grey,
+                               rtol=0, atol=1e-10)
+    torch.testing.assert_close(simulate(phase, m, absorption=[a / 2, a / 2], stain=[None, "grey"], noise=False),
+                               grey, rtol=0, atol=1e-10)
+    mixed = simulate(phase, m, absorption=[a, a], stain=["eosin", "haematoxylin"], noise=False)
+    assert float((mixed - alone).abs().max()) > 1e-2  # the second dye is not ignored
+
+
+def test_dye_list_errors():
+    phase = torch.zeros(8, 8)
+    with pytest.raises(InputError, match="2 absorption maps need a list of as many stains"):
+        simulate(phase, "default", absorption=[phase, phase], stain="eosin", noise=False)
+    with pytest.raises(InputError, match="2 absorption maps need"):
+        simulate(phase, "default", absorption=[phase, phase], stain=["eosin"], noise=False)
+    with pytest.raises(InputError, match="a list of stains needs a list of absorption maps"):
+        simulate(phase, "default", absorption=phase, stain=["eosin"], noise=False)
+    with pytest.raises(InputError, match="absorption shape"):
+        simulate(phase, "default", absorption=[phase, torch.zeros(4, 4)], stain=["eosin", None], noise=False)

@@ -184,9 +184,12 @@ class Simulator(torch.nn.Module):
         Parameters
         ----------
         phase : (B, H, W) phase in radians at ``optics.wavelength_ref_um``.
-        absorption : optional (B, H, W) amplitude attenuation ``a`` (``|t|² = e^{-2a}``).
+        absorption : optional (B, H, W) amplitude attenuation ``a`` (``|t|² = e^{-2a}``), or a list of
+            such maps, one per stain of a list ``stain`` (several dyes, e.g. H&E: their attenuations add
+            at each wavelength, ``Σ_i a_i·s_i(λ)/s̄_i``).
         stain : how the attenuation depends on wavelength: None (grey, ``a`` at every λ), a
-            :class:`~chromaqpi.optics.spectra.Stain` or its name (``a·s(λ)/s̄``).
+            :class:`~chromaqpi.optics.spectra.Stain` or its name (``a·s(λ)/s̄``); a list of them
+            (None for grey) with a list of maps.
         noise : apply the sensor noise model.
         generator : the only source of randomness.
 
@@ -195,8 +198,9 @@ class Simulator(torch.nn.Module):
         (B, C, H, W) intensities, empty field = 1.
         """
         fine_phase = self._to_fine(phase)
-        fine_abs = self._to_fine(absorption) if absorption is not None else None
-        scales = self._stain_scales(stain) if fine_abs is not None else None
+        maps, stains = _absorbers(absorption, stain)
+        fine_abs = [self._to_fine(a) for a in maps]
+        scales = self._stain_scales(stains) if fine_abs else None
         channels = self._to_camera(self._channel_images(fine_phase, fine_abs, scales))
         return apply_sensor(channels, self.microscope.sensor, noise=noise, generator=generator)
 
@@ -209,28 +213,34 @@ class Simulator(torch.nn.Module):
             x = F.pad(x, (self.pad,) * 4, mode=mode)
         return x[:, 0]
 
-    def _stain_scales(self, stain) -> list[float] | None:
-        """Per node, the factor on the attenuation map (None for a grey absorber)."""
-        stain = get_stain(stain)
-        return None if stain is None else [float(v) for v in stain.node_scales(self.quadrature)]
+    def _stain_scales(self, stains: list) -> list[tuple[float, ...]] | None:
+        """Per node, the factors on the attenuation maps, one per stain (None when all are grey: the
+        wavelength does not matter then)."""
+        stains = [get_stain(stain) for stain in stains]
+        if all(stain is None for stain in stains):
+            return None
+        per_stain = [np.ones(len(self.quadrature.wavelength_um)) if stain is None
+                     else stain.node_scales(self.quadrature)
+                     for stain in stains]
+        return [tuple(float(v) for v in node) for node in zip(*per_stain)]
 
-    def _object_groups(self, stain_scales: list[float] | None):
-        """((phase scale, attenuation scale), node indices) per distinct transmittance."""
+    def _object_groups(self, stain_scales: list[tuple[float, ...]] | None):
+        """((phase scale, attenuation scales), node indices) per distinct transmittance."""
         for scale, ks in self.groups.items():
             if stain_scales is None:
-                yield (scale, 1.0), ks
+                yield (scale, None), ks
                 continue
-            split: OrderedDict[float, list[int]] = OrderedDict()
+            split: OrderedDict[tuple, list[int]] = OrderedDict()
             for k in ks:
                 split.setdefault(stain_scales[k], []).append(k)
-            yield from (((scale, a_scale), nodes) for a_scale, nodes in split.items())
+            yield from (((scale, a_scales), nodes) for a_scales, nodes in split.items())
 
-    def _channel_images(self, phase: torch.Tensor, absorption: torch.Tensor | None,
-                        stain_scales: list[float] | None = None) -> torch.Tensor:
+    def _channel_images(self, phase: torch.Tensor, absorption: list[torch.Tensor],
+                        stain_scales: list[tuple[float, ...]] | None = None) -> torch.Tensor:
         """(B, C, Hf, Wf) channel intensities on the fine grid, one object spectrum per group."""
         total = None
-        for (scale, a_scale), ks in self._object_groups(stain_scales):
-            spectrum = torch.fft.fft2(_transmittance(phase, absorption, scale, a_scale))
+        for (scale, a_scales), ks in self._object_groups(stain_scales):
+            spectrum = torch.fft.fft2(_transmittance(phase, _attenuation(absorption, a_scales), scale))
             if not self.coherent_paraxial:
                 part = self._abbe_group(spectrum, ks)
             elif scale in self.modes and stain_scales is None:  # a stain splits the modes' groups
@@ -341,13 +351,36 @@ def _spectrum_groups(wavelengths: list[float], optics) -> "OrderedDict[float, li
     return groups
 
 
-def _transmittance(phase: torch.Tensor, absorption: torch.Tensor | None, scale: float,
-                   a_scale: float = 1.0) -> torch.Tensor:
-    """``t = exp(-a_scale·a + i·scale·φ)``, built from cos and sin (a complex exp is ~10x slower on CPU)."""
+def _absorbers(absorption, stain) -> tuple[list, list]:
+    """(attenuation maps, their stains): one map with one stain (None: grey), or lists of equal length."""
+    if absorption is None:
+        return [], []
+    if isinstance(absorption, (list, tuple)):
+        stains = list(stain) if isinstance(stain, (list, tuple)) else None
+        if stains is None or len(stains) != len(absorption):
+            raise InputError(f"{len(absorption)} absorption maps need a list of as many stains (None for grey), "
+                             f"got {stain!r}")
+        return list(absorption), stains
+    if isinstance(stain, (list, tuple)):
+        raise InputError("a list of stains needs a list of absorption maps, one per stain")
+    return [absorption], [stain]
+
+
+def _attenuation(maps: list[torch.Tensor], scales: tuple[float, ...] | None) -> torch.Tensor | None:
+    """``Σ_i scales_i·a_i`` (scales None: every map at 1), None without maps."""
+    total = None
+    for i, a in enumerate(maps):
+        part = a if scales is None or scales[i] == 1.0 else a * scales[i]
+        total = part if total is None else total + part
+    return total
+
+
+def _transmittance(phase: torch.Tensor, absorption: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """``t = exp(-a + i·scale·φ)``, built from cos and sin (a complex exp is ~10x slower on CPU)."""
     angle = phase * scale if scale != 1.0 else phase
     real, imag = torch.cos(angle), torch.sin(angle)
     if absorption is not None:
-        amplitude = torch.exp(-absorption * a_scale if a_scale != 1.0 else -absorption)
+        amplitude = torch.exp(-absorption)
         real, imag = amplitude * real, amplitude * imag
     return torch.complex(real, imag)
 
@@ -402,10 +435,12 @@ def simulate(phase, microscope: Microscope | str, *, absorption=None, stain=None
     phase : (H, W) or (B, H, W) float array/tensor, radians at the microscope's
         reference wavelength (``optics.wavelength_ref_um``).
     microscope : a :class:`~chromaqpi.microscope.Microscope`, preset name or TOML path.
-    absorption : optional, same shape, amplitude attenuation ``a >= 0``.
+    absorption : optional, same shape, amplitude attenuation ``a >= 0``; or a list of such maps, one
+        per stain of a list ``stain`` (a specimen with several dyes, e.g. H&E).
     stain : how that attenuation depends on wavelength: None (grey), a name in
         :data:`chromaqpi.optics.spectra.STAINS` (``"eosin"``, ``"haematoxylin"``, ``"haemoglobin"``,
-        ``"methylene-blue"``) or a :class:`~chromaqpi.optics.spectra.Stain`.
+        ``"methylene-blue"``) or a :class:`~chromaqpi.optics.spectra.Stain`; with a list of maps, a
+        list of as many (None for grey).
     noise : apply the sensor noise model (``microscope.sensor``).
     generator : torch.Generator, the only source of randomness.
 
@@ -423,11 +458,14 @@ def simulate(phase, microscope: Microscope | str, *, absorption=None, stain=None
     """
     microscope = Microscope.resolve(microscope)
     phase = as_phase_batch(phase)
-    if absorption is not None:
-        absorption = as_phase_batch(absorption, "absorption").to(phase.dtype)
-        if absorption.shape != phase.shape:
-            raise InputError(f"absorption shape {tuple(absorption.shape)} differs from phase {tuple(phase.shape)}")
     if stain is not None and absorption is None:
         raise InputError("a stain needs an absorption map")
+    maps, stains = _absorbers(absorption, stain)
+    for i, a in enumerate(maps):
+        maps[i] = as_phase_batch(a, "absorption").to(phase.dtype)
+        if maps[i].shape != phase.shape:
+            raise InputError(f"absorption shape {tuple(maps[i].shape)} differs from phase {tuple(phase.shape)}")
     sim = get_simulator(microscope, phase.shape[-2:], dtype=phase.dtype, device=phase.device)
-    return sim(phase, absorption=absorption, stain=stain, noise=noise, generator=generator)
+    several = isinstance(absorption, (list, tuple))
+    return sim(phase, absorption=(maps if several else maps[0]) if maps else None,
+               stain=stains if several else stain, noise=noise, generator=generator)
