@@ -319,7 +319,7 @@ def record_steps(name: str, steps: int) -> None:
     if n != 1:
         sys.exit(f"{name}: MODEL_CARD.md has {n} usage lines, expected 1")
     note = (f"{STEPS_NOTE}{int(steps)} (`sampling.steps` in config.json, used when no `steps` is given), chosen on "
-            "validation images: `benchmarks/results/steps.md`.\n")
+            f"validation images: `{_results_file(name, 'steps')}`.\n")
     atomic_write_json(dst / "config.json", config)
     atomic_write_bytes(dst / "MODEL_CARD.md", _put_note(card_md, STEPS_NOTE, note).encode())
     print(f"{name}: recommends {int(steps)} DDIM steps")
@@ -350,9 +350,17 @@ def record_temperature(name: str, temperature: float) -> None:
     note = (f"{TEMPERATURE_NOTE}{float(temperature):g} (`sampling.temperature` in config.json: the chain's noise "
             "scaled by it, used when no `temperature` is given and one sample is drawn; `samples` > 1 draws at 1 "
             "so that their spread is the posterior's), chosen on validation images: "
-            "`benchmarks/results/temperature.md`.\n")
+            f"`{_results_file(name, 'temperature')}`.\n")
     _record(name, "sampling", {"temperature": float(temperature)}, TEMPERATURE_NOTE, note)
     print(f"{name}: single draws at temperature {float(temperature):g}")
+
+
+def _results_file(name: str, stem: str) -> str:
+    """Where a sampling setting of a shipped model was chosen: ``benchmarks/results/STEM.md``, or for a
+    family's variant model (e.g. default-stained, run with ``--suffix=-NAME``) ``STEM-NAME.md``."""
+    config = json.loads((ROOT / "src" / "chromaqpi" / "weights" / name / "config.json").read_text())
+    variant = config.get("family", name) != name
+    return f"benchmarks/results/{stem}{'-' + name if variant else ''}.md"
 
 
 def _record(name: str, section: str, values: dict, prefix: str, note: str) -> None:
@@ -375,12 +383,12 @@ def record_std_scale(name: str, scale: float, draws: int = 8) -> None:
     Fit it on validation images (``benchmarks/bench_uncertainty.py --calibrate``)."""
     values = {"scale": float(scale), "draws": int(draws),
               "fitted": f"one-sigma coverage 0.6827 of {int(draws)} draws at temperature 1 on validation images: "
-                        "benchmarks/results/uncertainty-calibration.md"}
+                        f"{_results_file(name, 'uncertainty-calibration')}"}
     note = (f"{STD_SCALE_NOTE}the std of `samples` > 1 draws is multiplied by {float(scale):g} (`uncertainty.scale` "
             "in config.json; `calibrated_std=False` or `--raw-std` gives the raw spread), so that it covers 68 % of "
             f"the pixels' errors on validation images ({int(draws)} draws at temperature 1, pooled over the model's "
             "validation folders; other draw counts get the Student-t small-sample factor, "
-            "`registry.draws_correction`): `benchmarks/results/uncertainty-calibration.md`; measured on the test "
+            f"`registry.draws_correction`): `{_results_file(name, 'uncertainty-calibration')}`; measured on the test "
             "sets in `benchmarks/results/uncertainty.md`. Not applied to draws at another temperature or "
             "followed by `refine`.\n")
     _record(name, "uncertainty", values, STD_SCALE_NOTE, note)
