@@ -179,3 +179,48 @@ def test_a_dataset_names_its_absorbers_for_the_cards_of_models_trained_on_it(tmp
         build_dataset("textures", family, 4, 16, 3, tmp_path / name, progress=False, noise=False)
     (plain, coloured) = (ShardDataset(tmp_path / n).identity()[0] for n in ("plain", "stained"))
     assert "absorbers" not in plain and coloured["absorbers"]["stains"] == ["eosin", "grey"]
+
+
+def test_second_dye_samples_are_the_simulator_with_both_dyes():
+    # A second dye (H&E-like): another listed stain on a third object's phase, the same k; drawn after the
+    # first dye, so the objects, k and first stains are those of the one-dye ranges.
+    from chromaqpi.datasets.randomize import draw_absorption_stain, draw_second_dye
+
+    base = Ranges.fixed(Microscope.from_preset("paper-rgb"))
+    one = dataclasses.replace(base, absorption_per_rad=(0.2, 0.3), absorption_pattern="independent",
+                              absorption_stains=["haematoxylin", "eosin"])
+    two = dataclasses.replace(one, absorption_second_dye=1.0)
+    slots = [0, 1, 2]
+    single = generate_group(_sources(one), one, SHAPE, 7, 0, slots, noise=False)
+    double = generate_group(_sources(two), two, SHAPE, 7, 0, slots, noise=False)
+    torch.testing.assert_close(double.phase, single.phase, rtol=0, atol=0)
+    for p1, p2 in zip(single.params, double.params):
+        assert {k: v for k, v in p2.items() if k != "absorption_second_stain"} == p1
+        assert p2["absorption_second_stain"] in {"haematoxylin", "eosin"} - {p1["absorption_stain"]}
+    for j in range(len(slots)):  # the expected maps, from the sample's own stream
+        rng = seeds.rng_from(seeds.train_sequence(7, 0, seeds.OBJECT_STREAM, j))
+        lam = double.microscope.optics.wavelength_ref_um
+        make_object(_sources(two), SHAPE, double.microscope.sampling.pixel_size_um, rng)
+        k = draw_absorption_per_rad(two, rng)
+        first = phase_rad(make_object(_sources(two), SHAPE, double.microscope.sampling.pixel_size_um, rng)[1], lam)
+        stain = draw_absorption_stain(two, k, rng)
+        other = draw_second_dye(two, k, stain, rng)
+        second = phase_rad(make_object(_sources(two), SHAPE, double.microscope.sampling.pixel_size_um, rng)[1], lam)
+        maps = [k * (torch.from_numpy(m) - float(m.min())) for m in (first, second)]
+        expected = simulate(double.phase[j].double(), double.microscope, absorption=maps, stain=[stain, other],
+                            noise=False)
+        torch.testing.assert_close(double.input[j:j + 1].double(), expected, rtol=1e-5, atol=1e-5)
+    assert (double.input - single.input).abs().max() > 1e-2  # the second dye shows
+    assert absorbers_drawn(two.to_dict())["second_dye"] == 1.0 and "second_dye" not in absorbers_drawn(one.to_dict())
+    # A share of 0 draws nothing: the one-dye samples exactly.
+    none = generate_group(_sources(one), dataclasses.replace(one, absorption_second_dye=0.0), SHAPE, 7, 0, slots)
+    torch.testing.assert_close(none.input, generate_group(_sources(one), one, SHAPE, 7, 0, slots).input, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [{"absorption_second_dye": 0.5},  # no stains listed
+                                 {"absorption_second_dye": 1.5, "absorption_stains": ["eosin", "grey"]},
+                                 {"absorption_second_dye": 0.5, "absorption_stains": ["eosin", "eosin"]}])
+def test_invalid_second_dye_raises(bad):
+    with pytest.raises(ConfigError, match="absorption_second_dye"):
+        dataclasses.replace(Ranges.fixed(Microscope.from_preset("paper-rgb")), absorption_per_rad=(0.0, 0.1),
+                            absorption_pattern="independent", **bad)

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from chromaqpi.datasets import seeds
-from chromaqpi.datasets.randomize import Ranges, draw_absorption_per_rad, draw_absorption_stain, draw_microscope
+from chromaqpi.datasets.randomize import (Ranges, draw_absorption_per_rad, draw_absorption_stain, draw_microscope,
+                                         draw_second_dye)
 from chromaqpi.datasets.sources import SourceSpec, instantiate
 from chromaqpi.microscope import Microscope
 from chromaqpi.optics.simulator import Simulator, get_simulator
@@ -36,7 +37,8 @@ class GroupResult:
     phase : (B, H, W) float32 true phase (rad) at ``microscope.optics.wavelength_ref_um``.
         (A sample drawn absorbing, ``Ranges.absorption_per_rad``, was simulated with ``a = k·(φ - min φ)``,
         or with a second object's phase in place of φ, ``Ranges.absorption_pattern``, coloured by a stain
-        drawn from ``Ranges.absorption_stains``; its ``params`` record k, the pattern and the stain.)
+        drawn from ``Ranges.absorption_stains``, and with ``Ranges.absorption_second_dye`` perhaps a second
+        dye on a third object's phase; its ``params`` record k, the pattern and the stains.)
     opd : (B, H, W) float32 optical path difference (µm).
     mask : (B, H, W) int32 object labels (0 = background; all 0 without a mask).
     has_mask : (B,) bool, whether the source provides object labels.
@@ -111,6 +113,7 @@ def generate_group(sources: list[SourceSpec], ranges: Ranges, shape, seed: int, 
     microscope = draw_group_microscope(ranges, seed, group)
     lam_ref = microscope.optics.wavelength_ref_um
     phases, ks, patterns, stains, opds, masks, has_mask, params = [], [], [], [], [], [], [], []
+    seconds, second_patterns = [], []
     for j, index in enumerate(indices):
         rng = seeds.rng_from(seeds.train_sequence(seed, group, seeds.OBJECT_STREAM, j))
         spec, sample = make_object(sources, shape, microscope.sampling.pixel_size_um, rng)
@@ -118,6 +121,10 @@ def generate_group(sources: list[SourceSpec], ranges: Ranges, shape, seed: int, 
         ks.append(draw_absorption_per_rad(ranges, rng))
         patterns.append(_absorption_pattern(sources, shape, microscope, ranges, ks[-1], phases[-1], rng))
         stains.append(draw_absorption_stain(ranges, ks[-1], rng))
+        seconds.append(draw_second_dye(ranges, ks[-1], stains[-1], rng))
+        # The second dye's own independent pattern, drawn last from the sample's stream.
+        second_patterns.append(phase_rad(make_object(sources, shape, microscope.sampling.pixel_size_um, rng)[1],
+                                         lam_ref) if seconds[-1] else None)
         opds.append(sample.opd_um)
         masks.append(sample.mask)
         has_mask.append(bool(sample.meta.get("has_mask", bool(sample.mask.any()))))
@@ -129,24 +136,36 @@ def generate_group(sources: list[SourceSpec], ranges: Ranges, shape, seed: int, 
                 params[-1]["absorption_pattern"] = ranges.absorption_pattern
             if stains[-1] is not None:
                 params[-1]["absorption_stain"] = stains[-1]
+            if seconds[-1] is not None:
+                params[-1]["absorption_second_stain"] = seconds[-1]
     phase = torch.from_numpy(np.stack(phases)).to(device)
     absorption = None
     if any(ks):  # a = k·(pattern - min pattern) per sample; None and 0 are transparent
         pattern = torch.from_numpy(np.stack(patterns)).to(device)
         per_rad = torch.tensor([k or 0.0 for k in ks], dtype=phase.dtype, device=device)[:, None, None]
         absorption = per_rad * (pattern - pattern.amin(dim=(-2, -1), keepdim=True))
+    second = None
+    if any(seconds):  # the second dye's a = k·(pattern - min pattern); zero where a sample has none
+        second = torch.stack([torch.zeros_like(phase[0]) if p is None else
+                              torch.from_numpy(p).to(phase) * ks[j] for j, p in enumerate(second_patterns)])
+        second = second - second.amin(dim=(-2, -1), keepdim=True)
     generator = seeds.torch_generator_from(seeds.train_sequence(seed, group, seeds.NOISE_STREAM), device=device)
     simulator = _simulator(microscope, shape, ranges.is_fixed, device)
+    dyes = list(zip(stains, seconds))
     with torch.no_grad():
-        if not any(stains):
+        if not any(stains) and not any(seconds):
             images = simulator(phase, absorption=absorption, noise=noise, generator=generator)
-        else:  # one simulation per stain, in order of first appearance, on the same noise stream
+        else:  # one simulation per dye set, in order of first appearance, on the same noise stream
             images = None
-            for stain in dict.fromkeys(stains):
-                rows = torch.tensor([j for j, s in enumerate(stains) if s == stain], device=phase.device)
-                part = simulator(phase[rows], absorption=absorption[rows], stain=stain, noise=noise,
-                                 generator=generator)
-                images = part.new_empty((len(stains), *part.shape[1:])) if images is None else images
+            for first, other in dict.fromkeys(dyes):
+                rows = torch.tensor([j for j, d in enumerate(dyes) if d == (first, other)], device=phase.device)
+                if other is None:
+                    part = simulator(phase[rows], absorption=absorption[rows], stain=first, noise=noise,
+                                     generator=generator)
+                else:
+                    part = simulator(phase[rows], absorption=[absorption[rows], second[rows]], stain=[first, other],
+                                     noise=noise, generator=generator)
+                images = part.new_empty((len(dyes), *part.shape[1:])) if images is None else images
                 images[rows] = part
     config = microscope.to_dict()
     for p in params:

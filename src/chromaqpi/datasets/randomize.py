@@ -141,6 +141,10 @@ class Ranges:
         uniformly per absorbing sample to colour its absorption (``a·s(λ)/s̄``; default: all grey).
         Specimen draws, not microscope draws: they come from each sample's object stream, after the
         object, so they change neither the objects nor the microscopes of a seed.
+    absorption_second_dye : share of the absorbing samples that carry a second dye as well (as H&E
+        does): another stain from ``absorption_stains`` on its own independent pattern, with the same k;
+        the attenuations add at each wavelength. Needs the independent pattern and two or more stains.
+        Drawn after everything else of the sample, so the first dye's samples stay as they were.
     """
 
     name: str = "custom"
@@ -174,6 +178,7 @@ class Ranges:
     absorption_probability: float | None = None
     absorption_pattern: str | None = None
     absorption_stains: list[str] | None = None
+    absorption_second_dye: float | None = None
 
     def __post_init__(self) -> None:
         if self.objectives is not None:
@@ -222,6 +227,12 @@ class Ranges:
             _require(isinstance(self.absorption_stains, (list, tuple)) and len(self.absorption_stains) > 0
                      and all(name in STAINS for name in self.absorption_stains),
                      f"absorption_stains must be a non-empty list of {', '.join(STAINS)}, got {self.absorption_stains!r}")
+        if self.absorption_second_dye is not None:
+            p = self.absorption_second_dye
+            _require(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1,
+                     f"absorption_second_dye must be a number in [0, 1], got {p!r}")
+            _require(self.absorption_pattern == "independent" and len(set(self.absorption_stains or [])) >= 2,
+                     "absorption_second_dye needs absorption_pattern = \"independent\" and two or more absorption_stains")
         planes_only = ("plane_defocus_um", "plane_bandwidth_um")
         rgb_only = ("objectives", "vertex_um", "linear_um_per_um", "illuminants", "camera_shift_um", "bayer_probability")
         if base.planes:
@@ -244,7 +255,7 @@ class Ranges:
     def is_fixed(self) -> bool:
         """True when nothing is drawn (every sample uses the base microscope as it is)."""
         skip = {"name", "base", "default_source", "na_jitter", "absorption_per_rad", "absorption_probability",
-                "absorption_pattern", "absorption_stains"}
+                "absorption_pattern", "absorption_stains", "absorption_second_dye"}
         return all(getattr(self, f.name) is None for f in fields(self) if f.name not in skip)
 
     # ----------------------------------------------------------- serialisation
@@ -447,7 +458,8 @@ def absorbers_drawn(family: dict) -> dict | None:
     if k is None or float(k[1]) <= 0 or p <= 0:
         return None
     return {"per_rad": [float(v) for v in k], "probability": p, "pattern": family.get("absorption_pattern"),
-            "stains": list(family.get("absorption_stains") or ["grey"])}
+            "stains": list(family.get("absorption_stains") or ["grey"]),
+            **({"second_dye": float(family["absorption_second_dye"])} if family.get("absorption_second_dye") else {})}
 
 
 def draw_absorption_per_rad(ranges: Ranges, rng: np.random.Generator) -> float | None:
@@ -469,6 +481,17 @@ def draw_absorption_stain(ranges: Ranges, k, rng: np.random.Generator) -> str | 
         return None
     name = ranges.absorption_stains[int(rng.integers(len(ranges.absorption_stains)))]
     return None if name == "grey" else name
+
+
+def draw_second_dye(ranges: Ranges, k, first: str | None, rng: np.random.Generator) -> str | None:
+    """The second dye of an absorbing sample (``Ranges.absorption_second_dye``): another of the listed
+    stains than the first (``first`` None: grey), or None for one dye only. Nothing is drawn for
+    transparent samples or ranges without a second dye; otherwise two draws, whatever the outcome."""
+    if not k or not ranges.absorption_second_dye:
+        return None
+    others = [n for n in dict.fromkeys(ranges.absorption_stains) if n != (first or "grey")]
+    second, pick = rng.uniform() < ranges.absorption_second_dye, int(rng.integers(len(others)))
+    return others[pick] if second else None
 
 
 def draw_microscope(base: Microscope | None, ranges: Ranges, rng: np.random.Generator) -> Microscope:
