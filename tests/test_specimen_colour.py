@@ -103,6 +103,19 @@ def test_reconstruct_warns_about_a_coloured_image_unless_told_its_stain(wide, bl
         chromaqpi.reconstruct(blob_scenes["grey"], wide, method="tie")  # grey: not coloured
 
 
+def test_a_colour_like_no_named_stain_is_not_told_to_name_one(wide):
+    # Two dyes (H&E) can read like no single named stain: the advice is the stained model or WOTF's automatic
+    # absorption nuisance, never a stain name the Python API does not take.
+    from chromaqpi.consistency import COLOURED_OD, SpecimenColour
+    from chromaqpi.solvers.base import warn_if_coloured
+
+    purple = SpecimenColour(chromatic_od=4 * COLOURED_OD, extinction=(1.1, 0.8, 1.1), nearest_stain=None, judged=True)
+    with pytest.warns(UserWarning, match=r"model 'default-stained' with method 'mean'.*automatic absorption "
+                                         r"nuisance \(the colour is like no named stain") as caught:
+        warn_if_coloured(torch.ones(1, 3, 8, 8), wide, [purple])
+    assert "stain=" not in str(caught[0].message) and "--stain" not in str(caught[0].message)
+
+
 @pytest.mark.filterwarnings("ignore:simulation grid")
 @pytest.mark.filterwarnings("ignore:microscope outside the model's training family")  # 0.45 µm pixels
 def test_a_model_trained_with_coloured_absorbers_is_not_warned_about_them(wide, blob_scenes):
