@@ -24,7 +24,7 @@ import torch
 
 from chromaqpi.errors import InputError
 from chromaqpi.microscope import Microscope
-from chromaqpi.models.registry import LEARNED_METHODS
+from chromaqpi.models_available import LEARNED_METHODS
 
 # Columns of the markdown table (metric key, header), offset-aligned first.
 TABLE_COLUMNS = (
@@ -95,10 +95,6 @@ def _summary(rows: list[dict], methods: Sequence[str]) -> dict[str, dict[str, tu
             stats[key] = (float(vals.mean()), float(vals.std())) if vals.size else (math.nan, math.nan)
         out[method] = stats
     return out
-
-
-# Methods whose weights and sampling settings metrics.md records.
-LEARNED = LEARNED_METHODS
 
 
 def _markdown(summary: dict, microscope: Microscope, n_samples: int, data_range: float, phi_max: float,
@@ -224,7 +220,7 @@ def evaluate(methods: Sequence[str], samples: Iterable, microscope: Microscope |
     from chromaqpi.io import atomic_write
     from chromaqpi.models.registry import learned_settings
 
-    settings = {m: learned_settings(m, microscope, dict(options.get(m, {}))) for m in methods if m in LEARNED}
+    settings = {m: learned_settings(m, microscope, dict(options.get(m, {}))) for m in methods if m in LEARNED_METHODS}
     with atomic_write(out / "metrics.md", "w") as handle:
         handle.write(_markdown(summary, microscope, len(data), data_range, phi_max, settings))
     if shown:

@@ -82,6 +82,14 @@ def _absorption_pattern(sources, shape, microscope: Microscope, ranges: Ranges, 
     return phase_rad(stain, microscope.optics.wavelength_ref_um)
 
 
+def _attenuation(patterns: list, ks: list, phase: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) ``k·(pattern - min pattern)`` per sample, zero where k is None or 0 or the pattern is None."""
+    pattern = torch.stack([torch.zeros_like(phase[0]) if p is None else torch.from_numpy(p).to(phase)
+                           for p in patterns])
+    per_rad = torch.tensor([k or 0.0 for k in ks], dtype=phase.dtype, device=phase.device)[:, None, None]
+    return per_rad * (pattern - pattern.amin(dim=(-2, -1), keepdim=True))
+
+
 def _simulator(microscope: Microscope, shape, fixed: bool, device) -> Simulator:
     # A fixed microscope reuses one cached simulator; a drawn one is used once.
     if fixed:
@@ -139,16 +147,9 @@ def generate_group(sources: list[SourceSpec], ranges: Ranges, shape, seed: int, 
             if seconds[-1] is not None:
                 params[-1]["absorption_second_stain"] = seconds[-1]
     phase = torch.from_numpy(np.stack(phases)).to(device)
-    absorption = None
-    if any(ks):  # a = k·(pattern - min pattern) per sample; None and 0 are transparent
-        pattern = torch.from_numpy(np.stack(patterns)).to(device)
-        per_rad = torch.tensor([k or 0.0 for k in ks], dtype=phase.dtype, device=device)[:, None, None]
-        absorption = per_rad * (pattern - pattern.amin(dim=(-2, -1), keepdim=True))
-    second = None
-    if any(seconds):  # the second dye's a = k·(pattern - min pattern); zero where a sample has none
-        second = torch.stack([torch.zeros_like(phase[0]) if p is None else
-                              torch.from_numpy(p).to(phase) * ks[j] for j, p in enumerate(second_patterns)])
-        second = second - second.amin(dim=(-2, -1), keepdim=True)
+    # a = k·(pattern - min pattern) per sample and dye; None and 0 are transparent, a missing dye is zero.
+    absorption = _attenuation(patterns, ks, phase) if any(ks) else None
+    second = _attenuation(second_patterns, ks, phase) if any(seconds) else None
     generator = seeds.torch_generator_from(seeds.train_sequence(seed, group, seeds.NOISE_STREAM), device=device)
     simulator = _simulator(microscope, shape, ranges.is_fixed, device)
     dyes = list(zip(stains, seconds))
@@ -159,12 +160,9 @@ def generate_group(sources: list[SourceSpec], ranges: Ranges, shape, seed: int, 
             images = None
             for first, other in dict.fromkeys(dyes):
                 rows = torch.tensor([j for j, d in enumerate(dyes) if d == (first, other)], device=phase.device)
-                if other is None:
-                    part = simulator(phase[rows], absorption=absorption[rows], stain=first, noise=noise,
-                                     generator=generator)
-                else:
-                    part = simulator(phase[rows], absorption=[absorption[rows], second[rows]], stain=[first, other],
-                                     noise=noise, generator=generator)
+                maps = [absorption[rows]] if other is None else [absorption[rows], second[rows]]
+                part = simulator(phase[rows], absorption=maps, stain=[first, other][:len(maps)], noise=noise,
+                                 generator=generator)
                 images = part.new_empty((len(dyes), *part.shape[1:])) if images is None else images
                 images[rows] = part
     config = microscope.to_dict()

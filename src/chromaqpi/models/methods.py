@@ -177,7 +177,7 @@ def auto(images: torch.Tensor, microscope, *, device=None, progress: bool = Fals
     applies to the network (the classical solvers run where the images are).
     The ``method="auto"`` entry of :func:`chromaqpi.reconstruct`, the CLI's default."""
     from chromaqpi.consistency import specimen_colour
-    from chromaqpi.solvers.base import get_method, warn_if_coloured
+    from chromaqpi.solvers.base import get_method, reads_stains, warn_if_coloured
 
     colours = specimen_colour(images, microscope)
     parts = []  # (batch indices, their phase) per colour group
@@ -186,7 +186,7 @@ def auto(images: torch.Tensor, microscope, *, device=None, progress: bool = Fals
         if not index:
             continue
         method, options = resolve_auto(microscope, coloured=flag)
-        if flag and options.get("model") != STAINED_MODEL:  # coloured, and no variant reads it: say what would
+        if flag and not reads_stains(method, microscope, options):  # coloured, and no variant reads it: say so
             warn_if_coloured(images[index], microscope, [colours[i] for i in index])
         if method == AUTO_LEARNED:
             options.update(device=device, progress=progress)

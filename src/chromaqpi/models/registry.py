@@ -55,8 +55,6 @@ CONFIG_FILE = "config.json"
 #: The card's ``format`` and the newest ``format_version`` this code reads.
 FORMAT = "chromaqpi-model"
 FORMAT_VERSION = 1
-#: the methods that run a trained network (``model=``)
-LEARNED_METHODS = ("mean", "ddpm", "cvdm", "zmd")
 
 
 # ---------------------------------------------------------------- config <-> dict

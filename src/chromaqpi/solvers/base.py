@@ -252,7 +252,7 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     is_numpy, in_dtype = isinstance(images, np.ndarray), images.dtype
     # Told the stain, or running a model trained with coloured absorbers: nothing to say. Auto measures
     # the colour itself, to route on it.
-    if "stain" not in options and method != "auto" and not _reads_stains(method, microscope, options):
+    if "stain" not in options and method != "auto" and not reads_stains(method, microscope, options):
         warn_if_coloured(batch, microscope)
     batch, microscope = unregister(batch, microscope)  # every method then sees registered channels
     result = fn(batch, microscope, **options)
@@ -268,9 +268,10 @@ def reconstruct(images, microscope: Microscope | str = "default", *, method: str
     return tuple(outputs) if std is not None else outputs[0]
 
 
-def _reads_stains(method: str, microscope: Microscope, options: dict) -> bool:
+def reads_stains(method: str, microscope: Microscope, options: dict) -> bool:
     """Whether the method runs a network trained with coloured absorbers (its card's training data)."""
-    from chromaqpi.models.registry import LEARNED_METHODS, trained_stains
+    from chromaqpi.models.registry import trained_stains
+    from chromaqpi.models_available import LEARNED_METHODS
 
     return method in LEARNED_METHODS and bool(trained_stains(method, microscope, options.get("model")))
 
