@@ -285,6 +285,7 @@ def specimen_colour(images, microscope: Microscope | str, *,
     import numpy as np
     from scipy.ndimage import gaussian_filter
 
+    from chromaqpi.optics.sensor import undo_colour_matrix
     from chromaqpi.optics.spectra import STAINS, channel_quadrature
     from chromaqpi.solvers.base import as_image_batch
 
@@ -292,6 +293,7 @@ def specimen_colour(images, microscope: Microscope | str, *,
     if not (isinstance(scale_um, (int, float)) and math.isfinite(scale_um) and scale_um > 0):
         raise ConfigError(f"scale_um must be a number > 0, got {scale_um!r}")
     batch, batched = as_image_batch(images, microscope.n_channels)
+    batch, microscope = undo_colour_matrix(batch, microscope)  # a stain's colour is in the camera's own channels
     sigma = scale_um / microscope.sampling.pixel_size_um
     # Block means first (a quarter of σ per block): the blur then costs ~f² times less at full size.
     f = max(1, min(int(sigma / 4), *batch.shape[-2:]))

@@ -139,6 +139,12 @@ class Sensor:
     quantisation, PHYSICS.md §3) or ``"gaussian"`` (the reference paper's
     additive N(mean, std) noise, in units of the normalised background).
     Output is always flat-field normalised so that an empty field reads 1.
+
+    ``colour_matrix``: the camera's colour correction, a C x C matrix applied to the (demosaiced,
+    white-balanced) channels after readout, ``recorded_c = Σ_j M_cj raw_j``; empty when the camera
+    writes its own channels. Rows sum to one, as flat-fielding makes them (an empty field stays
+    white). Every method undoes it on input (:func:`chromaqpi.optics.sensor.undo_colour_matrix`):
+    it mixes the channels' defocus, which no solver or network would otherwise expect.
     """
 
     model: str = "camera"
@@ -149,6 +155,7 @@ class Sensor:
     bayer: bool = False
     gaussian_mean: float = 0.0
     gaussian_std: float = 0.0
+    colour_matrix: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -277,6 +284,7 @@ class Microscope:
             _check(p.bandwidth_um >= 0, f"planes[{i}].bandwidth_um must be >= 0")
             _check(_is_real(p.defocus_um), f"planes[{i}].defocus_um must be a number (µm)")
         self._check_registration()
+        self._check_colour_matrix()
         self._check_sampling()
 
     def _check_registration(self) -> None:
@@ -294,6 +302,25 @@ class Microscope:
         _check(isinstance(r.image_shape, (list, tuple)) and len(r.image_shape) in (0, 2)
                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in r.image_shape),
                "registration.image_shape must be [height, width] in pixels, or empty")
+
+    def _check_colour_matrix(self) -> None:
+        m, n = self.sensor.colour_matrix, self.n_channels
+        if isinstance(m, (list, tuple)) and len(m) == 0:
+            return
+        import numpy as np
+
+        _check(isinstance(m, (list, tuple)) and len(m) == n
+               and all(isinstance(row, (list, tuple)) and len(row) == n and all(map(_is_real, row)) for row in m),
+               f"sensor.colour_matrix must be {n} rows of {n} numbers (one per channel), or empty")
+        array = np.asarray(m, dtype=float)
+        _check(bool(np.isfinite(array).all()), "sensor.colour_matrix holds NaN or Inf")
+        sums = array.sum(axis=1)
+        _check(bool(np.all(np.abs(sums - 1) <= 1e-3)),
+               f"sensor.colour_matrix rows must each sum to 1 (an empty field stays white), got sums "
+               f"{', '.join(f'{v:.4g}' for v in sums)}: divide each row by its sum")
+        # Undoing it multiplies the noise by up to the condition number; past 100 the channels are lost.
+        _check(float(np.linalg.cond(array)) < 100, "sensor.colour_matrix is singular or nearly so "
+               "(condition number >= 100): the camera's own channels cannot be recovered")
 
     def _check_sampling(self) -> None:
         # Intensity bandwidth (NA_det + NA_ill)/λ must fit the simulation grid.
@@ -318,6 +345,8 @@ class Microscope:
             del data["registration"]
         elif not self.registration.image_shape:
             del data["registration"]["image_shape"]  # written only when known
+        if not self.sensor.colour_matrix:  # the camera's own channels: configs and caches as before the field
+            del data["sensor"]["colour_matrix"]
         return data
 
     @classmethod

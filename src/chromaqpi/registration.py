@@ -26,6 +26,7 @@ from skimage.registration import phase_cross_correlation
 
 from chromaqpi.errors import InputError
 from chromaqpi.microscope import Microscope, Registration
+from chromaqpi.optics.sensor import undo_colour_matrix
 
 
 def _channel_map(scale: float, shift, shape, inverse: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -76,10 +77,12 @@ def unregister(images, microscope: Microscope):
     """``images`` (..., C, H, W) mapped back onto the ideal grid, and ``microscope`` without its registration.
 
     What every entry point that takes recorded channels does first (``reconstruct``, the focus
-    fit). A registration with a magnification and a recorded ``image_shape`` must be undone on
+    fit). A declared camera colour matrix is undone before (the camera mixed the channels after the
+    optics moved them): :func:`chromaqpi.optics.sensor.undo_colour_matrix`. A registration with a magnification and a recorded ``image_shape`` must be undone on
     images of that shape: its centre is theirs, and a crop elsewhere moves it (1 % about a
     centre 500 px away is a 5 px error), so other sizes are refused.
     """
+    images, microscope = undo_colour_matrix(images, microscope)
     reg = microscope.registration
     if reg.is_identity:
         return images, microscope

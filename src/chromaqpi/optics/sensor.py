@@ -1,4 +1,4 @@
-"""Sensor model: Bayer mosaic, Poisson-Gaussian noise, quantisation, flat-field.
+"""Sensor model: Bayer mosaic, Poisson-Gaussian noise, quantisation, flat-field, colour matrix.
 
 Input and output are normalised intensities (empty field = 1). Randomness
 comes only from the ``generator`` argument (PHYSICS.md §3).
@@ -81,7 +81,48 @@ def apply_sensor(intensity: torch.Tensor, sensor, *, noise: bool, generator: tor
             gaussian_noise(out, sensor, generator=generator)
     if sensor.bayer:
         out = demosaic_bilinear(out)
+    if sensor.colour_matrix:
+        out = apply_colour_matrix(out, sensor, clip=noise and sensor.model == "camera")
     return out
+
+
+def apply_colour_matrix(images: torch.Tensor, sensor, *, clip: bool) -> torch.Tensor:
+    """The camera's colour correction on (B, C, H, W) read-out channels; ``clip``: to the camera's range,
+    as it clipped the raw read-out (:func:`camera_noise`)."""
+    out = mix_channels(images, sensor.colour_matrix)
+    return out.clamp(0, (1 - 2.0**-sensor.bit_depth) / sensor.fill_fraction) if clip else out
+
+
+def mix_channels(images, matrix):
+    """``out_c = Σ_j M_cj images_j`` on (..., C, H, W) tensors or arrays (the same kind, dtype, device)."""
+    import numpy as np
+
+    if isinstance(images, torch.Tensor):
+        m = torch.as_tensor(matrix, dtype=images.dtype, device=images.device)
+        return torch.einsum("cj,...jhw->...chw", m, images)
+    array = np.asarray(images)
+    return np.einsum("cj,...jhw->...chw", np.asarray(matrix, dtype=array.dtype), array)
+
+
+def undo_colour_matrix(images, microscope):
+    """``images`` (..., C, H, W) back to the camera's own channels, and ``microscope`` without its colour matrix.
+
+    The matrix mixes the channels' defocus contrast (``recorded = M · raw``), which no solver's
+    transfer function or network's training data contains; its exact inverse restores them (and
+    with them the raw noise). Images and microscope come back unchanged when there is no matrix.
+    """
+    import numpy as np
+
+    matrix = microscope.sensor.colour_matrix
+    if not matrix:
+        return images, microscope
+    n = len(matrix)
+    if images.shape[-3] != n:
+        from chromaqpi.errors import InputError
+
+        raise InputError(f"the microscope's colour matrix is {n}x{n} but the images have {images.shape[-3]} channels")
+    inverse = np.linalg.inv(np.asarray(matrix, dtype=float))
+    return mix_channels(images, inverse), microscope.replace(sensor={"colour_matrix": []})
 
 
 def saturated_fraction(intensity: torch.Tensor, sensor) -> float:
