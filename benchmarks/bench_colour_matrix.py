@@ -9,11 +9,12 @@ blend of three defocus distances. The matrix measured here is the one such a cam
 the least-squares map from the built-in camera sensitivities (`chromaqpi.optics.spectra`) to the
 linear-sRGB colour-matching functions (CIE 1931 by the multi-lobe Gaussian fit of Wyman, Sloan and
 Shirley, JCGT 2(2), 2013; XYZ to linear sRGB by IEC 61966-2-1), white-balanced under the
-microscope's lamp, rows normalised to one (what flat-fielding leaves). `--saturation s` scales its
+microscope's lamp (each sample's own: halogen or LED), rows normalised to one (what flat-fielding leaves). `--saturation s` scales its
 off-identity part, M_s = I + s (M - I): s = 1 is that fit, s > 1 the vivid look of consumer pipelines.
 Scenes: the `family` cell scenes of bench_microscopes.py (sensor noise, same seeds); the matrix is
 applied to the read-out and clipped to the camera's range, as `chromaqpi.simulate` does with
-`sensor.colour_matrix`. Rows 'ignored': reconstructed with the microscope without the matrix; rows
+`sensor.colour_matrix` (the 'clipped' column: the share of pixels the mixing pushed out of range; rows 'not
+clipped' skip the clipping, a control that isolates its cost). Rows 'ignored': reconstructed with the microscope without the matrix; rows
 'declared': with it in `sensor.colour_matrix`, which every method undoes on input. Scores:
 offset-aligned nMAE (mean offset), mean over images, and its ratio to the camera's own channels.
 Writes benchmarks/results/colour-matrix.md.
@@ -66,6 +67,12 @@ def saturated(m: np.ndarray, s: float) -> np.ndarray:
     return np.eye(len(m)) + s * (m - np.eye(len(m)))
 
 
+def _span(diagonals) -> str:
+    """'lo-hi' per channel of a list of matrix diagonals."""
+    d = np.array(diagonals)
+    return ", ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(d.min(axis=0), d.max(axis=0)))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_scene_arguments(parser, n=8)
@@ -76,27 +83,37 @@ def main():
     started = datetime.now()
     labels = ["camera's own channels"]
     for s in levels:
-        labels += [f"s = {s:g}, ignored", f"s = {s:g}, declared"]
+        labels += [f"s = {s:g}, ignored", f"s = {s:g}, declared", f"s = {s:g}, declared, not clipped"]
     nmae = {(label, m): [] for label in labels for m in METHODS}
-    matrices = {}
+    matrices = {s: [] for s in levels}
+    clipped = {label: [0.0] if label == labels[0] or label.endswith("not clipped") else [] for label in labels}
     for i in tqdm(range(args.n), desc="images"):
         images, true, plain = class_sample("family", i, args.size)
         cases = [(labels[0], images, plain)]
         for s in levels:
             matrix = saturated(srgb_matrix(plain), s)
-            matrices[s] = matrix  # the microscopes share the camera and lamp, so one matrix per s
+            matrices[s].append(matrix)
             scope = plain.replace(sensor={"colour_matrix": matrix.tolist()})
-            recorded = apply_colour_matrix(images.double(), scope.sensor, clip=True).to(images.dtype)
-            cases += [(f"s = {s:g}, ignored", recorded, plain), (f"s = {s:g}, declared", recorded, scope)]
+            mixed = apply_colour_matrix(images.double(), scope.sensor, clip=False)
+            recorded = apply_colour_matrix(images.double(), scope.sensor, clip=True)
+            for label in (f"s = {s:g}, ignored", f"s = {s:g}, declared"):
+                clipped[label].append(float((mixed != recorded).double().mean()))
+            recorded = recorded.to(images.dtype)
+            cases += [(f"s = {s:g}, ignored", recorded, plain), (f"s = {s:g}, declared", recorded, scope),
+                      (f"s = {s:g}, declared, not clipped", mixed.to(images.dtype), scope)]
         for label, recorded, scope in cases:
             for method, est in reconstruct_methods(recorded, scope, i, steps=args.steps, model=args.model).items():
                 nmae[label, method].append(float(normalised_mae(est, true, align="mean")))
-    table = variant_table(nmae, labels, labels[0], first="recorded as", versus="own channels")
-    shown = "\n".join(f"- s = {s:g}: `{np.array2string(m, precision=3, separator=', ')}`, condition number "
-                      f"{np.linalg.cond(m):.2f}" for s, m in matrices.items())
+    extra = {"clipped pixels (mean, max)": {label: f"{np.mean(v):.2%}, {np.max(v):.2%}" for label, v in clipped.items()}}
+    table = variant_table(nmae, labels, labels[0], first="recorded as", versus="own channels", extra=extra)
+    shown = "\n".join(f"- s = {s:g}: diagonals {_span([np.diag(m) for m in ms])}, condition numbers "
+                       f"{min(map(np.linalg.cond, ms)):.2f}-{max(map(np.linalg.cond, ms)):.2f}; the first image's "
+                       f"`{np.array2string(ms[0], precision=3, separator=', ')}`".replace("\n", "")
+                       for s, ms in matrices.items())
     body = (f"Model `{args.model}`; {args.n} cell scenes of {args.size} px (the `family` class of microscopes.md, "
             f"same seeds); ZMD one {args.steps}-step DDIM draw at the card's temperature (seed 1000 + image index). "
-            f"The colour matrices (rows R, G, B of the output; columns the camera's R, G, B):\n\n{shown}\n\n"
+            f"The colour matrices, one per image's lamp (rows R, G, B of the output; columns the camera's R, G, "
+            f"B):\n\n{shown}\n\n"
             f"{(datetime.now() - started).seconds / 60:.1f} min in all.\n\n" + table)
     write_results("colour-matrix", "Cost of a camera's colour-correction matrix", body)
 

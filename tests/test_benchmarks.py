@@ -72,7 +72,7 @@ CASES = {
                                                      "--lateral-colour", "1", "--declared"],
                         ["| 0 |", "| 1 |", "| ±1 % |", "| 1, declared |", "| ±1 %, declared |"]),
     "colour-matrix": ("bench_colour_matrix.py", ["--n", "1", "--size", "64", "--steps", "1", "--saturation", "1"],
-                      ["| camera's own channels |", "| s = 1, ignored |", "| s = 1, declared |", "condition number"]),
+                      ["| camera's own channels |", "| s = 1, ignored |", "| s = 1, declared |", "| s = 1, declared, not clipped |", "condition numbers"]),
     "jpeg": ("bench_jpeg.py", ["--n", "1", "--size", "64", "--steps", "1", "--qualities", "90"],
              ["| float |", "| PNG 8-bit |", "| JPEG q90 4:4:4 |", "| JPEG q90 4:2:0 |"]),
     "absorption": ("bench_absorption.py", ["--n", "1", "--size", "64", "--steps", "1", "--ratios", "0,0.1"],
