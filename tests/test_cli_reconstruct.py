@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+import tifffile
+
 import chromaqpi
 from chromaqpi.cli.main import main
 from chromaqpi.io import read_tiff
@@ -191,6 +193,8 @@ def test_the_default_method_is_the_nearest_shipped_mean_net_else_tie_with_a_warn
     (["--tile", "512"], "--method tie does not take --tile"),
     (["--method", "zmd", "--raw-std"], "--raw-std needs --samples N >= 2"),
     (["--method", "mean", "--tile", "32"], "--tile must be >= 64 px"),
+    (["--gamma", "0.45", "--srgb"], "--srgb and --gamma both describe the file's encoding"),
+    (["--gamma", "0"], "gamma must be a number in [0.1, 10]"),
 ])
 def test_user_errors_exit_2_without_output(rgb_stack, tmp_path, capsys, extra, message):
     path, _ = rgb_stack
@@ -691,3 +695,30 @@ def test_auto_runs_the_stained_model_on_a_coloured_image(tmp_path):
         routed = [w for w in meta["warnings"] if "runs model 'default-stained'" in w]
         assert len(routed) == (stain is not None)
         assert not any("for its phase use" in w for w in meta["warnings"])  # no advice to run what ran
+
+
+def test_gamma_decodes_a_power_law_camera_and_is_recorded(tmp_path):
+    # A camera set to gamma G writes V = L^G. Flat-fielding leaves (I/I_empty)^G, whose weak contrast is G
+    # times the linear one: read undecoded, TIE's phase (linear in the contrast) comes out G times too small.
+    yy, xx = np.mgrid[:64, :64]
+    phase = 0.3 * np.exp(-((yy - 32.0) ** 2 + (xx - 30.0) ** 2) / 60.0)
+    linear = chromaqpi.simulate(torch.as_tensor(phase[None]), "paper-rgb", noise=False)[0].numpy()
+    exposure, g = 0.6, 0.5
+    code = np.round((exposure * linear) ** g * 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "cam.tif", code, photometric="minisblack")
+    level = round(exposure**g * 65535)  # an empty field, with a code of read noise (a constant one is refused)
+    background = (level + np.random.default_rng(0).integers(-1, 2, size=code.shape)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "empty.tif", background, photometric="minisblack")
+    common = ["--method", "tie", "--microscope", "paper-rgb", "--background", str(tmp_path / "empty.tif"),
+              "--no-preview"]
+    assert main(["reconstruct", str(tmp_path / "cam.tif"), "--gamma", str(g), "--out", str(tmp_path / "g"),
+                 *common]) == 0
+    assert main(["reconstruct", str(tmp_path / "cam.tif"), "--out", str(tmp_path / "plain"), *common]) == 0
+    expected = np.asarray(chromaqpi.reconstruct(linear, "paper-rgb", method="tie"))
+    decoded, meta = read_tiff(tmp_path / "g" / "cam_phase.tif")
+    undecoded, _ = read_tiff(tmp_path / "plain" / "cam_phase.tif")
+    span = np.ptp(expected)
+    assert np.abs(decoded - expected).max() < 0.01 * span  # 16-bit quantisation
+    assert np.ptp(undecoded) / span == pytest.approx(g, rel=0.05)  # the weak-contrast limit
+    assert meta["reading"] == {"srgb": False, "gamma": g, "dark": 0.0, "normalized": False,
+                               "background": "empty.tif"}

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 from chromaqpi import io
-from chromaqpi.errors import InputError
+from chromaqpi.errors import ConfigError, InputError
 
 
 @pytest.fixture
@@ -75,6 +75,23 @@ def test_read_16bit_tiff_and_linearize(tmp_path, rng):
     img, info = io.read_image(tmp_path / "a.tif", linearize_srgb=True)
     assert info["bit_depth"] == 16 and img.shape == (3, 19, 21)
     np.testing.assert_allclose(img, io.srgb_decode(raw / 65535.0), rtol=1e-6)
+
+
+def test_gamma_decode_inverts_the_camera_power_law_and_checks_its_exponent(tmp_path, rng):
+    lin = np.linspace(0, 1, 101)
+    np.testing.assert_allclose(io.gamma_decode(lin**0.45, 0.45), lin, rtol=0, atol=1e-12)
+    assert io.gamma_decode(np.float32([0.25]), 0.5).dtype == np.float32 and io.gamma_decode(0.25, 0.5) == 0.0625
+    assert io.gamma_decode(-0.25, 0.5) == -0.0625  # odd extension for negatives, like sRGB
+    for bad in (0, -1, float("nan"), 20, True, "0.45"):
+        with pytest.raises(ConfigError, match=r"gamma must be a number in \[0.1, 10\]"):
+            io.gamma_decode(0.5, bad)
+    raw = rng.integers(1000, 60000, size=(3, 19, 21), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", raw, photometric="minisblack")
+    img, info = io.read_image(tmp_path / "a.tif", gamma=0.45)
+    np.testing.assert_allclose(img, (raw / 65535.0) ** (1 / 0.45), rtol=1e-5)
+    assert info["gamma"] == 0.45 and not info["srgb_linearized"]
+    with pytest.raises(ConfigError, match="not both"):
+        io.read_image(tmp_path / "a.tif", gamma=0.45, linearize_srgb=True)
 
 
 def test_read_rgb_tiff_samples_last(tmp_path, rgb8):

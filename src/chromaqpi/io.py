@@ -30,7 +30,7 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
-from chromaqpi.errors import InputError
+from chromaqpi.errors import ConfigError, InputError
 
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff",
                   ".tiff": "tiff", ".npy": "npy"}
@@ -205,6 +205,20 @@ def srgb_decode(code) -> np.ndarray:
     power = np.power((mag + _SRGB_A) / (1 + _SRGB_A), _SRGB_GAMMA)
     lin = np.where(mag <= _SRGB_CODE_MAX, mag / _SRGB_SLOPE, power)
     return (np.sign(v) * lin).astype(v.dtype, copy=False)
+
+
+def gamma_decode(code, gamma: float) -> np.ndarray:
+    """Code value of a camera set to ``gamma`` (it wrote ``V = L^gamma``) -> linear ``L = V^(1/gamma)``.
+
+    Flat-fielding does not undo a power law: it divides it through, leaving ``(I/I_empty)^gamma``, whose
+    small contrasts (the phase signal) are scaled by ``gamma``. Negative inputs are mapped
+    odd-symmetrically. Float dtypes are preserved.
+    """
+    if not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and math.isfinite(gamma)
+            and 0.1 <= gamma <= 10):
+        raise ConfigError(f"gamma must be a number in [0.1, 10] (the camera's exponent, e.g. 0.45), got {gamma!r}")
+    v = _float_array(code)
+    return (np.sign(v) * np.power(np.abs(v), 1 / gamma)).astype(v.dtype, copy=False)
 
 
 # ---------------------------------------------------------------------------
@@ -499,6 +513,7 @@ def read_image(
     path,
     *,
     linearize_srgb: bool = False,
+    gamma: float | None = None,
     need_channels: int | None = None,
     max_saturated_fraction: float = MAX_SATURATED_FRACTION,
 ) -> tuple[np.ndarray, dict]:
@@ -513,6 +528,9 @@ def read_image(
     linearize_srgb : bool, default False
         Decode the sRGB transfer curve (:func:`srgb_decode`) after scaling, as
         needed for camera JPEG/PNG before flat-fielding (PHYSICS.md §2.6).
+    gamma : float, optional
+        The camera's gamma setting when it is not 1: the file holds ``linear^gamma`` (e.g. 0.45), decoded
+        by :func:`gamma_decode` after scaling. Not together with ``linearize_srgb``.
     need_channels : int, optional
         Required channel count (3 for RGB); see :func:`check_intensity_image`.
     max_saturated_fraction : float, default 0.01
@@ -525,7 +543,7 @@ def read_image(
     info : dict
         ``path``, ``format``, ``dtype`` (on disk), ``bit_depth`` (8, 16 or
         None for float), ``shape`` (returned), ``alpha_dropped``,
-        ``srgb_linearized``, ``saturated_fraction`` (None for float files) and
+        ``srgb_linearized``, ``gamma`` (None when not decoded), ``saturated_fraction`` (None for float files) and
         ``pixel_size_um`` (what a TIFF records, :func:`tiff_pixel_size_um`; else None).
 
     Raises
@@ -534,10 +552,14 @@ def read_image(
         Missing, unreadable or unsupported file, or an image that fails
         :func:`check_intensity_image`.
     """
+    if linearize_srgb and gamma is not None:
+        raise ConfigError("decode either sRGB or a camera gamma, not both")
+    if gamma is not None:
+        gamma_decode(0.5, gamma)  # checks it before the file is read
     path = Path(path)
     raw, axes, fmt = _load_raw(path)
     info: dict[str, Any] = {"path": str(path), "format": fmt, "dtype": str(raw.dtype),
-                            "alpha_dropped": False, "srgb_linearized": bool(linearize_srgb)}
+                            "alpha_dropped": False, "srgb_linearized": bool(linearize_srgb), "gamma": gamma}
     arr = _scale_to_unit(_to_channels_first(raw, axes, info, path.name, need_channels), info, path.name)
     sat_level = _clipping_level(raw) if info["bit_depth"] else None
     info["saturated_fraction"] = saturated_fraction(arr, sat_level) if sat_level else None
@@ -553,6 +575,8 @@ def read_image(
                           stacklevel=2)
     if linearize_srgb:
         arr = srgb_decode(arr)
+    elif gamma is not None:
+        arr = gamma_decode(arr, gamma)
     info["shape"] = tuple(arr.shape)
     info["pixel_size_um"] = tiff_pixel_size_um(path) if fmt == "tiff" else None
     return arr, info

@@ -22,6 +22,7 @@ import dataclasses
 import math
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -123,6 +124,8 @@ def add_reading_arguments(parser):
     parser.add_argument("--normalized", action="store_true",
                         help="inputs are already flat-fielded (empty field = 1); skip flat-fielding")
     parser.add_argument("--srgb", action="store_true", help="decode sRGB (JPEG/PNG from a camera) to linear first")
+    parser.add_argument("--gamma", type=float, metavar="G",
+                        help="the camera's gamma setting if not 1 (it wrote linear^G, e.g. 0.45): decoded first")
 
 
 def check_reading_options(args) -> None:
@@ -130,9 +133,21 @@ def check_reading_options(args) -> None:
 
     if not (math.isfinite(args.dark) and args.dark >= 0):
         raise ConfigError(f"--dark must be a finite black level >= 0, got {args.dark}")
+    if args.gamma is not None and args.srgb:
+        raise ConfigError("--srgb and --gamma both describe the file's encoding: give one")
+    if args.gamma is not None:
+        from chromaqpi.io import gamma_decode
+
+        gamma_decode(0.5, args.gamma)  # its range check, before any file is read
     if args.normalized and (args.background or args.dark != 0):
         raise ConfigError("--normalized inputs are already flat-fielded: drop --background/--dark, "
                           "or the raw image needs them without --normalized")
+
+
+def reading_record(args) -> dict:
+    """How the input was decoded and flat-fielded, for the outputs' metadata."""
+    return {"srgb": args.srgb, "gamma": args.gamma, "dark": args.dark, "normalized": args.normalized,
+            "background": Path(args.background).name if args.background else None}
 
 
 def read_background(args, microscope) -> np.ndarray | None:
@@ -143,7 +158,8 @@ def read_background(args, microscope) -> np.ndarray | None:
     if not args.background:
         return None
     try:
-        background, _ = read_image(args.background, linearize_srgb=args.srgb, need_channels=microscope.n_channels)
+        background, _ = read_image(args.background, linearize_srgb=args.srgb, gamma=args.gamma,
+                                   need_channels=microscope.n_channels)
     except InputError as exc:
         raise InputError(f"--background {exc}") from None
     return background
@@ -154,7 +170,7 @@ def load_normalized(path, microscope, args, background=None) -> np.ndarray:
     from chromaqpi.flatfield import flat_field
     from chromaqpi.io import read_image
 
-    image, info = read_image(path, linearize_srgb=args.srgb, need_channels=microscope.n_channels)
+    image, info = read_image(path, linearize_srgb=args.srgb, gamma=args.gamma, need_channels=microscope.n_channels)
     warn_pixel_size(info.get("pixel_size_um"), microscope)
     if args.normalized:
         return image
@@ -487,7 +503,8 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
             absorption = (chromaqpi.estimate_absorption(images, solve_scope, stain=options.get("stain"))
                           if args.absorption else None)
         meta = {"method": method, "options": {k: v for k, v in method_opts.items() if k not in NOT_RECORDED},
-                "seed": args.seed, "source": path.name, "wavelength_um": microscope.optics.wavelength_ref_um,
+                "seed": args.seed, "source": path.name, "reading": reading_record(args),
+                "wavelength_um": microscope.optics.wavelength_ref_um,
                 "phase_offset": PHASE_OFFSET,
                 "seconds": round(seconds, 3), "microscope": scope.to_dict(),
                 "warnings": list(dict.fromkeys(str(w.message) for w in caught)),
