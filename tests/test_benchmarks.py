@@ -93,6 +93,8 @@ CASES = {
                                                    "mean / pure phase", "flagged coloured by specimen_colour"]),
     "colour": ("bench_colour.py", ["--n", "1", "--val", "1", "--size", "64"],
                ["| transparent | 0 |", "| methylene-blue | 0.05 |", "Validation scenes"]),
+    "colour-small-fields": ("bench_colour_small.py", ["--val", "1", "--n", "1"],
+                            ["## Validation scenes", "| methylene-blue | 0.05 | 1 |", "T_small"]),
     "focus-error": ("bench_focus_error.py", ["--n", "1", "--steps", "1", "--shifts", "0,0.2",
                                              "--sets", "paper-2shot-test"], ["| paper-2shot-test | +0.2 |"]),
     "focus-estimate-phase0.5x": ("bench_focus_estimate.py", ["--n", "1", "--shifts", "0.2", "--search", "0.2",
