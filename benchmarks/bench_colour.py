@@ -6,7 +6,8 @@ The `family` cell scenes of bench_microscopes.py (the `default` family, sensor n
 grey absorber (k = 0.05 and 0.1 per radian of a second scene's phase, as bench_absorption.py
 ``--pattern independent``), and with each named stain at k = 0.01, 0.02 and 0.05. For each: the
 chromatic optical density (``SpecimenColour.chromatic_od``), the share judged (a field of at least
-``COLOUR_MIN_FIELD`` blur widths), the share flagged as coloured (judged and above ``COLOURED_OD``),
+``COLOUR_SMALL_FIELD`` blur widths), the share flagged as coloured (judged and above ``COLOURED_OD``, or
+``COLOURED_OD_SMALL`` on fields under ``COLOUR_MIN_FIELD`` blur widths: bench_colour_small.py),
 and the share whose nearest named stain is the true one. The threshold was
 chosen on the validation scenes (indices 100 onwards, ``--val``), reported here beside the test scenes
 (indices 0 to n-1, the scenes of bench_absorption.py).
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from _common import write_results
 from bench_microscopes import class_sample
-from chromaqpi.consistency import COLOUR_MIN_FIELD, COLOURED_OD, specimen_colour
+from chromaqpi.consistency import COLOUR_MIN_FIELD, COLOUR_SMALL_FIELD, COLOURED_OD, COLOURED_OD_SMALL, specimen_colour
 from chromaqpi.optics.spectra import STAINS
 
 CASES = ([("transparent", None, 0.0)] + [("grey", None, k) for k in (0.05, 0.1)]
@@ -65,8 +66,8 @@ def main():
     started = datetime.now()
     val = measure(range(100, 100 + args.val), args.size)
     test = measure(range(args.n), args.size)
-    body = (f"Threshold `COLOURED_OD` = {COLOURED_OD:g}; judged on fields of at least {COLOUR_MIN_FIELD:g} blur "
-            f"widths; Gaussian σ 10 µm; {args.size} px scenes (their pixel sizes are drawn); "
+    body = (f"Threshold `COLOURED_OD` = {COLOURED_OD:g} on fields of at least {COLOUR_MIN_FIELD:g} blur widths, "
+            f"`COLOURED_OD_SMALL` = {COLOURED_OD_SMALL:g} from {COLOUR_SMALL_FIELD:g} blur width up; Gaussian σ 10 µm; {args.size} px scenes (their pixel sizes are drawn); "
             f"{(datetime.now() - started).seconds / 60:.1f} min in all.\n\n"
             f"## Validation scenes (indices 100-{99 + args.val}; the threshold was chosen here)\n\n{table(val)}\n\n"
             f"## Test scenes (indices 0-{args.n - 1}, as bench_absorption.py)\n\n{table(test)}\n")

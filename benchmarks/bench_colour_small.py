@@ -1,12 +1,13 @@
-"""Can `specimen_colour` judge small fields (10-25 µm), where it now judges nothing?
+"""Can `specimen_colour` judge small fields (10-25 µm)? The measurement behind ``COLOURED_OD_SMALL``.
 
 Usage: python benchmarks/bench_colour_small.py [--val 120] [--n 64]
 
-`specimen_colour` judges a field only from 2.5 blur widths (25 µm) up, because on smaller fields a
+`specimen_colour` judged a field only from 2.5 blur widths (25 µm) up, because on smaller fields a
 transparent specimen's defocus contrast does not average out under the 10 µm blur. A user's crop of a
-stained slide under that size is then never flagged, and `auto` runs `default`, which reads a stain's
+stained slide under that size was then never flagged, and `auto` ran `default`, which reads a stain's
 colour as phase (absorption-training.md: 0.85-1.96 rad on three such two-dye validation fields). This
-measures a separate threshold for fields of 1 to 2.5 blur widths.
+measures a separate threshold for fields of 1 to 2.5 blur widths (adopted: ``COLOURED_OD_SMALL``; the
+script recomputes it from the readings and does not use the constant).
 
 Scenes: the `family` cell scenes of bench_microscopes.py (sensor noise), each at the size (a multiple of
 16, at least 64 px) that gives it a field of 10-25 µm at its drawn pixel size (a deterministic draw per

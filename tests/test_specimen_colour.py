@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import chromaqpi
-from chromaqpi.consistency import COLOURED_OD
+from chromaqpi.consistency import COLOURED_OD, COLOURED_OD_SMALL
 from chromaqpi.errors import ConfigError
 from chromaqpi.microscope import Microscope
 from chromaqpi.optics.spectra import STAINS, channel_quadrature
@@ -30,12 +30,13 @@ def wide_field():
 
 @pytest.fixture(scope="module")
 def blob_scenes(wide):
-    """A 2 rad, 4 µm phase blob with a 0.3 absorber beside it: transparent, grey and eosin (noiseless)."""
+    """A 2 rad, 4 µm phase blob with a 0.3 absorber beside it: transparent, grey, eosin (noiseless)."""
     phase = 2.0 * _blob(wide, 4.0, 1.0)
     absorber = _blob(wide, 3.0, 0.3).roll(20, 1)
-    return {stain: chromaqpi.simulate(phase, wide, absorption=None if stain == "clear" else absorber,
-                                      stain=None if stain in ("clear", "grey") else stain, noise=False)[0]
-            for stain in ("clear", "grey", "eosin")}
+    scenes = {stain: chromaqpi.simulate(phase, wide, absorption=None if stain == "clear" else absorber,
+                                        stain=None if stain in ("clear", "grey") else stain, noise=False)[0]
+              for stain in ("clear", "grey", "eosin")}
+    return scenes
 
 
 def _blob(m, sigma_um, peak):
@@ -71,10 +72,19 @@ def test_transparent_and_grey_specimens_read_colourless(wide, blob_scenes):
         assert not colour.coloured and colour.nearest_stain is None
     stained = blob_scenes["eosin"]
     assert chromaqpi.specimen_colour(stained, wide).coloured  # the same absorber, coloured
-    # Not judged: a field under 2.5 blur widths (the 0.16 µm pixels of the preset: 15.6 µm), or channels that
-    # all see one wavelength (paper-2shot's planes), whatever the reading.
-    small = chromaqpi.specimen_colour(stained, Microscope.from_preset("default"))
-    assert not small.judged and not small.coloured and small.chromatic_od > COLOURED_OD
+    # A field of 1-2.5 blur widths (the 0.16 µm pixels of the preset: 15.6 µm) needs the stronger colour of
+    # COLOURED_OD_SMALL; under one blur width (a 7.8 µm crop), or with channels that all see one wavelength
+    # (paper-2shot's planes), nothing is judged, whatever the reading.
+    default = Microscope.from_preset("default")
+    small = chromaqpi.specimen_colour(stained, default)
+    assert small.judged and small.threshold == COLOURED_OD_SMALL
+    assert COLOURED_OD < small.chromatic_od < COLOURED_OD_SMALL and not small.coloured
+    flat = torch.zeros(N, N, dtype=torch.float64)
+    uniform = chromaqpi.simulate(flat, default, absorption=flat + 0.05, stain="eosin", noise=False)[0]
+    stronger = chromaqpi.specimen_colour(uniform, default)  # stained all over the small field
+    assert stronger.coloured and stronger.nearest_stain == "eosin"
+    tiny = chromaqpi.specimen_colour(uniform[:, :48, :48], default)
+    assert not tiny.judged and not tiny.coloured
     planes = chromaqpi.specimen_colour(stained[:2], Microscope.from_preset("paper-2shot").replace(
         sampling={"pixel_size_um": 0.45}))
     assert not planes.judged and not planes.coloured

@@ -41,10 +41,18 @@ COLOUR_SCALE_UM = 10.0
 #: field, now below :data:`COLOUR_MIN_FIELD`; ``benchmarks/results/colour.md``, whose test scenes were
 #: not used for it). Kept there: a false flag steers a transparent specimen away from the networks.
 COLOURED_OD = 0.005
-#: Smallest field side, in blur widths, on which the colour is judged: on smaller fields the objects'
+#: Smallest field side, in blur widths, judged against :data:`COLOURED_OD`: on smaller fields the objects'
 #: defocus contrast does not average out under the blur (the two validation scenes under 25 µm, 15 and
 #: 22 µm, gave the two highest transparent readings, 0.0018 and 0.0041; the others at most 0.0015).
 COLOUR_MIN_FIELD = 2.5
+#: Smallest field side, in blur widths, judged at all; fields between it and :data:`COLOUR_MIN_FIELD`
+#: are judged against :data:`COLOURED_OD_SMALL`.
+COLOUR_SMALL_FIELD = 1.0
+#: Threshold for fields of 1 to 2.5 blur widths (10-25 µm): 1.25x the largest reading of 360 transparent
+#: and grey validation scenes of such sizes (0.0164); on 64 test scenes it flagged 1 of 192 transparent or
+#: grey ones and sent enough stained ones to ``default-stained`` to cut the routed mean net's nMAE from
+#: 0.905 to 0.766 (``benchmarks/results/colour-small-fields.md``, its rule written before the measurement).
+COLOURED_OD_SMALL = 0.0205
 
 
 @dataclass(frozen=True)
@@ -57,18 +65,20 @@ class SpecimenColour:
     estimated where it absorbs. ``nearest_stain``: the named stain (``chromaqpi.optics.spectra.STAINS``)
     whose channel extinction points the same way (cosine >= 0.8 of the deviation from grey); None when
     none does or the specimen is not ``coloured``. ``judged``: False where the colour cannot be told
-    (channels all at one wavelength, or a field under :data:`COLOUR_MIN_FIELD` blur widths); such a
-    specimen is never ``coloured``.
+    (channels all at one wavelength, or a field under :data:`COLOUR_SMALL_FIELD` blur widths); such a
+    specimen is never ``coloured``. ``threshold``: the chromatic OD above which it is ``coloured``,
+    :data:`COLOURED_OD`, or :data:`COLOURED_OD_SMALL` on a field under :data:`COLOUR_MIN_FIELD` blur widths.
     """
 
     chromatic_od: float
     extinction: tuple[float, ...]
     nearest_stain: str | None
     judged: bool = True
+    threshold: float = COLOURED_OD
 
     @property
     def coloured(self) -> bool:
-        return self.judged and self.chromatic_od > COLOURED_OD
+        return self.judged and self.chromatic_od > self.threshold
 
     def summary(self) -> str:
         ratios = "/".join(f"{v:.2f}" for v in self.extinction)
@@ -279,8 +289,8 @@ def specimen_colour(images, microscope: Microscope | str, *,
 
     Returns
     -------
-    :class:`SpecimenColour`, or a list of them for a batch. ``coloured`` is True above
-    :data:`COLOURED_OD`.
+    :class:`SpecimenColour`, or a list of them for a batch. ``coloured`` is True above its
+    ``threshold`` (:data:`COLOURED_OD`; :data:`COLOURED_OD_SMALL` on fields of 10-25 µm).
     """
     import numpy as np
     from scipy.ndimage import gaussian_filter
@@ -300,9 +310,11 @@ def specimen_colour(images, microscope: Microscope | str, *,
     quad = channel_quadrature(microscope)
     stains = {name: stain.channel_extinction(quad) - 1 for name, stain in STAINS.items() if name != "grey"}
     # Channels that see one colour (planes at one wavelength) cannot show a stain; a small field cannot
-    # average the defocus contrast out.
+    # average the defocus contrast out, so it needs a stronger colour, and under one blur width none is told.
+    field = min(batch.shape[-2:]) * microscope.sampling.pixel_size_um
     judged = (max(float(np.abs(ref).max()) for ref in stains.values()) > 0.05
-              and min(batch.shape[-2:]) * microscope.sampling.pixel_size_um >= COLOUR_MIN_FIELD * scale_um)
+              and field >= COLOUR_SMALL_FIELD * scale_um)
+    threshold = COLOURED_OD if field >= COLOUR_MIN_FIELD * scale_um else COLOURED_OD_SMALL
     out = []
     for stack in batch.double().cpu().numpy():
         c, h, w = stack.shape
@@ -314,8 +326,8 @@ def specimen_colour(images, microscope: Microscope | str, *,
         tint = chroma.reshape(len(chroma), -1).sum(axis=1) / total if total > 0 else np.zeros(len(chroma))
         level = float(np.sqrt((chroma**2).sum(axis=0).mean()))
         out.append(SpecimenColour(chromatic_od=level, extinction=tuple(float(v) for v in 1 + tint),
-                                  nearest_stain=_nearest(tint, stains) if judged and level > COLOURED_OD else None,
-                                  judged=judged))
+                                  nearest_stain=_nearest(tint, stains) if judged and level > threshold else None,
+                                  judged=judged, threshold=threshold))
     return out if batched else out[0]
 
 
