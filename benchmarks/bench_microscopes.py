@@ -74,7 +74,7 @@ CLASSES = {
 
 
 def class_sample(name: str, i: int, size: int, *, absorption_per_rad: float = 0.0, absorption_pattern: str = "phase",
-                 stain=None, with_absorption: bool = False):
+                 stain=None, with_absorption: bool = False, actual=None):
     """(images (1, C, H, W), true phase (H, W), microscope) of sample i of a class (and, with
     ``with_absorption``, the true absorption (H, W), zeros for a transparent one).
 
@@ -83,7 +83,8 @@ def class_sample(name: str, i: int, size: int, *, absorption_per_rad: float = 0.
     scene's phase (its own stream) stands in for φ; ``stain`` (a name in ``chromaqpi.optics.spectra.STAINS``)
     colours it. A list of stains (e.g. H&E) gives each its own independent scene (streams 3, 4, ...), each
     with attenuation k·(ψ_i - min ψ_i); the true absorption returned is their sum. The draws stay those of
-    the pure-phase sample."""
+    the pure-phase sample. ``actual``: a function of the drawn microscope giving the one the image is
+    simulated with (the drawn one, what a user would declare, is still returned)."""
     objectives = CLASSES[name][0]
     family = get_family("default")
     ranges = family if objectives is None else replace(family, objectives=objectives)
@@ -100,8 +101,8 @@ def class_sample(name: str, i: int, size: int, *, absorption_per_rad: float = 0.
     absorption = (maps if dyes else maps[0]) if maps else None
     generator = seeds.torch_generator_from(seeds.eval_sequence(SET_ID, i, 2))
     with torch.no_grad():
-        images = simulate(phase, microscope, absorption=absorption, stain=stain if absorption is not None else None,
-                          noise=True, generator=generator)
+        images = simulate(phase, actual(microscope) if actual else microscope, absorption=absorption,
+                          stain=stain if absorption is not None else None, noise=True, generator=generator)
     if with_absorption:
         truth = torch.zeros_like(phase) if absorption is None else sum(maps)
         return images.float(), phase.double(), microscope, truth.double()

@@ -90,6 +90,7 @@ def test_mean_net_beats_the_zero_prediction_on_a_simulated_cell(name):
     assert aligned_mae(phase) < aligned_mae(torch.zeros_like(phase))
 
 
+@pytest.mark.filterwarnings("ignore:the specimen is coloured")  # default is run on it on purpose
 @pytest.mark.parametrize("stain", ["methylene-blue", "haematoxylin", "haematoxylin+eosin"])
 def test_the_stained_model_reads_a_coloured_specimen_that_default_misreads(stain):
     # Two cells (1.5 and 0.8 rad) and a 0.3 absorber beside them, coloured by the stain; default optics with a
