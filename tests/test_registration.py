@@ -309,6 +309,23 @@ def test_register_cli_writes_the_fitted_microscope(calibration_image, tmp_path, 
     assert "tiles have structure" in err and "Traceback" not in err and not (tmp_path / "flat.toml").exists()
 
 
+def test_register_cli_fits_the_camera_s_own_channels_under_a_colour_matrix(calibration_image, tmp_path):
+    # A camera that mixes its channels mixes their lateral colour too: the fit undoes the declared matrix first.
+    from chromaqpi.cli.main import main
+    from chromaqpi.optics.sensor import mix_channels
+
+    matrix = [[1.6, -0.5, -0.1], [-0.2, 1.5, -0.3], [0.0, -0.6, 1.6]]
+    np.save(tmp_path / "mixed.npy", mix_channels(calibration_image.double(), matrix).numpy())
+    Microscope.from_preset("default").replace(sensor={"colour_matrix": matrix}).to_toml(tmp_path / "cam.toml")
+    assert main(["register", str(tmp_path / "mixed.npy"), "-m", str(tmp_path / "cam.toml"), "--normalized",
+                 "--tile", "32", "--out", str(tmp_path / "out.toml")]) == 0
+    scope = Microscope.from_toml(tmp_path / "out.toml")
+    assert scope.sensor.colour_matrix == matrix
+    raw = chromaqpi.estimate_registration(calibration_image, tile=32).registration
+    np.testing.assert_allclose(scope.registration.scale, raw.scale, atol=1e-6)
+    np.testing.assert_allclose(scope.registration.shift_px, raw.shift_px, atol=1e-4)
+
+
 def test_focus_fit_undoes_a_declared_registration():
     # A two-shot pair with the second exposure 1 px off (stage drift), in focus as declared.
     plain = Microscope.from_preset("paper-2shot")

@@ -34,6 +34,7 @@ def run(args):
     from chromaqpi.errors import ConfigError
     from chromaqpi.io import atomic_write
     from chromaqpi.microscope import Microscope, Registration
+    from chromaqpi.optics.sensor import undo_colour_matrix
     from chromaqpi.registration import estimate_registration
 
     check_reading_options(args)
@@ -43,8 +44,9 @@ def run(args):
     reference = 1 if not microscope.planes else 0
     out = output_file(args.out, suffix=".toml") if args.out else None
     fits = []
-    for path, fit in fit_each_input(args, microscope, "register",
-                                    lambda images, path: estimate_registration(images, reference, tile=args.tile)):
+    # Lateral colour moves the camera's own channels: a declared colour matrix is undone first.
+    for path, fit in fit_each_input(args, microscope, "register", lambda images, path: estimate_registration(
+            undo_colour_matrix(images, microscope)[0], reference, tile=args.tile)):
         fits.append(fit.registration)
         print(f"{path}:")
         for c, name in enumerate(microscope.channel_names):
