@@ -128,6 +128,22 @@ def test_shipped_cards_carry_their_familys_current_envelope():
         assert card["microscope"] == family_envelope(name), name
         inside = chromaqpi.Microscope.from_preset(card["microscope_preset"])
         assert microscope_family_warnings(card["microscope"], inside) == [], name
+    for name in ("default-stained", "default-cvdm", "default-ddpm"):  # trained on the default family too
+        card = read_card(Path(chromaqpi.__file__).parent / "weights" / name)
+        assert card["microscope"] == family_envelope("default"), name
+
+
+def test_a_condenser_opened_beyond_the_trained_fill_is_flagged():
+    # The default family draws σ = NA_condenser/NA_objective in [0.3, 0.8]; at 1.5-2x the drawn NA the
+    # shipped networks lost 1.3-1.6x (benchmarks/results/illumination.md). The envelope pads σ by 0.005.
+    envelope = family_envelope("default")
+    scope = chromaqpi.Microscope.from_preset("default")  # NA 0.65
+    assert envelope["optics.na_condenser/na_objective"] == [0.295, 0.805]
+    assert microscope_family_warnings(envelope, scope.replace(optics={"na_condenser": 0.52})) == []  # σ 0.8
+    assert microscope_family_warnings(envelope, scope.replace(optics={"na_condenser": 0.6})) == [
+        "optics.na_condenser/na_objective = 0.9231 (trained for [0.295, 0.805])"]
+    assert microscope_family_warnings(envelope, scope.replace(optics={"na_condenser": 0.15}))  # σ 0.23
+    assert "optics.na_condenser/na_objective" not in family_envelope("paper-2shot")  # no condenser range drawn
 
 
 def test_shipped_cards_usage_line_shows_the_recommended_steps():

@@ -596,13 +596,15 @@ def sampled_features_um(microscope) -> dict[str, float]:
 #: single-wavelength family) each side so that the sampled extremes do not flag microscopes at the
 #: family's true edge.
 ENVELOPE_DRAWS, ENVELOPE_SEED, ENVELOPE_MARGIN, ENVELOPE_MIN_MARGIN_UM = 4000, 0, 0.005, 0.01
+#: The envelope's name for the condenser fill σ = NA_condenser / NA_objective (a ratio, not a config field).
+CONDENSER_FILL = "optics.na_condenser/na_objective"
 
 
 def family_envelope(family) -> dict:
     """The card's ``microscope`` entry for a randomisation family (name or
     :class:`~chromaqpi.datasets.randomize.Ranges`): dotted fields -> value or [low, high].
 
-    NA, pixel size and medium index come from the family's ranges; the channels' focus
+    NA, pixel size, medium index and condenser fill come from the family's ranges; the channels' focus
     separations, mean defocus and centroid wavelengths (:func:`sampled_features_um`) have no closed
     form over the illuminant, camera and aberration draws, so their range is sampled from the family itself.
     """
@@ -623,6 +625,8 @@ def family_envelope(family) -> dict:
         env["optics.na_objective"] = base.optics.na_objective
     if r.n_medium:
         env["optics.n_medium"] = list(r.n_medium)
+    if r.condenser_sigma:  # the aperture's fill; a wider one cost `default` 1.3-1.6x (illumination.md)
+        env[CONDENSER_FILL] = [round(r.condenser_sigma[0] - 0.005, 4), round(r.condenser_sigma[1] + 0.005, 4)]
     rng = np.random.default_rng(ENVELOPE_SEED)
     draws = [sampled_features_um(draw_microscope(base, r, rng)) for _ in range(ENVELOPE_DRAWS)]
     for key in draws[0]:
@@ -655,6 +659,8 @@ def microscope_family_warnings(family: dict | None, microscope) -> list[str]:
         return []
     actual = {**_flatten(microscope.to_dict()), "acquisition": acquisition(microscope),
               "n_channels": microscope.n_channels}
+    if microscope.optics.na_objective > 0:
+        actual[CONDENSER_FILL] = microscope.optics.na_condenser / microscope.optics.na_objective
     if any(key.startswith(("effective_defocus_um.", "effective_wavelength_um.")) for key in family):
         actual.update(sampled_features_um(microscope))
     problems = []
