@@ -224,3 +224,17 @@ def test_invalid_second_dye_raises(bad):
     with pytest.raises(ConfigError, match="absorption_second_dye"):
         dataclasses.replace(Ranges.fixed(Microscope.from_preset("paper-rgb")), absorption_per_rad=(0.0, 0.1),
                             absorption_pattern="independent", **bad)
+
+
+def test_a_camera_colour_matrix_is_stored_undone_as_reconstruct_sees_it():
+    # Training inputs must be what the networks see at inference, where reconstruct undoes a declared colour
+    # matrix: noiseless, a matrix family's samples equal the plain family's (same seed), and the stored
+    # microscope no longer carries the matrix (kept as provenance), so (input, microscope) pairs stay consistent.
+    matrix = [[1.6, -0.5, -0.1], [-0.2, 1.5, -0.3], [0.0, -0.6, 1.6]]
+    plain = Ranges.fixed(Microscope.from_preset("default"))
+    mixed = Ranges.fixed(Microscope.from_preset("default").replace(sensor={"colour_matrix": matrix}))
+    a, b = _group(plain, noise=False), _group(mixed, noise=False)
+    torch.testing.assert_close(b.input, a.input, rtol=0, atol=1e-5)  # float32 images
+    assert b.microscope == a.microscope and all(p["microscope"] == q["microscope"] for p, q in zip(a.params, b.params))
+    assert all(p["camera_colour_matrix"] == matrix for p in b.params)
+    assert all("camera_colour_matrix" not in p for p in a.params)

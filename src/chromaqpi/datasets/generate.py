@@ -20,6 +20,7 @@ from chromaqpi.datasets.randomize import (Ranges, draw_absorption_per_rad, draw_
                                          draw_second_dye)
 from chromaqpi.datasets.sources import SourceSpec, instantiate
 from chromaqpi.microscope import Microscope
+from chromaqpi.optics.sensor import undo_colour_matrix
 from chromaqpi.optics.simulator import Simulator, get_simulator
 from chromaqpi.phantoms import phase_rad
 
@@ -42,7 +43,9 @@ class GroupResult:
     opd : (B, H, W) float32 optical path difference (µm).
     mask : (B, H, W) int32 object labels (0 = background; all 0 without a mask).
     has_mask : (B,) bool, whether the source provides object labels.
-    microscope : the microscope every sample of the group was simulated with.
+    microscope : the microscope every sample of the group was simulated with, as the inputs are stored: a
+        camera colour matrix (``sensor.colour_matrix``) is undone in them, as ``reconstruct`` does, and
+        recorded in ``params`` as ``camera_colour_matrix`` instead.
     params : per-sample JSON-ready dicts (index, seeds, source, source meta, microscope).
     """
 
@@ -165,8 +168,13 @@ def generate_group(sources: list[SourceSpec], ranges: Ranges, shape, seed: int, 
                                  generator=generator)
                 images = part.new_empty((len(dyes), *part.shape[1:])) if images is None else images
                 images[rows] = part
-    config = microscope.to_dict()
+    # Stored as every method sees them: in the camera's own channels (reconstruct undoes a declared colour
+    # matrix first), with the clipping the matrix caused; the matrix is kept as provenance.
+    images, stored = undo_colour_matrix(images, microscope)
+    config = stored.to_dict()
     for p in params:
         p.update(noise=bool(noise), microscope=config)
+        if stored is not microscope:
+            p["camera_colour_matrix"] = microscope.sensor.colour_matrix
     return GroupResult(np.asarray(indices, dtype=np.int64), images, phase, torch.from_numpy(np.stack(opds)),
-                       torch.from_numpy(np.stack(masks)), torch.tensor(has_mask), microscope, params)
+                       torch.from_numpy(np.stack(masks)), torch.tensor(has_mask), stored, params)
