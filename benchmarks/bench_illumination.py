@@ -9,7 +9,8 @@ noise draw) is simulated with the actual illumination and every method is given 
 
 - condenser rows: the actual condenser NA is the declared one times f (at most the objective's NA);
 - lamp rows, on the scenes whose declared lamp is a halogen (the family's other lamps are LEDs): the
-  actual lamp is a halogen dT kelvin from the declared temperature.
+  actual lamp is a halogen dT kelvin from the declared temperature, or (row 'white LED') the built-in
+  phosphor white LED (`spectra.illuminant = "led"`): an LED microscope declared with the halogen preset.
 
 TIE and WOTF use the declared optics; the `default` networks never read them (they were trained across
 condenser σ 0.3-0.8 and halogen 2800-3400 K or LED lamps), so their change is the optics' own. Rows 'told':
@@ -43,6 +44,10 @@ def lamp(dt: float):
     return actual
 
 
+def white_led(m):
+    return m.replace(spectra={"illuminant": "led"})
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_scene_arguments(parser, n=8)
@@ -59,6 +64,7 @@ def main():
               for f in factors for told in ("", ", told")]
     cases += [("lamp", "as declared", None, False, True)]
     cases += [("lamp", f"{dt:+g} K{told}", lamp(dt), bool(told), True) for dt in shifts for told in ("", ", told")]
+    cases += [("lamp", f"white LED{told}", white_led, bool(told), True) for told in ("", ", told")]
     nmae = {(table, label, m): [] for table, label, *_ in cases for m in METHODS}
     halogen = 0
     for i in tqdm(range(args.n), desc="images"):
@@ -86,7 +92,8 @@ def main():
             f"same seeds and noise draws); ZMD one {args.steps}-step DDIM draw at the card's temperature (seed 1000 "
             f"+ image index); {(datetime.now() - started).seconds / 60:.1f} min in all.\n\n"
             f"## Condenser aperture (actual NA = declared x f, at most the objective's)\n\n{tables['condenser']}\n\n"
-            f"## Lamp colour ({halogen} of the {args.n} scenes with a halogen lamp; actual temperature = declared + dT)"
+            f"## Lamp colour ({halogen} of the {args.n} scenes with a halogen lamp; actual: a halogen at the declared "
+            f"temperature + dT, or a white LED)"
             f"\n\n{tables['lamp']}\n")
     write_results("illumination", "Cost of a wrongly declared condenser aperture or lamp colour", body)
 

@@ -75,7 +75,7 @@ CASES = {
                       ["| camera's own channels |", "| s = 1, ignored |", "| s = 1, declared |",
                        "| s = 1, declared, not clipped |", "condition numbers"]),
     "illumination": ("bench_illumination.py", ["--n", "1", "--size", "64", "--steps", "1", "--condenser", "2",
-                                               "--lamp=-500"], ["| NA x 2 |", "| NA x 2, told |", "| -500 K, told |"]),
+                                               "--lamp=-500"], ["| NA x 2 |", "| NA x 2, told |", "| -500 K, told |", "| white LED, told |"]),
     "jpeg": ("bench_jpeg.py", ["--n", "1", "--size", "64", "--steps", "1", "--qualities", "90"],
              ["| float |", "| PNG 8-bit |", "| JPEG q90 4:4:4 |", "| JPEG q90 4:2:0 |"]),
     "absorption": ("bench_absorption.py", ["--n", "1", "--size", "64", "--steps", "1", "--ratios", "0,0.1"],
