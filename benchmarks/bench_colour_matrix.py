@@ -9,14 +9,15 @@ blend of three defocus distances. The matrix measured here is the one such a cam
 the least-squares map from the built-in camera sensitivities (`chromaqpi.optics.spectra`) to the
 linear-sRGB colour-matching functions (CIE 1931 by the multi-lobe Gaussian fit of Wyman, Sloan and
 Shirley, JCGT 2(2), 2013; XYZ to linear sRGB by IEC 61966-2-1), white-balanced under the
-microscope's lamp (each sample's own: halogen or LED), rows normalised to one (what flat-fielding leaves). `--saturation s` scales its
-off-identity part, M_s = I + s (M - I): s = 1 is that fit, s > 1 the vivid look of consumer pipelines.
-Scenes: the `family` cell scenes of bench_microscopes.py (sensor noise, same seeds); the matrix is
-applied to the read-out and clipped to the camera's range, as `chromaqpi.simulate` does with
-`sensor.colour_matrix` (the 'clipped' column: the share of pixels the mixing pushed out of range; rows 'not
-clipped' skip the clipping, a control that isolates its cost). Rows 'ignored': reconstructed with the microscope without the matrix; rows
-'declared': with it in `sensor.colour_matrix`, which every method undoes on input. Scores:
-offset-aligned nMAE (mean offset), mean over images, and its ratio to the camera's own channels.
+microscope's lamp (each sample's own: halogen or LED), rows normalised to one (what flat-fielding
+leaves). `--saturation s` scales its off-identity part, M_s = I + s (M - I): s = 1 is that fit, s > 1
+the vivid look of consumer pipelines. Scenes: the `family` cell scenes of bench_microscopes.py (sensor
+noise, same seeds); the matrix is applied to the read-out and clipped to the camera's range, as
+`chromaqpi.simulate` does with `sensor.colour_matrix` (the 'clipped' column: the share of pixels the
+mixing pushed out of range; rows 'not clipped' skip the clipping, a control that isolates its cost).
+Rows 'ignored': reconstructed with the microscope without the matrix; rows 'declared': with it in
+`sensor.colour_matrix`, which every method undoes on input. Scores: offset-aligned nMAE (mean offset),
+mean over images, and its ratio to the camera's own channels.
 Writes benchmarks/results/colour-matrix.md.
 """
 
@@ -104,7 +105,8 @@ def main():
         for label, recorded, scope in cases:
             for method, est in reconstruct_methods(recorded, scope, i, steps=args.steps, model=args.model).items():
                 nmae[label, method].append(float(normalised_mae(est, true, align="mean")))
-    extra = {"clipped pixels (mean, max)": {label: f"{np.mean(v):.2%}, {np.max(v):.2%}" for label, v in clipped.items()}}
+    extra = {"clipped pixels (mean, max)": {label: f"{np.mean(v):.2%}, {np.max(v):.2%}"
+                                            for label, v in clipped.items()}}
     table = variant_table(nmae, labels, labels[0], first="recorded as", versus="own channels", extra=extra)
     shown = "\n".join(f"- s = {s:g}: diagonals {_span([np.diag(m) for m in ms])}, condition numbers "
                        f"{min(map(np.linalg.cond, ms)):.2f}-{max(map(np.linalg.cond, ms)):.2f}; the first image's "

@@ -16,8 +16,9 @@ def run(args):
         if not scope.sensor.colour_matrix:  # the camera's own channels are the default; show where its matrix goes
             identity = ", ".join("[" + ", ".join("1.0" if i == j else "0.0" for j in range(scope.n_channels)) + "]"
                                  for i in range(scope.n_channels))
-            text = text.replace("[sensor]\n", "[sensor]\n# A camera that mixes its channels (colour correction: most sRGB "
-                                f"output) declares its matrix, rows summing to 1:\n# colour_matrix = [{identity}]\n", 1)
+            text = text.replace("[sensor]\n", "[sensor]\n# A camera that mixes its channels (colour correction: "
+                                "most sRGB output) declares its matrix, rows summing to 1:\n"
+                                f"# colour_matrix = [{identity}]\n", 1)
         print(text, end="")
         # Registered channels are the default and not written; show where lateral colour goes.
         n = scope.n_channels
