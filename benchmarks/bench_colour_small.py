@@ -1,6 +1,6 @@
 """Can `specimen_colour` judge small fields (10-25 µm)? The measurement behind ``COLOURED_OD_SMALL``.
 
-Usage: python benchmarks/bench_colour_small.py [--val 120] [--n 64]
+Usage: python benchmarks/bench_colour_small.py [--val 120] [--n 64] [--first 0]
 
 `specimen_colour` judged a field only from 2.5 blur widths (25 µm) up, because on smaller fields a
 transparent specimen's defocus contrast does not average out under the 10 µm blur. A user's crop of a
@@ -132,14 +132,15 @@ def verdict(rows, threshold: float) -> tuple[bool, str]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--val", type=int, default=120, help="validation scenes (indices 100 onwards)")
-    parser.add_argument("--n", type=int, default=64, help="test scenes (indices 0 to n-1)")
+    parser.add_argument("--n", type=int, default=64, help="test scenes (indices first to first + n - 1)")
+    parser.add_argument("--first", type=int, default=0, help="first test index (default 0; a smoke test may skip)")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     started = datetime.now()
     clear_cases = [c for c in CASES if is_clear(c[0])]
     val = measure(range(100, 100 + args.val), clear_cases, nets=False)
     threshold = MARGIN * max(r[4] for r in val)
-    test = measure(range(args.n), CASES, nets=True)
+    test = measure(range(args.first, args.first + args.n), CASES, nets=True)
     adopted, text = verdict(test, threshold)
     fields = np.array([r[3] for r in val + test])
     body = (f"Fields of {SMALLEST_FIELD:g}-{COLOUR_MIN_FIELD:g} blur widths ({fields.min():.1f}-{fields.max():.1f} µm "

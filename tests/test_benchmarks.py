@@ -96,7 +96,7 @@ CASES = {
                                                    "mean / pure phase", "flagged coloured by specimen_colour"]),
     "colour": ("bench_colour.py", ["--n", "1", "--val", "1", "--size", "64"],
                ["| transparent | 0 |", "| methylene-blue | 0.05 |", "Validation scenes"]),
-    "colour-small-fields": ("bench_colour_small.py", ["--val", "1", "--n", "1"],
+    "colour-small-fields": ("bench_colour_small.py", ["--val", "1", "--n", "1", "--first", "13"],  # 64 px
                             ["## Validation scenes", "| methylene-blue | 0.05 | 1 |", "T_small"]),
     "focus-error": ("bench_focus_error.py", ["--n", "1", "--steps", "1", "--shifts", "0,0.2",
                                              "--sets", "paper-2shot-test"], ["| paper-2shot-test | +0.2 |"]),
