@@ -171,3 +171,22 @@ def test_focus_on_a_crop_finds_the_offset(shifted_2shot, capsys):
     printed = capsys.readouterr().out
     offset = float(printed.split("focus offset ")[1].split(" µm")[0])
     assert offset == pytest.approx(0.3, abs=0.05)
+
+
+def test_a_declared_colour_matrix_is_undone_for_the_fit_and_kept_in_what_is_written(shifted_2shot, tmp_path, capsys):
+    # The fit sees the camera's own channels; the written microscope (and the outputs' metadata) still declare
+    # the matrix, which the recorded images need. Two planes here: any C x C matrix takes the same path.
+    from chromaqpi.optics.sensor import mix_channels
+
+    matrix = [[1.2, -0.2], [-0.1, 1.1]]
+    np.save(tmp_path / "mixed.npy", mix_channels(np.load(shifted_2shot), matrix))
+    Microscope.from_preset("paper-2shot").replace(sensor={"colour_matrix": matrix}).to_toml(tmp_path / "cam.toml")
+    assert main(["focus", str(tmp_path / "mixed.npy"), "-m", str(tmp_path / "cam.toml"), "--normalized",
+                 "--out", str(tmp_path / "fitted.toml")]) == 0
+    assert "mixed.npy: focus offset +0.30 µm" in capsys.readouterr().out
+    assert Microscope.from_toml(tmp_path / "fitted.toml").sensor.colour_matrix == matrix
+    assert main(["reconstruct", str(tmp_path / "mixed.npy"), "-m", str(tmp_path / "cam.toml"), "--normalized",
+                 "--method", "tie", "--fit-focus", "--no-preview", "--out", str(tmp_path / "out")]) == 0
+    _, meta = read_tiff(tmp_path / "out" / "mixed_phase.tif")
+    assert meta["microscope"]["sensor"]["colour_matrix"] == matrix
+    assert meta["focus_offset_um"] == pytest.approx(0.3, abs=0.03)

@@ -95,6 +95,13 @@ def unregister(images, microscope: Microscope):
     return warp_channels(images, reg, inverse=True), microscope.replace(registration=Registration())
 
 
+def redeclare(microscope: Microscope, declared: Microscope) -> Microscope:
+    """``microscope`` (e.g. fitted on :func:`unregister`'s output) with ``declared``'s registration and colour
+    matrix back: the description recorded images need."""
+    return microscope.replace(registration=declared.registration,
+                              sensor={"colour_matrix": declared.sensor.colour_matrix})
+
+
 def fourier_shift(planes: np.ndarray, shift) -> np.ndarray:
     """(..., H, W) planes moved by ``shift`` = (dy, dx) px (down, right): a linear phase on their mirrored extension.
 

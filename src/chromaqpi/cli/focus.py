@@ -83,17 +83,18 @@ def fit_focus(images, microscope, args, name: str, prefix: str = ""):
     """The focus fit of one (C, H, W) stack on its central --crop, warning when it lands on the search edge."""
     from dataclasses import replace
 
-    from chromaqpi.registration import unregister
+    from chromaqpi.registration import redeclare, unregister
     from chromaqpi.solvers.focus import estimate_focus_offset
     from chromaqpi.tiling import central_crop
 
-    # Undo a declared registration on the whole frame: its magnification is about the frame's centre.
+    # Undo a declared registration (and colour matrix) on the whole frame: its magnification is about the
+    # frame's centre.
     registered, plain = unregister(images, microscope)
     crop = central_crop(registered, args.crop, even=microscope.sensor.bayer)
     # A crop is not periodic even where the preset's simulated fields are: pad it.
     padding = "auto" if crop.shape == images.shape else "mirror"
     fit = estimate_focus_offset(crop, plain, search_um=args.search, step_um=args.step, padding=padding)
-    fit = replace(fit, microscope=fit.microscope.replace(registration=microscope.registration))
+    fit = replace(fit, microscope=redeclare(fit.microscope, microscope))
     if fit.reliable and fit.offset_um in (fit.offsets_um[0], fit.offsets_um[-1]):
         warnings.warn(f"{name}: the focus fit lies at the edge of the search range: the focus may be further off "
                       f"(widen --{prefix}search), or strong objects pulled the fit there (compare with the declared "

@@ -480,7 +480,7 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
     from chromaqpi.cli.common import naming_input, writing_together
     from chromaqpi.cli.focus import fit_focus
     from chromaqpi.models.registry import learned_settings
-    from chromaqpi.registration import unregister
+    from chromaqpi.registration import redeclare, unregister
 
     with naming_input(path):
         with warnings.catch_warnings(record=True) as caught:
@@ -496,7 +496,7 @@ def reconstruct_one(path, outputs, microscope, background, options, args, shown:
                 solve_scope = fit.microscope if fit.reliable else solve_scope
             method, method_opts = resolve_method(args.method, solve_scope, options, colour.coloured)
             result = chromaqpi.reconstruct(images, solve_scope, method=method, **method_opts)
-            scope = solve_scope.replace(registration=microscope.registration)  # recorded: what the input needs
+            scope = redeclare(solve_scope, microscope)  # recorded: what the input needs
             seconds = time.perf_counter() - start
             phase, std = (result if isinstance(result, tuple) else (result, None))
             check = check_data(images, phase, solve_scope) if args.check_data else None
