@@ -78,9 +78,10 @@ def unregister(images, microscope: Microscope):
 
     What every entry point that takes recorded channels does first (``reconstruct``, the focus
     fit). A declared camera colour matrix is undone before (the camera mixed the channels after the
-    optics moved them): :func:`chromaqpi.optics.sensor.undo_colour_matrix`. A registration with a magnification and a recorded ``image_shape`` must be undone on
-    images of that shape: its centre is theirs, and a crop elsewhere moves it (1 % about a
-    centre 500 px away is a 5 px error), so other sizes are refused.
+    optics moved them): :func:`chromaqpi.optics.sensor.undo_colour_matrix`; :func:`redeclare` puts
+    both back on a microscope fitted afterwards. A registration with a magnification and a recorded
+    ``image_shape`` must be undone on images of that shape: its centre is theirs, and a crop elsewhere
+    moves it (1 % about a centre 500 px away is a 5 px error), so other sizes are refused.
     """
     images, microscope = undo_colour_matrix(images, microscope)
     reg = microscope.registration
