@@ -78,6 +78,9 @@ def test_undo_is_the_exact_inverse_for_arrays_and_tensors(scopes):
     assert isinstance(back, np.ndarray) and back.dtype == np.float32
     np.testing.assert_allclose(back, array, atol=1e-5)
     assert undo_colour_matrix(images, plain)[0] is images
+    counts = np.full((3, 2, 2), 1000, dtype=np.uint16)  # integers are mixed in float64, not truncated
+    np.testing.assert_allclose(mix_channels(counts, MATRIX), counts.astype(float), atol=1e-9)
+    assert mix_channels(torch.from_numpy(counts.astype(np.int32)), MATRIX).dtype == torch.float64
     with pytest.raises(InputError, match="3x3 but the images have 2 channels"):
         undo_colour_matrix(images[:, :2], mixed)
 

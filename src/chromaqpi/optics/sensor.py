@@ -94,13 +94,16 @@ def apply_colour_matrix(images: torch.Tensor, sensor, *, clip: bool) -> torch.Te
 
 
 def mix_channels(images, matrix):
-    """``out_c = Σ_j M_cj images_j`` on (..., C, H, W) tensors or arrays (the same kind, dtype, device)."""
+    """``out_c = Σ_j M_cj images_j`` on (..., C, H, W) tensors or arrays (the same kind and device; the same
+    dtype when floating, else float64: a matrix has negative and fractional entries)."""
     import numpy as np
 
     if isinstance(images, torch.Tensor):
+        images = images if images.is_floating_point() else images.double()
         m = torch.as_tensor(matrix, dtype=images.dtype, device=images.device)
         return torch.einsum("cj,...jhw->...chw", m, images)
     array = np.asarray(images)
+    array = array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
     return np.einsum("cj,...jhw->...chw", np.asarray(matrix, dtype=array.dtype), array)
 
 
