@@ -207,6 +207,13 @@ def srgb_decode(code) -> np.ndarray:
     return (np.sign(v) * lin).astype(v.dtype, copy=False)
 
 
+def check_gamma(gamma) -> None:
+    """ConfigError unless ``gamma`` is a camera exponent in [0.1, 10]."""
+    if not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and math.isfinite(gamma)
+            and 0.1 <= gamma <= 10):
+        raise ConfigError(f"gamma must be a number in [0.1, 10] (the camera's exponent, e.g. 0.45), got {gamma!r}")
+
+
 def gamma_decode(code, gamma: float) -> np.ndarray:
     """Code value of a camera set to ``gamma`` (it wrote ``V = L^gamma``) -> linear ``L = V^(1/gamma)``.
 
@@ -214,9 +221,7 @@ def gamma_decode(code, gamma: float) -> np.ndarray:
     small contrasts (the phase signal) are scaled by ``gamma``. Negative inputs are mapped
     odd-symmetrically. Float dtypes are preserved.
     """
-    if not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and math.isfinite(gamma)
-            and 0.1 <= gamma <= 10):
-        raise ConfigError(f"gamma must be a number in [0.1, 10] (the camera's exponent, e.g. 0.45), got {gamma!r}")
+    check_gamma(gamma)
     v = _float_array(code)
     return (np.sign(v) * np.power(np.abs(v), 1 / gamma)).astype(v.dtype, copy=False)
 
@@ -555,7 +560,7 @@ def read_image(
     if linearize_srgb and gamma is not None:
         raise ConfigError("decode either sRGB or a camera gamma, not both")
     if gamma is not None:
-        gamma_decode(0.5, gamma)  # checks it before the file is read
+        check_gamma(gamma)  # before the file is read
     path = Path(path)
     raw, axes, fmt = _load_raw(path)
     info: dict[str, Any] = {"path": str(path), "format": fmt, "dtype": str(raw.dtype),

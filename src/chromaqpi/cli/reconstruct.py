@@ -136,9 +136,9 @@ def check_reading_options(args) -> None:
     if args.gamma is not None and args.srgb:
         raise ConfigError("--srgb and --gamma both describe the file's encoding: give one")
     if args.gamma is not None:
-        from chromaqpi.io import gamma_decode
+        from chromaqpi.io import check_gamma
 
-        gamma_decode(0.5, args.gamma)  # its range check, before any file is read
+        check_gamma(args.gamma)  # before any file is read
     if args.normalized and (args.background or args.dark != 0):
         raise ConfigError("--normalized inputs are already flat-fielded: drop --background/--dark, "
                           "or the raw image needs them without --normalized")
