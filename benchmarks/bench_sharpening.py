@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
+from functools import partial
 
 import numpy as np
 import torch
@@ -42,21 +43,28 @@ def sharpen(code: np.ndarray, placement: str, radius: float, amount: float) -> n
     """Unsharp mask of encoded (3, H, W) values in [0, 1] on each channel or on the luma only."""
     if placement == "RGB":
         return unsharp_mask(code, radius=radius, amount=amount, channel_axis=0, preserve_range=True)
-    luma = np.tensordot(LUMA, code, axes=1)
-    return code + (unsharp_mask(luma, radius=radius, amount=amount, preserve_range=True) - luma)[None]
+    y = luma(code)
+    return code + (unsharp_mask(y, radius=radius, amount=amount, preserve_range=True) - y)[None]
 
 
-def through_camera(images: torch.Tensor, exposure: float, sharpening) -> torch.Tensor:
-    """(1, 3, H, W) normalised intensities -> encoded, sharpened (None: not), clipped -> read back."""
+def luma(code: np.ndarray) -> np.ndarray:
+    """Rec. 709 luma of encoded (3, H, W) values."""
+    return np.tensordot(LUMA, code, axes=1)
+
+
+def through_camera(images: torch.Tensor, exposure: float, process=None) -> torch.Tensor:
+    """(1, 3, H, W) normalised intensities -> encoded, ``process``-ed (a function of the encoded (3, H, W)
+    values; None: none), clipped to full scale -> read back as a user's sRGB file is."""
     code = srgb_encode(np.clip(images[0].double().numpy() * exposure, 0, 1))
-    if sharpening is not None:
-        code = sharpen(code, *sharpening)
+    if process is not None:
+        code = process(code)
     return torch.from_numpy(srgb_decode(np.clip(code, 0, 1)) / exposure).float()[None]
 
 
-def cases(radii: list[float], amounts: list[float]) -> list[tuple[str, tuple | None]]:
-    """(label, (placement, radius, amount) or None)."""
-    return [(REFERENCE, None)] + [(f"{placement} r{r:g} x{a:g}", (placement, r, a))
+def cases(radii: list[float], amounts: list[float]) -> list[tuple[str, object]]:
+    """(label, processing of the encoded values or None)."""
+    return [(REFERENCE, None)] + [(f"{placement} r{r:g} x{a:g}", partial(sharpen, placement=placement, radius=r,
+                                                                       amount=a))
                                   for placement in ("RGB", "luma") for r in radii for a in amounts]
 
 
@@ -77,8 +85,8 @@ def main():
     clipped = {label: [] for label, _ in rows_spec}
     for i in tqdm(range(args.n), desc="images"):
         images, true, microscope = class_sample("family", i, args.size)
-        for label, sharpening in rows_spec:
-            stored = through_camera(images, args.exposure, sharpening)
+        for label, process in rows_spec:
+            stored = through_camera(images, args.exposure, process)
             clipped[label].append(float((stored * args.exposure >= 1).float().mean()))
             for method, est in reconstruct_methods(stored, microscope, i, steps=args.steps, model=args.model).items():
                 nmae[label, method].append(float(normalised_mae(est, true, align="mean")))

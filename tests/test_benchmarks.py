@@ -81,6 +81,8 @@ CASES = {
              ["| float |", "| PNG 8-bit |", "| JPEG q90 4:4:4 |", "| JPEG q90 4:2:0 |"]),
     "sharpening": ("bench_sharpening.py", ["--n", "1", "--size", "64", "--steps", "1", "--radii", "1", "--amounts", "1"],
                    ["| none |", "| RGB r1 x1 |", "| luma r1 x1 |"]),
+    "noise-reduction": ("bench_noise_reduction.py", ["--n", "1", "--size", "64", "--steps", "1", "--chroma", "2",
+                                                     "--luma", "1"], ["| none |", "| chroma σ2 |", "| luma σ1 |"]),
     "absorption": ("bench_absorption.py", ["--n", "1", "--size", "64", "--steps", "1", "--ratios", "0,0.1"],
                    ["| 0 |", "| 0.1 |", "wotf:none / pure phase", "a estimate vs true a"]),
     "absorption-independent-eosin-refine2": ("bench_absorption.py", ["--n", "1", "--size", "64", "--steps", "1",
