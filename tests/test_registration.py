@@ -1,6 +1,8 @@
 """Channel registration (lateral colour, channel offsets): geometry against analytic images,
 the simulator applying it, reconstruct undoing it, and the microscope section's validation."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -292,9 +294,12 @@ def test_register_cli_writes_the_fitted_microscope(calibration_image, tmp_path, 
     out = tmp_path / "registered.toml"
     assert main(["register", str(path), "-m", "default", "--normalized", "--tile", "32", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "R: magnification +0.3" in printed and "B: magnification -0.3" in printed  # +0.4 %, -0.3 % true
     scope = Microscope.from_toml(out)
     check_fit(scope.registration)
+    # what it prints is what it wrote (to the 0.001 % printed; +0.4 % and -0.3 % true)
+    for c, name in ((0, "R"), (2, "B")):
+        shown = float(re.search(rf"{name}: magnification ([+-][0-9.]+) %", printed).group(1))
+        assert shown == pytest.approx(100 * (scope.registration.scale[c] - 1), abs=6e-4)
     assert scope.registration.image_shape == [128, 128]  # the magnification's centre is this size's
     assert scope.replace(registration=Registration()) == Microscope.from_preset("default")
     # Calibration images of two sizes have no common centre for one magnification: refused, nothing written.
