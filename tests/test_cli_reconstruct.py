@@ -193,7 +193,7 @@ def test_the_default_method_is_the_nearest_shipped_mean_net_else_tie_with_a_warn
     (["--tile", "512"], "--method tie does not take --tile"),
     (["--method", "zmd", "--raw-std"], "--raw-std needs --samples N >= 2"),
     (["--method", "mean", "--tile", "32"], "--tile must be >= 64 px"),
-    (["--gamma", "0.45", "--srgb"], "--srgb and --gamma both describe the file's encoding"),
+    (["--gamma", "0.45", "--srgb"], "--srgb, --gamma and --response each describe the file's encoding"),
     (["--gamma", "0"], "gamma must be a number in [0.1, 10]"),
 ])
 def test_user_errors_exit_2_without_output(rgb_stack, tmp_path, capsys, extra, message):
@@ -720,5 +720,5 @@ def test_gamma_decodes_a_power_law_camera_and_is_recorded(tmp_path):
     span = np.ptp(expected)
     assert np.abs(decoded - expected).max() < 0.01 * span  # 16-bit quantisation
     assert np.ptp(undecoded) / span == pytest.approx(g, rel=0.05)  # the weak-contrast limit
-    assert meta["reading"] == {"srgb": False, "gamma": g, "dark": 0.0, "normalized": False,
+    assert meta["reading"] == {"srgb": False, "gamma": g, "response": None, "dark": 0.0, "normalized": False,
                                "background": "empty.tif"}

@@ -90,7 +90,7 @@ def test_gamma_decode_inverts_the_camera_power_law_and_checks_its_exponent(tmp_p
     img, info = io.read_image(tmp_path / "a.tif", gamma=0.45)
     np.testing.assert_allclose(img, (raw / 65535.0) ** (1 / 0.45), rtol=1e-5)
     assert info["gamma"] == 0.45 and not info["srgb_linearized"]
-    with pytest.raises(ConfigError, match="not both"):
+    with pytest.raises(ConfigError, match="not several"):
         io.read_image(tmp_path / "a.tif", gamma=0.45, linearize_srgb=True)
 
 

@@ -519,6 +519,7 @@ def read_image(
     *,
     linearize_srgb: bool = False,
     gamma: float | None = None,
+    response=None,
     need_channels: int | None = None,
     max_saturated_fraction: float = MAX_SATURATED_FRACTION,
 ) -> tuple[np.ndarray, dict]:
@@ -536,6 +537,9 @@ def read_image(
     gamma : float, optional
         The camera's gamma setting when it is not 1: the file holds ``linear^gamma`` (e.g. 0.45), decoded
         by :func:`gamma_decode` after scaling. Not together with ``linearize_srgb``.
+    response : :class:`chromaqpi.response.CameraResponse`, optional
+        The camera's measured response curve (``chromaqpi response``), decoded after scaling; for any other
+        tone curve. Not together with ``linearize_srgb`` or ``gamma``.
     need_channels : int, optional
         Required channel count (3 for RGB); see :func:`check_intensity_image`.
     max_saturated_fraction : float, default 0.01
@@ -548,7 +552,8 @@ def read_image(
     info : dict
         ``path``, ``format``, ``dtype`` (on disk), ``bit_depth`` (8, 16 or
         None for float), ``shape`` (returned), ``alpha_dropped``,
-        ``srgb_linearized``, ``gamma`` (None when not decoded), ``saturated_fraction`` (None for float files) and
+        ``srgb_linearized``, ``gamma`` (None when not decoded), ``response`` (whether a measured curve
+        decoded it), ``saturated_fraction`` (None for float files) and
         ``pixel_size_um`` (what a TIFF records, :func:`tiff_pixel_size_um`; else None).
 
     Raises
@@ -557,14 +562,15 @@ def read_image(
         Missing, unreadable or unsupported file, or an image that fails
         :func:`check_intensity_image`.
     """
-    if linearize_srgb and gamma is not None:
-        raise ConfigError("decode either sRGB or a camera gamma, not both")
+    if sum((bool(linearize_srgb), gamma is not None, response is not None)) > 1:
+        raise ConfigError("decode one of sRGB, a camera gamma or a measured camera response, not several")
     if gamma is not None:
         check_gamma(gamma)  # before the file is read
     path = Path(path)
     raw, axes, fmt = _load_raw(path)
     info: dict[str, Any] = {"path": str(path), "format": fmt, "dtype": str(raw.dtype),
-                            "alpha_dropped": False, "srgb_linearized": bool(linearize_srgb), "gamma": gamma}
+                            "alpha_dropped": False, "srgb_linearized": bool(linearize_srgb), "gamma": gamma,
+                            "response": response is not None}
     arr = _scale_to_unit(_to_channels_first(raw, axes, info, path.name, need_channels), info, path.name)
     sat_level = _clipping_level(raw) if info["bit_depth"] else None
     info["saturated_fraction"] = saturated_fraction(arr, sat_level) if sat_level else None
@@ -582,6 +588,8 @@ def read_image(
         arr = srgb_decode(arr)
     elif gamma is not None:
         arr = gamma_decode(arr, gamma)
+    elif response is not None:
+        arr = response.decode(arr, name=path.name)
     info["shape"] = tuple(arr.shape)
     info["pixel_size_um"] = tiff_pixel_size_um(path) if fmt == "tiff" else None
     return arr, info

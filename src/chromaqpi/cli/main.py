@@ -16,6 +16,7 @@ COMMANDS = {
     "reconstruct": ("chromaqpi.cli.reconstruct", "reconstruct phase (rad), OPD (nm) from RGB micrographs"),
     "focus": ("chromaqpi.cli.focus", "estimate how far the planes sit from the declared focus; write the fitted microscope"),
     "register": ("chromaqpi.cli.register", "fit lateral colour (channel magnification, offset) from a calibration image"),
+    "response": ("chromaqpi.cli.response", "measure the camera's tone curve from frames at several exposure times"),
     "measure": ("chromaqpi.cli.measure", "segment objects in phase images; area, OPD, dry mass as CSV"),
     "evaluate": ("chromaqpi.cli.evaluate", "compare methods on a fixed evaluation set"),
     "dataset": ("chromaqpi.cli.dataset", "build, preview and verify synthetic training datasets"),

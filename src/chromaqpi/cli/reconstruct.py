@@ -126,6 +126,8 @@ def add_reading_arguments(parser):
     parser.add_argument("--srgb", action="store_true", help="decode sRGB (JPEG/PNG from a camera) to linear first")
     parser.add_argument("--gamma", type=float, metavar="G",
                         help="the camera's gamma setting if not 1 (it wrote linear^G, e.g. 0.45): decoded first")
+    parser.add_argument("--response", metavar="JSON",
+                        help="the camera's measured response curve (`chromaqpi response`): decoded first")
 
 
 def check_reading_options(args) -> None:
@@ -133,12 +135,16 @@ def check_reading_options(args) -> None:
 
     if not (math.isfinite(args.dark) and args.dark >= 0):
         raise ConfigError(f"--dark must be a finite black level >= 0, got {args.dark}")
-    if args.gamma is not None and args.srgb:
-        raise ConfigError("--srgb and --gamma both describe the file's encoding: give one")
+    if sum((args.srgb, args.gamma is not None, args.response is not None)) > 1:
+        raise ConfigError("--srgb, --gamma and --response each describe the file's encoding: give one")
     if args.gamma is not None:
         from chromaqpi.io import check_gamma
 
         check_gamma(args.gamma)  # before any file is read
+    if args.response is not None:
+        from chromaqpi.response import read_response
+
+        args.camera_response = read_response(args.response)  # read once, before any image
     if args.normalized and (args.background or args.dark != 0):
         raise ConfigError("--normalized inputs are already flat-fielded: drop --background/--dark, "
                           "or the raw image needs them without --normalized")
@@ -146,8 +152,15 @@ def check_reading_options(args) -> None:
 
 def reading_record(args) -> dict:
     """How the input was decoded and flat-fielded, for the outputs' metadata."""
-    return {"srgb": args.srgb, "gamma": args.gamma, "dark": args.dark, "normalized": args.normalized,
+    return {"srgb": args.srgb, "gamma": args.gamma,
+            "response": Path(args.response).name if args.response else None,
+            "dark": args.dark, "normalized": args.normalized,
             "background": Path(args.background).name if args.background else None}
+
+
+def decoding(args) -> dict:
+    """``read_image``'s decoding keywords from the reading options (checked by check_reading_options)."""
+    return {"linearize_srgb": args.srgb, "gamma": args.gamma, "response": getattr(args, "camera_response", None)}
 
 
 def read_background(args, microscope) -> np.ndarray | None:
@@ -158,8 +171,7 @@ def read_background(args, microscope) -> np.ndarray | None:
     if not args.background:
         return None
     try:
-        background, _ = read_image(args.background, linearize_srgb=args.srgb, gamma=args.gamma,
-                                   need_channels=microscope.n_channels)
+        background, _ = read_image(args.background, **decoding(args), need_channels=microscope.n_channels)
     except InputError as exc:
         raise InputError(f"--background {exc}") from None
     return background
@@ -170,7 +182,7 @@ def load_normalized(path, microscope, args, background=None) -> np.ndarray:
     from chromaqpi.flatfield import flat_field
     from chromaqpi.io import read_image
 
-    image, info = read_image(path, linearize_srgb=args.srgb, gamma=args.gamma, need_channels=microscope.n_channels)
+    image, info = read_image(path, **decoding(args), need_channels=microscope.n_channels)
     warn_pixel_size(info.get("pixel_size_um"), microscope)
     if args.normalized:
         return image
