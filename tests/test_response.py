@@ -115,7 +115,7 @@ def test_json_round_trip_and_refusals(filmic_response, tmp_path):
 
 @pytest.mark.parametrize("frames, exposures, message", [
     (1, [1.0], "at least 2 frames"),
-    (2, [1.0], "2 frames but 1 exposure times"),
+    (3, [1.0, 2.0], "3 frames but 2 exposure times"),
     (2, [1.0, 0.0], "finite and > 0"),
     (2, [2.0, 2.0], "all equal"),
 ])
@@ -129,6 +129,8 @@ def test_frames_of_different_shape_or_without_usable_codes_are_refused():
     a = empty_field_series(filmic, (3, 32, 32), steps=[0.5])[0]
     with pytest.raises(InputError, match="differ in shape"):
         fit_response([a, a[:, :16]], [1, 2])
+    with pytest.raises(InputError, match=r"values outside \[0, 1\]"):
+        fit_response([a, a * 255], [1, 2])  # 8-bit codes not scaled
     with pytest.raises(InputError, match="NaN/Inf"):
         fit_response([a, np.full_like(a, np.nan)], [1, 2])
     saturated = np.ones_like(a)

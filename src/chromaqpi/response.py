@@ -119,36 +119,45 @@ def write_response(path, response: CameraResponse) -> None:
 
 
 # ------------------------------------------------------------------ fit
-def _check_series(frames, exposures) -> tuple[np.ndarray, np.ndarray]:
-    """(J, C, H, W) float64 codes and (J,) exposure times, validated."""
-    if len(frames) < 2:
-        raise InputError(f"a camera response needs at least 2 frames at different exposure times, got {len(frames)}")
+def _series_blocks(frames, exposures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block means (J, C, N), their usability (J, C, N) and the exposure times (J,), validated; the frames
+    (any iterable: the command line reads them one by one) are averaged over blocks as they come."""
     t = np.asarray(exposures, dtype=np.float64).reshape(-1)
-    if t.size != len(frames):
-        raise InputError(f"{len(frames)} frames but {t.size} exposure times")
+    if t.size < 2:
+        raise InputError(f"a camera response needs at least 2 frames at different exposure times, got {t.size}")
     if not np.all(np.isfinite(t)) or np.any(t <= 0):
         raise InputError(f"exposure times must be finite and > 0, got {t.tolist()}")
     if np.unique(t).size < 2:
         raise InputError("the exposure times are all equal: the curve needs frames at different exposures")
-    arrays = [np.asarray(f, dtype=np.float64) for f in frames]
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise InputError(f"the frames differ in shape ({', '.join(str(s) for s in sorted(shapes))})")
-    stack = np.stack([a[None] if a.ndim == 2 else a for a in arrays])
-    if stack.ndim != 4:
-        raise InputError(f"expected (H, W) or (C, H, W) frames, got shape {arrays[0].shape}")
-    if not np.all(np.isfinite(stack)):
-        raise InputError("a frame has NaN/Inf values")
-    return stack, t
+    means, usable, shape = [], [], None
+    for k, frame in enumerate(frames, start=1):
+        a = np.asarray(frame, dtype=np.float64)
+        a = a[None] if a.ndim == 2 else a
+        if a.ndim != 3:
+            raise InputError(f"frame {k}: expected an (H, W) or (C, H, W) frame, got shape {np.shape(frame)}")
+        if shape is not None and a.shape != shape:
+            raise InputError(f"the frames differ in shape: frame {k} is {a.shape}, frame 1 {shape}")
+        shape = a.shape
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"frame {k} has NaN/Inf values")
+        if a.min() < 0 or a.max() > 1:
+            raise InputError(f"frame {k}: values outside [0, 1]; give code values scaled to [0, 1] "
+                             "(chromaqpi.io.read_image scales 8/16-bit files)")
+        m, u = _blocks(a)
+        means.append(m)
+        usable.append(u)
+    if len(means) != t.size:
+        raise InputError(f"{len(means)} frames but {t.size} exposure times")
+    return np.stack(means), np.stack(usable), t
 
 
-def _blocks(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Block means (J, C, N) and usability (J, C, N): no clipped or black pixel in the block."""
-    j, c, h, w = stack.shape
+def _blocks(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Block means (C, N) of one (C, H, W) frame and their usability (C, N): no clipped or black pixel."""
+    c, h, w = frame.shape
     b = max(1, math.ceil(math.sqrt(h * w / _MAX_BLOCKS)))
-    cropped = stack[..., : h // b * b, : w // b * b].reshape(j, c, h // b, b, w // b, b)
-    mean = cropped.mean(axis=(3, 5)).reshape(j, c, -1)
-    usable = ((cropped.min(axis=(3, 5)) > _EDGE) & (cropped.max(axis=(3, 5)) < 1 - _EDGE)).reshape(j, c, -1)
+    cropped = frame[:, : h // b * b, : w // b * b].reshape(c, h // b, b, w // b, b)
+    mean = cropped.mean(axis=(2, 4)).reshape(c, -1)
+    usable = ((cropped.min(axis=(2, 4)) > _EDGE) & (cropped.max(axis=(2, 4)) < 1 - _EDGE)).reshape(c, -1)
     return mean, usable
 
 
@@ -215,10 +224,11 @@ def fit_response(frames, exposures, *, knots: int = DEFAULT_KNOTS,
 
     Parameters
     ----------
-    frames : sequence of (C, H, W) or (H, W) arrays
+    frames : iterable of (C, H, W) or (H, W) arrays
         Code values scaled to [0, 1] and not decoded (:func:`chromaqpi.io.read_image` without ``srgb``/
         ``gamma``), all of one shape: the same field (an empty one serves: vignetting adds a spread of
-        light) at different exposure times, lamp and gain unchanged.
+        light) at different exposure times, lamp and gain unchanged. Each is averaged over blocks as it
+        comes, so a generator that reads them one by one keeps one frame in memory.
     exposures : sequence of float
         Each frame's exposure time, any unit (only ratios matter).
     knots : int
@@ -250,11 +260,10 @@ def fit_response(frames, exposures, *, knots: int = DEFAULT_KNOTS,
         raise InputError(f"knots must be an integer >= 4, got {knots!r}")
     if not (isinstance(smoothness, (int, float)) and math.isfinite(smoothness) and smoothness > 0):
         raise InputError(f"smoothness must be a number > 0, got {smoothness!r}")
-    stack, t = _check_series(frames, exposures)
-    mean, usable = _blocks(stack)
+    mean, usable, t = _series_blocks(frames, exposures)
     codes = np.linspace(0.0, 1.0, knots)
     curves, observed, residuals, gammas = [], [], [], []
-    for c in range(stack.shape[1]):
+    for c in range(mean.shape[1]):
         ok = usable[:, c]
         seen = ok.sum(axis=1)
         if np.count_nonzero(seen) < 2 or np.unique(t[seen > 0]).size < 2:
@@ -272,7 +281,7 @@ def fit_response(frames, exposures, *, knots: int = DEFAULT_KNOTS,
         observed.append((lo, hi))
         residuals.append(rms)
         gammas.append(_effective_gamma(codes, g, lo, hi))
-    fit = {"frames": int(stack.shape[0]), "exposures": t.tolist(), "blocks": int(mean.shape[-1]),
+    fit = {"frames": int(t.size), "exposures": t.tolist(), "blocks": int(mean.shape[-1]),
            "knots": knots, "smoothness": float(smoothness), "rms_log_residual": residuals,
            "effective_gamma": gammas}
     return CameraResponse(codes=codes, linear=np.array(curves), observed=np.array(observed), fit=fit)

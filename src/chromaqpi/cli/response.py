@@ -47,7 +47,7 @@ def run(args):
     if len(exposures) != len(args.frames):
         raise InputError(f"{len(args.frames)} frames but {len(exposures)} exposure times in --exposures")
     # Clipped pixels are expected in the longest exposures: they carry no weight in the fit.
-    frames = [read_image(path, max_saturated_fraction=1.0)[0] for path in args.frames]
+    frames = (read_image(path, max_saturated_fraction=1.0)[0] for path in args.frames)  # read one at a time
     smoothness = DEFAULT_SMOOTHNESS if args.smoothness is None else args.smoothness
     response = fit_response(frames, exposures, knots=args.knots, smoothness=smoothness)
     steps = sorted(set(exposures))
