@@ -1,4 +1,6 @@
+import copy
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,16 @@ from chromaqpi.models.registry import (build_model, card_steps, family_envelope,
                                        normalise_input, read_card)
 from chromaqpi.sampling import DEFAULT_STEPS
 from chromaqpi.training.checkpoint import make_card, save_model
+
+
+@functools.lru_cache(maxsize=None)
+def _envelope(name: str) -> dict:
+    return family_envelope(name)
+
+
+def envelope(name: str) -> dict:
+    """family_envelope(name), computed once per test session (it samples the family: seconds each)."""
+    return copy.deepcopy(_envelope(name))
 
 
 @pytest.fixture
@@ -125,25 +137,25 @@ def test_shipped_cards_carry_their_familys_current_envelope():
     # scripts/export_shipped.py --refresh-envelope NAME rewrites it.
     for name in ("default", "paper-2shot", "paper-rgb"):
         card = read_card(Path(chromaqpi.__file__).parent / "weights" / name)
-        assert card["microscope"] == family_envelope(name), name
+        assert card["microscope"] == envelope(name), name
         inside = chromaqpi.Microscope.from_preset(card["microscope_preset"])
         assert microscope_family_warnings(card["microscope"], inside) == [], name
     for name in ("default-stained", "default-cvdm", "default-ddpm"):  # trained on the default family too
         card = read_card(Path(chromaqpi.__file__).parent / "weights" / name)
-        assert card["microscope"] == family_envelope("default"), name
+        assert card["microscope"] == envelope("default"), name
 
 
 def test_a_condenser_opened_beyond_the_trained_fill_is_flagged():
     # The default family draws σ = NA_condenser/NA_objective in [0.3, 0.8]; at 1.5-2x the drawn NA the
     # shipped networks lost 1.3-1.6x (benchmarks/results/illumination.md). The envelope pads σ by 0.005.
-    envelope = family_envelope("default")
+    default = envelope("default")
     scope = chromaqpi.Microscope.from_preset("default")  # NA 0.65
-    assert envelope["optics.na_condenser/na_objective"] == [0.295, 0.805]
-    assert microscope_family_warnings(envelope, scope.replace(optics={"na_condenser": 0.52})) == []  # σ 0.8
-    assert microscope_family_warnings(envelope, scope.replace(optics={"na_condenser": 0.6})) == [
+    assert default["optics.na_condenser/na_objective"] == [0.295, 0.805]
+    assert microscope_family_warnings(default, scope.replace(optics={"na_condenser": 0.52})) == []  # σ 0.8
+    assert microscope_family_warnings(default, scope.replace(optics={"na_condenser": 0.6})) == [
         "optics.na_condenser/na_objective = 0.9231 (trained for [0.295, 0.805])"]
-    assert microscope_family_warnings(envelope, scope.replace(optics={"na_condenser": 0.15}))  # σ 0.23
-    assert "optics.na_condenser/na_objective" not in family_envelope("paper-2shot")  # no condenser range drawn
+    assert microscope_family_warnings(default, scope.replace(optics={"na_condenser": 0.15}))  # σ 0.23
+    assert "optics.na_condenser/na_objective" not in envelope("paper-2shot")  # no condenser range drawn
 
 
 def test_shipped_cards_usage_line_shows_the_recommended_steps():
@@ -157,20 +169,20 @@ def test_envelope_flags_objectives_with_little_chromatic_defocus():
     # A 40x/0.65 plan-apochromat has the family's NA and pixel size but a secondary spectrum of
     # 0.1-0.3 µm instead of 0.5-2: only the focus separations can see it. Measured with these draws:
     # 59 % of the apochromats are flagged, 0.15 % of fresh family draws (2000 each).
-    envelope = read_card(Path(chromaqpi.__file__).parent / "weights" / "default")["microscope"]
+    card_envelope = read_card(Path(chromaqpi.__file__).parent / "weights" / "default")["microscope"]
     family = get_family("default")
     apo = dataclasses.replace(family, objectives=[Objective(40, 0.65, (0.1, 0.3), (0.3, 2.0))])
     rng = np.random.default_rng(12345)
 
     def flagged(ranges, n=300):
-        return np.mean([bool(microscope_family_warnings(envelope, draw_microscope(None, ranges, rng)))
+        return np.mean([bool(microscope_family_warnings(card_envelope, draw_microscope(None, ranges, rng)))
                         for _ in range(n)])
 
     assert flagged(apo) > 0.4
     assert flagged(family) < 0.02
     two_shot = chromaqpi.Microscope.from_preset("paper-2shot")
     wider = two_shot.replace(planes=[{**p, "defocus_um": 1.5 * p["defocus_um"]} for p in two_shot.to_dict()["planes"]])
-    msgs = microscope_family_warnings(family_envelope("paper-2shot"), wider)
+    msgs = microscope_family_warnings(envelope("paper-2shot"), wider)
     assert msgs == ["effective_defocus_um.c1-c0 = 3 (trained for [1.99, 2.01])"]
 
 
@@ -180,12 +192,12 @@ def test_envelope_flags_a_stack_shifted_along_z():
     two_shot = chromaqpi.Microscope.from_preset("paper-2shot")
     shifted = two_shot.replace(planes=[{**p, "defocus_um": p["defocus_um"] + 1.0} for p in two_shot.to_dict()["planes"]])
     assert focus_features_um(shifted)["effective_defocus_um.mean"] == pytest.approx(1.0, abs=1e-12)
-    msgs = microscope_family_warnings(family_envelope("paper-2shot"), shifted)
+    msgs = microscope_family_warnings(envelope("paper-2shot"), shifted)
     assert msgs == ["effective_defocus_um.mean = 1 (trained for [-0.01, 0.01])"]
     # A whole RGB stack in focus carries no phase contrast: outside the paper-rgb family (0.08-2.95 µm).
     rgb = chromaqpi.Microscope.from_preset("paper-rgb")
     in_focus = rgb.replace(planes=[{**p, "defocus_um": 0.0} for p in rgb.to_dict()["planes"]])
-    assert microscope_family_warnings(family_envelope("paper-rgb"), in_focus) == \
+    assert microscope_family_warnings(envelope("paper-rgb"), in_focus) == \
         ["effective_defocus_um.mean = 0 (trained for [0.0833, 2.9502])"]
 
 
@@ -214,6 +226,6 @@ def test_envelope_flags_a_stack_at_another_wavelength():
     # although every focus quantity is the family's.
     two_shot = chromaqpi.Microscope.from_preset("paper-2shot")
     red = two_shot.replace(planes=[{**p, "wavelength_um": 0.633} for p in two_shot.to_dict()["planes"]])
-    assert microscope_family_warnings(family_envelope("paper-2shot"), red) == [
+    assert microscope_family_warnings(envelope("paper-2shot"), red) == [
         f"effective_wavelength_um.c{i} = 0.633 (trained for [0.511, 0.531])" for i in range(2)]
-    assert microscope_family_warnings(family_envelope("paper-2shot"), two_shot) == []
+    assert microscope_family_warnings(envelope("paper-2shot"), two_shot) == []
