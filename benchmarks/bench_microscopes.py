@@ -136,6 +136,22 @@ def add_scene_arguments(parser, *, n: int) -> None:
     parser.add_argument("--model", default="default", help="learned model: shipped name or checkpoint folder")
 
 
+def score_variants(rows, args, record=None) -> dict:
+    """``{(label, method): [nMAE per image]}`` over the first ``args.n`` `family` scenes (``args.size`` px),
+    each image altered by each row's ``(label, alter)`` (``alter(images) -> images``, e.g. a camera's
+    processing) before every method runs; ``record(label, altered)`` sees each altered image."""
+    nmae = {(label, m): [] for label, _ in rows for m in METHODS}
+    for i in tqdm(range(args.n), desc="images"):
+        images, true, microscope = class_sample("family", i, args.size)
+        for label, alter in rows:
+            altered = alter(images)
+            if record is not None:
+                record(label, altered)
+            for method, est in reconstruct_methods(altered, microscope, i, steps=args.steps, model=args.model).items():
+                nmae[label, method].append(float(normalised_mae(est, true, align="mean")))
+    return nmae
+
+
 def variant_table(nmae: dict, labels, reference, *, first: str, versus: str, methods=METHODS,
                   extra: dict | None = None) -> str:
     """Markdown table of a benchmark that alters the images: per variant (row label), each method's mean

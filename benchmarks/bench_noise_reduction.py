@@ -25,12 +25,10 @@ from functools import partial
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
-from tqdm import tqdm
 
 from _common import model_steps, write_results
-from bench_microscopes import METHODS, add_scene_arguments, class_sample, reconstruct_methods, variant_table
+from bench_microscopes import add_scene_arguments, score_variants, variant_table
 from bench_sharpening import REFERENCE, luma, through_camera
-from chromaqpi.metrics import normalised_mae
 
 
 def smooth(code: np.ndarray, part: str, sigma: float) -> np.ndarray:
@@ -59,13 +57,8 @@ def main():
     args.steps = model_steps([args.model], args.steps)
     rows_spec = cases(*[[float(v) for v in text.split(",") if v.strip()] for text in (args.chroma, args.luma)])
     started = datetime.now()
-    nmae = {(label, m): [] for label, _ in rows_spec for m in METHODS}
-    for i in tqdm(range(args.n), desc="images"):
-        images, true, microscope = class_sample("family", i, args.size)
-        for label, process in rows_spec:
-            stored = through_camera(images, args.exposure, process)
-            for method, est in reconstruct_methods(stored, microscope, i, steps=args.steps, model=args.model).items():
-                nmae[label, method].append(float(normalised_mae(est, true, align="mean")))
+    rows = [(label, partial(through_camera, exposure=args.exposure, process=process)) for label, process in rows_spec]
+    nmae = score_variants(rows, args)
     table = variant_table(nmae, [label for label, _ in rows_spec], REFERENCE, first="noise reduction", versus="none")
     body = (f"Model `{args.model}`; {args.n} cell scenes of {args.size} px (the `family` class of microscopes.md, "
             f"same seeds); empty field at {args.exposure:g} of full scale (linear), sRGB-encoded (float, no "

@@ -28,12 +28,10 @@ from functools import partial
 import numpy as np
 import torch
 from skimage.filters import unsharp_mask
-from tqdm import tqdm
 
 from _common import model_steps, write_results
-from bench_microscopes import METHODS, add_scene_arguments, class_sample, reconstruct_methods, variant_table
+from bench_microscopes import add_scene_arguments, score_variants, variant_table
 from chromaqpi.io import srgb_decode, srgb_encode
-from chromaqpi.metrics import normalised_mae
 
 REFERENCE = "none"
 LUMA = np.array([0.2126, 0.7152, 0.0722])
@@ -81,15 +79,10 @@ def main():
     floats = [[float(v) for v in text.split(",") if v.strip()] for text in (args.radii, args.amounts)]
     rows_spec = cases(*floats)
     started = datetime.now()
-    nmae = {(label, m): [] for label, _ in rows_spec for m in METHODS}
     clipped = {label: [] for label, _ in rows_spec}
-    for i in tqdm(range(args.n), desc="images"):
-        images, true, microscope = class_sample("family", i, args.size)
-        for label, process in rows_spec:
-            stored = through_camera(images, args.exposure, process)
-            clipped[label].append(float((stored * args.exposure >= 1).float().mean()))
-            for method, est in reconstruct_methods(stored, microscope, i, steps=args.steps, model=args.model).items():
-                nmae[label, method].append(float(normalised_mae(est, true, align="mean")))
+    rows = [(label, partial(through_camera, exposure=args.exposure, process=process)) for label, process in rows_spec]
+    nmae = score_variants(rows, args, record=lambda label, stored: clipped[label].append(
+        float((stored * args.exposure >= 1).float().mean())))
     extra = {"clipped (%)": {label: f"{100 * float(np.mean(v)):.3f}" for label, v in clipped.items()}}
     table = variant_table(nmae, [label for label, _ in rows_spec], REFERENCE, first="sharpening", versus="none",
                           extra=extra)

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
+from functools import partial
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from _common import model_steps, write_results
-from bench_microscopes import METHODS, add_scene_arguments, class_sample, reconstruct_methods, variant_table
-from chromaqpi.metrics import normalised_mae
+from bench_microscopes import add_scene_arguments, score_variants, variant_table
 from chromaqpi.response import fit_response
 
 REFERENCE = "linear camera"
@@ -87,13 +86,8 @@ def main():
         notes.append(f"`{name}`: log-slope {slope:.3f} at the exposure; fitted effective gamma {gammas}")
         rows_spec += [(f"{name}, read as linear", curve, None), (f"{name}, fitted response", curve, response.decode),
                       (f"{name}, exact inverse", curve, inverse)]
-    nmae = {(label, m): [] for label, _, _ in rows_spec for m in METHODS}
-    for i in tqdm(range(args.n), desc="images"):
-        images, true, microscope = class_sample("family", i, args.size)
-        for label, curve, decode in rows_spec:
-            stored = through_curve(images, args.exposure, args.bits, curve, decode)
-            for method, est in reconstruct_methods(stored, microscope, i, steps=args.steps, model=args.model).items():
-                nmae[label, method].append(float(normalised_mae(est, true, align="mean")))
+    nmae = score_variants([(label, partial(through_curve, exposure=args.exposure, bits=args.bits, curve=curve,
+                                           decode=decode)) for label, curve, decode in rows_spec], args)
     table = variant_table(nmae, [label for label, _, _ in rows_spec], REFERENCE, first="camera", versus="linear")
     body = (f"Model `{args.model}`; {args.n} cell scenes of {args.size} px (the `family` class of microscopes.md, "
             f"same seeds); empty field at {args.exposure:g} of full scale (linear), {args.bits} bits; ZMD one "
