@@ -19,16 +19,15 @@ images, and its ratio to "none". Writes benchmarks/results/noise-reduction.md.
 
 from __future__ import annotations
 
-import argparse
 from datetime import datetime
 from functools import partial
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from _common import model_steps, write_results
-from bench_microscopes import add_scene_arguments, score_variants, variant_table
-from bench_sharpening import REFERENCE, luma, through_camera
+from _common import write_results
+from bench_microscopes import score_variants, variant_table
+from bench_sharpening import REFERENCE, camera_parser, luma, parse_camera_args, through_camera
 
 
 def smooth(code: np.ndarray, part: str, sigma: float) -> np.ndarray:
@@ -46,15 +45,10 @@ def cases(chroma: list[float], lum: list[float]) -> list[tuple[str, object]]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_scene_arguments(parser, n=16)
+    parser = camera_parser(__doc__)
     parser.add_argument("--chroma", default="1,2,4", help="comma-separated Gaussian σ (px) of the chroma blur")
     parser.add_argument("--luma", default="0.7,1.5", help="comma-separated Gaussian σ (px) of the luma blur")
-    parser.add_argument("--exposure", type=float, default=0.7, help="empty-field level, fraction of full scale (linear)")
-    args = parser.parse_args()
-    if not 0 < args.exposure < 1:
-        parser.error("--exposure must lie in (0, 1)")
-    args.steps = model_steps([args.model], args.steps)
+    args = parse_camera_args(parser)
     rows_spec = cases(*[[float(v) for v in text.split(",") if v.strip()] for text in (args.chroma, args.luma)])
     started = datetime.now()
     rows = [(label, partial(through_camera, exposure=args.exposure, process=process)) for label, process in rows_spec]

@@ -66,16 +66,28 @@ def cases(radii: list[float], amounts: list[float]) -> list[tuple[str, object]]:
                                   for placement in ("RGB", "luma") for r in radii for a in amounts]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def camera_parser(doc: str, *, exposure: float = 0.7) -> argparse.ArgumentParser:
+    """The options of the benchmarks that pass the `family` scenes through a camera's processing."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     add_scene_arguments(parser, n=16)
-    parser.add_argument("--radii", default="1,2", help="comma-separated unsharp-mask radii (Gaussian σ, pixels)")
-    parser.add_argument("--amounts", default="0.5,1,2", help="comma-separated unsharp-mask amounts")
-    parser.add_argument("--exposure", type=float, default=0.7, help="empty-field level, fraction of full scale (linear)")
+    parser.add_argument("--exposure", type=float, default=exposure,
+                        help="empty-field level, fraction of full scale (linear)")
+    return parser
+
+
+def parse_camera_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     args = parser.parse_args()
     if not 0 < args.exposure < 1:
         parser.error("--exposure must lie in (0, 1)")
     args.steps = model_steps([args.model], args.steps)
+    return args
+
+
+def main():
+    parser = camera_parser(__doc__)
+    parser.add_argument("--radii", default="1,2", help="comma-separated unsharp-mask radii (Gaussian σ, pixels)")
+    parser.add_argument("--amounts", default="0.5,1,2", help="comma-separated unsharp-mask amounts")
+    args = parse_camera_args(parser)
     floats = [[float(v) for v in text.split(",") if v.strip()] for text in (args.radii, args.amounts)]
     rows_spec = cases(*floats)
     started = datetime.now()

@@ -22,15 +22,15 @@ over images, and its ratio to the linear camera. Writes benchmarks/results/tone-
 
 from __future__ import annotations
 
-import argparse
 from datetime import datetime
 from functools import partial
 
 import numpy as np
 import torch
 
-from _common import model_steps, write_results
-from bench_microscopes import add_scene_arguments, score_variants, variant_table
+from _common import write_results
+from bench_microscopes import score_variants, variant_table
+from bench_sharpening import camera_parser, parse_camera_args
 from chromaqpi.response import fit_response
 
 REFERENCE = "linear camera"
@@ -68,14 +68,9 @@ def through_curve(images: torch.Tensor, exposure: float, bits: int, curve, decod
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_scene_arguments(parser, n=16)
-    parser.add_argument("--exposure", type=float, default=0.6, help="empty-field level, fraction of full scale (linear)")
+    parser = camera_parser(__doc__, exposure=0.6)
     parser.add_argument("--bits", type=int, default=8, help="bits per code value")
-    args = parser.parse_args()
-    if not 0 < args.exposure < 1:
-        parser.error("--exposure must lie in (0, 1)")
-    args.steps = model_steps([args.model], args.steps)
+    args = parse_camera_args(parser)
     started = datetime.now()
     rows_spec = [(REFERENCE, lambda light: light, None)]
     notes = []
