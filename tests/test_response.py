@@ -205,6 +205,10 @@ def test_cli_errors_are_one_line_without_output(tmp_path, capsys):
     assert main(["reconstruct", str(frame), "--response", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "not a camera response file" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    for command in ("focus", "register"):  # the shared reading options read the curve first
+        assert main([command, str(frame), "--response", str(bad), "--out", str(tmp_path / "o.toml")]) == 2
+        assert "not a camera response file" in capsys.readouterr().err
+        assert not (tmp_path / "o.toml").exists()
 
 
 def test_camera_response_validates_its_arrays():

@@ -141,10 +141,7 @@ def check_reading_options(args) -> None:
         from chromaqpi.io import check_gamma
 
         check_gamma(args.gamma)  # before any file is read
-    if args.response is not None:
-        from chromaqpi.response import read_response
-
-        args.camera_response = read_response(args.response)  # read once, before any image
+    decoding(args)  # reads a --response curve once, before any image
     if args.normalized and (args.background or args.dark != 0):
         raise ConfigError("--normalized inputs are already flat-fielded: drop --background/--dark, "
                           "or the raw image needs them without --normalized")
@@ -159,7 +156,12 @@ def reading_record(args) -> dict:
 
 
 def decoding(args) -> dict:
-    """``read_image``'s decoding keywords from the reading options (checked by check_reading_options)."""
+    """``read_image``'s decoding keywords from the reading options; a --response curve is read on the first
+    call and kept on ``args``."""
+    if args.response is not None and getattr(args, "camera_response", None) is None:
+        from chromaqpi.response import read_response
+
+        args.camera_response = read_response(args.response)
     return {"linearize_srgb": args.srgb, "gamma": args.gamma, "response": getattr(args, "camera_response", None)}
 
 
