@@ -4,6 +4,8 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 # e.g. --index-url https://download.pytorch.org/whl/cpu to pick the build
 TORCH_PIP_ARGS ?=
+# pytest-xdist workers for `make test` (one per core, at most 4; 0 runs the suite in one process)
+TEST_WORKERS ?= auto
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -25,7 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/chromaqpi demo --out results/demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 clean:
 	rm -rf $(VENV) results build src/*.egg-info
