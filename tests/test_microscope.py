@@ -30,9 +30,9 @@ def test_presets_listed():
     ({"sensor": {"bayer": True}, "planes": [{"wavelength_um": 0.5, "defocus_um": 1}]}, "bayer"),
     # Wrong value types from a hand-written TOML: a ConfigError, not a TypeError deep in the optics.
     ({"focus": {"shift_um": 3}}, "lists of three numbers"),
-    ({"focus": {"shift_um": ["a", "b", "c"]}}, "must be numbers"),
-    ({"focus": {"defocus_um": "1.0"}}, "focus.defocus_um must be a number, got '1.0'"),
-    ({"optics": {"na_objective": "high"}}, "optics.na_objective must be a number, got 'high'"),
+    ({"focus": {"shift_um": ["a", "b", "c"]}}, "must be finite numbers"),
+    ({"focus": {"defocus_um": "1.0"}}, "focus.defocus_um must be a finite number, got '1.0'"),
+    ({"optics": {"na_objective": "high"}}, "optics.na_objective must be a finite number, got 'high'"),
     ({"optics": {"source_points": 4.5}}, "optics.source_points must be an integer, got 4.5"),
     ({"optics": {"source_points": True}}, "optics.source_points must be an integer, got True"),
     ({"planes": [{"wavelength_um": 0.5, "defocus_um": "x"}, {"wavelength_um": 0.5, "defocus_um": 1}]}, "defocus_um"),

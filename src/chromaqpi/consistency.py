@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from chromaqpi.errors import ConfigError, InputError
+from chromaqpi.errors import ConfigError, InputError, is_number
 from chromaqpi.microscope import Microscope
 
 #: Largest side simulated: a central crop of larger images keeps the check at a few seconds.
@@ -300,7 +300,7 @@ def specimen_colour(images, microscope: Microscope | str, *,
     from chromaqpi.solvers.base import as_image_batch
 
     microscope = Microscope.resolve(microscope)
-    if not (isinstance(scale_um, (int, float)) and math.isfinite(scale_um) and scale_um > 0):
+    if not (is_number(scale_um) and scale_um > 0):
         raise ConfigError(f"scale_um must be a number > 0, got {scale_um!r}")
     batch, batched = as_image_batch(images, microscope.n_channels)
     batch, microscope = undo_colour_matrix(batch, microscope)  # a stain's colour is in the camera's own channels

@@ -5,6 +5,16 @@ and keeps its traceback.
 """
 
 
+import math
+import numbers
+
+
+def is_number(value) -> bool:
+    """A finite real number (int, float or numpy scalar), not a bool, a string, NaN or Inf: what a numeric
+    option or config value must be (NaN passes every ``<`` check and Inf silently zeroes a solver)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class ChromaQPIError(Exception):
     """A problem with the user's input, configuration or files (not a bug)."""
 

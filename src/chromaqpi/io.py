@@ -151,11 +151,26 @@ def write_json(path, obj: Any, *, indent: int = 2) -> None:
     """Write ``obj`` as JSON, atomically.
 
     numpy scalars/arrays, 0-d torch tensors and paths are converted. Non-finite
-    floats are written as ``NaN``/``Infinity`` (read back by Python's json).
+    floats are written as ``null`` (strict JSON, which other languages' parsers require).
     """
-    text = json.dumps(obj, indent=indent, default=_json_default, sort_keys=False)
+    text = strict_json(obj, indent=indent)
     with atomic_write(path, "w") as f:
         f.write(text + "\n")
+
+
+def strict_json(obj: Any, indent: int | None = None) -> str:
+    """``obj`` as strict JSON text: numpy/torch/path values converted, NaN and Inf as ``null``."""
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    plain = json.loads(json.dumps(obj, default=_json_default))  # numpy and torch values as Python's
+    return json.dumps(finite(plain), indent=indent, allow_nan=False)
 
 
 def _json_default(obj: Any) -> Any:
@@ -676,7 +691,7 @@ def write_tiff(
     else:
         raise ValueError(f"dtype must be 'float32' or 'uint16', got {dtype!r}")
     ij = {"axes": "YX" if a.ndim == 2 else "CYX", "unit": "um" if pixel_size_um else "pixel",
-          "Info": json.dumps(meta, default=_json_default)}
+          "Info": strict_json(meta)}
     res = (1.0 / pixel_size_um, 1.0 / pixel_size_um) if pixel_size_um else None
     with atomic_write(path) as f:
         tifffile.imwrite(f, data, imagej=True, resolution=res, metadata=ij)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from chromaqpi.errors import ConfigError
+from chromaqpi.errors import ConfigError, is_number
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -243,6 +243,11 @@ class Microscope:
     def validate(self) -> None:
         """Raise :class:`ConfigError` with a one-line message for invalid physics."""
         s, o, sp, se = self.sampling, self.optics, self.spectra, self.sensor
+        # Types (and finite numbers) first, as from_dict checks them: a NaN defocus or a string NA built
+        # in Python would otherwise pass every comparison below, or fail deep inside the optics.
+        for where, section in (("sampling", s), ("optics", o), ("focus", self.focus), ("spectra", sp),
+                               ("sensor", se), *((f"planes[{i}]", p) for i, p in enumerate(self.planes))):
+            _check_scalars(section, where)
         _check(s.pixel_size_um > 0, "sampling.pixel_size_um must be > 0 (µm)")
         _check(s.pixel_size_um < 5, "sampling.pixel_size_um looks like the camera pixel, not µm at the sample "
                "(divide by the magnification)")
@@ -259,7 +264,7 @@ class Microscope:
                "focus.shift_um and focus.shift_wavelengths_um need exactly three values")
         # Not compared below, so a string here would only fail deep inside the optics.
         _check(all(map(_is_real, (self.focus.defocus_um, *self.focus.shift_um, *self.focus.shift_wavelengths_um))),
-               "focus.defocus_um, focus.shift_um and focus.shift_wavelengths_um must be numbers (µm)")
+               "focus.defocus_um, focus.shift_um and focus.shift_wavelengths_um must be finite numbers (µm)")
         _check(isinstance(o.paraxial, bool) and isinstance(se.bayer, bool),
                "optics.paraxial and sensor.bayer must be true or false")
         _check(len(set(self.focus.shift_wavelengths_um)) == 3, "focus.shift_wavelengths_um must be distinct")
@@ -282,7 +287,7 @@ class Microscope:
         for i, p in enumerate(self.planes):
             _check(0.2 < p.wavelength_um < 2.0, f"planes[{i}].wavelength_um must be in µm")
             _check(p.bandwidth_um >= 0, f"planes[{i}].bandwidth_um must be >= 0")
-            _check(_is_real(p.defocus_um), f"planes[{i}].defocus_um must be a number (µm)")
+            _check(_is_real(p.defocus_um), f"planes[{i}].defocus_um must be a finite number (µm)")
         self._check_registration()
         self._check_colour_matrix()
         self._check_sampling()
@@ -409,10 +414,15 @@ class Microscope:
         return PRESETS[name]()
 
     @classmethod
-    def resolve(cls, spec: "str | Path | Microscope") -> "Microscope":
-        """A preset name, a TOML path or a Microscope -> Microscope."""
+    def resolve(cls, spec: "str | Path | dict | Microscope") -> "Microscope":
+        """A preset name, a TOML path, a dict (:meth:`to_dict`'s) or a Microscope -> Microscope."""
         if isinstance(spec, Microscope):
             return spec
+        if isinstance(spec, dict):
+            return cls.from_dict(spec)
+        if not isinstance(spec, (str, Path)):
+            raise ConfigError(f"microscope must be a Microscope, preset name, TOML path or dict, "
+                              f"got {type(spec).__name__}")
         text = str(spec)
         if text in PRESETS:
             return cls.from_preset(text)
@@ -421,9 +431,7 @@ class Microscope:
         raise ConfigError(f"{text!r} is neither a preset ({', '.join(list_presets())}) nor a TOML file")
 
 
-def _is_real(value: Any) -> bool:
-    """A real number (int, float or numpy scalar), not a bool or a string."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+_is_real = is_number
 
 
 def _check(ok: bool, message: str) -> None:
@@ -436,6 +444,14 @@ def _reject_unknown(data: dict, cls: type, where: str) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _check_scalars(section: Any, where: str) -> None:
+    """Every scalar field of a config section has its annotated kind (:data:`_SCALAR_TYPES`)."""
+    for f in fields(section):
+        value = getattr(section, f.name)
+        _check(_SCALAR_TYPES.get(f.type, lambda v: True)(value),
+               f"{where}.{f.name} must be {_SCALAR_NAMES.get(f.type)}, got {value!r}")
 
 
 def _build(cls: type, value: Any, where: str):
@@ -455,7 +471,7 @@ def _build(cls: type, value: Any, where: str):
 # source-point count would otherwise fail deep in the optics, or pass unnoticed).
 _SCALAR_TYPES = {"float": _is_real, "int": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
                  "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str)}
-_SCALAR_NAMES = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a string"}
+_SCALAR_NAMES = {"float": "a finite number", "int": "an integer", "bool": "true or false", "str": "a string"}
 
 
 # ------------------------------------------------------------------- presets

@@ -71,7 +71,10 @@ def sample_generators(generator: GeneratorLike, batch: int, device: torch.device
     list of torch.Generator
     """
     if generator is not None and not isinstance(generator, torch.Generator):
-        gens = list(generator)
+        gens = list(generator) if isinstance(generator, (list, tuple)) else []
+        if not gens or not all(isinstance(g, torch.Generator) for g in gens):
+            raise ConfigError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), a "
+                              f"list of them or None, got {type(generator).__name__}")
         if len(gens) != batch:
             raise ConfigError(f"got {len(gens)} generators for a batch of {batch}")
         return gens

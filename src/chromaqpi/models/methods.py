@@ -176,10 +176,9 @@ def auto(images: torch.Tensor, microscope, *, device=None, progress: bool = Fals
     variant trained with coloured absorbers where one is shipped (:func:`resolve_auto`). ``device``
     applies to the network (the classical solvers run where the images are).
     The ``method="auto"`` entry of :func:`chromaqpi.reconstruct`, the CLI's default."""
-    from chromaqpi.consistency import specimen_colour
-    from chromaqpi.solvers.base import get_method, reads_stains, warn_if_coloured
+    from chromaqpi.solvers.base import checked_colours, get_method, reads_stains, warn_if_coloured
 
-    colours = specimen_colour(images, microscope)
+    colours = checked_colours(images, microscope)
     parts = []  # (batch indices, their phase) per colour group
     for flag in (False, True):
         index = [i for i, c in enumerate(colours) if c.coloured == flag]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -33,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from chromaqpi.errors import ConfigError, WeightsError
+from chromaqpi.errors import ConfigError, WeightsError, is_number
 from chromaqpi.models.cvdm import CVDMConfig, CVDMModel
 from chromaqpi.models.ddpm import DDPMConfig, DDPMModel
 from chromaqpi.models.mean import MeanConfig, MeanModel
@@ -381,9 +382,7 @@ def applied_std_scale(net: nn.Module, kind: str, temperature: float, calibrated:
 
 def is_temperature(value) -> bool:
     """A usable sampling temperature: a finite real number >= 0."""
-    from chromaqpi.microscope import _is_real
-
-    return _is_real(value) and math.isfinite(value) and value >= 0
+    return is_number(value) and value >= 0
 
 
 def card_temperature(card: dict) -> float:
@@ -758,6 +757,21 @@ def _oriented_samples(predictor, tiles: torch.Tensor, microscope, samples: int, 
     return SampleResult(draws.mean(dim=0), draws.std(dim=0), None)
 
 
+def flushing_denormals(fn):
+    """Run ``fn`` with subnormal floats flushed to zero (they slow CPU convolutions several-fold) and
+    put the process-wide flag back as it was (read from a subnormal: torch has no getter)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        was_on = torch.tensor(1e-40, dtype=torch.float32).item() == 0.0
+        torch.set_flush_denormal(True)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_flush_denormal(was_on)
+    return run
+
+
+@flushing_denormals
 def reconstruct_with_model(
     images: torch.Tensor, microscope, *, kind: str, model: str | Path | nn.Module | None = None,
     steps: int | None = None, samples: int = 1, sampler: str = "ddim", generator=None,
@@ -870,7 +884,6 @@ def reconstruct_with_model(
     if temperature is not None and not is_temperature(temperature):
         raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
     device = torch.device(device) if device is not None else images.device
-    torch.set_flush_denormal(True)  # subnormals slow CPU convolutions several-fold
     net = model_for(kind, microscope, model, device)
     # A ZMD checkpoint carries its mean network: method "mean" can use it directly.
     predictor = net.mean if (kind == "mean" and net.kind == "zmd") else net

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from chromaqpi.errors import InputError
+from chromaqpi.errors import ConfigError, InputError
 from chromaqpi.microscope import Microscope
 from chromaqpi.optics.modes import coherent_modes, separable_gram
 from chromaqpi.optics.pupil import (frequency_grid, fresnel_factors, pupil, pupil_band, shifted_kernels,
@@ -403,12 +403,18 @@ def get_simulator(microscope: Microscope, shape, *, dtype=torch.float32, device=
     return sim
 
 
+def tensor_from_array(array: np.ndarray) -> torch.Tensor:
+    """A tensor of a numpy array, copied only where torch cannot share it: a big-endian (e.g. from a
+    file), non-contiguous or read-only array."""
+    return torch.from_numpy(np.require(array, dtype=array.dtype.newbyteorder("="), requirements=("C", "W")))
+
+
 def as_phase_batch(phase, name: str = "phase") -> torch.Tensor:
     """Validate and convert an (H,W) or (B,H,W) array/tensor to a float tensor (B,H,W)."""
     if isinstance(phase, np.ndarray):
         if not np.issubdtype(phase.dtype, np.floating):
             raise InputError(f"{name} must be a float array (radians), got dtype {phase.dtype}")
-        phase = torch.from_numpy(np.ascontiguousarray(phase))
+        phase = tensor_from_array(phase)
     if not isinstance(phase, torch.Tensor):
         raise InputError(f"{name} must be a numpy array or torch tensor, got {type(phase).__name__}")
     if not phase.is_floating_point():
@@ -458,6 +464,9 @@ def simulate(phase, microscope: Microscope | str, *, absorption=None, stain=None
     """
     microscope = Microscope.resolve(microscope)
     phase = as_phase_batch(phase)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ConfigError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, "
+                          f"got {type(generator).__name__}")
     if stain is not None and absorption is None:
         raise InputError("a stain needs an absorption map")
     maps, stains = _absorbers(absorption, stain)

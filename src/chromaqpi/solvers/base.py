@@ -27,6 +27,7 @@ import torch
 from chromaqpi.errors import ConfigError, InputError, MethodError
 from chromaqpi.io import check_light
 from chromaqpi.microscope import Microscope
+from chromaqpi.optics.simulator import tensor_from_array
 from chromaqpi.registration import unregister
 
 # Classical solvers, imported on first use.
@@ -139,9 +140,10 @@ def as_image_batch(images, n_channels: int) -> tuple[torch.Tensor, bool]:
         if not np.issubdtype(images.dtype, np.floating):
             raise InputError(f"images must be float intensities (empty field = 1), got dtype {images.dtype}; "
                              "read files with chromaqpi.io.read_image")
-        images = torch.from_numpy(np.ascontiguousarray(images))
+        images = tensor_from_array(images)
     if not isinstance(images, torch.Tensor):
         raise InputError(f"images must be a numpy array or torch tensor, got {type(images).__name__}")
+    images = images.detach()  # no method is differentiable end to end
     if not images.is_floating_point():
         raise InputError(f"images must be float intensities (empty field = 1), got {images.dtype}")
     if images.ndim not in (3, 4):
@@ -157,9 +159,8 @@ def as_image_batch(images, n_channels: int) -> tuple[torch.Tensor, bool]:
         raise InputError("images batch is empty")
     if not torch.isfinite(images).all():
         raise InputError("images contain NaN or Inf")
-    detached = images.detach()
-    check_light(detached.mean(dim=(-2, -1)).double().cpu().numpy(), float((detached < 0).float().mean()),
-                float(detached.min()))
+    check_light(images.mean(dim=(-2, -1)).double().cpu().numpy(), float((images < 0).float().mean()),
+                float(images.min()))
     if images.dtype not in (torch.float32, torch.float64):
         images = images.float()
     _warn_unnormalised(images)
@@ -276,16 +277,22 @@ def reads_stains(method: str, microscope: Microscope, options: dict) -> bool:
     return method in LEARNED_METHODS and bool(trained_stains(method, microscope, options.get("model")))
 
 
+def checked_colours(batch: torch.Tensor, microscope: Microscope) -> list:
+    """:func:`chromaqpi.specimen_colour` of a batch :func:`as_image_batch` has checked (and warned about)."""
+    from chromaqpi.consistency import specimen_colour
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="median intensity")  # said once, by the caller's check
+        return specimen_colour(batch, microscope)
+
+
 def warn_if_coloured(batch: torch.Tensor, microscope: Microscope, colours=None) -> None:
     """Warn when an image is coloured (:func:`chromaqpi.specimen_colour`, or its ``colours`` for the
     batch when already measured): a stain that every method reads as defocus contrast unless told it
     (``stain=``, for the methods that take one)."""
-    import warnings
-
-    from chromaqpi.consistency import specimen_colour
     from chromaqpi.models.methods import STAINED_MODEL, stained_model_reads
 
-    for colour in specimen_colour(batch, microscope) if colours is None else colours:
+    for colour in checked_colours(batch, microscope) if colours is None else colours:
         if colour.coloured:
             name = colour.nearest_stain
             advice = (f"method 'wotf' with alpha=1e-3 and stain={name!r} (command line: --method wotf --alpha 1e-3 "

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from chromaqpi.errors import ConfigError, InputError, MethodError
+from chromaqpi.errors import ConfigError, InputError, MethodError, is_number
 from chromaqpi.microscope import Microscope
 from chromaqpi.optics.simulator import coherent_paraxial, get_simulator
 from chromaqpi.optics.spectra import get_stain
@@ -205,7 +205,7 @@ def residual_noise_variance(images: torch.Tensor, model: torch.Tensor, unknowns:
 
 def _check_numbers(**values) -> None:
     for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        if not is_number(v) or v < 0:
             raise ConfigError(f"{name} must be a number >= 0, got {v!r}")
 
 

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from chromaqpi.errors import ConfigError
+from chromaqpi.errors import ConfigError, is_number
 from chromaqpi.microscope import Microscope, effective_defocus_um, effective_wavelength_um
 from chromaqpi.solvers.fourier import (alpha_grid, crop, floor_frequency, k_squared, mirror_pad, resolve_padding,
                                       risk_alpha)
@@ -132,7 +132,7 @@ def tie_alpha(rhs_hat: torch.Tensor, k2: torch.Tensor, regularization, noise_var
         alpha = risk_alpha(s, rhs_hat.abs() ** 2 * s, noise_power, alpha_grid(s.max(), decades=16))
         alpha = torch.maximum(alpha, torch.as_tensor(floor, dtype=alpha.dtype, device=alpha.device))
         return alpha.to(device=k2.device, dtype=k2.dtype)
-    if isinstance(regularization, (int, float)) and not isinstance(regularization, bool) and regularization >= 0:
+    if is_number(regularization) and regularization >= 0:
         value = (2 * math.pi * float(regularization)) ** 4
         return torch.full((batch,), value, dtype=k2.dtype, device=k2.device)
     raise ConfigError(f"regularization must be 'auto' or a cut-off frequency >= 0 in cycles/µm, "
@@ -270,6 +270,6 @@ def chromatic_alpha_floor(images: torch.Tensor, microscope: Microscope) -> torch
 def _intensity_noise(images: torch.Tensor, microscope: Microscope, noise_std, zeta) -> torch.Tensor:
     if noise_std is None:
         return noise_variance(images, microscope, signal_direction=torch.tensor(zeta))
-    if not isinstance(noise_std, (int, float)) or noise_std < 0:
+    if not is_number(noise_std) or noise_std < 0:
         raise ConfigError(f"noise_std must be a number >= 0 (units of the empty-field intensity), got {noise_std!r}")
     return torch.full((images.shape[0],), float(noise_std) ** 2, dtype=images.dtype, device=images.device)

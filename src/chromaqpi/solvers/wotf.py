@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import torch
 
-from chromaqpi.errors import ConfigError
+from chromaqpi.errors import ConfigError, is_number
 from chromaqpi.microscope import Microscope
 from chromaqpi.optics.spectra import get_stain
 from chromaqpi.optics.transfer import channel_transfer_functions
@@ -82,7 +82,7 @@ def _gcv(data: torch.Tensor, h: torch.Tensor, nuisance_dof: int = 0) -> torch.Te
 def _alpha(data: torch.Tensor, h: torch.Tensor, rule, loss: torch.Tensor, nuisance_dof: int = 0) -> torch.Tensor:
     """α (B,) for operator h: ``"auto"`` (max of GCV and δ²), ``"gcv"`` or a number >= 0."""
     batch = data.shape[0]
-    if isinstance(rule, (int, float)) and not isinstance(rule, bool) and rule >= 0:
+    if is_number(rule) and rule >= 0:
         return torch.full((batch,), float(rule), dtype=torch.float64, device=data.device)
     if rule not in ("auto", "gcv"):
         raise ConfigError(f"alpha must be 'auto', 'gcv' or a number >= 0, got {rule!r}")
@@ -210,7 +210,7 @@ def invert_wotf(images: torch.Tensor, microscope: Microscope, *, alpha="auto", a
         None unless ``absorption=True``.
     """
     padding = resolve_padding(padding, microscope)
-    if not isinstance(tv, (int, float)) or tv < 0 or (tv > 0 and absorption):
+    if not is_number(tv) or tv < 0 or (tv > 0 and absorption):
         raise ConfigError("tv must be a number >= 0; TV is available for phase-only inversion (absorption=False)")
     if isinstance(tv_iterations, bool) or not isinstance(tv_iterations, int) or tv_iterations < 1:
         raise ConfigError(f"tv_iterations must be an integer >= 1, got {tv_iterations!r}")

@@ -1,0 +1,114 @@
+"""What the Python API accepts and refuses at its edges: array flavours, option values, microscopes,
+generators, global state and metadata (an external audit's findings, session 36)."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import chromaqpi
+from chromaqpi import Microscope
+from chromaqpi.errors import ConfigError
+from chromaqpi.io import read_tiff_metadata, write_json, write_tiff
+from chromaqpi.microscope import Optics, Sensor
+
+
+@pytest.fixture(scope="module")
+def two_shot():
+    y, x = np.mgrid[:48, :48]
+    phase = 0.3 * np.exp(-((x - 24.0) ** 2 + (y - 20.0) ** 2) / 40.0)
+    return chromaqpi.simulate(phase, "paper-2shot", noise=False)[0]
+
+
+def test_tensors_that_track_gradients_are_read_as_their_values(two_shot):
+    plain = chromaqpi.reconstruct(two_shot, "paper-2shot", method="tie")
+    tracked = chromaqpi.reconstruct(two_shot.clone().requires_grad_(), "paper-2shot", method="tie")
+    assert not tracked.requires_grad
+    torch.testing.assert_close(tracked, plain, rtol=0, atol=0)
+
+
+def test_big_endian_and_read_only_arrays_give_the_native_result_without_a_warning(two_shot):
+    native = chromaqpi.reconstruct(two_shot.numpy(), "paper-2shot", method="tie")
+    read_only = two_shot.numpy().copy()
+    read_only.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns about sharing a read-only array
+        for flavour in (two_shot.numpy().astype(">f8"), read_only):
+            np.testing.assert_array_equal(chromaqpi.reconstruct(flavour, "paper-2shot", method="tie"), native)
+    assert chromaqpi.simulate(np.zeros((16, 16), ">f4"), "default", noise=False).dtype == torch.float32
+
+
+@pytest.mark.parametrize("method, options", [
+    ("tie", {"noise_std": float("nan")}),  # NaN passed `< 0` and zeroed the map
+    ("tie", {"regularization": float("inf")}),
+    ("wotf", {"alpha": float("inf")}),
+    ("wotf", {"alpha": float("nan")}),
+    ("iterative", {"tv": float("nan")}),
+])
+def test_non_finite_option_values_are_refused(two_shot, method, options):
+    with pytest.raises(ConfigError, match=next(iter(options))):
+        chromaqpi.reconstruct(two_shot, "paper-2shot", method=method, **options)
+
+
+@pytest.mark.parametrize("build, field", [
+    (lambda: Microscope.from_preset("paper-2shot").replace(
+        planes=[{"wavelength_um": 0.521, "defocus_um": float("nan")}, {"wavelength_um": 0.521, "defocus_um": 1.0}]),
+     r"planes\[0\].defocus_um"),
+    (lambda: Microscope.from_preset("default").replace(focus={"defocus_um": float("inf")}), "focus.defocus_um"),
+    (lambda: Microscope(optics=Optics(na_objective="0.65")), "optics.na_objective"),
+    (lambda: Microscope(optics=Optics(source_points=2.5)), "optics.source_points"),
+    (lambda: Microscope(sensor=Sensor(bit_depth=12.5)), "sensor.bit_depth"),
+    (lambda: Microscope(sensor=Sensor(full_well_e=float("inf"))), "sensor.full_well_e"),
+])
+def test_a_microscope_built_in_python_is_checked_like_one_read_from_toml(build, field):
+    with pytest.raises(ConfigError, match=field):
+        build()
+
+
+def test_a_microscope_can_be_given_as_its_dict_and_nothing_else_unknown(two_shot):
+    scope = Microscope.from_preset("paper-2shot")
+    torch.testing.assert_close(chromaqpi.reconstruct(two_shot, scope.to_dict(), method="tie"),
+                               chromaqpi.reconstruct(two_shot, scope, method="tie"))
+    with pytest.raises(ConfigError, match="microscope must be"):
+        chromaqpi.reconstruct(two_shot, 5, method="tie")
+
+
+def test_a_generator_that_is_not_one_is_refused_by_name(two_shot):
+    with pytest.raises(ConfigError, match="generator must be a torch.Generator"):
+        chromaqpi.simulate(torch.zeros(16, 16), "default", generator=0)
+    with pytest.raises(ConfigError, match="got int"):
+        chromaqpi.reconstruct(two_shot, "paper-2shot", method="zmd", steps=1, generator=0)
+
+
+def subnormals_flushed() -> bool:
+    return torch.tensor(1e-40, dtype=torch.float32).item() == 0.0
+
+
+@pytest.mark.parametrize("flushed_before", [False, True])
+def test_a_learned_method_leaves_the_flush_denormal_flag_as_it_found_it(two_shot, flushed_before):
+    torch.set_flush_denormal(flushed_before)
+    try:
+        chromaqpi.reconstruct(two_shot, "paper-2shot", method="mean")
+        assert subnormals_flushed() == flushed_before
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_an_unnormalised_image_is_warned_about_once(two_shot):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chromaqpi.reconstruct(two_shot * 255, "paper-2shot", method="tie")
+    assert sum("median intensity" in str(w.message) for w in caught) == 1
+
+
+def test_metadata_is_strict_json_with_non_finite_numbers_as_null(tmp_path):
+    meta = {"residual_over_noise": float("inf"), "p": np.float32(np.nan), "pair": [1.5, float("-inf")]}
+    write_tiff(tmp_path / "a.tif", np.zeros((8, 8)), metadata=meta)
+    write_json(tmp_path / "a.json", meta)
+    strict = {"residual_over_noise": None, "p": None, "pair": [1.5, None]}
+    assert {k: read_tiff_metadata(tmp_path / "a.tif")[k] for k in meta} == strict
+
+    def refuse(token):
+        raise ValueError(token)
+    assert json.loads((tmp_path / "a.json").read_text(), parse_constant=refuse) == strict
