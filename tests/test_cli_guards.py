@@ -1,5 +1,7 @@
 """Guards against inputs and outputs that would silently give wrong or lost data (exit 2, one line, nothing written)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tifffile
@@ -162,3 +164,40 @@ def test_reconstruct_into_its_input_folder_does_not_read_its_outputs_back(stack,
     assert main(args) == 0 and main(args) == 0  # the re-run sees a.tif only, not a_phase.tif / a_opd.tif / a_phase.png
     assert "wrote 1 reconstruction(s)" in capsys.readouterr().out.splitlines()[-1]
     assert sorted(p.name for p in folder.iterdir()) == ["a.tif", "a_opd.tif", "a_phase.png", "a_phase.tif"]
+
+
+def test_simulate_says_when_its_16_bit_output_clips(tmp_path, capsys):
+    yy, xx = np.mgrid[:48, :48]
+    picture = tmp_path / "saw.png"
+    Image.fromarray(((xx % 8) * 31).astype(np.uint8)).save(picture)  # sharp steps focus to bright lines
+    with pytest.warns(UserWarning, match="are clipped in the 16-bit output"):
+        assert main(["simulate", str(picture), "--from-image", "--max-phase", "3.5", "-m", "paper-rgb",
+                     "--out", str(tmp_path / "a")]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["simulate", str(picture), "--from-image", "--max-phase", "3.5", "-m", "paper-rgb", "--float",
+                     "--out", str(tmp_path / "b")]) == 0
+    assert not [w for w in caught if "clipped" in str(w.message)]
+    assert main(["simulate", str(picture), "--from-image", "--max-phase", "0", "--out", str(tmp_path / "c")]) == 2
+    _one_line_error(capsys, "--max-phase must be a finite phase > 0")
+
+
+def test_a_defocus_in_nm_is_refused(stack, tmp_path, capsys):
+    text = chromaqpi.Microscope.from_preset("default").to_toml().replace("defocus_um = 1.0", "defocus_um = 1000.0")
+    assert "defocus_um = 1000.0" in text
+    scope = tmp_path / "nm.toml"
+    scope.write_text(text)  # a 1000 "µm" focus made every phase 1000x too small, without a word
+    assert main(["reconstruct", str(stack), "-m", str(scope), "--out", str(tmp_path / "o")]) == 2
+    _one_line_error(capsys, "must be in µm (|z| <= 100), got 1000")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_display_gamma_is_questioned_and_dark_with_a_response_refused(stack, tmp_path, capsys):
+    from chromaqpi.io import check_gamma
+
+    with pytest.warns(UserWarning, match="did you mean 0.455"):
+        check_gamma(2.2)
+    assert main(["reconstruct", str(stack), "-m", "paper-2shot", "--response", str(tmp_path / "cam.json"),
+                 "--dark", "0.01", "--out", str(tmp_path / "o")]) == 2
+    _one_line_error(capsys, "--response curves include the camera's black level: drop --dark")
+    assert not (tmp_path / "o").exists()

@@ -137,6 +137,8 @@ def check_reading_options(args) -> None:
         raise ConfigError(f"--dark must be a finite black level >= 0, got {args.dark}")
     if sum((args.srgb, args.gamma is not None, args.response is not None)) > 1:
         raise ConfigError("--srgb, --gamma and --response each describe the file's encoding: give one")
+    if args.response is not None and args.dark != 0:
+        raise ConfigError("--response curves include the camera's black level: drop --dark")
     if args.gamma is not None:
         from chromaqpi.io import check_gamma
 
