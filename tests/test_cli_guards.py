@@ -201,3 +201,19 @@ def test_a_display_gamma_is_questioned_and_dark_with_a_response_refused(stack, t
                  "--dark", "0.01", "--out", str(tmp_path / "o")]) == 2
     _one_line_error(capsys, "--response curves include the camera's black level: drop --dark")
     assert not (tmp_path / "o").exists()
+
+
+def test_the_background_is_not_reconstructed_as_a_specimen(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    empty = np.full((32, 40, 3), 30000, np.uint16) + np.random.default_rng(0).integers(0, 300, (32, 40, 3)).astype(
+        np.uint16)
+    tifffile.imwrite(folder / "empty.tif", empty)
+    tifffile.imwrite(folder / "cell.tif", (empty * 0.9).astype(np.uint16))
+    args = ["-m", "default", "--method", "tie", "--background", str(folder / "empty.tif"), "--out"]
+    assert main(["reconstruct", str(folder), *args, str(tmp_path / "o")]) == 0
+    assert "skipped empty.tif: it is the --background" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "o").glob("*_phase.tif")) == ["cell_phase.tif"]
+    assert main(["reconstruct", str(folder / "empty.tif"), *args, str(tmp_path / "o2")]) == 2
+    _one_line_error(capsys, "the only input is the --background")
+    assert not (tmp_path / "o2").exists()

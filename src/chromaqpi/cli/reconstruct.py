@@ -460,6 +460,13 @@ def run(args):
 
     microscope = Microscope.resolve(args.microscope)
     paths = collect_inputs(args.inputs, skip_ends=tuple(f"_{name}" for name in OUTPUT_KINDS))
+    if args.background:  # the empty field flat-fields itself to 1 everywhere: a phase of exactly 0
+        own = [p for p in paths if p.resolve() == Path(args.background).resolve()]
+        paths = [p for p in paths if p not in own]
+        if not paths:
+            raise InputError(f"the only input is the --background {args.background} itself")
+        if own:
+            print(f"skipped {own[0].name}: it is the --background")
     options = method_options(args)
     if args.fit_focus and not microscope.planes:
         raise ConfigError("--fit-focus is for planes-mode microscopes: on RGB-mode ones the focus fit is biased "
