@@ -217,3 +217,15 @@ def test_the_background_is_not_reconstructed_as_a_specimen(tmp_path, capsys):
     assert main(["reconstruct", str(folder / "empty.tif"), *args, str(tmp_path / "o2")]) == 2
     _one_line_error(capsys, "the only input is the --background")
     assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize("alpha, warned", [(255, False), (128, True)])
+def test_a_transparent_alpha_channel_is_named_when_dropped(tmp_path, alpha, warned):
+    rgba = np.random.default_rng(0).integers(150, 220, (16, 16, 4)).astype(np.uint8)
+    rgba[..., 3] = alpha
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image, info = read_image(tmp_path / "a.png", need_channels=3)
+    assert image.shape == (3, 16, 16) and info["alpha_dropped"]
+    assert any("alpha channel is not opaque" in str(w.message) for w in caught) == warned
