@@ -1,5 +1,7 @@
 """Guards against inputs and outputs that would silently give wrong or lost data (exit 2, one line, nothing written)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tifffile
@@ -162,3 +164,68 @@ def test_reconstruct_into_its_input_folder_does_not_read_its_outputs_back(stack,
     assert main(args) == 0 and main(args) == 0  # the re-run sees a.tif only, not a_phase.tif / a_opd.tif / a_phase.png
     assert "wrote 1 reconstruction(s)" in capsys.readouterr().out.splitlines()[-1]
     assert sorted(p.name for p in folder.iterdir()) == ["a.tif", "a_opd.tif", "a_phase.png", "a_phase.tif"]
+
+
+def test_simulate_says_when_its_16_bit_output_clips(tmp_path, capsys):
+    yy, xx = np.mgrid[:48, :48]
+    picture = tmp_path / "saw.png"
+    Image.fromarray(((xx % 8) * 31).astype(np.uint8)).save(picture)  # sharp steps focus to bright lines
+    with pytest.warns(UserWarning, match="are clipped in the 16-bit output"):
+        assert main(["simulate", str(picture), "--from-image", "--max-phase", "3.5", "-m", "paper-rgb",
+                     "--out", str(tmp_path / "a")]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["simulate", str(picture), "--from-image", "--max-phase", "3.5", "-m", "paper-rgb", "--float",
+                     "--out", str(tmp_path / "b")]) == 0
+    assert not [w for w in caught if "clipped" in str(w.message)]
+    assert main(["simulate", str(picture), "--from-image", "--max-phase", "0", "--out", str(tmp_path / "c")]) == 2
+    _one_line_error(capsys, "--max-phase must be a finite phase > 0")
+
+
+def test_a_defocus_in_nm_is_refused(stack, tmp_path, capsys):
+    text = chromaqpi.Microscope.from_preset("default").to_toml().replace("defocus_um = 1.0", "defocus_um = 1000.0")
+    assert "defocus_um = 1000.0" in text
+    scope = tmp_path / "nm.toml"
+    scope.write_text(text)  # a 1000 "µm" focus made every phase 1000x too small, without a word
+    assert main(["reconstruct", str(stack), "-m", str(scope), "--out", str(tmp_path / "o")]) == 2
+    _one_line_error(capsys, "must be in µm (|z| <= 100), got 1000")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_display_gamma_is_questioned_and_dark_with_a_response_refused(stack, tmp_path, capsys):
+    from chromaqpi.io import check_gamma
+
+    with pytest.warns(UserWarning, match="did you mean 0.455"):
+        check_gamma(2.2)
+    assert main(["reconstruct", str(stack), "-m", "paper-2shot", "--response", str(tmp_path / "cam.json"),
+                 "--dark", "0.01", "--out", str(tmp_path / "o")]) == 2
+    _one_line_error(capsys, "--response curves include the camera's black level: drop --dark")
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_background_is_not_reconstructed_as_a_specimen(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    empty = np.full((32, 40, 3), 30000, np.uint16) + np.random.default_rng(0).integers(0, 300, (32, 40, 3)).astype(
+        np.uint16)
+    tifffile.imwrite(folder / "empty.tif", empty)
+    tifffile.imwrite(folder / "cell.tif", (empty * 0.9).astype(np.uint16))
+    args = ["-m", "default", "--method", "tie", "--background", str(folder / "empty.tif"), "--out"]
+    assert main(["reconstruct", str(folder), *args, str(tmp_path / "o")]) == 0
+    assert "skipped empty.tif: it is the --background" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "o").glob("*_phase.tif")) == ["cell_phase.tif"]
+    assert main(["reconstruct", str(folder / "empty.tif"), *args, str(tmp_path / "o2")]) == 2
+    _one_line_error(capsys, "the only input is the --background")
+    assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize("alpha, warned", [(255, False), (128, True)])
+def test_a_transparent_alpha_channel_is_named_when_dropped(tmp_path, alpha, warned):
+    rgba = np.random.default_rng(0).integers(150, 220, (16, 16, 4)).astype(np.uint8)
+    rgba[..., 3] = alpha
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image, info = read_image(tmp_path / "a.png", need_channels=3)
+    assert image.shape == (3, 16, 16) and info["alpha_dropped"]
+    assert any("alpha channel is not opaque" in str(w.message) for w in caught) == warned

@@ -30,7 +30,7 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
-from chromaqpi.errors import ConfigError, InputError
+from chromaqpi.errors import ConfigError, InputError, is_number
 
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff",
                   ".tiff": "tiff", ".npy": "npy"}
@@ -223,10 +223,13 @@ def srgb_decode(code) -> np.ndarray:
 
 
 def check_gamma(gamma) -> None:
-    """ConfigError unless ``gamma`` is a camera exponent in [0.1, 10]."""
-    if not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and math.isfinite(gamma)
-            and 0.1 <= gamma <= 10):
+    """ConfigError unless ``gamma`` is a camera exponent in [0.1, 10]; a warning above 1, which is
+    usually the display's exponent (2.2) given for the camera's (0.45)."""
+    if not (is_number(gamma) and 0.1 <= gamma <= 10):
         raise ConfigError(f"gamma must be a number in [0.1, 10] (the camera's exponent, e.g. 0.45), got {gamma!r}")
+    if gamma > 1:
+        warnings.warn(f"gamma {gamma:g} > 1: a camera writes V = L^gamma with gamma below 1 (e.g. 0.45); "
+                      f"{gamma:g} looks like a display's exponent: did you mean {1 / gamma:.3g}?", stacklevel=2)
 
 
 def gamma_decode(code, gamma: float) -> np.ndarray:
@@ -492,6 +495,9 @@ def _to_channels_first(arr: np.ndarray, axes: str, info: dict, name: str, need_c
     if arr.ndim == 3 and axes.endswith("S"):
         arr = np.moveaxis(arr, -1, 0)
     if arr.ndim == 3 and alpha and arr.shape[0] != need_channels:
+        if np.ptp(arr[-1]) > 0 or (np.issubdtype(arr.dtype, np.integer) and arr[-1].flat[0] != np.iinfo(arr.dtype).max):
+            warnings.warn(f"{name}: its alpha channel is not opaque everywhere; it was dropped (transparency is "
+                          "not light: the colour channels are read as they are)", stacklevel=3)
         arr = arr[:-1]
         info["alpha_dropped"] = True
     if arr.ndim == 3 and arr.shape[0] == 1:

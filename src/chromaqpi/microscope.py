@@ -265,6 +265,9 @@ class Microscope:
         # Not compared below, so a string here would only fail deep inside the optics.
         _check(all(map(_is_real, (self.focus.defocus_um, *self.focus.shift_um, *self.focus.shift_wavelengths_um))),
                "focus.defocus_um, focus.shift_um and focus.shift_wavelengths_um must be finite numbers (µm)")
+        _check(all(abs(v) <= MAX_DEFOCUS_UM for v in (self.focus.defocus_um, *self.focus.shift_um)),
+               f"focus.defocus_um and focus.shift_um must be in µm (|z| <= {MAX_DEFOCUS_UM:g}), got "
+               f"{self.focus.defocus_um:g} and {list(self.focus.shift_um)}: nm?")
         _check(isinstance(o.paraxial, bool) and isinstance(se.bayer, bool),
                "optics.paraxial and sensor.bayer must be true or false")
         _check(len(set(self.focus.shift_wavelengths_um)) == 3, "focus.shift_wavelengths_um must be distinct")
@@ -288,6 +291,8 @@ class Microscope:
             _check(0.2 < p.wavelength_um < 2.0, f"planes[{i}].wavelength_um must be in µm")
             _check(p.bandwidth_um >= 0, f"planes[{i}].bandwidth_um must be >= 0")
             _check(_is_real(p.defocus_um), f"planes[{i}].defocus_um must be a finite number (µm)")
+            _check(abs(p.defocus_um) <= MAX_DEFOCUS_UM,
+                   f"planes[{i}].defocus_um must be in µm (|z| <= {MAX_DEFOCUS_UM:g}), got {p.defocus_um:g}: nm?")
         self._check_registration()
         self._check_colour_matrix()
         self._check_sampling()
@@ -432,6 +437,10 @@ class Microscope:
 
 
 _is_real = is_number
+
+#: Defocus and chromatic focal shifts beyond this (µm) are taken for nm: chromatic QPI works within a few
+#: µm of focus (a 1000 "µm" shift made phases 1000x too small, with no other sign).
+MAX_DEFOCUS_UM = 100.0
 
 
 def _check(ok: bool, message: str) -> None:

@@ -137,6 +137,8 @@ def check_reading_options(args) -> None:
         raise ConfigError(f"--dark must be a finite black level >= 0, got {args.dark}")
     if sum((args.srgb, args.gamma is not None, args.response is not None)) > 1:
         raise ConfigError("--srgb, --gamma and --response each describe the file's encoding: give one")
+    if args.response is not None and args.dark != 0:
+        raise ConfigError("--response curves include the camera's black level: drop --dark")
     if args.gamma is not None:
         from chromaqpi.io import check_gamma
 
@@ -458,6 +460,13 @@ def run(args):
 
     microscope = Microscope.resolve(args.microscope)
     paths = collect_inputs(args.inputs, skip_ends=tuple(f"_{name}" for name in OUTPUT_KINDS))
+    if args.background:  # the empty field flat-fields itself to 1 everywhere: a phase of exactly 0
+        own = [p for p in paths if p.resolve() == Path(args.background).resolve()]
+        paths = [p for p in paths if p not in own]
+        if not paths:
+            raise InputError(f"the only input is the --background {args.background} itself")
+        if own:
+            print(f"skipped {own[0].name}: it is the --background")
     options = method_options(args)
     if args.fit_focus and not microscope.planes:
         raise ConfigError("--fit-focus is for planes-mode microscopes: on RGB-mode ones the focus fit is biased "

@@ -10,6 +10,7 @@ microscope embedded as JSON metadata, plus a sidecar JSON.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +74,8 @@ def run(args):
         args.max_phase = DEFAULT_MAX_PHASE
     elif not args.from_image:  # a phase map keeps its own values
         raise ConfigError("--max-phase scales pictures: it needs --from-image")
-    if not math.isfinite(args.max_phase):
-        raise ConfigError(f"--max-phase must be a finite phase in rad, got {args.max_phase}")
+    if not (math.isfinite(args.max_phase) and args.max_phase > 0):
+        raise ConfigError(f"--max-phase must be a finite phase > 0 in rad, got {args.max_phase}")
     microscope = Microscope.resolve(args.microscope)
     paths = collect_inputs(args.inputs)
     pictures = [p for p in paths if p.suffix.lower() in PICTURE_SUFFIXES]
@@ -92,8 +93,13 @@ def run(args):
             image = simulate(phase, microscope, noise=not args.no_noise, generator=gen)[0].numpy()
             meta = {"kind": "chromaqpi simulated image", "source": path.name, "channels": microscope.channel_names,
                     "units": "intensity, empty field = 1" + ("" if args.float else " (uint16: value/65535*2)"),
-                    "noise": not args.no_noise, "seed": args.seed, "microscope": microscope.to_dict()}
+                    "noise": not args.no_noise, "seed": args.seed, "microscope": microscope.to_dict(),
+                    **({"from_image": True, "max_phase_rad": args.max_phase} if args.from_image else {})}
             encoding = {} if args.float else {"dtype": "uint16", "value_range": (0.0, 2.0)}
+            clipped = float(np.mean((image < 0) | (image > 2))) if not args.float else 0.0
+            if clipped:  # the 16-bit scaling holds 0-2x the empty field; a bright focus can exceed it
+                warnings.warn(f"{path.name}: {clipped:.2%} of values exceed 0-2x the empty field and are clipped "
+                              "in the 16-bit output (reconstruct refuses over 1 % as saturated): use --float")
             with writing_together(outputs):
                 write_tiff(outputs["sim.tif"], image, metadata=meta, unit="intensity",
                            pixel_size_um=microscope.sampling.pixel_size_um, **encoding)
