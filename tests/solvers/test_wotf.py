@@ -295,3 +295,27 @@ def test_tv_admm_converges_to_the_analytic_tv_denoised_step(tv):
     expected = torch.full_like(d, b_level + 2 * tv / l2)
     expected[:, start:start + l1] = a_level - 2 * tv / l1
     assert float((torch.fft.ifft2(phi_hat).real[0] - expected).abs().max()) < 1e-9
+
+
+def test_an_automatic_alpha_that_sees_only_noise_says_so():
+    """A 2 µm bump under the default camera's noise: GCV takes its largest weight and WOTF returns almost
+    nothing (linearity-default.md); it must say so. The same bump without noise is recovered, silently.
+    (A light quadrature of the default preset, to keep the test fast.)"""
+    import warnings
+
+    import numpy as np
+
+    scope = Microscope.from_preset("default").replace(spectra={"n_wavelengths": 4}, optics={"source_points": 5},
+                                                      sampling={"oversample": 1, "pad_px": 0})
+    n, pixel = 256, scope.sampling.pixel_size_um
+    yy, xx = np.mgrid[:n, :n]
+    bump = torch.tensor(1.5 * np.exp(-((xx - n / 2) ** 2 + (yy - n / 2) ** 2) * pixel**2 / 8.0))
+    for noise, expected in ((True, 1), (False, 0)):
+        images = simulate(bump, scope, noise=noise, generator=torch.Generator().manual_seed(0))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            phase = reconstruct(images, scope, method="wotf")[0]
+        said = [w for w in caught if "found no phase signal above the noise" in str(w.message)]
+        assert len(said) == expected
+        gain = float(((phase - phase.mean()) * (bump - bump.mean())).sum() / ((bump - bump.mean()) ** 2).sum())
+        assert (gain < 0.1) if noise else (gain > 0.9)  # the warning names a real failure, and only that

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections import OrderedDict
 
 import torch
@@ -77,6 +78,18 @@ def _gcv(data: torch.Tensor, h: torch.Tensor, nuisance_dof: int = 0) -> torch.Te
     proj = torch.where(valid, p.abs() ** 2 / torch.where(valid, s, 1), 0)
     residual0 = (data.abs() ** 2).sum(dim=(1, 2, 3)) - proj.sum(dim=(-2, -1))
     return gcv_alpha(s, proj, residual0, data[0].numel() - nuisance_dof, alpha_grid(s.max()))
+
+
+def _warn_if_no_signal(alpha: torch.Tensor, h: torch.Tensor) -> None:
+    """Warn when an automatic α damps every frequency to half or less: GCV then saw nothing but noise (it
+    chose the top of its grid on a small or smooth object under camera noise) and the map is nearly 0."""
+    top = float((h**2).sum(dim=0).max())
+    empty = int((alpha >= 0.5 * top).sum())
+    if empty:
+        warnings.warn(f"wotf: the automatic alpha found no phase signal above the noise in {empty} of "
+                      f"{alpha.numel()} image(s) and damped every frequency by half or more (the map is nearly 0); "
+                      "for small or smooth objects in noise use method 'tie' "
+                      "(benchmarks/results/linearity-default.md)", stacklevel=4)
 
 
 def _alpha(data: torch.Tensor, h: torch.Tensor, rule, loss: torch.Tensor, nuisance_dof: int = 0) -> torch.Tensor:
@@ -232,6 +245,8 @@ def invert_wotf(images: torch.Tensor, microscope: Microscope, *, alpha="auto", a
         phi = _tv_admm(d_eff, h_eff, alpha_p, float(tv), int(tv_iterations))
         return crop(torch.fft.ifft2(phi).real, shape), None
     alpha_p = _alpha(d_eff, h_eff, alpha, loss, dof)
+    if alpha in ("auto", "gcv"):
+        _warn_if_no_signal(alpha_p, h_eff)
     if not absorption:
         return crop(torch.fft.ifft2(_phase_only(d_eff, h_eff, alpha_p)).real, shape), None
     alpha_a = alpha_p if alpha_absorption is None else _alpha(data, ha, alpha_absorption, loss)
