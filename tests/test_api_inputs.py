@@ -112,3 +112,12 @@ def test_metadata_is_strict_json_with_non_finite_numbers_as_null(tmp_path):
     def refuse(token):
         raise ValueError(token)
     assert json.loads((tmp_path / "a.json").read_text(), parse_constant=refuse) == strict
+
+
+def test_a_toml_error_names_its_file_and_presets_are_taken_by_name(tmp_path, two_shot):
+    scope = tmp_path / "mine.toml"
+    scope.write_text(Microscope.from_preset("default").to_toml().replace("na_objective", "na_objectve"))
+    with pytest.raises(ConfigError, match=r"mine\.toml: unknown key\(s\) in optics: na_objectve"):
+        Microscope.resolve(scope)
+    fit = chromaqpi.estimate_focus_offset(two_shot, "paper-2shot", search_um=0.2)
+    assert fit.microscope.name == "paper-2shot"

@@ -410,7 +410,10 @@ class Microscope:
             data = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:  # name the file: a typo is found where the user looks
+            raise ConfigError(f"{path}: {exc}") from None
 
     @classmethod
     def from_preset(cls, name: str) -> "Microscope":
