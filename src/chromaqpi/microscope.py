@@ -319,8 +319,10 @@ class Microscope:
             return
         import numpy as np
 
-        _check(isinstance(m, (list, tuple)) and len(m) == n
-               and all(isinstance(row, (list, tuple)) and len(row) == n and all(map(_is_real, row)) for row in m),
+        square = isinstance(m, (list, tuple)) and len(m) == n and all(
+            isinstance(row, (list, tuple)) and len(row) == n for row in m)
+        # Any real number here (NaN and Inf get their own message below)
+        _check(square and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for row in m for v in row),
                f"sensor.colour_matrix must be {n} rows of {n} numbers (one per channel), or empty")
         array = np.asarray(m, dtype=float)
         _check(bool(np.isfinite(array).all()), "sensor.colour_matrix holds NaN or Inf")
