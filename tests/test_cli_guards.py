@@ -151,9 +151,14 @@ def test_keep_going_reports_a_bad_image_and_finishes_the_batch(stack, tmp_path, 
     assert main([*base, "--keep-going", "--out", str(tmp_path / "all")]) == 1
     captured = capsys.readouterr()
     assert "b.tif: cannot read tiff file" in captured.err and "(skipped)" in captured.err
+    assert any(line.startswith("chromaqpi reconstruct: error: ") for line in captured.err.splitlines())  # not on the bar
     assert "wrote 2 reconstruction(s)" in captured.out and "1 input(s) failed: b.tif" in captured.out
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["a_opd.tif", "a_phase.tif", "c_opd.tif",
                                                                      "c_phase.tif"]
+    a = str(folder / "a.tif")
+    assert main([*base[:1], a, str(folder / ".." / "batch" / "a.tif"), *base[2:],
+                 "--out", str(tmp_path / "twice")]) == 0  # one file named twice runs once
+    assert "wrote 1 reconstruction(s)" in capsys.readouterr().out
 
 
 def test_reconstruct_into_its_input_folder_does_not_read_its_outputs_back(stack, tmp_path, capsys):

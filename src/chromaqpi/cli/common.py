@@ -38,7 +38,10 @@ def collect_inputs(items: list[str], *, suffixes=IMAGE_SUFFIXES, prefer_end: str
         else:
             raise InputError(f"input not found: {path}")
     _check_distinct_stems(paths, prefer_end)
-    return paths
+    unique: dict[Path, Path] = {}
+    for p in paths:  # a file named twice (or through a folder and by name) runs once
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values())
 
 
 def _check_distinct_stems(paths: list[Path], drop_end: str = "") -> None:

@@ -489,7 +489,9 @@ def run(args):
             if not args.keep_going:
                 raise
             failed.append(path)
-            print(f"chromaqpi reconstruct: error: {exc} (skipped)", file=sys.stderr)
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"chromaqpi reconstruct: error: {exc} (skipped)", file=sys.stderr)  # a line of its own
     print(f"wrote {len(paths) - len(failed)} reconstruction(s) to {out}"
           + (f"; {len(failed)} input(s) failed: {', '.join(p.name for p in failed)}" if failed else ""))
     return 1 if failed else 0
