@@ -495,7 +495,8 @@ def _to_channels_first(arr: np.ndarray, axes: str, info: dict, name: str, need_c
     if arr.ndim == 3 and axes.endswith("S"):
         arr = np.moveaxis(arr, -1, 0)
     if arr.ndim == 3 and alpha and arr.shape[0] != need_channels:
-        if np.ptp(arr[-1]) > 0 or (np.issubdtype(arr.dtype, np.integer) and arr[-1].flat[0] != np.iinfo(arr.dtype).max):
+        opaque_code = np.iinfo(arr.dtype).max if np.issubdtype(arr.dtype, np.integer) else arr[-1].flat[0]
+        if np.ptp(arr[-1]) > 0 or arr[-1].flat[0] != opaque_code:  # a float alpha's scale is unknown: uniform passes
             warnings.warn(f"{name}: its alpha channel is not opaque everywhere; it was dropped (transparency is "
                           "not light: the colour channels are read as they are)", stacklevel=3)
         arr = arr[:-1]
