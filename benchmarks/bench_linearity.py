@@ -35,7 +35,8 @@ from chromaqpi.models.registry import model_for
 METHODS = ("tie", "wotf", "mean", "zmd")
 
 
-def bump(size: int, pixel_um: float, sigma_um: float, peak: float) -> np.ndarray:
+def bump(size: int, pixel_um: float, sigma_um: float, peak: float) -> tuple[np.ndarray, np.ndarray]:
+    """The bump (rad) and each pixel's squared distance from its centre (µm²)."""
     r2 = sum(axis**2 for axis in np.meshgrid(*[(np.arange(size) - size / 2) * pixel_um] * 2, indexing="ij"))
     return peak * np.exp(-r2 / (2 * sigma_um**2)), r2
 
@@ -44,7 +45,10 @@ def scores(estimate: np.ndarray, truth: np.ndarray, r2: np.ndarray, sigma_um: fl
     e, t = estimate - estimate.mean(), truth - truth.mean()
     gain = float((e * t).sum() / (t * t).sum())
     inside, outside = r2 <= (3 * sigma_um) ** 2, r2 >= (5 * sigma_um) ** 2
-    mass = lambda m: float((m[inside] - np.median(m[outside])).sum())  # noqa: E731
+
+    def mass(m: np.ndarray) -> float:
+        return float((m[inside] - np.median(m[outside])).sum())
+
     return gain, mass(estimate) / mass(truth)
 
 

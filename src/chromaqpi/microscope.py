@@ -263,7 +263,7 @@ class Microscope:
         _check(len(self.focus.shift_um) == 3 and len(self.focus.shift_wavelengths_um) == 3,
                "focus.shift_um and focus.shift_wavelengths_um need exactly three values")
         # Not compared below, so a string here would only fail deep inside the optics.
-        _check(all(map(_is_real, (self.focus.defocus_um, *self.focus.shift_um, *self.focus.shift_wavelengths_um))),
+        _check(all(map(is_number, (self.focus.defocus_um, *self.focus.shift_um, *self.focus.shift_wavelengths_um))),
                "focus.defocus_um, focus.shift_um and focus.shift_wavelengths_um must be finite numbers (µm)")
         _check(all(abs(v) <= MAX_DEFOCUS_UM for v in (self.focus.defocus_um, *self.focus.shift_um)),
                f"focus.defocus_um and focus.shift_um must be in µm (|z| <= {MAX_DEFOCUS_UM:g}), got "
@@ -290,7 +290,7 @@ class Microscope:
         for i, p in enumerate(self.planes):
             _check(0.2 < p.wavelength_um < 2.0, f"planes[{i}].wavelength_um must be in µm")
             _check(p.bandwidth_um >= 0, f"planes[{i}].bandwidth_um must be >= 0")
-            _check(_is_real(p.defocus_um), f"planes[{i}].defocus_um must be a finite number (µm)")
+            _check(is_number(p.defocus_um), f"planes[{i}].defocus_um must be a finite number (µm)")
             _check(abs(p.defocus_um) <= MAX_DEFOCUS_UM,
                    f"planes[{i}].defocus_um must be in µm (|z| <= {MAX_DEFOCUS_UM:g}), got {p.defocus_um:g}: nm?")
         self._check_registration()
@@ -303,11 +303,11 @@ class Microscope:
                "registration.scale and registration.shift_px must be lists, one entry per channel")
         _check(len(r.scale) in (0, n), f"registration.scale needs one value per channel ({n}), got {len(r.scale)}")
         # Lateral colour is well under 1 %; 10 % would be a different objective or a typo.
-        _check(all(_is_real(v) and 0.9 <= v <= 1.1 for v in r.scale),
+        _check(all(is_number(v) and 0.9 <= v <= 1.1 for v in r.scale),
                "registration.scale values must be magnifications near 1 (0.9 to 1.1)")
         _check(len(r.shift_px) in (0, n), f"registration.shift_px needs one [dy, dx] per channel ({n}), "
                f"got {len(r.shift_px)}")
-        _check(all(isinstance(d, (list, tuple)) and len(d) == 2 and all(_is_real(v) and abs(v) <= 64 for v in d)
+        _check(all(isinstance(d, (list, tuple)) and len(d) == 2 and all(is_number(v) and abs(v) <= 64 for v in d)
                    for d in r.shift_px), "registration.shift_px entries must be [dy, dx] pixel offsets within ±64")
         _check(isinstance(r.image_shape, (list, tuple)) and len(r.image_shape) in (0, 2)
                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in r.image_shape),
@@ -441,8 +441,6 @@ class Microscope:
         raise ConfigError(f"{text!r} is neither a preset ({', '.join(list_presets())}) nor a TOML file")
 
 
-_is_real = is_number
-
 #: Defocus and chromatic focal shifts beyond this (µm) are taken for nm: chromatic QPI works within a few
 #: µm of focus (a 1000 "µm" shift made phases 1000x too small, with no other sign).
 MAX_DEFOCUS_UM = 100.0
@@ -483,7 +481,7 @@ def _build(cls: type, value: Any, where: str):
 
 # Scalar fields by annotation: what a config value must be (a string NA or a fractional
 # source-point count would otherwise fail deep in the optics, or pass unnoticed).
-_SCALAR_TYPES = {"float": _is_real, "int": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+_SCALAR_TYPES = {"float": is_number, "int": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
                  "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str)}
 _SCALAR_NAMES = {"float": "a finite number", "int": "an integer", "bool": "true or false", "str": "a string"}
 

@@ -297,11 +297,9 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
 def _envelope_entry(value) -> bool:
     """A card's family entry: a number, a name (the acquisition; a checkpoint's ``family``), or an
     ordered [low, high] of numbers."""
-    from chromaqpi.microscope import _is_real
-
     if isinstance(value, list):
-        return len(value) == 2 and all(map(_is_real, value)) and value[0] <= value[1]
-    return _is_real(value) or isinstance(value, str)
+        return len(value) == 2 and all(map(is_number, value)) and value[0] <= value[1]
+    return is_number(value) or isinstance(value, str)
 
 
 def read_card(model_dir: str | Path) -> dict:
