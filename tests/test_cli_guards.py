@@ -235,3 +235,15 @@ def test_a_transparent_alpha_channel_is_named_when_dropped(tmp_path, alpha, warn
         image, info = read_image(tmp_path / "a.png", need_channels=3)
     assert image.shape == (3, 16, 16) and info["alpha_dropped"]
     assert any("alpha channel is not opaque" in str(w.message) for w in caught) == warned
+
+
+def test_a_uniform_background_is_a_valid_empty_field(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    cell = (2700 + rng.integers(0, 300, (32, 40, 3))).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "cell.tif", cell, photometric="rgb")
+    tifffile.imwrite(tmp_path / "bg.tif", np.full((32, 40, 3), 3000, np.uint16), photometric="rgb")
+    assert main(["reconstruct", str(tmp_path / "cell.tif"), "--method", "tie", "--background", str(tmp_path / "bg.tif"),
+                 "--no-preview", "--out", str(tmp_path / "o")]) == 0
+    # As a specimen it has nothing to reconstruct: said in the file's own counts, not scaled units.
+    assert main(["reconstruct", str(tmp_path / "bg.tif"), "--method", "tie", "--out", str(tmp_path / "o2")]) == 2
+    _one_line_error(capsys, "image is constant (every pixel reads 3000 of 65535)")

@@ -305,6 +305,7 @@ def check_intensity_image(
     saturation_level: float | None = None,
     max_saturated_fraction: float = MAX_SATURATED_FRACTION,
     name: str = "image",
+    allow_constant: bool = False,
 ) -> None:
     """Validate an intensity image, raising :class:`InputError` on the first problem.
 
@@ -322,6 +323,8 @@ def check_intensity_image(
         Largest tolerated fraction of values at ``saturation_level``.
     name : str
         Name used in messages (usually the file name).
+    allow_constant : bool, default False
+        Accept an image whose pixels are all equal (an empty-field frame: it only divides).
 
     Raises
     ------
@@ -337,8 +340,8 @@ def check_intensity_image(
     bad = a.size - int(np.count_nonzero(np.isfinite(a)))
     if bad:
         raise InputError(f"{name}: {bad} NaN/Inf value(s); intensities must be finite")
-    if np.all(a == a.flat[0]):
-        raise InputError(f"{name}: image is constant ({a.flat[0]}), no contrast to work with")
+    if not allow_constant:
+        check_contrast(a, name)
     if np.issubdtype(a.dtype, np.floating):
         means = a.reshape(-1, *a.shape[-2:]).mean(axis=(-2, -1))
         check_light(means, float(np.count_nonzero(a < 0)) / a.size, float(a.min()), name)
@@ -347,6 +350,14 @@ def check_intensity_image(
         if frac > max_saturated_fraction:
             raise InputError(f"{name}: {frac:.1%} of values are saturated (max "
                              f"{max_saturated_fraction:.1%}); reduce exposure or illumination")
+
+
+def check_contrast(a: np.ndarray, name: str = "image") -> None:
+    """Refuse an image whose pixels are all equal, naming that value in ``a``'s own units (a file's counts)."""
+    if a.size and np.all(a == a.flat[0]):
+        top = f" of {np.iinfo(a.dtype).max}" if np.issubdtype(a.dtype, np.integer) else ""
+        raise InputError(f"{name}: image is constant (every pixel reads {a.flat[0]}{top}), no contrast to work "
+                         "with (a uniform empty field is a background frame, not a specimen)")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -544,6 +555,7 @@ def read_image(
     response=None,
     need_channels: int | None = None,
     max_saturated_fraction: float = MAX_SATURATED_FRACTION,
+    empty_field: bool = False,
 ) -> tuple[np.ndarray, dict]:
     """Read a micrograph as float32 intensities and validate it.
 
@@ -566,6 +578,9 @@ def read_image(
         Required channel count (3 for RGB); see :func:`check_intensity_image`.
     max_saturated_fraction : float, default 0.01
         Saturation limit, checked for integer files only (clipping level known).
+    empty_field : bool, default False
+        The file is an empty-field (background) frame or a calibration frame: a perfectly uniform one is
+        valid, so the constant-image check is skipped.
 
     Returns
     -------
@@ -593,11 +608,14 @@ def read_image(
     info: dict[str, Any] = {"path": str(path), "format": fmt, "dtype": str(raw.dtype),
                             "alpha_dropped": False, "srgb_linearized": bool(linearize_srgb), "gamma": gamma,
                             "response": response is not None}
-    arr = _scale_to_unit(_to_channels_first(raw, axes, info, path.name, need_channels), info, path.name)
+    stored = _to_channels_first(raw, axes, info, path.name, need_channels)
+    arr = _scale_to_unit(stored, info, path.name)
     sat_level = _clipping_level(raw) if info["bit_depth"] else None
     info["saturated_fraction"] = saturated_fraction(arr, sat_level) if sat_level else None
     check_intensity_image(arr, need_channels=need_channels, saturation_level=sat_level,
-                          max_saturated_fraction=max_saturated_fraction, name=path.name)
+                          max_saturated_fraction=max_saturated_fraction, name=path.name, allow_constant=True)
+    if not empty_field:
+        check_contrast(stored, path.name)  # the value as the file stores it, not scaled to [0, 1]
     if fmt == "jpeg" and arr.ndim == 3:
         info["chroma_subsampling"] = jpeg_chroma_subsampling(path)
         if info["chroma_subsampling"]:

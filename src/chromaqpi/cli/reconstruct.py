@@ -175,7 +175,8 @@ def read_background(args, microscope) -> np.ndarray | None:
     if not args.background:
         return None
     try:
-        background, _ = read_image(args.background, **decoding(args), need_channels=microscope.n_channels)
+        background, _ = read_image(args.background, **decoding(args), need_channels=microscope.n_channels,
+                                   empty_field=True)
     except InputError as exc:
         raise InputError(f"--background {exc}") from None
     return background
