@@ -121,3 +121,13 @@ def test_a_toml_error_names_its_file_and_presets_are_taken_by_name(tmp_path, two
         Microscope.resolve(scope)
     fit = chromaqpi.estimate_focus_offset(two_shot, "paper-2shot", search_um=0.2)
     assert fit.microscope.name == "paper-2shot"
+
+
+@pytest.mark.parametrize("shape, warned", [((8, 8), True), ((16, 96), True), ((96, 16), True), ((32, 40), False)])
+def test_a_tiny_or_narrow_image_is_reconstructed_with_a_warning(shape, warned):
+    images = chromaqpi.simulate(torch.zeros(shape), "paper-2shot", noise=False)[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chromaqpi.reconstruct(images, "paper-2shot", method="wotf")
+    size = [str(w.message) for w in caught if "on a side the phase is unreliable" in str(w.message)]
+    assert bool(size) == warned and (not warned or f"{shape[0]}x{shape[1]} px" in size[0])
