@@ -314,6 +314,30 @@ def test_register_cli_writes_the_fitted_microscope(calibration_image, tmp_path, 
     assert "tiles have structure" in err and "Traceback" not in err and not (tmp_path / "flat.toml").exists()
 
 
+def test_register_writes_no_magnification_below_what_it_resolves_and_binds_no_size(tmp_path):
+    # Offsets only: the fit's spurious magnification (~1e-4) moved no edge by a tenth of a pixel, yet
+    # was written, and bound the microscope to the calibration image's size.
+    from scipy import ndimage
+
+    from chromaqpi.cli.main import main
+
+    blobs = ndimage.gaussian_filter(np.random.default_rng(1).random((128, 128)), 2)
+    absorption = torch.from_numpy(np.clip((blobs - blobs.mean()) / blobs.std() * 0.15, 0, None)).float()
+    offsets = Registration(shift_px=[[0.6, -1.1], [0.0, 0.0], [-0.3, 0.8]])
+    drifted = Microscope.from_preset("default").replace(registration=offsets)
+    images = chromaqpi.simulate(torch.zeros(128, 128), drifted, absorption=absorption,
+                                generator=torch.Generator().manual_seed(1))[0].numpy()
+    np.save(tmp_path / "target.npy", images)
+    out = tmp_path / "registered.toml"
+    assert main(["register", str(tmp_path / "target.npy"), "-m", "default", "--normalized", "--tile", "32",
+                 "--out", str(out)]) == 0
+    fitted = Microscope.from_toml(out).registration
+    assert fitted.scale == [1.0, 1.0, 1.0] and fitted.image_shape == []
+    np.testing.assert_allclose(fitted.shift_px, offsets.shift_px, atol=0.05)
+    crop = images[:, 8:, :120]  # another size: taken, not refused
+    chromaqpi.reconstruct(crop, Microscope.from_toml(out), method="tie")
+
+
 def test_register_cli_fits_the_camera_s_own_channels_under_a_colour_matrix(calibration_image, tmp_path):
     # A camera that mixes its channels mixes their lateral colour too: the fit undoes the declared matrix first.
     from chromaqpi.cli.main import main

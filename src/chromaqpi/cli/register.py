@@ -6,7 +6,8 @@ detail across the field (stage micrometer, stained section). Prints the fit per 
 ``--out``, writes the declared microscope with the median fit as its ``registration``, ready for
 ``chromaqpi reconstruct --microscope registered.toml``, which maps the channels back before any
 method runs. Fit the images at the size you reconstruct: the magnification is about the image centre,
-so the written registration records that size and `reconstruct` refuses others.
+so the written registration records that size and `reconstruct` refuses others. A magnification that
+moves the edges by under a tenth of a pixel is written as exactly 1, and without one no size is recorded.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def run(args):
     from chromaqpi.io import atomic_write
     from chromaqpi.microscope import Microscope, Registration
     from chromaqpi.optics.sensor import undo_colour_matrix
-    from chromaqpi.registration import estimate_registration
+    from chromaqpi.registration import estimate_registration, snap_unit_scale
 
     check_reading_options(args)
     if args.tile < 16:
@@ -63,9 +64,11 @@ def run(args):
         if len(shapes) > 1:  # a magnification is about each image's own centre: no common median
             raise ConfigError(f"the images have different sizes ({', '.join(f'{h}x{w}' for h, w in sorted(shapes))}): "
                               "fit a registration from images of the size you will reconstruct")
+        shape = shapes.pop()
+        scale = [snap_unit_scale(statistics.median(f.scale[c] for f in fits), shape) for c in range(n)]
         median = Registration(
-            image_shape=list(shapes.pop()),
-            scale=[statistics.median(f.scale[c] for f in fits) for c in range(n)],
+            image_shape=list(shape) if any(s != 1 for s in scale) else [],  # offsets hold at any size
+            scale=scale,
             shift_px=[[statistics.median(f.shift_px[c][k] for f in fits) for k in range(2)] for c in range(n)])
         with atomic_write(out, "w") as f:
             f.write(microscope.replace(registration=median).to_toml())
