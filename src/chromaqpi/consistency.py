@@ -198,7 +198,8 @@ def estimate_absorption(images, microscope: Microscope | str, *, phase=None, ord
 
     Returns
     -------
-    (H, W) or (B, H, W) float64 attenuation a (dimensionless; 0 = transparent).
+    (H, W) or (B, H, W) float64 attenuation a (dimensionless; 0 = transparent): a NumPy array for NumPy
+    images, as :func:`chromaqpi.reconstruct` returns, else a tensor on their device.
     """
     from chromaqpi.registration import unregister
     from chromaqpi.solvers.base import as_image_batch
@@ -222,7 +223,14 @@ def estimate_absorption(images, microscope: Microscope | str, *, phase=None, ord
     a = attenuation(batch)
     if phase is not None:
         a = a - attenuation(_predicted_images(_phase_batch(phase, batch), microscope))
-    return a if batched else a[0]
+    a = a if batched else a[0]
+    return a.cpu().numpy() if _is_numpy(images) else a
+
+
+def _is_numpy(array) -> bool:
+    import numpy as np
+
+    return isinstance(array, np.ndarray)
 
 
 _STAIN_GAUSS_NEWTON_STEPS = 6

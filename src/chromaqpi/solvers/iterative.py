@@ -15,11 +15,12 @@ import functools
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from chromaqpi.errors import ConfigError, InputError, MethodError, is_number
 from chromaqpi.microscope import Microscope
-from chromaqpi.optics.simulator import coherent_paraxial, get_simulator
+from chromaqpi.optics.simulator import coherent_paraxial, get_simulator, tensor_from_array
 from chromaqpi.optics.spectra import get_stain
 from chromaqpi.solvers.wotf import transfer_functions
 
@@ -303,7 +304,8 @@ def refine_with_absorption(images: torch.Tensor, microscope: Microscope | str, i
 
     Returns
     -------
-    :class:`PhaseAndAbsorption` of (B, H, W) tensors, same dtype and device as ``images``. ``a`` is not
+    :class:`PhaseAndAbsorption` of (B, H, W) tensors, same dtype and device as ``images`` (NumPy arrays of
+    their dtype for NumPy images, as :func:`chromaqpi.reconstruct` returns). ``a`` is not
     constrained to be >= 0: a flat-field gain error or light a phase edge scatters past the pupil can
     read as a small negative or positive attenuation. On the chromatic ``default`` optics the fitted ``a``
     was less accurate than its ``"intercept"`` start (ad hoc, 8 absorbing family scenes, 100 steps: RMS
@@ -323,6 +325,8 @@ def refine_with_absorption(images: torch.Tensor, microscope: Microscope | str, i
     microscope = Microscope.resolve(microscope)
     check_absorption_identifiable(microscope)
     get_stain(stain)  # an unknown name fails before any fit step
+    given = images
+    images = _tensor_images(images)
     if isinstance(init_absorption, str):
         if init_absorption == "intercept":
             init_absorption = estimate_absorption(images.double(), microscope, stain=stain)
@@ -333,7 +337,20 @@ def refine_with_absorption(images: torch.Tensor, microscope: Microscope | str, i
     fit = _refine(images, microscope, init_phase, init_absorption, steps=steps, loss=loss, tv=tv,
                   tikhonov=tikhonov, optimizer=optimizer, lr=lr, tol=tol, fast=fast, precondition=precondition,
                   progress=progress, stain=stain)
+    if isinstance(given, np.ndarray):
+        fit = fit.cpu().numpy().astype(given.dtype, copy=False)
     return PhaseAndAbsorption(fit[:, 0], fit[:, 1])
+
+
+def _tensor_images(images) -> torch.Tensor:
+    """A tensor of NumPy ``images``, float32 for half precision (FFTs need it), as ``reconstruct`` reads them;
+    a tensor as it is."""
+    if not isinstance(images, np.ndarray):
+        return images
+    if not np.issubdtype(images.dtype, np.floating):
+        raise InputError(f"images must be float intensities (empty field = 1), got dtype {images.dtype}")
+    tensor = tensor_from_array(images)
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
 
 
 def _refine(images, microscope, init_phase, init_absorption, *, steps, loss, tv, tikhonov, optimizer, lr, tol,
