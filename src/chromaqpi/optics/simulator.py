@@ -441,8 +441,10 @@ def simulate(phase, microscope: Microscope | str, *, absorption=None, stain=None
     phase : (H, W) or (B, H, W) float array/tensor, radians at the microscope's
         reference wavelength (``optics.wavelength_ref_um``).
     microscope : a :class:`~chromaqpi.microscope.Microscope`, preset name or TOML path.
-    absorption : optional, same shape, amplitude attenuation ``a >= 0``; or a list of such maps, one
-        per stain of a list ``stain`` (a specimen with several dyes, e.g. H&E).
+    absorption : optional, same shape, amplitude attenuation ``a`` (``|t|² = e^{-2a}``; >= 0 for a
+        specimen, negative values are a gain, computed as given: weak-object gratings and fitted maps
+        use them); or a list of such maps, one per stain of a list ``stain`` (a specimen with several
+        dyes, e.g. H&E).
     stain : how that attenuation depends on wavelength: None (grey), a name in
         :data:`chromaqpi.optics.spectra.STAINS` (``"eosin"``, ``"haematoxylin"``, ``"haemoglobin"``,
         ``"methylene-blue"``) or a :class:`~chromaqpi.optics.spectra.Stain`; with a list of maps, a
@@ -452,7 +454,9 @@ def simulate(phase, microscope: Microscope | str, *, absorption=None, stain=None
 
     Returns
     -------
-    torch.Tensor (B, C, H, W), same dtype and device as ``phase``; an empty
+    torch.Tensor (B, C, H, W), same dtype (float32 for a float16 or bfloat16 ``phase``, which is computed
+    and returned in float32: half precision resolves intensities near 1 only to 1e-3 or 8e-3, the size
+    of a weak object's contrast) and device as ``phase``; a NumPy ``phase`` gives a tensor. An empty
     field reads 1 (before any model-specific normalisation).
 
     Examples
