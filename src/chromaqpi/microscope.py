@@ -353,9 +353,10 @@ class Microscope:
         data = asdict(self)
         data["focus"]["shift_wavelengths_um"] = list(self.focus.shift_wavelengths_um)
         data["focus"]["shift_um"] = list(self.focus.shift_um)
-        if self.registration.is_identity:  # registered channels: configs and caches as before the section
+        registration = self.registration
+        if registration.is_identity and not registration.image_shape:  # configs and caches as before the section
             del data["registration"]
-        elif not self.registration.image_shape:
+        elif not registration.image_shape:
             del data["registration"]["image_shape"]  # written only when known
         if not self.sensor.colour_matrix:  # the camera's own channels: configs and caches as before the field
             del data["sensor"]["colour_matrix"]

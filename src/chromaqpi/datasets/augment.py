@@ -34,6 +34,7 @@ import functools
 import numpy as np
 import torch
 
+from chromaqpi.microscope import Registration
 from chromaqpi.registration import fourier_shift
 
 __all__ = ["N_TRANSFORMS", "apply_transform", "invert_transform", "transform_matrix", "valid_transforms",
@@ -93,8 +94,8 @@ def valid_transforms(microscope, shape) -> tuple[int, ...]:
     tuple of int, always containing 0 (the identity).
     """
     d = microscope if isinstance(microscope, dict) else microscope.to_dict()
-    if d["sensor"].get("bayer") or "registration" in d:  # to_dict() keeps only a non-identity registration,
-        return (0,)  # whose channel offsets have a direction a turn or flip would change
+    if d["sensor"].get("bayer") or not Registration(**d.get("registration", {})).is_identity:
+        return (0,)  # channel offsets have a direction a turn or flip would change
     na_c, n_src = float(d["optics"]["na_condenser"]), int(d["optics"]["source_points"])
     square = shape[0] == shape[1]
     return tuple(t for t in range(N_TRANSFORMS)
