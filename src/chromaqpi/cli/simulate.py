@@ -68,6 +68,7 @@ def run(args):
     from chromaqpi.errors import ConfigError, InputError
     from chromaqpi.io import write_json, write_tiff
     from chromaqpi.microscope import Microscope
+    from chromaqpi.optics.sensor import adds_noise
     from chromaqpi.optics.simulator import simulate
 
     if args.max_phase is None:
@@ -84,6 +85,7 @@ def run(args):
                          "or save the phase map as TIFF/NPY")
     out = output_dir(args.out)
     gen = torch.Generator().manual_seed(args.seed)
+    noisy = not args.no_noise and adds_noise(microscope.sensor)  # recorded: whether noise was applied
     lam = microscope.optics.wavelength_ref_um
     for path in progress(paths, desc="simulate"):
         outputs = output_files(out, path.stem, ["sim.tif", "sim.json"])
@@ -93,7 +95,7 @@ def run(args):
             image = simulate(phase, microscope, noise=not args.no_noise, generator=gen)[0].numpy()
             meta = {"kind": "chromaqpi simulated image", "source": path.name, "channels": microscope.channel_names,
                     "units": "intensity, empty field = 1" + ("" if args.float else " (uint16: value/65535*2)"),
-                    "noise": not args.no_noise, "seed": args.seed, "microscope": microscope.to_dict(),
+                    "noise": noisy, "seed": args.seed, "microscope": microscope.to_dict(),
                     **({"from_image": True, "max_phase_rad": args.max_phase} if args.from_image else {})}
             encoding = {} if args.float else {"dtype": "uint16", "value_range": (0.0, 2.0)}
             clipped = float(np.mean((image < 0) | (image > 2))) if not args.float else 0.0

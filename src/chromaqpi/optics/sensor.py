@@ -71,6 +71,12 @@ def gaussian_noise(intensity: torch.Tensor, sensor, *, generator: torch.Generato
     return intensity + sensor.gaussian_mean + sensor.gaussian_std * _randn_like(intensity, generator)
 
 
+def adds_noise(sensor) -> bool:
+    """Whether ``noise=True`` changes the images: the camera model always (shot noise, quantisation); the
+    reference paper's additive model only with a non-zero std or mean (its presets have neither)."""
+    return sensor.model == "camera" or sensor.gaussian_std != 0 or sensor.gaussian_mean != 0
+
+
 def apply_sensor(intensity: torch.Tensor, sensor, *, noise: bool, generator: torch.Generator | None = None):
     """Full sensor chain on (B, C, H, W) normalised intensities."""
     out = intensity
