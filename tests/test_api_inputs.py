@@ -131,3 +131,36 @@ def test_a_tiny_or_narrow_image_is_reconstructed_with_a_warning(shape, warned):
         chromaqpi.reconstruct(images, "paper-2shot", method="wotf")
     size = [str(w.message) for w in caught if "on a side the phase is unreliable" in str(w.message)]
     assert bool(size) == warned and (not warned or f"{shape[0]}x{shape[1]} px" in size[0])
+
+
+def test_absorption_entry_points_take_and_give_numpy_like_reconstruct(two_shot):
+    from chromaqpi.solvers.iterative import PhaseAndAbsorption
+
+    images = two_shot.float()  # (C, H, W)
+    a = chromaqpi.estimate_absorption(images.numpy(), "paper-2shot")
+    assert isinstance(a, np.ndarray) and a.dtype == np.float64  # float64, as for a tensor
+    np.testing.assert_array_equal(a, chromaqpi.estimate_absorption(images, "paper-2shot").numpy())
+    start = np.zeros((1, 48, 48), np.float32)
+    fit = chromaqpi.refine_with_absorption(images.numpy()[None], "paper-2shot", start, steps=2)
+    assert isinstance(fit, PhaseAndAbsorption)
+    assert all(isinstance(m, np.ndarray) and m.dtype == np.float32 and m.shape == (1, 48, 48) for m in fit)
+    tensors = chromaqpi.refine_with_absorption(images[None], "paper-2shot", torch.from_numpy(start), steps=2)
+    np.testing.assert_array_equal(fit.phase, tensors.phase.numpy())
+
+
+def test_simulate_computes_half_precision_in_float32():
+    # The docstring says so: float16 resolves intensities near 1 only to 1e-3.
+    assert chromaqpi.simulate(torch.zeros(16, 16, dtype=torch.float16), "paper-2shot", noise=False).dtype == \
+        torch.float32
+    assert "float32 for a float16" in chromaqpi.simulate.__doc__
+
+
+def test_an_identity_registration_keeps_its_image_shape_through_dict_and_toml(tmp_path):
+    from chromaqpi.datasets.augment import valid_transforms
+
+    sized = Microscope.from_preset("default").replace(registration={"image_shape": [64, 80]})
+    assert sized.registration.is_identity and Microscope.from_dict(sized.to_dict()) == sized
+    sized.to_toml(tmp_path / "m.toml")
+    assert Microscope.from_toml(tmp_path / "m.toml") == sized
+    assert valid_transforms(sized, (32, 32)) == valid_transforms(Microscope.from_preset("default"), (32, 32))
+    assert "registration" not in Microscope.from_preset("default").to_dict()

@@ -247,3 +247,14 @@ def test_a_uniform_background_is_a_valid_empty_field(tmp_path, capsys):
     # As a specimen it has nothing to reconstruct: said in the file's own counts, not scaled units.
     assert main(["reconstruct", str(tmp_path / "bg.tif"), "--method", "tie", "--out", str(tmp_path / "o2")]) == 2
     _one_line_error(capsys, "image is constant (every pixel reads 3000 of 65535)")
+
+
+@pytest.mark.parametrize("preset, extra, noise", [("paper-2shot", [], False), ("default", [], True),
+                                                  ("default", ["--no-noise"], False)])
+def test_simulate_records_whether_noise_was_applied(tmp_path, preset, extra, noise):
+    # The paper presets' additive noise is N(0, 0): "noise: true" said it was applied.
+    import json
+
+    np.save(tmp_path / "p.npy", np.zeros((16, 16), np.float32))
+    assert main(["simulate", str(tmp_path / "p.npy"), "-m", preset, *extra, "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "p_sim.json").read_text())["noise"] is noise
