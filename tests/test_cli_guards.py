@@ -258,3 +258,12 @@ def test_simulate_records_whether_noise_was_applied(tmp_path, preset, extra, noi
     np.save(tmp_path / "p.npy", np.zeros((16, 16), np.float32))
     assert main(["simulate", str(tmp_path / "p.npy"), "-m", preset, *extra, "--out", str(tmp_path / "o")]) == 0
     assert json.loads((tmp_path / "o" / "p_sim.json").read_text())["noise"] is noise
+
+
+def test_a_black_level_above_the_image_is_named_as_such(tmp_path, capsys):
+    image = (20000 + np.random.default_rng(0).integers(0, 3000, (32, 40, 3))).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", image, photometric="rgb")
+    assert main(["reconstruct", str(tmp_path / "a.tif"), "--method", "tie", "--dark", "100",
+                 "--out", str(tmp_path / "o")]) == 2
+    _one_line_error(capsys, "the black level (dark) 100 is at or above the image's median intensity 0.3")
+    assert not (tmp_path / "o").exists()

@@ -63,7 +63,9 @@ def flat_field(raw: np.ndarray, *, background: np.ndarray | None = None, dark: f
         focus; ideally the mean of several frames); if None, :func:`estimate_background` is used.
     dark : black level or dark frame, subtracted from both.
     """
-    raw = np.asarray(raw, dtype=np.float64) - dark
+    raw = np.asarray(raw, dtype=np.float64)
+    _check_black_level(raw, dark)
+    raw = raw - dark
     if background is None:
         bg = estimate_background(raw)
     else:
@@ -76,3 +78,13 @@ def flat_field(raw: np.ndarray, *, background: np.ndarray | None = None, dark: f
     if np.any(bg <= 0):
         raise InputError("background is zero or negative somewhere: check the black level / empty-field image")
     return (raw / bg).astype(np.float32)
+
+
+def _check_black_level(raw: np.ndarray, dark) -> None:
+    """A black level at or above most of the image leaves no light: say so, rather than blame the
+    background it empties."""
+    if np.median(raw - dark) <= 0:
+        level = f"{dark:g}" if np.ndim(dark) == 0 else "of the dark frame"
+        raise InputError(f"the black level (dark) {level} is at or above the image's median intensity "
+                         f"{np.median(raw):.3g}: no light is left (it is in the image's units: [0, 1] for "
+                         "8- and 16-bit files)")
