@@ -214,3 +214,26 @@ def test_cli_errors_are_one_line_without_output(tmp_path, capsys):
 def test_camera_response_validates_its_arrays():
     with pytest.raises(InputError, match="codes must rise strictly from 0 to 1"):
         CameraResponse(codes=np.array([0.0, 0.5, 0.9]), linear=np.ones((1, 3)), observed=np.zeros((1, 2)), fit={})
+
+
+def test_cli_drops_a_frame_saturated_everywhere_and_counts_a_folder_s_frames(tmp_path, capsys):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    steps = STEPS[-6:]
+    for k, frame in enumerate(empty_field_series(filmic, (3, 64, 64), steps=steps)):
+        tifffile.imwrite(folder / f"f{k}.tif", np.round(frame * 255).astype(np.uint8), photometric="rgb",
+                         planarconfig="separate")
+    tifffile.imwrite(folder / "f6.tif", np.full((3, 64, 64), 255, np.uint8), photometric="rgb",
+                     planarconfig="separate")  # the longest exposure clipped everywhere (uniform)
+    exposures = ",".join(f"{t:.6g}" for t in [*steps, 2 * steps[-1]])
+    out = tmp_path / "cam.json"
+    with pytest.warns(UserWarning, match=r"frames 7 \(exposure 2\) are saturated or black everywhere: dropped") as said:
+        assert main(["response", str(folder), "--exposures", exposures, "--out", str(out)]) == 0
+    assert not [w for w in said if "exposure steps" in str(w.message)]  # the steps of the frames used: all √2
+    fit = read_response(out).fit
+    assert fit["frames"] == 6 and fit["dropped_frames"] == [7]
+    capsys.readouterr()
+    assert main(["response", str(folder / "f0.tif"), "--exposures", "1,2", "--out", str(tmp_path / "x.json")]) == 2
+    assert "1 frame but 2 exposure times" in capsys.readouterr().err
+    assert main(["response", str(folder), "--exposures", "1,2", "--out", str(tmp_path / "x.json")]) == 2
+    assert "7 frames but 2 exposure times" in capsys.readouterr().err

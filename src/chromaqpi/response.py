@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,9 +120,15 @@ def write_response(path, response: CameraResponse) -> None:
 
 
 # ------------------------------------------------------------------ fit
-def _series_blocks(frames, exposures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Block means (J, C, N), their usability (J, C, N) and the exposure times (J,), validated; the frames
-    (any iterable: the command line reads them one by one) are averaged over blocks as they come."""
+def plural(n: int, word: str) -> str:
+    """``"1 frame"``, ``"2 frames"``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _series_blocks(frames, exposures) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Block means (J, C, N), their usability (J, C, N), the exposure times (J,) and the (1-based) frames
+    dropped, validated; the frames (any iterable: the command line reads them one by one) are averaged
+    over blocks as they come."""
     t = np.asarray(exposures, dtype=np.float64).reshape(-1)
     if t.size < 2:
         raise InputError(f"a camera response needs at least 2 frames at different exposure times, got {t.size}")
@@ -147,8 +154,24 @@ def _series_blocks(frames, exposures) -> tuple[np.ndarray, np.ndarray, np.ndarra
         means.append(m)
         usable.append(u)
     if len(means) != t.size:
-        raise InputError(f"{len(means)} frames but {t.size} exposure times")
-    return np.stack(means), np.stack(usable), t
+        raise InputError(f"{plural(len(means), 'frame')} but {plural(t.size, 'exposure time')}")
+    keep = _frames_with_codes(np.stack(usable), t)
+    return np.stack(means)[keep], np.stack(usable)[keep], t[keep], [int(k) + 1 for k in np.flatnonzero(~keep)]
+
+
+def _frames_with_codes(usable: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Which frames have a block between black and full scale (J,); the others, saturated (the longest
+    exposures) or black everywhere, are dropped with a warning while 2 exposure times remain."""
+    keep = usable.any(axis=(1, 2))
+    empty = ", ".join(f"{k + 1} (exposure {t[k]:g})" for k in np.flatnonzero(~keep))
+    if np.unique(t[keep]).size < 2:
+        raise InputError("fewer than 2 exposure times have codes between black and full scale"
+                         + (f" (frames {empty} are saturated or black everywhere)" if empty else "")
+                         + "; take frames whose codes lie inside the range")
+    if empty:
+        warnings.warn(f"frames {empty} are saturated or black everywhere: dropped from the fit", UserWarning,
+                      stacklevel=4)
+    return keep
 
 
 def _blocks(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -239,7 +262,9 @@ def fit_response(frames, exposures, *, knots: int = DEFAULT_KNOTS,
 
     Returns
     -------
-    CameraResponse, with ``fit``: frames, exposure times, blocks, the weighted rms residual in ln units
+    CameraResponse, with ``fit``: frames used, the (1-based) frames dropped because they are saturated or
+    black everywhere (with a warning; too few left: InputError), exposure times used, blocks, the weighted
+    rms residual in ln units
     per channel, and the effective gamma per channel (the slope of ln code against ln light over the middle
     of the observed codes: 1 for a linear camera, about 0.45 for sRGB, None where too few codes were seen).
 
@@ -260,7 +285,7 @@ def fit_response(frames, exposures, *, knots: int = DEFAULT_KNOTS,
         raise InputError(f"knots must be an integer >= 4, got {knots!r}")
     if not (isinstance(smoothness, (int, float)) and math.isfinite(smoothness) and smoothness > 0):
         raise InputError(f"smoothness must be a number > 0, got {smoothness!r}")
-    mean, usable, t = _series_blocks(frames, exposures)
+    mean, usable, t, dropped = _series_blocks(frames, exposures)
     codes = np.linspace(0.0, 1.0, knots)
     curves, observed, residuals, gammas = [], [], [], []
     for c in range(mean.shape[1]):
@@ -281,7 +306,7 @@ def fit_response(frames, exposures, *, knots: int = DEFAULT_KNOTS,
         observed.append((lo, hi))
         residuals.append(rms)
         gammas.append(_effective_gamma(codes, g, lo, hi))
-    fit = {"frames": int(t.size), "exposures": t.tolist(), "blocks": int(mean.shape[-1]),
+    fit = {"frames": int(t.size), "dropped_frames": dropped, "exposures": t.tolist(), "blocks": int(mean.shape[-1]),
            "knots": knots, "smoothness": float(smoothness), "rms_log_residual": residuals,
            "effective_gamma": gammas}
     return CameraResponse(codes=codes, linear=np.array(curves), observed=np.array(observed), fit=fit)

@@ -17,7 +17,8 @@ MAX_STEP = 1.5
 
 
 def add_arguments(parser):
-    parser.add_argument("frames", nargs="+", metavar="FRAME", help="frames of one field, in --exposures order")
+    parser.add_argument("frames", nargs="+", metavar="FRAME",
+                        help="frames of one field, in --exposures order (a folder: its images in name order)")
     parser.add_argument("--exposures", required=True, metavar="T,T,...",
                         help="each frame's exposure time, comma-separated, any unit (only ratios matter)")
     parser.add_argument("--out", "-o", required=True, metavar="FILE", help="write the response curve (JSON)")
@@ -36,21 +37,37 @@ def _exposures(text: str) -> list[float]:
     return values
 
 
+def frame_paths(items: list[str]) -> list:
+    """The frames in order: files as named (twice if named twice), a folder's images in name order."""
+    from pathlib import Path
+
+    from chromaqpi.cli.common import IMAGE_SUFFIXES
+
+    paths = []
+    for item in map(Path, items):
+        paths.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                     if item.is_dir() else [item])
+    return paths
+
+
 def run(args):
     from chromaqpi.cli.common import output_file
     from chromaqpi.errors import InputError
     from chromaqpi.io import read_image
-    from chromaqpi.response import DEFAULT_SMOOTHNESS, fit_response, write_response
+    from chromaqpi.response import DEFAULT_SMOOTHNESS, fit_response, plural, write_response
 
     out = output_file(args.out, suffix=".json")
     exposures = _exposures(args.exposures)
-    if len(exposures) != len(args.frames):
-        raise InputError(f"{len(args.frames)} frames but {len(exposures)} exposure times in --exposures")
-    # Clipped pixels are expected in the longest exposures: they carry no weight in the fit.
-    frames = (read_image(path, max_saturated_fraction=1.0)[0] for path in args.frames)  # read one at a time
+    paths = frame_paths(args.frames)
+    if len(exposures) != len(paths):
+        raise InputError(f"{plural(len(paths), 'frame')} but {plural(len(exposures), 'exposure time')} in "
+                         "--exposures")
+    # Clipped pixels are expected in the longest exposures: they carry no weight in the fit, and a frame
+    # clipped (or black) everywhere, uniform as it is, is dropped by the fit.
+    frames = (read_image(path, max_saturated_fraction=1.0, empty_field=True)[0] for path in paths)  # one at a time
     smoothness = DEFAULT_SMOOTHNESS if args.smoothness is None else args.smoothness
     response = fit_response(frames, exposures, knots=args.knots, smoothness=smoothness)
-    steps = sorted(set(exposures))
+    steps = sorted(set(response.fit["exposures"]))  # those of the frames used
     worst = max(b / a for a, b in zip(steps, steps[1:]))
     if worst > MAX_STEP:
         warnings.warn(f"exposure steps up to {worst:.2g}x: between such frames the curve is interpolated; "
