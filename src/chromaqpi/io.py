@@ -533,7 +533,10 @@ def _scale_to_unit(arr: np.ndarray, info: dict, name: str) -> np.ndarray:
 def _load_raw(path: Path) -> tuple[np.ndarray, str, str]:
     """Read a file with the reader for its extension -> (array, axes, format)."""
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: not a regular file (a device, pipe or folder)" if path.exists() else
+                         f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes)")
     fmt = IMAGE_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         known = ", ".join(sorted(IMAGE_SUFFIXES))
@@ -625,6 +628,7 @@ def read_image(
                           "at half resolution, so fine phase detail is unreliable; save TIFF/PNG (or 4:4:4 JPEG)",
                           stacklevel=2)
     if linearize_srgb:
+        _warn_srgb_depth(info["bit_depth"], path.name)
         arr = srgb_decode(arr)
     elif gamma is not None:
         arr = gamma_decode(arr, gamma)
@@ -633,6 +637,15 @@ def read_image(
     info["shape"] = tuple(arr.shape)
     info["pixel_size_um"] = tiff_pixel_size_um(path) if fmt == "tiff" else None
     return arr, info
+
+
+def _warn_srgb_depth(bit_depth: int | None, name: str) -> None:
+    """sRGB is a display encoding of 8-bit files; 16-bit and float files are, as a rule, the camera's linear data."""
+    if bit_depth != 8:
+        depth = f"{bit_depth}-bit" if bit_depth else "floating-point"
+        warnings.warn(f"{name}: sRGB decoding is meant for 8-bit display images (camera JPEG/PNG), but this file "
+                      f"is {depth}, which cameras write linear: decode it only if it was saved with the sRGB curve",
+                      stacklevel=3)
 
 
 # ---------------------------------------------------------------------------

@@ -35,6 +35,8 @@ def collect_inputs(items: list[str], *, suffixes=IMAGE_SUFFIXES, prefer_end: str
             paths.extend(preferred or found)
         elif path.is_file():
             paths.append(path)
+        elif path.exists():  # /dev/null, a pipe: exists, but holds no image to read
+            raise InputError(f"input {path} is not a regular file (a device, pipe or socket)")
         else:
             raise InputError(f"input not found: {path}")
     _check_distinct_stems(paths, prefer_end)
