@@ -216,6 +216,8 @@ FLAG_OF = {"model": "--model", "steps": "--steps", "temperature": "--temperature
            "fit_absorption": "--fit-absorption", "stain": "--stain"}
 DIFFUSION = ("ddpm", "cvdm", "zmd")
 MIN_TILE = 64
+# Benchmark baselines (a flat map): for the Python API and `chromaqpi evaluate`, not offered to reconstruct images.
+BASELINES = ("constant",)
 
 
 def fit_each_input(args, microscope, desc: str, fit):
@@ -258,6 +260,7 @@ def check_options(args) -> None:
     """Reject values the methods would silently ignore or report under another name."""
     from chromaqpi.errors import ConfigError
 
+    check_method(args.method)
     if args.samples < 1:
         raise ConfigError(f"--samples must be >= 1, got {args.samples}")
     if args.refine < 0:
@@ -272,6 +275,18 @@ def check_options(args) -> None:
         raise ConfigError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     check_reading_options(args)
     check_focus_options(args)
+
+
+def check_method(name: str) -> None:
+    """A method offered to reconstruct images: any listed one but the benchmark baselines."""
+    from chromaqpi.errors import ConfigError
+    from chromaqpi.solvers.base import list_methods
+
+    offered = [m for m in list_methods() if m not in BASELINES]
+    if name not in offered:
+        what = "is a benchmark baseline (a flat phase map), not a reconstruction" if name in BASELINES else \
+            "is not a method"
+        raise ConfigError(f"--method {name} {what}; choose from {', '.join(offered)}")
 
 
 def check_focus_options(args) -> None:
