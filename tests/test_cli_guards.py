@@ -1,6 +1,7 @@
 """Guards against inputs and outputs that would silently give wrong or lost data (exit 2, one line, nothing written)."""
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,3 +268,40 @@ def test_a_black_level_above_the_image_is_named_as_such(tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 2
     _one_line_error(capsys, "the black level (dark) 100 is at or above the image's median intensity 0.3")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_device_or_an_empty_file_is_named_for_what_it_is(tmp_path, capsys):
+    (tmp_path / "empty.tif").write_bytes(b"")
+    with pytest.raises(InputError, match="file is empty"):
+        read_image(tmp_path / "empty.tif")
+    if not Path("/dev/null").exists():
+        pytest.skip("no /dev/null")
+    with pytest.raises(InputError, match="not a regular file"):
+        read_image("/dev/null")
+    assert main(["reconstruct", "/dev/null", "--method", "tie", "--out", str(tmp_path / "o")]) == 2
+    _one_line_error(capsys, "input /dev/null is not a regular file")
+
+
+def test_srgb_decoding_of_a_16_bit_file_is_questioned(tmp_path):
+    image = (20000 + np.random.default_rng(0).integers(0, 3000, (32, 40, 3))).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", image, photometric="rgb")
+    with pytest.warns(UserWarning, match="sRGB decoding is meant for 8-bit display images .* this file is 16-bit"):
+        assert main(["reconstruct", str(tmp_path / "a.tif"), "--method", "tie", "--srgb", "--no-preview",
+                     "--out", str(tmp_path / "o")]) == 0
+    Image.fromarray((image // 256).astype(np.uint8)).save(tmp_path / "b.png")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="sRGB decoding")
+        read_image(tmp_path / "b.png", linearize_srgb=True)  # 8-bit: what it is for
+
+
+def test_the_constant_baseline_is_not_offered_to_reconstruct_images(stack, tmp_path, capsys):
+    assert main(["reconstruct", str(stack), "-m", "paper-2shot", "--normalized", "--method", "constant",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--method constant is a benchmark baseline" in err and "constant," not in err.split("choose from")[1]
+    assert not (tmp_path / "o").exists()
+    assert main(["reconstruct", str(stack), "-m", "paper-2shot", "--normalized", "--method", "tei",
+                 "--out", str(tmp_path / "o")]) == 2
+    _one_line_error(capsys, "--method tei is not a method; choose from auto,")
+    phase = chromaqpi.reconstruct(tifffile.imread(stack), "paper-2shot", method="constant")  # the API keeps it
+    assert not phase.any()

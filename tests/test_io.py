@@ -72,7 +72,8 @@ def test_read_png_scales_uint8_and_moves_channels(tmp_path, rgb8):
 def test_read_16bit_tiff_and_linearize(tmp_path, rng):
     raw = rng.integers(1000, 60000, size=(3, 19, 21), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "a.tif", raw, photometric="minisblack")  # 3 pages
-    img, info = io.read_image(tmp_path / "a.tif", linearize_srgb=True)
+    with pytest.warns(UserWarning, match="this file is 16-bit, which cameras write linear"):
+        img, info = io.read_image(tmp_path / "a.tif", linearize_srgb=True)
     assert info["bit_depth"] == 16 and img.shape == (3, 19, 21)
     np.testing.assert_allclose(img, io.srgb_decode(raw / 65535.0), rtol=1e-6)
 
