@@ -297,25 +297,50 @@ def test_tv_admm_converges_to_the_analytic_tv_denoised_step(tv):
     assert float((torch.fft.ifft2(phi_hat).real[0] - expected).abs().max()) < 1e-9
 
 
-def test_an_automatic_alpha_that_sees_only_noise_says_so():
-    """A 2 µm bump under the default camera's noise: GCV takes its largest weight and WOTF returns almost
-    nothing (linearity-default.md); it must say so. The same bump without noise is recovered, silently.
-    (A light quadrature of the default preset, to keep the test fast.)"""
+def _bump_gain_and_warnings(scope, noise: bool, peak: float = 1.5, var_um2: float = 8.0):
+    """WOTF's gain on a Gaussian bump in an empty 256 px field, and how many times it said GCV saw no signal."""
     import warnings
 
     import numpy as np
 
-    scope = Microscope.from_preset("default").replace(spectra={"n_wavelengths": 4}, optics={"source_points": 5},
-                                                      sampling={"oversample": 1, "pad_px": 0})
     n, pixel = 256, scope.sampling.pixel_size_um
     yy, xx = np.mgrid[:n, :n]
-    bump = torch.tensor(1.5 * np.exp(-((xx - n / 2) ** 2 + (yy - n / 2) ** 2) * pixel**2 / 8.0))
+    bump = torch.tensor(peak * np.exp(-((xx - n / 2) ** 2 + (yy - n / 2) ** 2) * pixel**2 / var_um2))
+    images = simulate(bump, scope, noise=noise, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        phase = reconstruct(images, scope, method="wotf")[0]
+    said = [w for w in caught if "found no phase signal above the noise" in str(w.message)]
+    gain = float(((phase - phase.mean()) * (bump - bump.mean())).sum() / ((bump - bump.mean()) ** 2).sum())
+    return gain, len(said)
+
+
+def test_a_smooth_object_in_noise_keeps_its_gain_with_a_pupil(monkeypatch):
+    """Bumps under the default camera's noise: GCV alone takes its largest weight and returns ~0
+    (linearity-default.md); the automatic rule then uses the TIE-equivalent α and keeps the phase (measured
+    gains 1.01 and 0.89; the TIE's own on such bumps is 0.7-1). Noiseless, GCV keeps it unaided.
+    (A light quadrature of the default preset, to keep the test fast.)"""
+    import chromaqpi.solvers.wotf as wotf_module
+
+    scope = Microscope.from_preset("default").replace(spectra={"n_wavelengths": 4}, optics={"source_points": 5},
+                                                      sampling={"oversample": 1, "pad_px": 0})
+    for peak, var_um2 in ((1.5, 8.0), (0.4, 2.0)):
+        for noise in (True, False):
+            gain, said = _bump_gain_and_warnings(scope, noise, peak, var_um2)
+            assert said == 0
+            assert (0.75 < gain < 1.25) if noise else (0.95 < gain < 1.05)
+    monkeypatch.setattr(wotf_module, "_unless_no_signal", lambda alpha, *args: alpha)
+    gain, said = _bump_gain_and_warnings(scope, True)
+    assert said == 1 and gain < 0.1  # GCV alone: the failure the fallback is for
+
+
+def test_an_automatic_alpha_that_sees_only_noise_says_so():
+    """Without a pupil (paper-2shot, noise N(p, p), p = 0.05) there is no fallback: GCV takes its largest
+    weight, WOTF returns almost nothing, and it must say so. The same bump without noise is recovered,
+    silently."""
+    scope = Microscope.from_preset("paper-2shot").replace(
+        sensor={"model": "gaussian", "gaussian_mean": 0.05, "gaussian_std": 0.05})
     for noise, expected in ((True, 1), (False, 0)):
-        images = simulate(bump, scope, noise=noise, generator=torch.Generator().manual_seed(0))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            phase = reconstruct(images, scope, method="wotf")[0]
-        said = [w for w in caught if "found no phase signal above the noise" in str(w.message)]
-        assert len(said) == expected
-        gain = float(((phase - phase.mean()) * (bump - bump.mean())).sum() / ((bump - bump.mean()) ** 2).sum())
+        gain, said = _bump_gain_and_warnings(scope, noise)
+        assert said == expected
         assert (gain < 0.1) if noise else (gain > 0.9)  # the warning names a real failure, and only that

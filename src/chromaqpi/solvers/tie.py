@@ -146,6 +146,17 @@ def _gradient(field_hat: torch.Tensor, dx_um: float) -> tuple[torch.Tensor, torc
     return 1j * ky[:, None] * field_hat, 1j * kx[None, :] * field_hat
 
 
+def _poisson_spectrum(rhs, i0, dx_um, regularization, noise_var, alpha_floor, teague):
+    """``|k|²``, the spectrum of ``rhs`` (over mean I0 in the uniform-intensity form) and its α (B,)."""
+    k2 = k_squared(rhs.shape[-2:], dx_um, dtype=rhs.dtype, device=rhs.device)
+    mean_i0 = i0.mean(dim=(-2, -1), keepdim=True)
+    scale = torch.ones_like(mean_i0) if teague else mean_i0
+    rhs_hat = torch.fft.fft2(rhs / scale)
+    if noise_var is None:
+        noise_var = torch.zeros(rhs.shape[0], dtype=rhs.dtype, device=rhs.device)
+    return k2, rhs_hat, tie_alpha(rhs_hat, k2, regularization, noise_var / scale.flatten() ** 2, alpha_floor)
+
+
 def solve_poisson(rhs: torch.Tensor, i0: torch.Tensor, dx_um: float, *, regularization="auto",
                   noise_var: torch.Tensor | None = None, alpha_floor: torch.Tensor | float = 0.0,
                   teague: bool = False,
@@ -168,17 +179,11 @@ def solve_poisson(rhs: torch.Tensor, i0: torch.Tensor, dx_um: float, *, regulari
     -------
     (B, H, W) phase (rad), zero mean.
     """
-    k2 = k_squared(rhs.shape[-2:], dx_um, dtype=rhs.dtype, device=rhs.device)
-    mean_i0 = i0.mean(dim=(-2, -1), keepdim=True)
-    scale = torch.ones_like(mean_i0) if teague else mean_i0
-    rhs_hat = torch.fft.fft2(rhs / scale)
-    if noise_var is None:
-        noise_var = torch.zeros(rhs.shape[0], dtype=rhs.dtype, device=rhs.device)
-    alpha = tie_alpha(rhs_hat, k2, regularization, noise_var / scale.flatten() ** 2, alpha_floor)
+    k2, rhs_hat, alpha = _poisson_spectrum(rhs, i0, dx_um, regularization, noise_var, alpha_floor, teague)
     psi_hat = inverse_laplacian(rhs_hat, k2, alpha)
     if not teague:
         return torch.fft.ifft2(psi_hat).real
-    floor = torch.clamp(i0, min=0).maximum(i0_floor * mean_i0)
+    floor = torch.clamp(i0, min=0).maximum(i0_floor * i0.mean(dim=(-2, -1), keepdim=True))
     gy, gx = (torch.fft.ifft2(g).real / floor for g in _gradient(psi_hat, dx_um))
     dy, _ = _gradient(torch.fft.fft2(gy), dx_um)
     _, dxx = _gradient(torch.fft.fft2(gx), dx_um)
@@ -246,19 +251,32 @@ def tie(images: torch.Tensor, microscope: Microscope, *, regularization="auto", 
     Opt. Express 18:22817 (2010); Zuo et al., Opt. Lasers Eng. 135:106187 (2020).
     """
     padding = resolve_padding(padding, microscope)
+    rhs, i0, noise_var = _tie_problem(images, microscope, noise_std, order, in_focus, padding)
+    phase = solve_poisson(rhs, i0, microscope.sampling.pixel_size_um,
+                          regularization=regularization, noise_var=noise_var,
+                          alpha_floor=chromatic_alpha_floor(images, microscope), teague=teague, i0_floor=i0_floor)
+    return crop(phase, images.shape[-2:])
+
+
+def _tie_problem(images, microscope, noise_std, order, in_focus, padding):
+    """The padded Poisson right-hand side ``-(2πn/λ)∂I/∂ζ``, in-focus intensity, and the noise variance of
+    the right-hand side (B,)."""
     if order not in (1, 2):
         raise ConfigError(f"order must be 1 or 2, got {order!r}")
     zeta = defocus_coordinates(microscope)
     d_i, i0, gain = derivative_fit(images, zeta, order=order, in_focus=in_focus)
     o = microscope.optics
     factor = 2 * math.pi * o.n_medium / o.wavelength_ref_um
-    rhs = -factor * d_i
     noise_var = _intensity_noise(images, microscope, noise_std, zeta) * gain * factor**2
-    shape = rhs.shape[-2:]
-    phase = solve_poisson(mirror_pad(rhs, padding), mirror_pad(i0, padding), microscope.sampling.pixel_size_um,
-                          regularization=regularization, noise_var=noise_var,
-                          alpha_floor=chromatic_alpha_floor(images, microscope), teague=teague, i0_floor=i0_floor)
-    return crop(phase, shape)
+    return mirror_pad(-factor * d_i, padding), mirror_pad(i0, padding), noise_var
+
+
+def tie_regularization(images: torch.Tensor, microscope: Microscope) -> torch.Tensor:
+    """The α (B,), in (rad/µm)⁴, that :func:`tie`'s automatic rule picks for ``images`` (default options):
+    its low-frequency roll-off ``|k|⁴/(|k|⁴ + α)``, chosen for the phase error under the estimated noise."""
+    rhs, i0, noise_var = _tie_problem(images, microscope, None, 1, "auto", resolve_padding("auto", microscope))
+    return _poisson_spectrum(rhs, i0, microscope.sampling.pixel_size_um, "auto", noise_var,
+                             chromatic_alpha_floor(images, microscope), False)[2]
 
 
 def chromatic_alpha_floor(images: torch.Tensor, microscope: Microscope) -> torch.Tensor:

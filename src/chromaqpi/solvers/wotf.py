@@ -21,7 +21,8 @@ from chromaqpi.errors import ConfigError, is_number
 from chromaqpi.microscope import Microscope
 from chromaqpi.optics.spectra import get_stain
 from chromaqpi.optics.transfer import channel_transfer_functions
-from chromaqpi.solvers.fourier import alpha_grid, crop, gcv_alpha, mirror_pad, resolve_padding
+from chromaqpi.solvers.fourier import alpha_grid, crop, gcv_alpha, k_squared, mirror_pad, resolve_padding
+from chromaqpi.solvers.tie import tie_regularization
 
 _TF_CACHE: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
 _TF_CACHE_SIZE = 4
@@ -80,11 +81,46 @@ def _gcv(data: torch.Tensor, h: torch.Tensor, nuisance_dof: int = 0) -> torch.Te
     return gcv_alpha(s, proj, residual0, data[0].numel() - nuisance_dof, alpha_grid(s.max()))
 
 
+def _no_signal(alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Images (B,) whose α damps every frequency by half or more: GCV saw nothing but noise."""
+    return alpha >= 0.5 * float((h**2).sum(dim=0).max())
+
+
+def _tie_equivalent_alpha(h: torch.Tensor, images: torch.Tensor, microscope: Microscope) -> torch.Tensor:
+    """α (B,) giving the filter ``s/(s+α)`` the low-frequency roll-off the TIE's automatic rule picks.
+
+    Near DC the phase TFs grow like ``|k|²`` (the TIE limit), so ``s = Σ|H^φ|² ≈ κ|k|⁴`` and ``α = κ·α_TIE``
+    makes ``s/(s+α)`` the TIE's ``|k|⁴/(|k|⁴+α_TIE)`` there; κ is the median of ``s/|k|⁴`` 1-2 grid steps
+    from DC.
+    """
+    k2 = k_squared(h.shape[-2:], microscope.sampling.pixel_size_um, dtype=torch.float64, device=h.device)
+    ring = _low_ring(h.shape[-2:], h.device)
+    kappa = ((h.to(torch.float64)[:, ring] ** 2).sum(dim=0) / k2[ring] ** 2).median()
+    return kappa * tie_regularization(images, microscope).to(torch.float64)
+
+
+def _unless_no_signal(alpha: torch.Tensor, h: torch.Tensor, images: torch.Tensor, microscope: Microscope,
+                      loss: torch.Tensor) -> torch.Tensor:
+    """The automatic α, with the TIE-equivalent one (floored at δ²) where GCV saw no signal.
+
+    GCV scores the fit to the data, and a smooth or small object in a mostly empty field puts little of
+    the data's energy where ``|H|`` is small (low frequencies): under camera noise it takes the top of its
+    grid and returns nearly nothing (gain 0.00-0.05 on isolated Gaussian bumps, default preset, noisy;
+    benchmarks/results/linearity-default.md), where the TIE's phase-error rule keeps 0.7-1. Only for
+    objectives with a pupil: on the pupil-free paper presets the fallback raised the offset-aligned MAE of
+    8 training-split pictures of 3.5 rad from 0.59 to 1.0 rad (paper-2shot, noise N(p, p), p = 0.15).
+    """
+    empty = _no_signal(alpha, h)
+    if microscope.optics.na_objective <= 0 or not bool(empty.any()):
+        return alpha
+    fallback = torch.maximum(_tie_equivalent_alpha(h, images, microscope), loss.to(torch.float64) ** 2)
+    return torch.where(empty, fallback.to(alpha), alpha)
+
+
 def _warn_if_no_signal(alpha: torch.Tensor, h: torch.Tensor) -> None:
     """Warn when an automatic α damps every frequency to half or less: GCV then saw nothing but noise (it
     chose the top of its grid on a small or smooth object under camera noise) and the map is nearly 0."""
-    top = float((h**2).sum(dim=0).max())
-    empty = int((alpha >= 0.5 * top).sum())
+    empty = int(_no_signal(alpha, h).sum())
     if empty:
         warnings.warn(f"wotf: the automatic alpha found no phase signal above the noise in {empty} of "
                       f"{alpha.numel()} image(s) and damped every frequency by half or more (the map is nearly 0); "
@@ -104,6 +140,14 @@ def _alpha(data: torch.Tensor, h: torch.Tensor, rule, loss: torch.Tensor, nuisan
 
 
 # -------------------------------------------------------- absorption nuisance
+def _low_ring(shape, device) -> torch.Tensor:
+    """Mask (H, W) of the frequencies 1-2 grid steps from DC."""
+    hy = torch.fft.fftfreq(shape[0], dtype=torch.float64, device=device) * shape[0]
+    hx = torch.fft.fftfreq(shape[1], dtype=torch.float64, device=device) * shape[1]
+    r2 = hy[:, None] ** 2 + hx[None, :] ** 2
+    return (r2 >= 1) & (r2 <= 4)
+
+
 def absorption_separation(h_phase: torch.Tensor, h_abs: torch.Tensor) -> float:
     """Sine of the angle between the channel vectors of ``H^φ`` and ``H^a`` at the lowest frequencies.
 
@@ -113,10 +157,7 @@ def absorption_separation(h_phase: torch.Tensor, h_abs: torch.Tensor) -> float:
     frequency ``H^φ_c ∝ ζ_c`` and ``H^a_c ≈ -2``, so this is about the spread
     ``std(ζ)/rms(ζ)`` that decides the TIE's intercept fit.
     """
-    hy = torch.fft.fftfreq(h_phase.shape[-2], dtype=torch.float64, device=h_phase.device) * h_phase.shape[-2]
-    hx = torch.fft.fftfreq(h_phase.shape[-1], dtype=torch.float64, device=h_phase.device) * h_phase.shape[-1]
-    r2 = hy[:, None] ** 2 + hx[None, :] ** 2
-    ring = (r2 >= 1) & (r2 <= 4)
+    ring = _low_ring(h_phase.shape[-2:], h_phase.device)
     hp, ha = h_phase.to(torch.float64)[:, ring], h_abs.to(torch.float64)[:, ring]
     sp, sa, spa = (hp**2).sum(0), (ha**2).sum(0), (hp * ha).sum(0)
     ok = (sp > 0) & (sa > 0)
@@ -245,6 +286,8 @@ def invert_wotf(images: torch.Tensor, microscope: Microscope, *, alpha="auto", a
         phi = _tv_admm(d_eff, h_eff, alpha_p, float(tv), int(tv_iterations))
         return crop(torch.fft.ifft2(phi).real, shape), None
     alpha_p = _alpha(d_eff, h_eff, alpha, loss, dof)
+    if alpha == "auto":
+        alpha_p = _unless_no_signal(alpha_p, h_eff, images, microscope, loss)
     if alpha in ("auto", "gcv"):
         _warn_if_no_signal(alpha_p, h_eff)
     if not absorption:
@@ -332,7 +375,12 @@ def wotf(images: torch.Tensor, microscope: Microscope, *, alpha="auto", absorpti
     error, which is concentrated at the lowest frequencies; its size in
     intensity units is that of the lost light δ, so ``δ²`` is the Tikhonov
     noise-to-signal ratio for a phase of 1 rad rms. Weak objects and pupil-free
-    optics have δ ≈ 0 and keep plain GCV. Chosen on validation images only
+    optics have δ ≈ 0 and keep plain GCV. Where GCV sees no signal at all
+    (α_GCV >= ½ max s: a small or smooth object in a mostly empty, noisy
+    field) and the objective has a pupil, α is instead the TIE-equivalent
+    ``κ·α_TIE`` (floored at δ²), which gives ``s/(s+α)`` the TIE's automatic
+    low-frequency roll-off (see ``_unless_no_signal``); pupil-free optics
+    warn instead. Chosen on validation images only
     (training-split pictures and cell scenes, default preset, seeds outside
     the evaluation sets; 8 pictures of 3.5 rad and 4 cell scenes, 256 px,
     noiseless): factors 0.3, 1, 3, 10 on δ² gave offset-aligned MAE 0.70,
