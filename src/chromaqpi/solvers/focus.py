@@ -206,7 +206,7 @@ def estimate_focus_offset(images: torch.Tensor, microscope: Microscope | str, *,
                                  tuple(data.shape[-2:]), str(data.device))
     else:  # a large field: one trial in memory at a time
         transfer = (_phase_transfer(shift_focus(microscope, d), tuple(data.shape[-2:]), data.device)
-                    for d in offsets)
+                    for d in _with_progress(offsets))
     scores = np.array([float(_explained(data, hp, _contrast(hp))[0]) for hp in transfer])
     if np.isnan(scores).all():
         raise ConfigError("no trial focus gives the model any contrast: check the microscope's defocus")
@@ -230,7 +230,15 @@ def _trial_models(scope_json: str, offsets: tuple[float, ...], shape: tuple[int,
     """Every trial's phase transfer functions, cached for the last call: a batch of same-sized images of
     one microscope (the CLI, the benchmarks) computes the partially coherent, broadband trials once."""
     microscope = Microscope.from_dict(json.loads(scope_json))
-    return [_phase_transfer(shift_focus(microscope, d), shape, device) for d in offsets]
+    return [_phase_transfer(shift_focus(microscope, d), shape, device) for d in _with_progress(offsets)]
+
+
+def _with_progress(offsets):
+    """The trials on a progress bar, shown once they take over 2 s (broadband, partially coherent trial
+    transfer functions take minutes for a 256 px RGB crop on a laptop CPU)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(offsets, desc="focus trials", unit="trial", delay=2.0, leave=False)
 
 
 def _parabola_vertex(scores: np.ndarray, k: int) -> float:
