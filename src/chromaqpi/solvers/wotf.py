@@ -103,12 +103,13 @@ def _unless_no_signal(alpha: torch.Tensor, h: torch.Tensor, images: torch.Tensor
                       loss: torch.Tensor) -> torch.Tensor:
     """The automatic α, with the TIE-equivalent one (floored at δ²) where GCV saw no signal.
 
-    GCV scores the fit to the data, and a smooth or small object in a mostly empty field puts little of
-    the data's energy where ``|H|`` is small (low frequencies): under camera noise it takes the top of its
-    grid and returns nearly nothing (gain 0.00-0.05 on isolated Gaussian bumps, default preset, noisy;
-    benchmarks/results/linearity-default.md), where the TIE's phase-error rule keeps 0.7-1. Only for
-    objectives with a pupil: on the pupil-free paper presets the fallback raised the offset-aligned MAE of
-    8 training-split pictures of 3.5 rad from 0.59 to 1.0 rad (paper-2shot, noise N(p, p), p = 0.15).
+    A smooth or small object in a mostly empty field has its phase at low frequencies, where ``|H|`` is
+    small, so it adds little to the data; GCV, which scores the fit to the data, then takes the top of its
+    grid under camera noise and returns nearly nothing (gain 0.00-0.05 on isolated Gaussian bumps, default
+    preset, noisy; 0.70-0.97 with this fallback except on the steepest bump, as the TIE's own rule gives:
+    benchmarks/results/linearity-default.md). Only for objectives with a pupil: on the pupil-free paper
+    presets the fallback raised the offset-aligned MAE of 8 training-split pictures of 3.5 rad from 0.59 to
+    0.71 and 1.03 rad (paper-2shot, noise N(p, p), p = 0.05 and 0.15), so they keep GCV's choice and warn.
     """
     empty = _no_signal(alpha, h)
     if microscope.optics.na_objective <= 0 or not bool(empty.any()):
