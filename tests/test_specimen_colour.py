@@ -84,16 +84,19 @@ def test_transparent_and_grey_specimens_read_colourless(wide, blob_scenes):
     stronger = chromaqpi.specimen_colour(uniform, default)  # stained all over the small field
     assert stronger.coloured and stronger.nearest_stain == "eosin"
     tiny = chromaqpi.specimen_colour(uniform[:, :48, :48], default)
-    assert not tiny.judged and not tiny.coloured
+    assert not tiny.judged and not tiny.coloured and tiny.extinction is None
     planes = chromaqpi.specimen_colour(stained[:2], Microscope.from_preset("paper-2shot").replace(
         sampling={"pixel_size_um": 0.45}))
     assert not planes.judged and not planes.coloured
+    # Two planes at one wavelength hold no colour: no extinction ratios are made up from defocus contrast.
+    assert planes.extinction is None and "extinction not judged" in planes.summary()
 
 
 def test_batches_and_bad_scales(default):
     images = torch.ones(2, 3, 32, 32, dtype=torch.float64)
     out = chromaqpi.specimen_colour(images, default)
-    assert len(out) == 2 and out[0].chromatic_od == 0 and out[0].extinction == (1.0, 1.0, 1.0)
+    assert len(out) == 2 and out[0].chromatic_od == 0 and not out[0].coloured
+    assert out[0].extinction is None  # a 5 µm field is under the blur widths that judge a colour
     with pytest.raises(ConfigError, match="scale_um"):
         chromaqpi.specimen_colour(images, default, scale_um=0)
 

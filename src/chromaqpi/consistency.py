@@ -62,7 +62,8 @@ class SpecimenColour:
     ``chromatic_od``: RMS over the field of the channels' optical density (``-½ ln I``, the units of the
     attenuation ``a``) minus its mean over the channels; near 0 for transparent and grey specimens.
     ``extinction``: per channel, the specimen's relative attenuation (mean 1; all 1 for a grey one),
-    estimated where it absorbs. ``nearest_stain``: the named stain (``chromaqpi.optics.spectra.STAINS``)
+    estimated where it absorbs; None where the colour is not ``judged`` (the ratios there are
+    defocus contrast over a near-zero mean, e.g. 12.6 and -10.6 on a paper-2shot pair). ``nearest_stain``: the named stain (``chromaqpi.optics.spectra.STAINS``)
     whose channel extinction points the same way (cosine >= 0.8 of the deviation from grey); None when
     none does or the specimen is not ``coloured``. ``judged``: False where the colour cannot be told
     (channels all at one wavelength, or a field under :data:`COLOUR_SMALL_FIELD` blur widths); such a
@@ -71,7 +72,7 @@ class SpecimenColour:
     """
 
     chromatic_od: float
-    extinction: tuple[float, ...]
+    extinction: tuple[float, ...] | None
     nearest_stain: str | None
     judged: bool = True
     threshold: float = COLOURED_OD
@@ -81,8 +82,9 @@ class SpecimenColour:
         return self.judged and self.chromatic_od > self.threshold
 
     def summary(self) -> str:
-        ratios = "/".join(f"{v:.2f}" for v in self.extinction)
         like = f", like {self.nearest_stain}" if self.nearest_stain else ""
+        ratios = ("/".join(f"{v:.2f}" for v in self.extinction) if self.extinction is not None
+                  else "not judged (one colour, or too small a field)")
         return (f"chromatic optical density {self.chromatic_od:.4f} at {COLOUR_SCALE_UM:g} µm, channel "
                 f"extinction {ratios}{like}")
 
@@ -333,7 +335,8 @@ def specimen_colour(images, microscope: Microscope | str, *,
         total = float(od.mean(axis=0).clip(min=0).sum())
         tint = chroma.reshape(len(chroma), -1).sum(axis=1) / total if total > 0 else np.zeros(len(chroma))
         level = float(np.sqrt((chroma**2).sum(axis=0).mean()))
-        out.append(SpecimenColour(chromatic_od=level, extinction=tuple(float(v) for v in 1 + tint),
+        out.append(SpecimenColour(chromatic_od=level,
+                                  extinction=tuple(float(v) for v in 1 + tint) if judged else None,
                                   nearest_stain=_nearest(tint, stains) if judged and level > threshold else None,
                                   judged=judged, threshold=threshold))
     return out if batched else out[0]
