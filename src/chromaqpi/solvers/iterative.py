@@ -20,7 +20,7 @@ import torch
 
 from chromaqpi.errors import ConfigError, InputError, MethodError, is_number
 from chromaqpi.microscope import Microscope
-from chromaqpi.optics.simulator import coherent_paraxial, get_simulator, tensor_from_array
+from chromaqpi.optics.simulator import coherent_paraxial, get_simulator
 from chromaqpi.optics.spectra import get_stain
 from chromaqpi.solvers.wotf import transfer_functions
 
@@ -325,8 +325,10 @@ def refine_with_absorption(images: torch.Tensor, microscope: Microscope | str, i
     microscope = Microscope.resolve(microscope)
     check_absorption_identifiable(microscope)
     get_stain(stain)  # an unknown name fails before any fit step
+    from chromaqpi.solvers.base import as_image_batch
+
     given = images
-    images = _tensor_images(images)
+    images = as_image_batch(images, microscope.n_channels)[0]  # NumPy read as reconstruct reads it, and checked
     if isinstance(init_absorption, str):
         if init_absorption == "intercept":
             init_absorption = estimate_absorption(images.double(), microscope, stain=stain)
@@ -340,17 +342,6 @@ def refine_with_absorption(images: torch.Tensor, microscope: Microscope | str, i
     if isinstance(given, np.ndarray):
         fit = fit.cpu().numpy().astype(given.dtype, copy=False)
     return PhaseAndAbsorption(fit[:, 0], fit[:, 1])
-
-
-def _tensor_images(images) -> torch.Tensor:
-    """A tensor of NumPy ``images``, float32 for half precision (FFTs need it), as ``reconstruct`` reads them;
-    a tensor as it is."""
-    if not isinstance(images, np.ndarray):
-        return images
-    if not np.issubdtype(images.dtype, np.floating):
-        raise InputError(f"images must be float intensities (empty field = 1), got dtype {images.dtype}")
-    tensor = tensor_from_array(images)
-    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
 
 
 def _refine(images, microscope, init_phase, init_absorption, *, steps, loss, tv, tikhonov, optimizer, lr, tol,

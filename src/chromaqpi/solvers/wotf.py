@@ -81,6 +81,14 @@ def _gcv(data: torch.Tensor, h: torch.Tensor, nuisance_dof: int = 0) -> torch.Te
     return gcv_alpha(s, proj, residual0, data[0].numel() - nuisance_dof, alpha_grid(s.max()))
 
 
+def _low_ring(shape, device) -> torch.Tensor:
+    """Mask (H, W) of the frequencies 1-2 grid steps from DC."""
+    hy = torch.fft.fftfreq(shape[0], dtype=torch.float64, device=device) * shape[0]
+    hx = torch.fft.fftfreq(shape[1], dtype=torch.float64, device=device) * shape[1]
+    r2 = hy[:, None] ** 2 + hx[None, :] ** 2
+    return (r2 >= 1) & (r2 <= 4)
+
+
 def _no_signal(alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """Images (B,) whose α damps every frequency by half or more: GCV saw nothing but noise."""
     return alpha >= 0.5 * float((h**2).sum(dim=0).max())
@@ -141,14 +149,6 @@ def _alpha(data: torch.Tensor, h: torch.Tensor, rule, loss: torch.Tensor, nuisan
 
 
 # -------------------------------------------------------- absorption nuisance
-def _low_ring(shape, device) -> torch.Tensor:
-    """Mask (H, W) of the frequencies 1-2 grid steps from DC."""
-    hy = torch.fft.fftfreq(shape[0], dtype=torch.float64, device=device) * shape[0]
-    hx = torch.fft.fftfreq(shape[1], dtype=torch.float64, device=device) * shape[1]
-    r2 = hy[:, None] ** 2 + hx[None, :] ** 2
-    return (r2 >= 1) & (r2 <= 4)
-
-
 def absorption_separation(h_phase: torch.Tensor, h_abs: torch.Tensor) -> float:
     """Sine of the angle between the channel vectors of ``H^φ`` and ``H^a`` at the lowest frequencies.
 
