@@ -349,3 +349,30 @@ def test_an_automatic_alpha_that_sees_only_noise_says_so():
         gain, said = _bump_gain_and_warnings(scope, noise)
         assert said == expected
         assert (gain < 0.1) if noise else (gain > 0.9)  # the warning names a real failure, and only that
+
+
+def test_the_tie_cap_only_lowers_alpha_and_only_below_the_first_peak_of_the_transfer_function():
+    """On a rectangular grid the cap's band is a disc in physical frequency ending where Σ|H|² first falls
+    along kx (the TFs are isotropic), and the capped weight is never above GCV's."""
+    from chromaqpi.solvers.wotf import _at_most_tie, _tie_band, transfer_functions
+
+    scope = Microscope.from_preset("default").replace(spectra={"n_wavelengths": 4}, optics={"source_points": 5},
+                                                      sampling={"oversample": 1, "pad_px": 0})
+    shape = (96, 160)
+    hp, _ = transfer_functions(scope, shape, dtype=torch.float64)
+    s = (hp**2).sum(0)
+    band = _tie_band(hp)
+    profile = s[0, : shape[1] // 2]
+    edge = next(i for i in range(1, profile.numel()) if profile[i] < profile[i - 1]) - 1
+    assert 2 < edge < shape[1] // 2
+    assert torch.equal(band[0, : shape[1] // 2], torch.arange(shape[1] // 2) <= edge)
+    along_y = int(band[: shape[0] // 2, 0].sum()) - 1
+    assert abs(along_y - edge * shape[0] / shape[1]) <= 1.0  # the same radius in cycles per µm
+    images = 1 + 0.01 * torch.randn(2, 3, *shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    gcv = torch.tensor([2.0, 1e-12], dtype=torch.float64) * float(s.max())  # the top of GCV's grid, and ~0
+    capped = _at_most_tie(gcv, hp, images, scope, torch.zeros(2, dtype=torch.float64))
+    assert capped.shape == (2, *shape)
+    assert bool((capped <= gcv[:, None, None]).all())
+    assert bool((capped[:, ~band] == gcv[:, None]).all())
+    assert bool((capped[0, band] < gcv[0]).all())  # the large weight is cut inside the band
+    assert bool((capped[1] == gcv[1]).all())  # a weight already under the TIE-equivalent one is kept

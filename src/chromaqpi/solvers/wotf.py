@@ -118,9 +118,10 @@ def _tie_band(h: torch.Tensor) -> torch.Tensor:
     profile = s[0, : s.shape[-1] // 2 + 1]
     falling = torch.nonzero(profile[1:] < profile[:-1])
     edge = int(falling[0]) if falling.numel() else profile.numel() - 1
-    fy = torch.fft.fftfreq(s.shape[0], dtype=torch.float64, device=s.device)
-    fx = torch.fft.fftfreq(s.shape[1], dtype=torch.float64, device=s.device)
-    return fy[:, None] ** 2 + fx[None, :] ** 2 <= (edge / s.shape[1]) ** 2
+    # Frequencies in kx grid steps (exact integers along kx).
+    fy = torch.fft.fftfreq(s.shape[0], 1 / s.shape[1], dtype=torch.float64, device=s.device)
+    fx = torch.fft.fftfreq(s.shape[1], 1 / s.shape[1], dtype=torch.float64, device=s.device)
+    return fy[:, None] ** 2 + fx[None, :] ** 2 <= edge**2 * (1 + 1e-9)
 
 
 def _at_most_tie(alpha: torch.Tensor, h: torch.Tensor, images: torch.Tensor, microscope: Microscope,
