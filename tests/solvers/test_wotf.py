@@ -376,3 +376,5 @@ def test_the_tie_cap_only_lowers_alpha_and_only_below_the_first_peak_of_the_tran
     assert bool((capped[:, ~band] == gcv[:, None]).all())
     assert bool((capped[0, band] < gcv[0]).all())  # the large weight is cut inside the band
     assert bool((capped[1] == gcv[1]).all())  # a weight already under the TIE-equivalent one is kept
+    floored = 1.01 * torch.sqrt(gcv)  # light loss δ with δ² >= α: α sits at its floor, which the cap never goes under
+    assert torch.equal(_at_most_tie(gcv, hp, images, scope, floored), gcv)

@@ -143,9 +143,12 @@ def _at_most_tie(alpha: torch.Tensor, h: torch.Tensor, images: torch.Tensor, mic
     training-split pictures of 3.5 rad from 0.59 to 0.71-1.18 rad (paper-2shot), so they keep GCV's
     choice and its warning.
     """
-    cap = torch.maximum(_tie_equivalent_alpha(h, images, microscope), loss.to(torch.float64) ** 2).to(alpha)
-    per_image = alpha.reshape(-1, 1, 1)
-    return torch.where(_tie_band(h), torch.minimum(per_image, cap.reshape(-1, 1, 1)), per_image)
+    floor = loss.to(torch.float64) ** 2
+    if bool((alpha.to(torch.float64) <= floor).all()):
+        return alpha  # at its δ² floor α is already under the cap: skip the TIE's FFTs
+    cap = torch.maximum(_tie_equivalent_alpha(h, images, microscope), floor).to(alpha)
+    per_image = _per_frequency(alpha)
+    return torch.where(_tie_band(h), torch.minimum(per_image, _per_frequency(cap)), per_image)
 
 
 def _per_frequency(alpha: torch.Tensor) -> torch.Tensor:
